@@ -1,0 +1,64 @@
+"""The `larpix-daq` command: a thin dispatcher over :mod:`larpixdaq.commands`.
+
+Subcommands live one per module in ``larpixdaq.commands``; this file only discovers them,
+parses the command line and turns an uncaught :class:`CommandError` into a one-line reason
+and a non-zero exit status, so that every command fails the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from larpixdaq import __version__
+from larpixdaq import commands as commands_pkg
+from larpixdaq.commands import Command
+from larpixdaq.errors import CommandError
+
+
+def discover_commands() -> list[Command]:
+    """Every :class:`Command` declared by a module of ``larpixdaq.commands``, by name."""
+    found: dict[str, Command] = {}
+    for info in pkgutil.iter_modules(commands_pkg.__path__):
+        module = importlib.import_module(f"{commands_pkg.__name__}.{info.name}")
+        for command in getattr(module, "COMMANDS", []):
+            if command.name in found:
+                raise RuntimeError(f"two modules declare the command {command.name!r}")
+            found[command.name] = command
+    return [found[name] for name in sorted(found)]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="larpix-daq",
+        description="Data acquisition for LArPix: run control, boards, files.",
+    )
+    parser.add_argument("--version", action="version", version=f"larpix-daq {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command in discover_commands():
+        sp = sub.add_parser(command.name, help=command.help, description=command.help)
+        command.configure(sp)
+        sp.set_defaults(_run=command.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except CommandError as exc:
+        print(f"larpix-daq {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"larpix-daq {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
