@@ -1,0 +1,68 @@
+"""The numpy row layouts of the LArPix+HDF5 v2.4 file, shared by every codec and writer.
+
+These dtypes are the file format: field order, widths and packing must match what the
+field's reference reader expects byte for byte (36-byte ``packets`` rows, 76-byte
+``messages`` rows, 250-byte ``configs`` rows).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+FILE_VERSION = "2.4"
+
+PACKETS_DTYPE = np.dtype(
+    [
+        ("io_group", "u1"),
+        ("io_channel", "u1"),
+        ("chip_id", "u1"),
+        ("packet_type", "u1"),
+        ("downstream_marker", "u1"),
+        ("parity", "u1"),
+        ("valid_parity", "u1"),
+        ("channel_id", "u1"),
+        ("timestamp", "<u8"),
+        ("dataword", "u1"),
+        ("trigger_type", "u1"),
+        ("local_fifo", "u1"),
+        ("shared_fifo", "u1"),
+        ("register_address", "u1"),
+        ("register_data", "u1"),
+        ("direction", "u1"),
+        ("local_fifo_events", "u1"),
+        ("shared_fifo_events", "<u2"),
+        ("counter", "<u4"),
+        ("fifo_diagnostics_enabled", "u1"),
+        ("first_packet", "u1"),
+        ("receipt_timestamp", "<u4"),
+    ]
+)
+assert PACKETS_DTYPE.itemsize == 36
+
+MESSAGES_DTYPE = np.dtype([("message", "S64"), ("timestamp", "<u8"), ("index", "<u4")])
+
+CONFIG_REGISTERS = 239
+"""Width of the ``registers`` column: large enough for LightPix v1 (239), v2 uses 237."""
+
+CONFIGS_DTYPE = np.dtype(
+    [
+        ("timestamp", "<u8"),
+        ("io_group", "u1"),
+        ("io_channel", "u1"),
+        ("chip_id", "u1"),
+        ("registers", "u1", (CONFIG_REGISTERS,)),
+    ]
+)
+
+# packet_type values of the packets table
+DATA, TEST, CONFIG_WRITE, CONFIG_READ, TIMESTAMP, MESSAGE, SYNC, TRIGGER = range(8)
+PACKET_TYPE_NAMES = {
+    DATA: "data",
+    TEST: "test",
+    CONFIG_WRITE: "config_write",
+    CONFIG_READ: "config_read",
+    TIMESTAMP: "timestamp",
+    MESSAGE: "message",
+    SYNC: "sync",
+    TRIGGER: "trigger",
+}
