@@ -1,0 +1,252 @@
+"""The run-control state machine: everything that affects the run state lives in this file.
+
+It is pure: no sockets, threads, files or clocks. The core feeds it events (an operator asked
+for a transition, every component acknowledged, a component failed or was lost) and it says
+which state follows, or refuses with an error that names the state and what is allowed there.
+Transitions are one table (:data:`TRANSITIONS`), not a scatter of ``if`` statements, so the
+table in ``docs/runcontrol.md`` and this code cannot drift apart silently.
+
+Stable states are STOP, READY, RUN and ERROR. While the core waits for the components to
+acknowledge a transition the state is a transitional one (PREPARING, STARTING, STOPPING,
+RESETTING), so a second request arriving meanwhile is refused rather than interleaved.
+
+Two more pure pieces live here because they decide how a transition is carried out: the order
+in which components are told (:func:`transition_groups`) and the steps that bring a component
+that joins late to the current state (:func:`catch_up_steps`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+
+from larpixdaq.errors import LarpixDaqError
+
+
+class State(str, Enum):
+    """The state of the DAQ as held by the core."""
+
+    STOP = "STOP"
+    PREPARING = "PREPARING"
+    READY = "READY"
+    STARTING = "STARTING"
+    RUN = "RUN"
+    STOPPING = "STOPPING"
+    ERROR = "ERROR"
+    RESETTING = "RESETTING"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+STABLE_STATES = frozenset({State.STOP, State.READY, State.RUN, State.ERROR})
+#: States in which a run is open (a run number has been handed out and not yet closed).
+RUN_OPEN_STATES = frozenset(State) - {State.STOP}
+
+
+# --- events: small immutable values --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PrepareRun:
+    """The operator asks to prepare a run (components get ready to receive data)."""
+
+
+@dataclass(frozen=True)
+class BeginRun:
+    """The operator asks to start data taking."""
+
+
+@dataclass(frozen=True)
+class EndRun:
+    """The operator asks to end the run (from READY, RUN, or ERROR to close a failed run)."""
+
+
+@dataclass(frozen=True)
+class Reset:
+    """The operator asks to leave ERROR for STOP, closing any open run as failed/aborted."""
+
+
+@dataclass(frozen=True)
+class Completed:
+    """Every participating component acknowledged the transition in progress."""
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A component refused or did not answer the transition in progress."""
+
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Something went wrong outside a transition (a component lost during a run)."""
+
+    reason: str = ""
+
+
+Event = PrepareRun | BeginRun | EndRun | Reset | Completed | Failed | Fault
+
+#: Operator requests, by the name the operator uses for them.
+REQUESTS: dict[str, type] = {
+    "prepare_run": PrepareRun,
+    "begin_run": BeginRun,
+    "end_run": EndRun,
+    "reset": Reset,
+}
+_REQUEST_NAMES = {v: k for k, v in REQUESTS.items()}
+
+S = State
+#: (state, event type) -> next state. Anything not listed is refused.
+TRANSITIONS: dict[tuple[State, type], State] = {
+    (S.STOP, PrepareRun): S.PREPARING,
+    (S.PREPARING, Completed): S.READY,
+    (S.PREPARING, Failed): S.ERROR,
+    (S.READY, BeginRun): S.STARTING,
+    (S.STARTING, Completed): S.RUN,
+    (S.STARTING, Failed): S.ERROR,
+    (S.READY, EndRun): S.STOPPING,
+    (S.RUN, EndRun): S.STOPPING,
+    (S.ERROR, EndRun): S.STOPPING,
+    (S.STOPPING, Completed): S.STOP,
+    (S.STOPPING, Failed): S.ERROR,
+    (S.ERROR, Reset): S.RESETTING,
+    (S.RESETTING, Completed): S.STOP,
+    # A reset always ends in STOP: it is the way out, so it must not be able to fail.
+    (S.RESETTING, Failed): S.STOP,
+    # Faults: during a run they put the DAQ in ERROR; with no run open they change nothing.
+    (S.STOP, Fault): S.STOP,
+    (S.PREPARING, Fault): S.ERROR,
+    (S.READY, Fault): S.ERROR,
+    (S.STARTING, Fault): S.ERROR,
+    (S.RUN, Fault): S.ERROR,
+    (S.STOPPING, Fault): S.ERROR,
+    (S.ERROR, Fault): S.ERROR,
+    (S.RESETTING, Fault): S.RESETTING,
+}
+
+#: The component-level transition each transitional core state carries out.
+COMPONENT_TRANSITION: dict[State, str] = {
+    S.PREPARING: "prepare",
+    S.STARTING: "begin",
+    S.STOPPING: "end",
+    S.RESETTING: "reset",
+}
+
+
+class TransitionRefused(LarpixDaqError):
+    """An operator request that is not allowed in the current state."""
+
+    def __init__(self, state: State, request: str, allowed: Iterable[str]) -> None:
+        self.state = state
+        self.request = request
+        self.allowed = sorted(allowed)
+        allowed_text = ", ".join(self.allowed) if self.allowed else "none (wait for it to finish)"
+        super().__init__(f"cannot {request} in state {state}; allowed in {state}: {allowed_text}")
+
+
+class InvalidEvent(LarpixDaqError):
+    """An internal event that the current state cannot take (a bug in the caller)."""
+
+
+def allowed_requests(state: State) -> list[str]:
+    """The operator requests accepted in ``state``, by name."""
+    return sorted(
+        name for name, ev in REQUESTS.items() if (State(state), ev) in TRANSITIONS
+    )
+
+
+class RunStateMachine:
+    """The run state plus the table; the only place the state changes."""
+
+    def __init__(self, state: State = State.STOP) -> None:
+        self.state = State(state)
+
+    @property
+    def allowed(self) -> list[str]:
+        return allowed_requests(self.state)
+
+    def request(self, name: str) -> State:
+        """Apply an operator request by name; refuse it clearly if not allowed now."""
+        event_type = REQUESTS.get(name)
+        if event_type is None:
+            raise TransitionRefused(self.state, name, self.allowed)
+        return self.handle(event_type())
+
+    def handle(self, event: Event) -> State:
+        """Apply ``event`` and return the new state."""
+        key = (self.state, type(event))
+        if key not in TRANSITIONS:
+            name = _REQUEST_NAMES.get(type(event))
+            if name is not None:
+                raise TransitionRefused(self.state, name, self.allowed)
+            raise InvalidEvent(f"event {type(event).__name__} is not valid in state {self.state}")
+        self.state = TRANSITIONS[key]
+        return self.state
+
+
+# --- how a transition is carried out -------------------------------------------------------
+
+#: Roles told in each group, in order. Storage is ready before data flows and closes only after
+#: the producers have stopped. Roles not named here (log collectors, anything else) go last.
+ROLE_ORDER: dict[str, list[tuple[str, ...]]] = {
+    "prepare": [("storage",), ("aggregator", "monitor"), ("producer",)],
+    "begin": [("storage",), ("aggregator",), ("monitor",), ("producer",)],
+    "end": [("producer",), ("aggregator",), ("monitor",), ("storage",)],
+    "reset": [("producer",), ("aggregator",), ("monitor",), ("storage",)],
+}
+
+
+def transition_groups(transition: str, roles: Mapping[str, str]) -> list[list[str]]:
+    """Component names grouped in the order they are told ``transition``.
+
+    Components in one group are told together; the next group is told only when every member
+    of the previous one has acknowledged. Empty groups are dropped.
+    """
+    if transition not in ROLE_ORDER:
+        raise ValueError(f"unknown transition {transition!r}; known: {', '.join(ROLE_ORDER)}")
+    named = {role for group in ROLE_ORDER[transition] for role in group}
+    groups = [
+        sorted(n for n, r in roles.items() if r in group) for group in ROLE_ORDER[transition]
+    ]
+    groups.append(sorted(n for n, r in roles.items() if r not in named))
+    return [g for g in groups if g]
+
+
+#: The component-level state each component transition leads to.
+COMPONENT_STATE_AFTER = {"prepare": "READY", "begin": "RUN", "end": "STOP", "reset": "STOP"}
+
+
+def catch_up_steps(
+    component_state: str,
+    component_run: int | None,
+    core_state: State,
+    core_run: int | None,
+) -> list[str]:
+    """The transitions that bring a component to the core's stable state and run.
+
+    A component in another run than the core's is first ended; then it is prepared and begun
+    as far as the core is. Only meaningful in STOP, READY and RUN (in other states the core
+    leaves components alone); returns ``[]`` there.
+    """
+    core_state = State(core_state)
+    target = {State.STOP: 0, State.READY: 1, State.RUN: 2}.get(core_state)
+    if target is None:
+        return []
+    level = {"STOP": 0, "READY": 1, "RUN": 2}.get(component_state, 0)
+    steps: list[str] = []
+    if level > 0 and (target == 0 or component_run != core_run):
+        steps.append("end")
+        level = 0
+    if level == 2 and target == 1:
+        # A component cannot go back from RUN to READY within a run: end it and prepare again.
+        steps.append("end")
+        level = 0
+    if level < 1 <= target:
+        steps.append("prepare")
+        level = 1
+    if level < 2 <= target:
+        steps.append("begin")
+    return steps

@@ -1,0 +1,174 @@
+"""The pure run state machine: table, refusals, ordering and catch-up."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from larpixdaq.runcontrol.statemachine import (
+    COMPONENT_STATE_AFTER,
+    REQUESTS,
+    STABLE_STATES,
+    TRANSITIONS,
+    BeginRun,
+    Completed,
+    EndRun,
+    Failed,
+    Fault,
+    InvalidEvent,
+    PrepareRun,
+    RunStateMachine,
+    State,
+    TransitionRefused,
+    allowed_requests,
+    catch_up_steps,
+    transition_groups,
+)
+
+
+def test_full_cycle():
+    sm = RunStateMachine()
+    assert sm.state is State.STOP
+    assert sm.request("prepare_run") is State.PREPARING
+    assert sm.handle(Completed()) is State.READY
+    assert sm.request("begin_run") is State.STARTING
+    assert sm.handle(Completed()) is State.RUN
+    assert sm.request("end_run") is State.STOPPING
+    assert sm.handle(Completed()) is State.STOP
+
+
+def test_stop_to_run_refused_with_clear_message():
+    sm = RunStateMachine()
+    with pytest.raises(TransitionRefused) as err:
+        sm.request("begin_run")
+    assert "cannot begin_run in state STOP" in str(err.value)
+    assert "prepare_run" in str(err.value)
+    assert sm.state is State.STOP
+
+
+def test_unknown_request_refused():
+    with pytest.raises(TransitionRefused, match="cannot dance"):
+        RunStateMachine().request("dance")
+
+
+def test_request_during_transition_refused():
+    sm = RunStateMachine()
+    sm.request("prepare_run")
+    with pytest.raises(TransitionRefused, match="none"):
+        sm.request("end_run")
+
+
+def test_failure_goes_to_error_and_reset_recovers():
+    sm = RunStateMachine(State.READY)
+    sm.request("begin_run")
+    assert sm.handle(Failed("storage st did not answer")) is State.ERROR
+    assert allowed_requests(State.ERROR) == ["end_run", "reset"]
+    sm.request("reset")
+    assert sm.handle(Failed("x")) is State.STOP
+
+
+def test_fault_in_stop_changes_nothing_and_in_run_errors():
+    assert RunStateMachine(State.STOP).handle(Fault("lost")) is State.STOP
+    assert RunStateMachine(State.RUN).handle(Fault("lost")) is State.ERROR
+
+
+def test_internal_event_invalid():
+    with pytest.raises(InvalidEvent):
+        RunStateMachine().handle(Completed())
+
+
+def test_transition_groups_order():
+    roles = {"p1": "producer", "p0": "producer", "agg": "aggregator", "mon": "monitor",
+             "st": "storage", "log": "log"}
+    assert transition_groups("prepare", roles) == [["st"], ["agg", "mon"], ["p0", "p1"], ["log"]]
+    assert transition_groups("begin", roles) == [["st"], ["agg"], ["mon"], ["p0", "p1"], ["log"]]
+    assert transition_groups("end", roles) == [["p0", "p1"], ["agg"], ["mon"], ["st"], ["log"]]
+    assert transition_groups("end", {}) == []
+    with pytest.raises(ValueError, match="unknown transition"):
+        transition_groups("jump", roles)
+
+
+@pytest.mark.parametrize(
+    ("comp", "comp_run", "core", "core_run", "steps"),
+    [
+        ("STOP", None, State.STOP, None, []),
+        ("STOP", None, State.READY, 3, ["prepare"]),
+        ("STOP", None, State.RUN, 3, ["prepare", "begin"]),
+        ("READY", 3, State.RUN, 3, ["begin"]),
+        ("RUN", 3, State.RUN, 3, []),
+        ("RUN", 2, State.RUN, 3, ["end", "prepare", "begin"]),
+        ("RUN", 3, State.STOP, None, ["end"]),
+        ("RUN", 3, State.READY, 3, ["end", "prepare"]),
+        ("RUN", 3, State.ERROR, 3, []),
+    ],
+)
+def test_catch_up(comp, comp_run, core, core_run, steps):
+    assert catch_up_steps(comp, comp_run, core, core_run) == steps
+
+
+@settings(max_examples=200, deadline=None)
+class RunControlMachine(RuleBasedStateMachine):
+    """Random request/completion sequences never reach a state outside the table."""
+
+    def __init__(self):
+        super().__init__()
+        self.sm = RunStateMachine()
+        self.model_run_open = False
+
+    @rule(name=st.sampled_from(sorted(REQUESTS)))
+    def request(self, name):
+        before = self.sm.state
+        allowed = name in allowed_requests(before)
+        try:
+            after = self.sm.request(name)
+        except TransitionRefused as exc:
+            assert not allowed
+            assert str(before) in str(exc)
+            assert self.sm.state is before
+        else:
+            assert allowed
+            assert after not in STABLE_STATES
+            if name == "prepare_run":
+                self.model_run_open = True
+
+    @precondition(lambda self: self.sm.state not in STABLE_STATES)
+    @rule(ok=st.booleans())
+    def finish(self, ok):
+        before = self.sm.state
+        after = self.sm.handle(Completed() if ok else Failed("x"))
+        if before in (State.STOPPING, State.RESETTING) and (ok or before is State.RESETTING):
+            assert after is State.STOP
+            self.model_run_open = False
+        elif ok:
+            assert after in (State.READY, State.RUN)
+        else:
+            assert after is State.ERROR
+
+    @rule()
+    def fault(self):
+        before = self.sm.state
+        after = self.sm.handle(Fault("lost"))
+        if before is State.STOP:
+            assert after is State.STOP
+        elif before is not State.RESETTING:
+            assert after is State.ERROR
+
+    @invariant()
+    def run_open_iff_not_stop(self):
+        assert (self.sm.state is not State.STOP) == self.model_run_open
+
+    @invariant()
+    def never_stop_to_run(self):
+        assert (State.STOP, BeginRun) not in TRANSITIONS
+
+
+TestRunControlMachine = RunControlMachine.TestCase
+
+
+def test_every_table_target_reachable_event_types():
+    events = {k[1] for k in TRANSITIONS}
+    assert events == {PrepareRun, BeginRun, EndRun, type(REQUESTS["reset"]()), Completed,
+                      Failed, Fault}
+    assert set(COMPONENT_STATE_AFTER) == {"prepare", "begin", "end", "reset"}
