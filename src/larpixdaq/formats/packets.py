@@ -124,7 +124,8 @@ def encode_packets(
     given = {k: v for k, v in locals().items() if k in FIELDS and v is not None}
     if any(k in given for k in DATA_FIELDS) and any(k in given for k in CONFIG_FIELDS):
         raise FormatError("a packet has either data fields or register fields, not both")
-    arrays = dict(zip(given, np.broadcast_arrays(*(np.asarray(v) for v in given.values()))))
+    broadcast = np.broadcast_arrays(*(np.asarray(v) for v in given.values()))
+    arrays = dict(zip(given, broadcast, strict=True))
     shape = next(iter(arrays.values())).shape
     word = np.zeros(shape, dtype=np.uint64)
     for name, value in arrays.items():

@@ -388,7 +388,9 @@ def _check_range(name: str, value: int, bits: int) -> None:
         raise FormatError(f"{name}={value} does not fit in {bits} bits")
 
 
-def encode_control(kind: bytes, words: Sequence[ControlWord], timestamp: int | None = None) -> bytes:
+def encode_control(
+    kind: bytes, words: Sequence[ControlWord], timestamp: int | None = None
+) -> bytes:
     """A request (``?``) or reply (``!``) message."""
     if kind not in (MSG_REQUEST, MSG_REPLY):
         raise FormatError(f"control messages are '?' or '!', not {kind!r}")
