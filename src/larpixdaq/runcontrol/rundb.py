@@ -1,0 +1,238 @@
+"""The run database: run numbers, run records and the core's saved state, in SQLite.
+
+A run number is allocated in its own committed transaction *before* anything uses it, and the
+table uses ``AUTOINCREMENT``, so a number handed out once is never handed out again: not after
+a failed prepare, not after the core crashed, not after rows were deleted by hand.
+
+The core also saves its state here on every change, so that a restarted core knows whether a
+run was in progress and carries on with it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from larpixdaq.errors import LarpixDaqError
+
+EXIT_STATUSES = ("success", "aborted", "failed")
+STORAGE_ROLE = "storage"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_number INTEGER PRIMARY KEY AUTOINCREMENT,
+    start_time REAL NOT NULL,
+    begin_time REAL,
+    end_time REAL,
+    state TEXT NOT NULL,
+    exit_status TEXT,
+    comment TEXT NOT NULL DEFAULT '',
+    run_type TEXT NOT NULL DEFAULT 'physics',
+    data_dir TEXT NOT NULL DEFAULT '.',
+    config_hash TEXT,
+    config_snapshot TEXT,
+    files TEXT NOT NULL DEFAULT '[]',
+    counters TEXT NOT NULL DEFAULT '{}',
+    roles TEXT NOT NULL DEFAULT '{}',
+    participants TEXT NOT NULL DEFAULT '{}',
+    incidents TEXT NOT NULL DEFAULT '[]',
+    packets_written INTEGER NOT NULL DEFAULT 0,
+    packets_lost INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS core_state (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+
+class RunDatabaseError(LarpixDaqError):
+    """The run database cannot be opened or does not know a run."""
+
+
+@dataclass
+class RunRecord:
+    """One run as stored: what it was, when, how it ended, and what each component counted."""
+
+    run_number: int
+    start_time: float
+    state: str
+    begin_time: float | None = None
+    end_time: float | None = None
+    exit_status: str | None = None
+    comment: str = ""
+    run_type: str = "physics"
+    data_dir: str = "."
+    config_hash: str | None = None
+    config_snapshot: str | None = None
+    files: list[str] = field(default_factory=list)
+    counters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    roles: dict[str, str] = field(default_factory=dict)
+    participants: dict[str, str] = field(default_factory=dict)
+    incidents: list[str] = field(default_factory=list)
+    packets_written: int = 0
+    packets_lost: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_JSON_COLUMNS = ("files", "counters", "roles", "participants", "incidents")
+
+
+class RunDatabase:
+    """The SQLite run database; one connection, used from one thread."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            if self.path.parent != Path(""):
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(self.path), isolation_level=None)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(_SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise RunDatabaseError(f"cannot open the run database {self.path}: {exc}") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    # --- runs ---------------------------------------------------------------------------
+
+    def allocate_run(
+        self,
+        *,
+        run_type: str = "physics",
+        comment: str = "",
+        data_dir: str = ".",
+        config_hash: str | None = None,
+        config_snapshot: str | None = None,
+        start_time: float | None = None,
+        state: str = "PREPARING",
+    ) -> RunRecord:
+        """Hand out the next run number, committed before it is returned."""
+        start = time.time() if start_time is None else start_time
+        with self._db:
+            cur = self._db.execute(
+                "INSERT INTO runs (start_time, state, comment, run_type, data_dir, config_hash,"
+                " config_snapshot) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (start, state, comment, run_type, data_dir, config_hash, config_snapshot),
+            )
+        return self.get_run(int(cur.lastrowid))
+
+    def _update(self, run_number: int, **values: Any) -> None:
+        cols = ", ".join(f"{k} = ?" for k in values)
+        with self._db:
+            cur = self._db.execute(
+                f"UPDATE runs SET {cols} WHERE run_number = ?", (*values.values(), run_number)
+            )
+        if cur.rowcount == 0:
+            raise RunDatabaseError(f"no run {run_number} in {self.path}")
+
+    def set_state(self, run_number: int, state: str) -> None:
+        self._update(run_number, state=state)
+
+    def set_begin_time(self, run_number: int, begin_time: float | None = None) -> None:
+        self._update(run_number, begin_time=time.time() if begin_time is None else begin_time)
+
+    def set_participants(self, run_number: int, participants: dict[str, str]) -> None:
+        """The components (name -> role) expected to take part, for recovery after a restart."""
+        self._update(run_number, participants=json.dumps(participants))
+
+    def add_incident(self, run_number: int, text: str) -> None:
+        """Mark the run: something went wrong during it (kept in order, with a time)."""
+        record = self.get_run(run_number)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+        record.incidents.append(f"{stamp}Z {text}")
+        self._update(run_number, incidents=json.dumps(record.incidents))
+
+    def record_component(
+        self,
+        run_number: int,
+        component: str,
+        role: str,
+        counters: dict[str, Any],
+        files: list[str] | None = None,
+    ) -> None:
+        """Store what one component reported at the end of the run, and re-sum the totals."""
+        record = self.get_run(run_number)
+        record.counters[component] = dict(counters)
+        record.roles[component] = role
+        for f in files or []:
+            if f not in record.files:
+                record.files.append(str(f))
+        written = lost = 0
+        for name, values in record.counters.items():
+            if record.roles.get(name) == STORAGE_ROLE:
+                written += int(values.get("packets_written", 0) or 0)
+                lost += int(values.get("packets_lost", 0) or 0)
+        self._update(
+            run_number,
+            counters=json.dumps(record.counters),
+            roles=json.dumps(record.roles),
+            files=json.dumps(record.files),
+            packets_written=written,
+            packets_lost=lost,
+        )
+
+    def finish_run(
+        self, run_number: int, exit_status: str, end_time: float | None = None
+    ) -> RunRecord:
+        if exit_status not in EXIT_STATUSES:
+            raise ValueError(f"exit status {exit_status!r} is not one of {EXIT_STATUSES}")
+        self._update(
+            run_number,
+            state="STOP",
+            exit_status=exit_status,
+            end_time=time.time() if end_time is None else end_time,
+        )
+        return self.get_run(run_number)
+
+    def get_run(self, run_number: int) -> RunRecord:
+        row = self._db.execute(
+            "SELECT * FROM runs WHERE run_number = ?", (run_number,)
+        ).fetchone()
+        if row is None:
+            raise RunDatabaseError(f"no run {run_number} in {self.path}")
+        return _record(row)
+
+    def list_runs(self, limit: int | None = None) -> list[RunRecord]:
+        """Most recent first."""
+        sql = "SELECT * FROM runs ORDER BY run_number DESC"
+        rows = self._db.execute(sql + (" LIMIT ?" if limit else ""), (limit,) if limit else ())
+        return [_record(r) for r in rows]
+
+    def open_run(self) -> RunRecord | None:
+        """The most recent run that has no end, if any: the run in progress."""
+        row = self._db.execute(
+            "SELECT * FROM runs WHERE end_time IS NULL ORDER BY run_number DESC LIMIT 1"
+        ).fetchone()
+        return None if row is None else _record(row)
+
+    # --- core state ---------------------------------------------------------------------
+
+    def save_core_state(self, state: str, run_number: int | None) -> None:
+        with self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO core_state (key, value) VALUES ('state', ?)",
+                (json.dumps({"state": state, "run_number": run_number}),),
+            )
+
+    def load_core_state(self) -> tuple[str, int | None]:
+        row = self._db.execute("SELECT value FROM core_state WHERE key = 'state'").fetchone()
+        if row is None:
+            return "STOP", None
+        value = json.loads(row["value"])
+        return value["state"], value["run_number"]
+
+
+def _record(row: sqlite3.Row) -> RunRecord:
+    values = dict(row)
+    for col in _JSON_COLUMNS:
+        values[col] = json.loads(values[col])
+    return RunRecord(**values)
