@@ -109,6 +109,7 @@ class Hdf5Writer:
         if self.path.exists() and not overwrite:
             raise FileExistsError(f"{self.path} exists (pass overwrite=True to replace it)")
         opts = compression_level if self.compression == "gzip" else None
+        self._closed = False
         self._file = h5py.File(self.path, "w", libver="latest" if swmr else None)
         now = time.time()
         header = self._file.create_group("_header")
@@ -144,7 +145,6 @@ class Hdf5Writer:
         self._written = 0
         self._n_messages = 0
         self._sha = hashlib.sha256()
-        self._closed = False
 
     # -- state -------------------------------------------------------------------------
     @property
