@@ -97,8 +97,9 @@ class RawWriter:
         start = self._n
         self._msgs.resize((start + n,))
         self._headers.resize((start + n,))
-        self._msgs[start:] = msgs
-        self._headers[start:] = headers
+        # write_direct: slice assignment would turn equal-length messages into a 2-D array
+        self._msgs.write_direct(msgs, dest_sel=np.s_[start : start + n])
+        self._headers.write_direct(headers, dest_sel=np.s_[start : start + n])
         self._n = start + n
         if self.swmr:
             self._msgs.flush()
