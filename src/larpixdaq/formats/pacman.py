@@ -295,11 +295,31 @@ def trig_words(timestamp: np.ndarray | int, trigger_type: np.ndarray | int = 0) 
     return words
 
 
+def concat_words(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """Concatenate WORD_DTYPE arrays.
+
+    Use this, not a bare ``np.concatenate``: numpy's type promotion rewrites a dtype with
+    overlapping fields into a packed one (31 bytes), which is no longer a PACMAN word.
+    """
+    return np.concatenate(arrays, dtype=WORD_DTYPE) if len(arrays) else np.zeros(0, WORD_DTYPE)
+
+
+def as_words(words: np.ndarray) -> np.ndarray:
+    """``words`` as WORD_DTYPE: from an (n, 16) uint8 array, or from a structured array
+    with the word fields in another layout (as a bare ``np.concatenate`` leaves them)."""
+    words = np.asarray(words)
+    if words.dtype == WORD_DTYPE:
+        return words
+    if words.dtype.names is not None and set(words.dtype.names) == set(WORD_DTYPE.names):
+        return words.astype(WORD_DTYPE)
+    if words.dtype == np.uint8 and words.ndim == 2 and words.shape[1] == WORD_BYTES:
+        return np.ascontiguousarray(words).view(WORD_DTYPE).reshape(-1)
+    raise FormatError(f"not PACMAN words: dtype {words.dtype}, shape {words.shape}")
+
+
 def encode_data_message(timestamp: int, words: np.ndarray) -> bytes:
     """One ``D`` message holding ``words`` (WORD_DTYPE, at most 65535 of them)."""
-    words = np.asarray(words)
-    if words.dtype != WORD_DTYPE:
-        words = np.ascontiguousarray(words, dtype=np.uint8).view(WORD_DTYPE).reshape(-1)
+    words = as_words(words)
     if len(words) > MAX_WORDS:
         raise FormatError(f"a message holds at most {MAX_WORDS} words, not {len(words)}")
     return HEADER.pack(MSG_DATA, int(timestamp) & 0xFFFFFFFF, len(words)) + words.tobytes()
