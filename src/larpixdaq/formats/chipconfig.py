@@ -33,7 +33,7 @@ from larpixdaq.formats.registers import (
 )
 
 PathLike = Union[str, "os.PathLike[str]"]
-Value = Union[int, list[int]]  # noqa: UP007 (runtime alias, py3.10)
+Value = int | list[int]
 
 _INTEGER_TYPES = (int, np.integer)
 
@@ -51,9 +51,7 @@ def _check_element(f: Field, value: object, where: str) -> int:
         )
     v = int(value)  # type: ignore[arg-type]
     if not f.minimum <= v <= f.maximum:
-        raise ConfigError(
-            f"{where} = {v} is out of range; {f.name} takes {f.range_text()}"
-        )
+        raise ConfigError(f"{where} = {v} is out of range; {f.name} takes {f.range_text()}")
     return v
 
 

@@ -193,11 +193,7 @@ USED_BITS_MASK: np.ndarray = np.packbits(BIT_OWNER >= 0, bitorder="little")
 """uint8[237]: the bits of each register that belong to some field."""
 
 REGISTER_FIELDS: dict[int, tuple[str, ...]] = {
-    addr: tuple(
-        dict.fromkeys(
-            FIELDS[i].name for i in BIT_OWNER[addr * 8 : addr * 8 + 8] if i >= 0
-        )
-    )
+    addr: tuple(dict.fromkeys(FIELDS[i].name for i in BIT_OWNER[addr * 8 : addr * 8 + 8] if i >= 0))
     for addr in range(NUM_REGISTERS)
 }
 """For each register address, the fields stored (at least partly) in it."""
