@@ -1,0 +1,507 @@
+"""The base every DAQ component is built on: registration, heartbeats, run state, actions.
+
+A component is a process (or a thread in tests) that registers with the core, heartbeats,
+follows the run state through hooks, answers actions the operator invokes, and reports
+counters. Subclasses write only the hooks and their actions::
+
+    class Storage(Component):
+        role = "storage"
+
+        def on_prepare(self, run):          # open the file for run.run_number
+            ...
+        def on_end(self, run):              # close it; say what was written
+            return {"files": [self.path]}
+        def counters(self):
+            return {"packets_written": self.n_written, "packets_lost": self.n_lost}
+
+        @action
+        def flush(self, force: bool = False):
+            "Flush buffered rows to disk now."
+            ...
+
+    Storage("storage-0", core="tcp://127.0.0.1:5550").run_forever()
+
+Threads, and why there are three:
+
+* the *control* thread owns the one socket to the core: registration, heartbeats both ways,
+  reconnection (a core that is silent for ``core_timeout`` is presumed restarted: the
+  component opens a new socket and registers again, keeping its state and run, so a run in
+  progress carries on);
+* the *transition* worker runs ``on_prepare``/``on_begin``/``on_end``/``on_reset`` one at a
+  time, so a slow hook never stops heartbeats;
+* the *action* worker runs invoked actions, so a long action (a scan, a calibration) stalls
+  neither heartbeats nor transitions nor the component's own data path, which the subclass
+  runs in threads of its own (started in a hook, or in :meth:`Component.main`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import zmq
+
+from larpixdaq.runcontrol import messages as m
+from larpixdaq.runcontrol.messages import RunInfo
+
+log = logging.getLogger("larpixdaq.component")
+
+DEFAULT_CORE = "tcp://127.0.0.1:5550"
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of an action, as shown to operators."""
+
+    name: str
+    required: bool
+    default: Any = None
+    annotation: str = ""
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """A registered action: its callable, parameters and documentation."""
+
+    name: str
+    func: Callable[..., Any]
+    params: tuple[Param, ...]
+    doc: str
+
+    def describe(self) -> dict[str, Any]:
+        """The wire form sent to the core at registration."""
+        return {
+            "doc": self.doc,
+            "params": [
+                {"name": p.name, "required": p.required, "annotation": p.annotation,
+                 **({"default": p.default} if not p.required and _wire_safe(p.default) else {})}
+                for p in self.params
+            ],
+        }
+
+
+def _wire_safe(value: Any) -> bool:
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def action(func: Callable | None = None, *, name: str | None = None) -> Any:
+    """Mark a method of a :class:`Component` subclass as an action operators can invoke.
+
+    The action's name is the method name unless ``name`` is given; its parameters and
+    docstring are shown to operators. It may return a value (sent as ``data["result"]``) or
+    be a generator: each yielded dict is sent to the operator as progress and the generator's
+    ``return`` value is the result.
+    """
+
+    def mark(f: Callable) -> Callable:
+        f._larpix_action = name or f.__name__  # type: ignore[attr-defined]
+        return f
+
+    return mark(func) if func is not None else mark
+
+
+def _spec(name: str, func: Callable[..., Any], doc: str | None = None) -> ActionSpec:
+    params = []
+    for p in inspect.signature(func).parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        required = p.default is inspect.Parameter.empty
+        ann = p.annotation if isinstance(p.annotation, str) else getattr(
+            p.annotation, "__name__", "" if p.annotation is inspect.Parameter.empty else
+            str(p.annotation))
+        params.append(Param(p.name, required, None if required else p.default, ann))
+    text = doc if doc is not None else inspect.getdoc(func) or ""
+    return ActionSpec(name, func, tuple(params), text.strip())
+
+
+class ComponentError(RuntimeError):
+    """The component cannot go on (its name is taken, the core refused it)."""
+
+
+class Component:
+    """Base class of every component; see the module docstring for an example.
+
+    Parameters: ``name`` (unique in the DAQ), ``core`` (the core's address), ``role``
+    (overrides the class attribute: ``producer``, ``aggregator``, ``storage``, ``monitor``,
+    ``log`` or anything else), ``heartbeat_interval`` (seconds between heartbeats until the
+    core says otherwise), ``core_timeout`` (silence after which the core is presumed gone and
+    the component re-registers), ``endpoints`` (addresses this component serves, advertised to
+    the others through the core, e.g. ``{"logs": "tcp://host:5551"}``).
+    """
+
+    role: ClassVar[str] = "component"
+
+    def __init__(
+        self,
+        name: str,
+        core: str = DEFAULT_CORE,
+        *,
+        role: str | None = None,
+        heartbeat_interval: float = 0.2,
+        core_timeout: float = 1.0,
+        endpoints: dict[str, str] | None = None,
+        context: zmq.Context | None = None,
+    ) -> None:
+        self.name = name
+        self.core_address = core
+        if role is not None:
+            self.role = role  # type: ignore[misc]
+        self.heartbeat_interval = heartbeat_interval
+        self.core_timeout = core_timeout
+        self.endpoints = dict(endpoints or {})
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self._ctx = context or zmq.Context.instance()
+        self.state = "STOP"
+        self.run: RunInfo | None = None
+        self.core_state = "UNKNOWN"
+        self.services: dict[str, Any] = {}
+        self.registrations = 0
+        self.control_counters = {"malformed_messages": 0, "actions_run": 0,
+                                 "actions_failed": 0, "reconnects": 0}
+        self.error: str | None = None
+        self._actions: dict[str, ActionSpec] = {}
+        for attr in dir(type(self)):
+            fn = getattr(type(self), attr, None)
+            tag = getattr(fn, "_larpix_action", None)
+            if tag:
+                self._actions[tag] = _spec(tag, getattr(self, attr))
+        self._outbox: queue.SimpleQueue[m.Message] = queue.SimpleQueue()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)  # a full pipe already means "wake up"
+        self._stop = threading.Event()
+        self._registered = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._transitions = ThreadPoolExecutor(1, thread_name_prefix=f"{name}-transition")
+        self._action_pool = ThreadPoolExecutor(1, thread_name_prefix=f"{name}-action")
+        self._state_lock = threading.Lock()
+        self._seen_error = False
+
+    # --- for subclasses -----------------------------------------------------------------
+
+    def counters(self) -> dict[str, int | float]:
+        """This component's counters now (override). Sent in heartbeats and the end ack."""
+        return {}
+
+    def on_prepare(self, run: RunInfo) -> dict | None:
+        """Get ready for ``run`` (open files, reset counters). Raise to refuse."""
+        return None
+
+    def on_begin(self, run: RunInfo) -> dict | None:
+        """Data taking starts (producers start reading the board)."""
+        return None
+
+    def on_end(self, run: RunInfo) -> dict | None:
+        """The run ends: stop and flush. Return ``{"files": [...], "counters": {...}}``;
+        counters default to :meth:`counters` after this hook."""
+        return None
+
+    def on_reset(self, run: RunInfo | None) -> dict | None:
+        """Leave any run after an error; by default the same as :meth:`on_end` if in a run."""
+        if run is not None and self.state != "STOP":
+            return self.on_end(run)
+        return None
+
+    def on_error(self, reason: str) -> None:
+        """The core entered ERROR (a component was lost, a transition failed)."""
+
+    def main(self, stop: threading.Event) -> None:
+        """Optional long-running body (e.g. a data loop) run in its own thread until ``stop``."""
+
+    # --- actions --------------------------------------------------------------------------
+
+    @property
+    def actions(self) -> dict[str, ActionSpec]:
+        return dict(self._actions)
+
+    def register_action(self, name: str, func: Callable[..., Any], doc: str | None = None
+                        ) -> None:
+        """Offer ``func`` as action ``name`` (call before :meth:`start`)."""
+        self._actions[name] = _spec(name, func, doc)
+
+    # --- life cycle -----------------------------------------------------------------------
+
+    def start(self) -> Component:
+        """Start the control thread (and :meth:`main` in its own); returns at once."""
+        t = threading.Thread(target=self._control_loop, name=f"{self.name}-control",
+                             daemon=True)
+        t.start()
+        self._threads.append(t)
+        if type(self).main is not Component.main:
+            d = threading.Thread(target=self.main, args=(self._stop,), name=f"{self.name}-main",
+                                 daemon=True)
+            d.start()
+            self._threads.append(d)
+        return self
+
+    def wait_registered(self, timeout: float = 5.0) -> bool:
+        """Block until the core has welcomed this component (True) or ``timeout`` passes."""
+        return self._registered.wait(timeout)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Say goodbye to the core, stop every thread, close the socket."""
+        self._stop.set()
+        self._wake()
+        for t in self._threads:
+            t.join(timeout)
+        self._transitions.shutdown(wait=True, cancel_futures=True)
+        self._action_pool.shutdown(wait=False, cancel_futures=True)
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def run_forever(self) -> None:
+        """Run until SIGINT/SIGTERM (in the main thread) or :meth:`stop` from another thread."""
+        import signal
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: self._stop.set())
+        self.start()
+        while not self._stop.wait(0.2):
+            pass
+        self.stop()
+        if self.error:
+            raise ComponentError(self.error)
+
+    # --- the control thread -----------------------------------------------------------------
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")
+
+    def _post(self, msg: m.Message) -> None:
+        """Queue a message for the core from any thread."""
+        self._outbox.put(msg)
+        self._wake()
+
+    def _register_msg(self) -> m.Register:
+        with self._state_lock:
+            state, run_number = self.state, self.run.run_number if self.run else None
+        return m.Register(
+            name=self.name, role=self.role, host=self.host, pid=self.pid,
+            actions={n: s.describe() for n, s in self._actions.items()},
+            counters=sorted(self._safe_counters()), state=state, run_number=run_number,
+            endpoints=self.endpoints,
+        )
+
+    def _safe_counters(self) -> dict[str, Any]:
+        try:
+            return dict(self.counters())
+        except Exception:  # a broken counters() must not stop heartbeats
+            log.exception("%s: counters() failed", self.name)
+            return {}
+
+    def _connect(self) -> zmq.Socket:
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(self.core_address)
+        sock.send(m.encode(self._register_msg()))
+        return sock
+
+    def _control_loop(self) -> None:
+        sock = self._connect()
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        last_heard = time.monotonic()
+        next_beat = time.monotonic() + self.heartbeat_interval
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                timeout = max(0.0, min(next_beat - now, 0.1))
+                events = dict(poller.poll(timeout * 1000))
+                if self._wake_r in events:
+                    os.read(self._wake_r, 4096)
+                if sock in events:
+                    while True:
+                        try:
+                            payload = sock.recv(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        last_heard = time.monotonic()
+                        self._on_payload(sock, payload)
+                while True:
+                    try:
+                        msg = self._outbox.get_nowait()
+                    except queue.Empty:
+                        break
+                    self._send(sock, msg)
+                now = time.monotonic()
+                if now >= next_beat:
+                    next_beat = now + self.heartbeat_interval
+                    with self._state_lock:
+                        hb = m.Heartbeat(name=self.name, state=self.state,
+                                         run_number=self.run.run_number if self.run else None,
+                                         counters=self._safe_counters())
+                    self._send(sock, hb)
+                if now - last_heard > self.core_timeout:
+                    # The core is gone or restarted: a fresh socket and a fresh registration.
+                    self._registered.clear()
+                    self.control_counters["reconnects"] += 1
+                    poller.unregister(sock)
+                    sock.close(0)
+                    sock = self._connect()
+                    poller.register(sock, zmq.POLLIN)
+                    last_heard = now
+            if self._registered.is_set():
+                self._send(sock, m.Bye(name=self.name))
+                time.sleep(0.01)
+        finally:
+            sock.close(0)
+
+    def _send(self, sock: zmq.Socket, msg: m.Message) -> None:
+        try:
+            sock.send(m.encode(msg), zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # the core is not connected; heartbeats resume when it is
+        except m.MessageError as exc:
+            log.error("%s: cannot send %s: %s", self.name, msg.TYPE, exc)
+            if isinstance(msg, (m.Result, m.Ack)):
+                self._send(sock, type(msg)(msg.id, False, f"reply not encodable: {exc}"))
+
+    def _on_payload(self, sock: zmq.Socket, payload: bytes) -> None:
+        try:
+            msg = m.decode(payload)
+        except m.MessageError as exc:
+            self.control_counters["malformed_messages"] += 1
+            log.warning("%s: ignored a malformed message from the core: %s", self.name, exc)
+            return
+        if isinstance(msg, m.Welcome):
+            self.registrations += 1
+            self.services = msg.services
+            self.core_state = msg.state
+            self.heartbeat_interval = msg.heartbeat_interval
+            self._registered.set()
+        elif isinstance(msg, m.Heartbeat):
+            self.core_state = msg.state
+            if msg.state == "ERROR" and not self._seen_error:
+                self._seen_error = True
+                self._transitions.submit(self._call_on_error, "the core entered ERROR")
+            elif msg.state != "ERROR":
+                self._seen_error = False
+        elif isinstance(msg, m.Reject):
+            if msg.code == "not-registered":
+                self._registered.clear()
+                self._send(sock, self._register_msg())
+            else:
+                self.error = f"the core refused {self.name}: {msg.message}"
+                log.error("%s", self.error)
+                self._stop.set()
+        elif isinstance(msg, m.Transition):
+            self._transitions.submit(self._do_transition, msg)
+        elif isinstance(msg, m.Invoke):
+            self._on_invoke(msg)
+        else:
+            self.control_counters["malformed_messages"] += 1
+
+    def _call_on_error(self, reason: str) -> None:
+        try:
+            self.on_error(reason)
+        except Exception:
+            log.exception("%s: on_error failed", self.name)
+
+    # --- transitions ------------------------------------------------------------------------
+
+    def _do_transition(self, msg: m.Transition) -> None:
+        try:
+            run = RunInfo.from_dict(msg.run) if msg.run else self.run
+            data = self._apply(msg.transition, run)
+        except Exception as exc:
+            log.exception("%s: %s failed", self.name, msg.transition)
+            self._post(m.Ack(id=msg.id, ok=False, message=f"{type(exc).__name__}: {exc}"))
+            return
+        self._post(m.Ack(id=msg.id, ok=True, data=data))
+
+    def _apply(self, transition: str, run: RunInfo | None) -> dict[str, Any]:
+        if transition == "prepare":
+            if run is None:
+                raise ValueError("prepare needs run info")
+            if self.state != "STOP" and self.run is not None:
+                self._finish(self.run, reset=False)
+            out = self.on_prepare(run) or {}
+            with self._state_lock:
+                self.state, self.run = "READY", run
+            return dict(out)
+        if transition == "begin":
+            if self.state == "RUN":
+                return {}
+            if self.state != "READY":
+                raise ValueError(f"cannot begin in state {self.state}; prepare first")
+            out = self.on_begin(run or self.run) or {}
+            with self._state_lock:
+                self.state = "RUN"
+            return dict(out)
+        if transition in ("end", "reset"):
+            return self._finish(run or self.run, reset=transition == "reset")
+        raise ValueError(f"unknown transition {transition!r}")
+
+    def _finish(self, run: RunInfo | None, *, reset: bool) -> dict[str, Any]:
+        if self.state == "STOP":
+            return {"counters": self._safe_counters(), "files": []}
+        out = (self.on_reset(run) if reset else self.on_end(run)) or {}
+        out = dict(out)
+        counters = dict(out.pop("counters", None) or self._safe_counters())
+        files = [str(f) for f in out.pop("files", None) or []]
+        with self._state_lock:
+            self.state, self.run = "STOP", None
+        return {"counters": counters, "files": files, **out}
+
+    # --- actions ----------------------------------------------------------------------------
+
+    def _on_invoke(self, msg: m.Invoke) -> None:
+        spec = self._actions.get(msg.action)
+        if spec is None:
+            self._post(m.Result(id=msg.id, success=False,
+                                message=f"{self.name} has no action {msg.action!r}; it offers: "
+                                        f"{', '.join(sorted(self._actions)) or 'none'}"))
+            return
+        try:
+            inspect.signature(spec.func).bind(**msg.params)
+        except TypeError as exc:
+            accepted = ", ".join(p.name for p in spec.params) or "none"
+            self._post(m.Result(id=msg.id, success=False,
+                                message=f"bad parameters for {msg.action}: {exc}; accepted: "
+                                        f"{accepted}"))
+            return
+        self._post(m.Ack(id=msg.id))
+        self._action_pool.submit(self._run_action, spec, msg)
+
+    def _run_action(self, spec: ActionSpec, msg: m.Invoke) -> None:
+        try:
+            value = spec.func(**msg.params)
+            if inspect.isgenerator(value):
+                gen = value
+                while True:
+                    try:
+                        step = next(gen)
+                    except StopIteration as done:
+                        value = done.value
+                        break
+                    self._post(m.Progress(id=msg.id, data=step if isinstance(step, dict)
+                                          else {"value": step}))
+        except Exception as exc:
+            self.control_counters["actions_failed"] += 1
+            log.exception("%s: action %s failed", self.name, spec.name)
+            self._post(m.Result(id=msg.id, success=False,
+                                message=f"{spec.name} failed: {type(exc).__name__}: {exc}"))
+            return
+        self.control_counters["actions_run"] += 1
+        self._post(m.Result(id=msg.id, success=True, message=f"{spec.name} done",
+                            data={"result": value}))
+
+
+def unique_name(prefix: str) -> str:
+    """A name unlikely to clash, for ad-hoc components (tests, tools)."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
