@@ -15,7 +15,7 @@ import numpy as np
 from larpixdaq.errors import ConfigError
 
 _PARTS = ("io_group", "io_channel", "chip_id")
-_KEY_RE = re.compile(r"^(0|[1-9][0-9]{0,2})-(0|[1-9][0-9]{0,2})-(0|[1-9][0-9]{0,2})$")
+_KEY_RE = re.compile(r"(0|[1-9][0-9]{0,2})-(0|[1-9][0-9]{0,2})-(0|[1-9][0-9]{0,2})")
 
 
 def _check_part(name: str, value: object) -> int:
@@ -41,7 +41,7 @@ def parse_chip_key(key: str) -> tuple[int, int, int]:
         raise ConfigError(
             f"a chip key is a string '<io_group>-<io_channel>-<chip_id>', got {key!r}"
         )
-    m = _KEY_RE.match(key)
+    m = _KEY_RE.fullmatch(key)
     if m is None:
         parts = key.split("-")
         if len(parts) != 3:
