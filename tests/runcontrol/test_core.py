@@ -1,0 +1,204 @@
+"""The core as a real process: full cycles, ordering, refusals, losses, restarts, time-outs."""
+
+from __future__ import annotations
+
+import signal
+
+import zmq
+from rc_helpers import CoreProcess, wait_for
+
+from larpixdaq import Operator
+from larpixdaq.runcontrol.operator import Ack, Progress, Result
+from larpixdaq.runcontrol.rundb import RunDatabase
+
+
+def _events(op, kind, timeout=3.0):
+    found = []
+
+    def seen():
+        found.extend(e for e in op.poll_events(0.05) if e.kind == kind)
+        return found
+
+    return wait_for(seen, timeout)
+
+
+def test_full_cycle_in_role_order(core, components):
+    st = components("st", "storage")
+    components("agg", "aggregator")
+    components("mon", "monitor")
+    components("p1", "producer")
+    components("p0", "producer")
+    journal = components.journal
+    with Operator(core.endpoint) as op:
+        responses = list(op.prepare_run(comment="cosmics", run_type="physics"))
+        assert isinstance(responses[0], Ack)
+        assert any(isinstance(r, Progress) for r in responses)
+        final = responses[-1]
+        assert isinstance(final, Result) and final.success, final.message
+        number = final.data["run_number"]
+        assert st.runs_seen[-1].comment == "cosmics" and st.run.run_number == number
+        assert op.wait(op.begin_run()).success
+        assert op.call("status").data["state"] == "RUN"
+        end = op.wait(op.end_run())
+        assert end.success, end.message
+        assert end.data["run"]["exit_status"] == "success"
+
+    def order(step):
+        return [name for name, s, _ in journal if s == step]
+
+    prep = order("prepare")
+    assert prep[0] == "st" and set(prep[1:3]) == {"agg", "mon"} and set(prep[3:]) == {"p0", "p1"}
+    assert order("begin") == ["st", "agg", "mon", "p0", "p1"]
+    assert order("end") == ["p0", "p1", "agg", "mon", "st"]
+    db = RunDatabase(core.db)
+    rec = db.get_run(number)
+    db.close()
+    assert rec.exit_status == "success" and rec.end_time >= rec.begin_time >= rec.start_time
+    assert rec.comment == "cosmics" and rec.run_type == "physics"
+    assert rec.files == [f"/data/run{number}-st.h5"]
+    assert rec.packets_written == 10 and rec.packets_lost == 1
+    assert rec.counters["p0"] == {"packets_sent": 10}
+    assert rec.roles["st"] == "storage"
+
+
+def test_run_numbers_increase_and_aliases(core, components):
+    components("st", "storage")
+    with Operator(core.endpoint) as op:
+        numbers = []
+        for _ in range(2):
+            numbers.append(op.wait(op.prepare_physics_run("x")).data["run_number"])
+            assert op.wait(op.begin_physics_run()).success
+            assert op.wait(op.end_physics_run()).success
+        assert numbers[1] == numbers[0] + 1
+        # Ending from READY closes the run as aborted.
+        op.wait(op.prepare_run())
+        assert op.wait(op.end_run()).data["run"]["exit_status"] == "aborted"
+
+
+def test_refused_transitions_are_clear(core, components):
+    components("p", "producer")
+    with Operator(core.endpoint) as op:
+        final = op.call("begin_run")
+        assert not final.success
+        assert "cannot begin_run in state STOP" in final.message
+        assert final.data["allowed"] == ["prepare_run"]
+        assert not op.call("end_run").success
+        assert not op.call("reset").success
+        assert not op.call("fly").success and "unknown command 'fly'" in op.call("fly").message
+        assert op.call("status").data["state"] == "STOP"
+
+
+def test_component_killed_mid_run(core, components, spawn_component):
+    components("st", "storage")
+    proc = spawn_component("board", core.endpoint)
+    with Operator(core.endpoint) as op:
+        number = op.wait(op.prepare_run()).data["run_number"]
+        assert op.wait(op.begin_run()).success
+        proc.send_signal(signal.SIGKILL)
+        lost = _events(op, "lost")
+        assert "board" in lost[0].message and "lost" in lost[0].message
+        st = op.call("status").data
+        assert st["state"] == "ERROR"
+        assert "board" not in [c["name"] for c in st["components"]]
+        assert any("board" in i for i in st["incidents"])
+        end = op.wait(op.end_run())
+        assert end.success
+        assert end.data["run"]["exit_status"] == "failed"
+        assert end.data["run"]["run_number"] == number
+        assert op.call("status").data["state"] == "STOP"
+
+
+def test_core_killed_and_restarted_mid_run(tmp_path, components_factory_for_restart):
+    core, make = components_factory_for_restart
+    st = make("st", "storage")
+    p = make("p", "producer")
+    with Operator(core.endpoint) as op:
+        number = op.wait(op.prepare_run(comment="long")).data["run_number"]
+        assert op.wait(op.begin_run()).success
+    core.kill()
+    endpoint = core.endpoint
+    restarted = CoreProcess(core.db)
+    restarted.endpoint = endpoint
+    restarted.start()
+    try:
+        wait_for(lambda: st.registrations >= 2 and p.registrations >= 2, timeout=5)
+        with Operator(endpoint) as op:
+            status = op.call("status").data
+            assert status["state"] == "RUN"
+            assert status["run"]["run_number"] == number
+            assert sorted(c["name"] for c in status["components"]) == ["p", "st"]
+            assert st.state == "RUN" and p.state == "RUN"
+            end = op.wait(op.end_run())
+            assert end.success and end.data["run"]["exit_status"] == "success", end.message
+            assert end.data["run"]["comment"] == "long"
+            nxt = op.wait(op.prepare_run())
+            assert nxt.data["run_number"] == number + 1
+            op.wait(op.end_run())
+    finally:
+        restarted.terminate()
+
+
+def test_ack_timeout_names_the_component_and_reset_recovers(core, components):
+    components("st", "storage")
+    components("slowboard", "producer", prepare_delay=1.6)
+    with Operator(core.endpoint) as op:
+        final = op.wait(op.prepare_run())
+        assert not final.success
+        assert "producer slowboard did not acknowledge prepare" in final.message
+        assert op.call("status").data["state"] == "ERROR"
+        assert op.call("begin_run").message.startswith("cannot begin_run in state ERROR")
+        reset = op.wait(op.reset())
+        assert reset.success, reset.message
+        assert reset.data["run"]["exit_status"] == "failed"
+        assert op.call("status").data["state"] == "STOP"
+
+
+def test_late_joiner_brought_to_run(core, components):
+    components("st", "storage")
+    with Operator(core.endpoint) as op:
+        number = op.wait(op.prepare_run(comment="late")).data["run_number"]
+        assert op.wait(op.begin_run()).success
+        late = components("late", "producer")
+        wait_for(lambda: late.state == "RUN")
+        assert late.run.run_number == number and late.run.comment == "late"
+        assert [s for n, s, _ in components.journal if n == "late"] == ["prepare", "begin"]
+        assert op.wait(op.end_run()).success
+        assert late.state == "STOP"
+
+
+def test_malformed_messages_counted_and_ignored(core, components):
+    components("st", "storage")
+    ctx = zmq.Context.instance()
+    bad = ctx.socket(zmq.DEALER)
+    bad.setsockopt(zmq.LINGER, 0)
+    bad.connect(core.endpoint)
+    try:
+        bad.send(b"\x00\xffnot msgpack")
+        bad.send_multipart([b"two", b"frames"])
+        import msgpack
+
+        bad.send(msgpack.packb({"v": 1, "type": "command", "id": 5}))
+        bad.send(msgpack.packb({"v": 7, "type": "command", "id": "x", "command": "status"}))
+        with Operator(core.endpoint) as op:
+            status = wait_for(lambda: (s := op.call("status").data)["counters"][
+                "malformed_messages"] >= 4 and s)
+            assert status["state"] == "STOP"
+            assert "protocol version 7" in status["last_malformed"]
+            assert op.wait(op.prepare_run()).success
+            assert op.wait(op.end_run()).success
+    finally:
+        bad.close(0)
+
+
+def test_duplicate_name_refused(core, components):
+    from larpixdaq.pipeline.component import Component
+
+    components("same", "monitor")
+    other = Component("same", core.endpoint, heartbeat_interval=0.05)
+    other.pid = other.pid + 100000  # another process claiming the name
+    other.start()
+    try:
+        wait_for(lambda: other.error is not None)
+        assert "already registered" in other.error
+    finally:
+        other.stop()
