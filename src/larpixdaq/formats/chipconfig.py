@@ -184,8 +184,9 @@ class ChipConfig:
 
     def check_ranges(self) -> None:
         """Raise ConfigError naming the first field holding a value outside its range."""
+        bits = np.unpackbits(self._regs, bitorder="little")
         for f in FIELDS:
-            values = self._field_values(f)
+            values = self._field_values(f, bits)
             bad = np.flatnonzero((values < f.minimum) | (values > f.maximum))
             if bad.size:
                 i = int(bad[0])
@@ -195,10 +196,14 @@ class ChipConfig:
                 )
 
     # ---- named access ------------------------------------------------------------------
-    def _field_values(self, f: Field) -> np.ndarray:
-        regs = f.registers
-        bits = np.unpackbits(self._regs[regs.start : regs.stop], bitorder="little")
-        start = f.offset - regs.start * 8
+    def _field_values(self, f: Field, bits: np.ndarray | None = None) -> np.ndarray:
+        """Element values of one field; ``bits`` (all 1896, unpacked) saves re-unpacking."""
+        if bits is None:
+            regs = f.registers
+            bits = np.unpackbits(self._regs[regs.start : regs.stop], bitorder="little")
+            start = f.offset - regs.start * 8
+        else:
+            start = f.offset
         seg = bits[start : start + f.width].reshape(f.count, f.element_width).astype(np.int64)
         return seg @ (np.int64(1) << np.arange(f.element_width, dtype=np.int64))
 
@@ -256,7 +261,12 @@ class ChipConfig:
 
     def to_dict(self) -> dict[str, Value]:
         """Every field's value, in register-map order (the JSON ``register_values``)."""
-        return {name: self.get_value(name) for name in FIELD_NAMES}
+        bits = np.unpackbits(self._regs, bitorder="little")
+        out: dict[str, Value] = {}
+        for f in FIELDS:
+            values = self._field_values(f, bits).tolist()
+            out[f.name] = values if f.is_list else values[0]
+        return out
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> ChipConfig:
