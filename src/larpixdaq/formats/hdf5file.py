@@ -141,6 +141,7 @@ class Hdf5Writer:
         if swmr:
             self._file.swmr_mode = True
         self._buffer = np.empty(self.chunk_rows, dtype=PACKETS_DTYPE)
+        self._bytes_dtype = np.dtype(f"V{PACKETS_DTYPE.itemsize}")
         self._buffered = 0
         self._written = 0
         self._n_messages = 0
@@ -174,7 +175,7 @@ class Hdf5Writer:
         self._packets.resize((start + total,))
         for part in parts:
             if len(part):
-                part = np.ascontiguousarray(part)
+                part = np.ascontiguousarray(part).view(PACKETS_DTYPE)
                 self._packets.write_direct(part, dest_sel=np.s_[start : start + len(part)])
                 self._sha.update(part.data)
                 start += len(part)
@@ -190,23 +191,26 @@ class Hdf5Writer:
         n = len(rows)
         if n == 0:
             return
+        # Copies go through plain 36-byte views: numpy copies a packed structured dtype
+        # field by field, ~30x slower than moving the bytes.
+        src = rows.view(self._bytes_dtype)
+        buf = self._buffer.view(self._bytes_dtype)
         room = self.chunk_rows - self._buffered
         if n < room:
-            self._buffer[self._buffered : self._buffered + n] = rows
+            buf[self._buffered : self._buffered + n] = src
             self._buffered += n
             return
         # Fill the buffer to a whole chunk, write it and as many whole chunks of `rows` as
         # there are, keep the remainder buffered.
-        head = rows[:room]
-        rest = rows[room:]
+        rest = src[room:]
         whole = (len(rest) // self.chunk_rows) * self.chunk_rows
         if self._buffered:
-            self._buffer[self._buffered :] = head
-            self._write(self._buffer, rest[:whole])
+            buf[self._buffered :] = src[:room]
+            self._write(buf, rest[:whole])
         else:
-            self._write(rows[: room + whole])
+            self._write(src[: room + whole])
         tail = rest[whole:]
-        self._buffer[: len(tail)] = tail
+        buf[: len(tail)] = tail
         self._buffered = len(tail)
 
     def flush(self) -> None:
