@@ -2,53 +2,12 @@
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 from larpixdaq.pipeline.component import Component, action
+from larpixdaq.runcontrol.testing import CoreProcess, wait_for
 
-FAST = ["--heartbeat-interval", "0.05", "--heartbeat-timeout", "0.4", "--ack-timeout", "1.0",
-        "--rejoin-grace", "1.5"]
-
-
-class CoreProcess:
-    """`larpix-daq core` in a subprocess, on a free port, killable and restartable."""
-
-    def __init__(self, db: Path, extra: list[str] | None = None) -> None:
-        self.db = db
-        self.extra = extra or []
-        self.endpoint = "tcp://127.0.0.1:0"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> CoreProcess:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "larpixdaq.cli", "core", "--core", self.endpoint,
-             "--db", str(self.db), *FAST, *self.extra],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        )
-        line = self.proc.stdout.readline()
-        if not line.startswith("core listening on "):
-            self.proc.kill()
-            raise RuntimeError(f"core did not start: {line!r}")
-        self.endpoint = line.split()[3]
-        return self
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(5)
-        if self.proc:
-            self.proc.stdout.close()
-
-    def terminate(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(5)
-        if self.proc:
-            self.proc.stdout.close()
+__all__ = ["COMPONENT_SCRIPT", "CoreProcess", "Recorder", "wait_for"]
 
 
 class Recorder(Component):
@@ -115,14 +74,3 @@ print("registered", flush=True)
 while True:
     time.sleep(1)
 """
-
-
-def wait_for(predicate, timeout=5.0, interval=0.02):
-    """Poll until ``predicate()`` is true; fail with the last value otherwise."""
-    deadline = time.monotonic() + timeout
-    value = predicate()
-    while not value and time.monotonic() < deadline:
-        time.sleep(interval)
-        value = predicate()
-    assert value, "condition not reached"
-    return value

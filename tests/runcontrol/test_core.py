@@ -48,8 +48,10 @@ def test_full_cycle_in_role_order(core, components):
 
     prep = order("prepare")
     assert prep[0] == "st" and set(prep[1:3]) == {"agg", "mon"} and set(prep[3:]) == {"p0", "p1"}
-    assert order("begin") == ["st", "agg", "mon", "p0", "p1"]
-    assert order("end") == ["p0", "p1", "agg", "mon", "st"]
+    begin = order("begin")
+    assert begin[:3] == ["st", "agg", "mon"] and set(begin[3:]) == {"p0", "p1"}
+    end = order("end")
+    assert set(end[:2]) == {"p0", "p1"} and end[2:] == ["agg", "mon", "st"]
     db = RunDatabase(core.db)
     rec = db.get_run(number)
     db.close()
