@@ -1,0 +1,164 @@
+"""The component base against a real core process: actions, hooks, errors, threads."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from larpixdaq import Operator
+from larpixdaq.pipeline.component import Component, action
+from larpixdaq.runcontrol.operator import Ack, Progress, Result
+from larpixdaq.runcontrol.testing import CoreProcess, wait_for
+
+
+class Board(Component):
+    role = "producer"
+
+    def __init__(self, name, core, **kw):
+        super().__init__(name, core, heartbeat_interval=0.05, core_timeout=0.5, **kw)
+        self.errors: list[str] = []
+        self.loops = 0
+        self.fail_prepare = False
+
+    def counters(self):
+        return {"loops": self.loops}
+
+    def main(self, stop):
+        while not stop.wait(0.01):
+            self.loops += 1
+
+    def on_prepare(self, run):
+        if self.fail_prepare:
+            raise RuntimeError("no board connected")
+
+    def on_error(self, reason):
+        self.errors.append(reason)
+
+    @action
+    def scan(self, steps: int, label: str = "x"):
+        """Step through a scan."""
+        for i in range(steps):
+            yield {"step": i}
+        return {"steps": steps, "label": label}
+
+    @action(name="sleep")
+    def long_action(self, seconds: float = 1.0):
+        """Stands for a long calibration."""
+        time.sleep(seconds)
+        return "slept"
+
+    @action
+    def broken(self):
+        raise RuntimeError("the board is on fire")
+
+
+@pytest.fixture
+def core(tmp_path):
+    with CoreProcess(tmp_path / "runs.sqlite") as c:
+        yield c
+
+
+@pytest.fixture
+def board(core):
+    b = Board("board", core.endpoint).start()
+    assert b.wait_registered(5)
+    yield b
+    b.stop()
+
+
+def test_actions_are_registered_with_parameters_and_docs(core, board):
+    board.register_action("hello", lambda name="world": f"hello {name}", doc="Greets.")
+    assert set(board.actions) == {"scan", "sleep", "broken", "hello"}
+    with Operator(core.endpoint) as op:
+        acts = op.call("actions").data["actions"]["board"]
+    assert acts["scan"]["doc"] == "Step through a scan."
+    assert acts["scan"]["params"] == [
+        {"name": "steps", "required": True, "annotation": "int"},
+        {"name": "label", "required": False, "annotation": "str", "default": "x"},
+    ]
+    assert "sleep" in acts and "hello" not in acts  # registered after start: not advertised
+
+
+def test_generator_action_reports_progress_then_result(core, board):
+    with Operator(core.endpoint) as op:
+        responses = list(op.invoke("board", "scan", steps=3, label="q"))
+    assert isinstance(responses[0], Ack)
+    assert [r.data for r in responses if isinstance(r, Progress)] == [
+        {"step": 0}, {"step": 1}, {"step": 2}]
+    final = responses[-1]
+    assert isinstance(final, Result) and final.success
+    assert final.data == {"result": {"steps": 3, "label": "q"}}
+
+
+def test_bad_invocations_fail_clearly(core, board):
+    with Operator(core.endpoint) as op:
+        r = op.call("invoke", {"component": "board", "action": "fly"})
+        assert not r.success and "has no action 'fly'" in r.message and "scan" in r.message
+        r = op.call("invoke", {"component": "nobody", "action": "scan"})
+        assert not r.success and "no component named 'nobody'" in r.message
+        r = op.wait(op.invoke("board", "scan", stepz=2))
+        assert not r.success and "bad parameters for scan" in r.message
+        r = op.wait(op.invoke("board", "broken"))
+        assert not r.success and "the board is on fire" in r.message
+    assert board.control_counters["actions_failed"] == 1
+
+
+def test_long_action_stalls_neither_heartbeats_nor_transitions_nor_main(core, board):
+    with Operator(core.endpoint) as op:
+        running = op.invoke("board", "sleep", seconds=1.5, timeout=10)
+        assert isinstance(next(running), Ack)
+        loops = board.loops
+        # The action outlives the core's heartbeat time-out (0.4 s) several times over.
+        prepared = op.wait(op.prepare_run())
+        assert prepared.success, prepared.message
+        final = op.wait(running)
+        assert final.success and final.data["result"] == "slept"
+        status = op.call("status").data
+        assert [c["name"] for c in status["components"]] == ["board"]
+        assert not [e for e in op.poll_events() if e.kind == "lost"]
+        assert board.loops > loops
+        assert op.wait(op.end_run()).success
+
+
+def test_failing_hook_refuses_transition_and_on_error_runs(core, board):
+    board.fail_prepare = True
+    with Operator(core.endpoint) as op:
+        r = op.wait(op.prepare_run())
+        assert not r.success
+        assert "producer board refused prepare: RuntimeError: no board connected" in r.message
+        wait_for(lambda: board.errors)
+        assert board.state == "STOP"
+        board.fail_prepare = False
+        assert op.wait(op.reset()).success
+        assert op.wait(op.prepare_run()).success
+        assert board.state == "READY"
+        assert op.wait(op.end_run()).success
+
+
+def test_malformed_message_from_core_is_counted(board):
+    board._on_payload(None, b"\x00junk")
+    assert board.control_counters["malformed_messages"] == 1
+
+
+def test_component_waits_for_a_core_that_starts_later(tmp_path):
+    probe = CoreProcess(tmp_path / "probe.sqlite").start()
+    endpoint = probe.endpoint  # a free port: the core is stopped, the component starts first
+    probe.terminate()
+    b = Board("early", endpoint).start()
+    try:
+        assert not b.wait_registered(0.3)
+        with CoreProcess(tmp_path / "runs.sqlite", endpoint=endpoint):
+            assert b.wait_registered(5)
+    finally:
+        b.stop()
+
+
+def test_stop_ends_threads(core):
+    b = Board("b2", core.endpoint).start()
+    assert b.wait_registered(5)
+    b.stop()
+    assert not [t for t in threading.enumerate() if t.name.startswith("b2-")]
+    with Operator(core.endpoint) as op:
+        wait_for(lambda: not op.call("clients").data["components"])
