@@ -24,14 +24,18 @@ TARGET = 5e6
 
 
 def _cli_run(raw: Path, out: Path) -> tuple[float, float]:
-    """Wall time and peak RSS (MB) of `larpix-daq convert` in a child process."""
+    """Wall time and peak RSS (MB) of `larpix-daq convert` in a child process.
+
+    Peak RSS is VmHWM: ru_maxrss of an exec'd child inherits the parent's high-water mark.
+    """
     code = (
         "import resource, sys, time\n"
         "from larpixdaq.cli import main\n"
         "t0 = time.perf_counter()\n"
         f"rc = main(['convert', {str(raw)!r}, {str(out)!r}, '--force'])\n"
         "dt = time.perf_counter() - t0\n"
-        "print('BENCH', dt, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)\n"
+        "hwm = [ln for ln in open('/proc/self/status') if ln.startswith('VmHWM')]\n"
+        "print('BENCH', dt, int(hwm[0].split()[1]) / 1024.0 if hwm else float('nan'))\n"
         "sys.exit(rc)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
