@@ -1,0 +1,117 @@
+"""The run-control commands against a real core process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from larpixdaq.cli import main
+from larpixdaq.pipeline.component import Component
+from larpixdaq.runcontrol.testing import CoreProcess
+
+
+class Store(Component):
+    role = "storage"
+
+    def __init__(self, core):
+        super().__init__("store", core, heartbeat_interval=0.05, core_timeout=0.5)
+        self.n = 0
+
+    def on_begin(self, run):
+        self.n = 1234
+
+    def on_end(self, run):
+        return {"files": [f"{run.data_dir}/run{run.run_number}.h5"]}
+
+    def counters(self):
+        return {"packets_written": self.n, "packets_lost": 0}
+
+
+@pytest.fixture
+def core(tmp_path):
+    with CoreProcess(tmp_path / "runs.sqlite") as c:
+        yield c
+
+
+@pytest.fixture
+def store(core):
+    s = Store(core.endpoint).start()
+    assert s.wait_registered(5)
+    yield s
+    s.stop()
+
+
+def test_status_json_and_text(core, store, capsys):
+    assert main(["status", "--core", core.endpoint, "--json"]) == 0
+    st = json.loads(capsys.readouterr().out)
+    assert st["state"] == "STOP" and st["components"][0]["name"] == "store"
+    assert main(["status", "--core", core.endpoint]) == 0
+    out = capsys.readouterr().out
+    assert "state: STOP" in out and "store" in out and "storage" in out
+
+
+def test_prepare_begin_end_and_runs(core, store, capsys, tmp_path):
+    base = ["--core", core.endpoint]
+    assert main(["prepare", *base, "--comment", "hi", "--data-dir", str(tmp_path)]) == 0
+    assert main(["begin", *base]) == 0
+    assert main(["end", *base]) == 0
+    assert "run 1 ended (success)" in capsys.readouterr().out
+    assert main(["runs", *base, "--json"]) == 0
+    runs = json.loads(capsys.readouterr().out)
+    assert runs[0]["run_number"] == 1 and runs[0]["comment"] == "hi"
+    assert runs[0]["packets_written"] == 1234
+    assert runs[0]["files"] == [f"{tmp_path}/run1.h5"]
+    assert main(["runs", "--db", str(core.db)]) == 0
+    out = capsys.readouterr().out
+    assert "success" in out and "1234" in out and "run1.h5" in out
+
+
+def test_run_with_duration_prints_progress_and_summary(core, store, capsys):
+    code = main(["run", "--core", core.endpoint, "--duration", "1.2", "--comment", "short",
+                 "--run-type", "test"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "run 1 prepared" in out and "RUN" in out and "packets_written=1234" in out
+    assert "run 1 ended: success" in out and "packets written 1234, lost 0" in out
+
+
+def test_errors_exit_nonzero_with_one_line(core, capsys, tmp_path):
+    assert main(["begin", "--core", core.endpoint]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "cannot begin_run in state STOP" in err
+    assert main(["invoke", "--core", core.endpoint, "nobody", "x", "a=1"]) == 1
+    assert "no component named 'nobody'" in capsys.readouterr().err
+    assert main(["invoke", "--core", core.endpoint, "nobody", "x", "junk"]) == 1
+    assert "is not NAME=VALUE" in capsys.readouterr().err
+    assert main(["runs", "--db", str(tmp_path / "none.sqlite")]) == 1
+    assert "no run database" in capsys.readouterr().err
+
+
+def test_unreachable_core_times_out_clearly(tmp_path):
+    probe = CoreProcess(tmp_path / "p.sqlite").start()
+    endpoint = probe.endpoint
+    probe.terminate()
+    proc = subprocess.run(
+        [sys.executable, "-m", "larpixdaq.cli", "status", "--core", endpoint, "--timeout", "0.3"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert proc.returncode == 1
+    assert "no answer from the core" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_core_refuses_a_taken_address(core, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "larpixdaq.cli", "core", "--core", core.endpoint,
+         "--db", str(tmp_path / "other.sqlite")],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert proc.returncode == 1 and "cannot listen on" in proc.stderr
+
+
+def test_env_default_address(monkeypatch, core, capsys):
+    monkeypatch.setenv("LARPIX_DAQ_CORE", core.endpoint)
+    assert main(["status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["state"] == "STOP"
