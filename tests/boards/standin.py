@@ -102,6 +102,11 @@ class StandInBoard:
             return np.zeros(0, P.WORD_DTYPE)
         return np.concatenate(out)
 
+    def generate_packets(self, n: int) -> np.ndarray:
+        pk = K.encode_packets(packet_type=0, chip_id=11, channel_id=self.rng.integers(0, 64, n),
+                              timestamp=0, dataword=7, downstream_marker=1)
+        return P.data_words(1, pk, 0)
+
     def network_config(self) -> dict:
         net: dict = {"miso_uart_map": [3, 0, 1, 2], "mosi_uart_map": [0, 1, 2, 3],
                      "usds_link_map": [2, 3, 0, 1]}

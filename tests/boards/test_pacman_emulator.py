@@ -233,3 +233,14 @@ def test_stop_releases_the_ports(start_emulator, ctx):
     again = start_emulator(cmd_port=port)
     s = req_socket(ctx, again.cmd_endpoint)
     assert P.decode_control(ask(s, P.encode_request([P.Ping()]))).words == (P.Ping(),)
+
+
+def test_flood_mode_publishes_full_messages_and_still_answers(start_emulator, ctx):
+    emu = start_emulator(flood=True, message_words=100)
+    sub = sub_socket(ctx, emu.data_endpoint)
+    s = req_socket(ctx, emu.cmd_endpoint)
+    messages = collect(sub, 0.1)
+    assert messages and all(header(m)[2] == 100 for m in messages)
+    assert P.decode_control(ask(s, P.encode_request([P.Ping()]))).words == (P.Ping(),)
+    rows = P.decode_data_messages(messages[:5], 1).rows
+    assert rows["valid_parity"][rows["packet_type"] == 0].all()

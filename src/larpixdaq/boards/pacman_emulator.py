@@ -67,6 +67,8 @@ class PacmanEmulator:
 
     ``message_words`` caps the words per data message (the format allows 65535; a real
     board sends far smaller messages, and small ones keep subscriber latency low).
+    ``flood`` replaces real-time data by physics packets sent as fast as the board can make
+    them (``generate_packets``), to measure what a subscriber can take.
     """
 
     def __init__(
@@ -78,6 +80,7 @@ class PacmanEmulator:
         echo_port: int = 5554,
         period: float = 0.01,
         message_words: int = 4096,
+        flood: bool = False,
     ) -> None:
         if not 1 <= message_words <= P.MAX_WORDS:
             raise ValueError(f"message_words must be 1..{P.MAX_WORDS}, got {message_words}")
@@ -88,6 +91,7 @@ class PacmanEmulator:
         self.ports = {"cmd": cmd_port, "data": data_port, "echo": echo_port}
         self.period = period
         self.message_words = message_words
+        self.flood = flood
         self.cmd_endpoint = ""
         self.data_endpoint = ""
         self.echo_endpoint = ""
@@ -166,6 +170,15 @@ class PacmanEmulator:
         self._started.set()
         try:
             while not self._stop.is_set():
+                if self.flood:
+                    if poller.poll(0):
+                        request = cmd.recv()
+                        reply, _ = self.handle_request(request)
+                        cmd.send(reply)
+                        echo.send(reply)
+                        self.counters["echo_messages"] += 1
+                    self.publish(data, self.board.generate_packets(self.message_words))
+                    continue
                 wait_ms = max(0.0, (next_tick - time.monotonic()) * 1000.0)
                 if poller.poll(min(wait_ms, 50.0)):
                     request = cmd.recv()
