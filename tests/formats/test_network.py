@@ -478,3 +478,35 @@ def test_matches_reference_library(which: str, golden_dir: Path, tmp_path: Path,
         ]
         assert sent == ours
     capsys.readouterr()
+
+
+def test_network_file_include(tmp_path: Path) -> None:
+    (tmp_path / "maps").mkdir()
+    (tmp_path / "maps" / "maps.json").write_text(
+        json.dumps({"_config_type": "controller", "asic_version": 2, "network": NEW_MAPS})
+    )
+    top = tmp_path / "top.json"
+    top.write_text(
+        json.dumps(
+            {
+                "_config_type": "controller",
+                "_include": ["maps/maps.json"],
+                "name": "inc",
+                "network": {"1": {"1": {"nodes": CHAIN}}},
+            }
+        )
+    )
+    net = load_network(top)
+    assert net.name == "inc" and net.chip_keys() == ["1-1-2", "1-1-3"]
+    assert net.network_maps["usds_link_map"] == (2, 3, 0, 1)
+    (tmp_path / "loop.json").write_text(
+        json.dumps({"_config_type": "controller", "_include": "loop.json"})
+    )
+    with pytest.raises(ConfigError, match="_include cycle"):
+        load_network(tmp_path / "loop.json")
+    (tmp_path / "chip.json").write_text(json.dumps({"_config_type": "chip"}))
+    (tmp_path / "wrong.json").write_text(
+        json.dumps({"_config_type": "controller", "_include": "chip.json"})
+    )
+    with pytest.raises(ConfigError, match=r"chip\.json: not a network file"):
+        load_network(tmp_path / "wrong.json")

@@ -403,18 +403,26 @@ def stack_registers(configs: Iterable[ChipConfig]) -> np.ndarray:
 
 
 # ---- JSON files with _include ---------------------------------------------------------------
+_DESCRIPTIONS = {"chip": "chip configuration file", "controller": "network file"}
+
+
 def _check_chip_header(data: Mapping[str, Any], source: str, final: bool) -> None:
-    kind = data.get("_config_type")
-    if kind != "chip":
-        raise ConfigError(
-            f"{source}: not a chip configuration: '_config_type' is {kind!r}, expected 'chip'"
-        )
+    _check_type(data, source, "chip")
     if final:
         cls = data.get("class")
         if cls != CHIP_CLASS:
             raise ConfigError(
                 f"{source}: 'class' is {cls!r}; only {CHIP_CLASS!r} (LArPix v2) is supported"
             )
+
+
+def _check_type(data: Mapping[str, Any], source: str, config_type: str) -> None:
+    kind = data.get("_config_type")
+    if kind != config_type:
+        what = _DESCRIPTIONS.get(config_type, f"{config_type} configuration file")
+        raise ConfigError(
+            f"{source}: not a {what}: '_config_type' is {kind!r}, expected {config_type!r}"
+        )
 
 
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -427,13 +435,13 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_json(path: Path, what: str) -> dict[str, Any]:
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise ConfigError(f"chip configuration file not found: {path}") from None
+        raise ConfigError(f"{what} not found: {path}") from None
     except OSError as err:
-        raise ConfigError(f"cannot read chip configuration {path}: {err.strerror}") from None
+        raise ConfigError(f"cannot read {what} {path}: {err.strerror}") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
@@ -441,17 +449,18 @@ def _read_json(path: Path) -> dict[str, Any]:
             f"{path}: not valid JSON (line {err.lineno} column {err.colno}: {err.msg})"
         ) from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a chip configuration must be a JSON object")
+        raise ConfigError(f"{path}: a {what} must be a JSON object")
     return data
 
 
-def _load_merged(path: Path, stack: tuple[Path, ...]) -> dict[str, Any]:
+def _load_merged(path: Path, stack: tuple[Path, ...], config_type: str) -> dict[str, Any]:
     path = path.resolve()
     if path in stack:
         chain = " -> ".join(str(p) for p in (*stack, path))
         raise ConfigError(f"_include cycle: {chain}")
-    data = _read_json(path)
-    _check_chip_header(data, str(path), final=False)
+    what = _DESCRIPTIONS.get(config_type, f"{config_type} configuration file")
+    data = _read_json(path, what)
+    _check_type(data, str(path), config_type)
     includes = data.pop("_include", [])
     if isinstance(includes, str):
         includes = [includes]
@@ -459,17 +468,23 @@ def _load_merged(path: Path, stack: tuple[Path, ...]) -> dict[str, Any]:
         raise ConfigError(f"{path}: '_include' must be a file name or a list of file names")
     merged: dict[str, Any] = {}
     for name in includes:
-        merged = _merge(merged, _load_merged(path.parent / name, (*stack, path)))
+        merged = _merge(merged, _load_merged(path.parent / name, (*stack, path), config_type))
     return _merge(merged, data)
 
 
-def load_chip_json(path: PathLike) -> dict[str, Any]:
-    """Read a chip configuration JSON with its ``_include`` chain merged in.
+def load_config_json(path: PathLike, config_type: str) -> dict[str, Any]:
+    """Read a reference-library configuration JSON with its ``_include`` chain merged in.
 
-    Included files (relative to the including file) are applied in order, then the file's
-    own keys on top; objects such as ``register_values`` merge key by key.
+    Every file in the chain must declare ``_config_type`` = ``config_type``. Included files
+    (paths relative to the including file) are applied in order, then the file's own keys
+    on top; objects such as ``register_values`` merge key by key, lists are replaced.
     """
-    return _load_merged(Path(path), ())
+    return _load_merged(Path(path), (), config_type)
+
+
+def load_chip_json(path: PathLike) -> dict[str, Any]:
+    """A chip configuration JSON with its ``_include`` chain merged in."""
+    return load_config_json(path, "chip")
 
 
 def load_chip_config(path: PathLike) -> ChipConfig:

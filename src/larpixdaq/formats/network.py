@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from larpixdaq.errors import ConfigError
-from larpixdaq.formats.chipconfig import ChipConfig
+from larpixdaq.formats.chipconfig import ChipConfig, load_config_json
 from larpixdaq.formats.chipkey import chip_key
 from larpixdaq.formats.registers import field as register_field
 
@@ -371,26 +371,14 @@ def _style(network: Mapping[str, Any]) -> str:
 def _read(source: PathLike | Mapping[str, Any]) -> tuple[dict[str, Any], str]:
     if isinstance(source, Mapping):
         return copy.deepcopy(dict(source)), "<network>"
-    path = Path(source)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"network file not found: {path}") from None
-    except OSError as err:
-        raise ConfigError(f"cannot read network file {path}: {err.strerror}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ConfigError(
-            f"{path}: not valid JSON (line {err.lineno} column {err.colno}: {err.msg})"
-        ) from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a network file must be a JSON object")
-    return data, str(path)
+    return load_config_json(source, "controller"), str(source)
 
 
 def load_network(source: PathLike | Mapping[str, Any]) -> Network:
-    """Parse a hydra network ("controller") JSON file or already-parsed dict."""
+    """Parse a hydra network ("controller") JSON file or already-parsed dict.
+
+    Files may ``_include`` other network files (paths relative to the including file).
+    """
     data, src = _read(source)
     kind = data.get("_config_type")
     if kind != "controller":
