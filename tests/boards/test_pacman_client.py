@@ -16,6 +16,7 @@ from larpixdaq.boards.pacman_client import (
     BoardTimeout,
     BringUpError,
     PacmanClient,
+    with_network_registers,
 )
 from larpixdaq.boards.pacman_emulator import PacmanEmulator
 from larpixdaq.formats import pacman as P
@@ -166,12 +167,10 @@ def test_write_read_and_verify_configurations(small_system):
     board, emu, client, network = small_system
     keys = client.bring_up(network)
     configs = configs_for(keys, {k: 40 + i for i, k in enumerate(keys)})
-    # keep the network links the bring-up set
-    for k, cfg in configs.items():
-        regs = client.read_configs([k], registers=[124, 125, 126])[k]
-        r = cfg.to_registers()
-        r[[124, 125, 126]] = regs
-        configs[k] = ChipConfig.from_registers(r)
+    configs = with_network_registers(configs, network)  # keep the links the bring-up set
+    links = client.read_configs(keys, registers=[122, 124, 125, 126])
+    for k in keys:
+        assert np.array_equal(configs[k].to_registers()[[122, 124, 125, 126]], links[k])
     assert client.write_configs(configs) == 237 * len(keys)
     read = client.read_configs(keys)
     for k in keys:
@@ -246,3 +245,43 @@ def test_two_boards_at_once(start_emulator, connect):
     assert seen == {1, 2}
     with pytest.raises(BoardError, match="two boards claim io_group 1"):
         Boards([boards[1], boards[1]])
+
+
+@pytest.fixture
+def rogue_board() -> Iterator[tuple[int, list[bytes]]]:
+    """A REP socket answering every request with the next canned reply."""
+    import threading
+
+    ctx = zmq.Context()
+    rep = ctx.socket(zmq.REP)
+    rep.setsockopt(zmq.LINGER, 0)
+    port = rep.bind_to_random_port("tcp://127.0.0.1")
+    replies: list[bytes] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            if rep.poll(20):
+                rep.recv()
+                rep.send(replies.pop(0) if replies else b"")
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    yield port, replies
+    stop.set()
+    t.join()
+    rep.close()
+    ctx.destroy(linger=0)
+
+
+def test_malformed_or_short_replies_are_clear_errors(rogue_board, connect):
+    port, replies = rogue_board
+    client = connect(cmd_port=port, data_port=free_port(), timeout=2.0)
+    replies += [b"junk", P.encode_reply([P.Ping(), P.Ping()]), P.encode_reply([P.Read(1, 2)])]
+    with pytest.raises(BoardError, match="malformed reply to PING"):
+        client.ping()
+    with pytest.raises(BoardError, match=r"answered READ of 1 register\(s\) with 2 word"):
+        client.read_register(1)
+    with pytest.raises(BoardError, match="answered PING with"):
+        client.ping()
+    assert client.counters["bad_replies"] == 2

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import zmq
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from standin import StandInBoard
 
 from larpixdaq.boards.pacman_emulator import (
@@ -16,6 +18,7 @@ from larpixdaq.boards.pacman_emulator import (
     ERR_BOARD,
     ERR_MALFORMED,
     ERR_UNKNOWN_WORD,
+    PacmanEmulator,
 )
 from larpixdaq.formats import packets as K
 from larpixdaq.formats import pacman as P
@@ -244,3 +247,49 @@ def test_flood_mode_publishes_full_messages_and_still_answers(start_emulator, ct
     assert P.decode_control(ask(s, P.encode_request([P.Ping()]))).words == (P.Ping(),)
     rows = P.decode_data_messages(messages[:5], 1).rows
     assert rows["valid_parity"][rows["packet_type"] == 0].all()
+
+
+_any_word = st.one_of(
+    st.just(P.Ping()),
+    st.builds(P.Write, st.integers(0, 0xFFFF), st.integers(0, 2**32 - 1)),
+    st.builds(P.Read, st.integers(0, 0xFFFF)),
+    st.builds(P.Tx, st.integers(0, 40), st.integers(0, 2**64 - 1)),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(words=st.lists(_any_word, min_size=1, max_size=20),
+       junk=st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)), max_size=3),
+       cut=st.integers(0, 3))
+def test_every_request_gets_a_well_formed_reply(words, junk, cut):
+    """Whatever bytes arrive, the reply is a valid '!' message: one word per request word,
+    or a single ERR for a message that cannot be split into words; errors are counted."""
+    emu = PacmanEmulator(StandInBoard(channels=4))
+    request = bytearray(P.encode_request(words))
+    for at, value in junk:
+        if at < len(request):
+            request[at] = value
+    if cut:
+        request = request[: len(request) - cut * 5]
+    reply, _ = emu.handle_request(bytes(request))
+    decoded = P.decode_control(reply)
+    assert decoded.kind == b"!"
+    errs = sum(isinstance(w, P.Err) for w in decoded.words)
+    assert emu.counters["errors"] >= min(errs, 1)
+    n_words = (len(request) - 8) // 16
+    if len(decoded.words) != n_words or n_words == 0:
+        assert len(decoded.words) == 1 and isinstance(decoded.words[0], P.Err)
+        assert decoded.words[0].code == ERR_MALFORMED
+    if not junk and not cut:
+        model: dict[int, int] = {}
+        for sent, got in zip(words, decoded.words, strict=True):
+            if isinstance(sent, P.Tx) and not 1 <= sent.io_channel <= 32:
+                assert isinstance(got, P.Err) and got.code == ERR_BAD_CHANNEL
+            elif isinstance(sent, P.Write) and sent.register == 0xDEAD:
+                assert isinstance(got, P.Err) and got.code == ERR_BOARD
+            elif isinstance(sent, P.Read):
+                assert got == P.Read(sent.register, model.get(sent.register, 0))
+            else:
+                if isinstance(sent, P.Write):
+                    model[sent.register] = sent.value
+                assert got == sent

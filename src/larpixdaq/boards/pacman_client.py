@@ -80,6 +80,32 @@ def _chips_of(keys: Iterable[str], io_group: int, who: str) -> list[tuple[int, i
     return out
 
 
+def with_network_registers(
+    configs: Mapping[str, ChipConfig], network: Any
+) -> dict[str, ChipConfig]:
+    """Copies of ``configs`` holding the chip id and link registers the bring-up set.
+
+    A chip configuration written over a live network must keep its id and its UART
+    enables, or the chip drops off the network; this takes them from the network
+    description so a physics configuration can be written as is.
+    """
+    from larpixdaq.formats.network import Network, load_network, network_registers
+
+    net = network if isinstance(network, Network) else load_network(network)
+    links: dict[tuple[int, int], dict[int, dict[int, int]]] = {}
+    out: dict[str, ChipConfig] = {}
+    for key, cfg in configs.items():
+        g, ch, cid = parse_chip_key(str(key))
+        if (g, ch) not in links:
+            links[(g, ch)] = network_registers(net, g, ch)
+        regs = cfg.to_registers()
+        regs[CHIP_ID_REG] = cid
+        for addr, value in links[(g, ch)].get(cid, {}).items():
+            regs[addr] = value
+        out[str(key)] = ChipConfig.from_registers(regs)
+    return out
+
+
 class PacmanClient:
     """A connection to one PACMAN board (one io_group)."""
 
