@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import json
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from larpixdaq.errors import ConfigError
 from larpixdaq.formats.chipkey import parse_chip_key
@@ -510,3 +515,93 @@ def test_network_file_include(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"chip\.json: not a network file"):
         load_network(tmp_path / "wrong.json")
+
+
+# ---- random trees --------------------------------------------------------------------------
+@st.composite
+def random_trees(draw: st.DrawFn) -> dict[str, Any]:
+    """A random tree hanging off the PACMAN, with random maps and explicit lists left out."""
+    n = draw(st.integers(1, 30))
+    ids = draw(st.lists(st.integers(2, 254), min_size=n, max_size=n, unique=True))
+    us: dict[Any, list[Any]] = {"ext": [None] * 4}
+    order: list[Any] = ["ext"]
+    for cid in ids:
+        free = [(p, i) for p in order for i in range(4) if us[p][i] is None]
+        p, i = draw(st.sampled_from(free))
+        us[p][i] = cid
+        us[cid] = [None] * 4
+        order.append(cid)
+    perm = st.permutations([0, 1, 2, 3])
+    maps = {
+        "miso_uart_map": draw(perm),
+        "mosi_uart_map": draw(perm),
+        "usds_link_map": draw(st.sampled_from([[2, 3, 0, 1], [0, 1, 2, 3], [1, 0, 3, 2]])),
+    }
+    shuffled = draw(st.permutations(order[1:]))
+    nodes = [{"chip_id": "ext", "root": True, "miso_us": us["ext"]}]
+    for cid in shuffled:
+        node: dict[str, Any] = {"chip_id": cid}
+        if any(x is not None for x in us[cid]):
+            node["miso_us"] = us[cid]
+        nodes.append(node)
+    return {
+        "_config_type": "controller",
+        "name": "random",
+        "asic_version": 2,
+        "layout": None,
+        "network": {"1": {"1": {"nodes": nodes}}, **maps},
+    }
+
+
+@settings(max_examples=150, deadline=None)
+@given(random_trees())
+def test_random_tree_bring_up_invariants(spec: dict[str, Any]) -> None:
+    net = load_network(spec)
+    tree = net.tree(1, 1)
+    assert load_network(net.to_dict()).to_dict() == net.to_dict()
+    assert tree.unreachable() == []
+    named: set[int] = set()
+    upstream: dict[int, int] = {}
+    for step in net.bring_up_order(1, 1):
+        for w in step.writes:
+            if w.register == 122:
+                assert w.chip_id == 1 and w.value == w.parity_chip_id == step.chip_id
+                named.add(w.value)
+            else:
+                assert w.chip_id in named  # only ever address chips that already have an id
+            if w.register == 124:
+                upstream[w.chip_id] = w.value
+        node = tree.node(step.chip_id)
+        assert step.downstream == 0xF0 | sum(1 << u for u in set(node.miso_ds_uarts.values()))
+    assert named == set(tree.chip_ids())
+    for cid in tree.chip_ids():
+        expected = sum(1 << u for u in set(tree.node(cid).miso_us_uarts.values()))
+        assert upstream.get(cid, 0) == expected
+
+
+@pytest.mark.reference
+@settings(max_examples=60, deadline=None)
+@given(random_trees())
+def test_random_trees_match_reference_library(spec: dict[str, Any]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "net.json"
+        path.write_text(json.dumps(spec))
+        with contextlib.redirect_stdout(io.StringIO()):
+            ctrl = _reference_controller(path)
+            net = load_network(path)
+            tree = net.tree(1, 1)
+            for name in ("miso_us", "miso_ds", "mosi"):
+                edges = {
+                    (str(a), str(b), d["uart"])
+                    for a, b, d in ctrl.network[1][1][name].edges(data=True)
+                }
+                assert edges == _links(tree)[name], name
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ctrl.init_network(1, 1)
+        sent = [(p.chip_id, p.register_address, p.register_data) for p in ctrl.io.packets]
+        assert sent == [(w.chip_id, w.register, w.value) for w in _flat_writes(net)]
+
+
+def _flat_writes(net: Network) -> list[Any]:
+    return [w for s in net.bring_up_order(1, 1) for w in s.writes]
