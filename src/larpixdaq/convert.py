@@ -26,7 +26,7 @@ from larpixdaq.formats.pacman import decode_data_messages
 from larpixdaq.formats.rawfile import open_raw
 from larpixdaq.formats.rows import PACKET_TYPE_NAMES
 
-DEFAULT_CHUNK_MESSAGES = 2048
+DEFAULT_CHUNK_MESSAGES = 512
 ProgressCallback = Callable[[int, int], None]
 """Called after each batch with (messages done, messages in the file)."""
 

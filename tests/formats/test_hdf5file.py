@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -311,3 +313,35 @@ def test_reference_reader_opens_our_file(tmp_path: Path, golden_rows: np.ndarray
     expected["io_group"][expected["packet_type"] == 4] = 0  # its TimestampPacket drops io_group
     with h5py.File(again, "r") as f:
         np.testing.assert_array_equal(f["packets"][()], expected)
+
+
+def test_bad_compression_level_leaves_no_open_file(tmp_path: Path) -> None:
+    path = tmp_path / "lvl.h5"
+    with pytest.raises(ValueError, match="0-9"):
+        Hdf5Writer(path, compression="gzip", compression_level=42)
+    with Hdf5Writer(path, overwrite=True, compression="gzip", compression_level=1) as w:
+        w.append(random_rows(10))
+    assert len(read_packets(path)) == 10
+
+
+def test_file_held_by_a_writer_in_another_process(tmp_path: Path) -> None:
+    path = tmp_path / "held.h5"
+    code = (
+        "import sys\n"
+        "from larpixdaq.formats.hdf5file import Hdf5Writer\n"
+        f"w = Hdf5Writer({str(path)!r})\n"
+        "print('ready', flush=True)\n"
+        "sys.stdin.read()\n"
+        "w.close()\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        with pytest.raises(FormatError, match="open for writing by another process"):
+            open_file(path)
+    finally:
+        child.communicate("", timeout=30)
+    assert child.returncode == 0
+    assert open_file(path).info().clean_close is True

@@ -111,35 +111,40 @@ class Hdf5Writer:
         opts = compression_level if self.compression == "gzip" else None
         self._closed = False
         self._file = h5py.File(self.path, "w", libver="latest" if swmr else None)
-        now = time.time()
-        header = self._file.create_group("_header")
-        header.attrs["version"] = FILE_VERSION
-        header.attrs["created"] = now
-        header.attrs["modified"] = now
-        header.attrs["clean_close"] = 0
-        header.attrs["checksum_algorithm"] = "sha256 of the packets dataset bytes, row order"
-        self._file.create_group("run")
-        self._packets = self._file.create_dataset(
-            "packets",
-            shape=(0,),
-            maxshape=(None,),
-            dtype=PACKETS_DTYPE,
-            chunks=(self.chunk_rows,),
-            compression=self.compression,
-            compression_opts=opts,
-        )
-        self._packets.attrs["packet_types"] = _PACKET_TYPES_ATTR
-        self._messages = self._file.create_dataset(
-            "messages", shape=(0,), maxshape=(None,), dtype=MESSAGES_DTYPE, chunks=(_SMALL_CHUNK,)
-        )
-        self._configs = self._file.create_dataset(
-            "configs", shape=(0,), maxshape=(None,), dtype=CONFIGS_DTYPE, chunks=(64,)
-        )
-        self._configs.attrs["asic_version"] = "2"
-        if run_metadata:
-            self.set_run_metadata(run_metadata)
-        if swmr:
-            self._file.swmr_mode = True
+        try:
+            now = time.time()
+            header = self._file.create_group("_header")
+            header.attrs["version"] = FILE_VERSION
+            header.attrs["created"] = now
+            header.attrs["modified"] = now
+            header.attrs["clean_close"] = 0
+            header.attrs["checksum_algorithm"] = "sha256 of the packets dataset bytes, row order"
+            self._file.create_group("run")
+            self._packets = self._file.create_dataset(
+                "packets",
+                shape=(0,),
+                maxshape=(None,),
+                dtype=PACKETS_DTYPE,
+                chunks=(self.chunk_rows,),
+                compression=self.compression,
+                compression_opts=opts,
+            )
+            self._packets.attrs["packet_types"] = _PACKET_TYPES_ATTR
+            self._messages = self._file.create_dataset(
+                "messages", shape=(0,), maxshape=(None,), dtype=MESSAGES_DTYPE,
+                chunks=(_SMALL_CHUNK,),
+            )
+            self._configs = self._file.create_dataset(
+                "configs", shape=(0,), maxshape=(None,), dtype=CONFIGS_DTYPE, chunks=(64,)
+            )
+            self._configs.attrs["asic_version"] = "2"
+            if run_metadata:
+                self.set_run_metadata(run_metadata)
+            if swmr:
+                self._file.swmr_mode = True
+        except BaseException:
+            self._file.close()
+            raise
         self._buffer = np.empty(self.chunk_rows, dtype=PACKETS_DTYPE)
         self._bytes_dtype = np.dtype(f"V{PACKETS_DTYPE.itemsize}")
         self._buffered = 0
@@ -331,6 +336,11 @@ def _open_h5(path: str | Path, swmr: bool = False) -> h5py.File:
     try:
         return h5py.File(path, "r", swmr=swmr, libver="latest" if swmr else None)
     except OSError as exc:
+        if "lock" in str(exc).lower():
+            raise FormatError(
+                f"{path}: the file is open for writing by another process; read it while "
+                "it is written with swmr=True (the writer must use SWMR mode)"
+            ) from exc
         raise FormatError(f"{path}: not a readable HDF5 file ({exc})") from exc
 
 
