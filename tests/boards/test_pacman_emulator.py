@@ -293,3 +293,17 @@ def test_every_request_gets_a_well_formed_reply(words, junk, cut):
                 if isinstance(sent, P.Write):
                     model[sent.register] = sent.value
                 assert got == sent
+
+
+class FaultyBoard(StandInBoard):
+    def transmit(self, io_channel, packets):
+        raise RuntimeError("model bug")
+
+
+def test_a_fault_in_the_board_model_is_answered_and_serving_goes_on(start_emulator, ctx):
+    emu = start_emulator(FaultyBoard())
+    s = req_socket(ctx, emu.cmd_endpoint)
+    (err,) = P.decode_control(ask(s, P.encode_request([P.Tx(1, 5)]))).words
+    assert isinstance(err, P.Err) and err.code == ERR_BOARD and err.message == b"RuntimeError"
+    assert emu.counters["errors_internal"] == 1
+    assert P.decode_control(ask(s, P.encode_request([P.Ping()]))).words == (P.Ping(),)

@@ -172,22 +172,12 @@ class PacmanEmulator:
             while not self._stop.is_set():
                 if self.flood:
                     if poller.poll(0):
-                        request = cmd.recv()
-                        reply, _ = self.handle_request(request)
-                        cmd.send(reply)
-                        echo.send(reply)
-                        self.counters["echo_messages"] += 1
+                        self._answer(cmd, echo)
                     self.publish(data, self.board.generate_packets(self.message_words))
                     continue
                 wait_ms = max(0.0, (next_tick - time.monotonic()) * 1000.0)
-                if poller.poll(min(wait_ms, 50.0)):
-                    request = cmd.recv()
-                    reply, sent_packets = self.handle_request(request)
-                    cmd.send(reply)
-                    echo.send(reply)
-                    self.counters["echo_messages"] += 1
-                    if sent_packets:
-                        last = self._tick(data, last)
+                if poller.poll(min(wait_ms, 50.0)) and self._answer(cmd, echo):
+                    last = self._tick(data, last)
                 now = time.monotonic()
                 if now >= next_tick:
                     last = self._tick(data, last)
@@ -197,6 +187,23 @@ class PacmanEmulator:
         finally:
             for s in (cmd, data, echo):
                 s.close(linger=0)
+
+    def _answer(self, cmd: zmq.Socket, echo: zmq.Socket) -> bool:
+        """Receive one request, send its reply (and the echo); True if packets went out.
+
+        A REP socket that does not reply is stuck for good, so even a fault of the board
+        model while handling the request is answered, with an ERR word.
+        """
+        request = cmd.recv()
+        try:
+            reply, sent = self.handle_request(request)
+        except Exception as err:  # noqa: BLE001 - any fault must still be answered
+            self._error("internal")
+            reply, sent = self._reply([_err_word(ERR_BOARD, type(err).__name__)]), False
+        cmd.send(reply)
+        echo.send(reply)
+        self.counters["echo_messages"] += 1
+        return sent
 
     def _tick(self, data: zmq.Socket, last: float) -> float:
         """Advance the board by the wall time since ``last`` and publish its words."""
@@ -234,9 +241,11 @@ class PacmanEmulator:
         The board is never left half-way through a word: each word either acts or errs.
         """
         self.counters["requests"] += 1
-        words = self._request_words(request)
-        if words is None:
-            return self._reply([_err_word(ERR_MALFORMED, self._last_problem)]), False
+        problem = self._malformed(request)
+        if problem:
+            self._error("malformed_" + problem.replace(" ", "_"))
+            return self._reply([_err_word(ERR_MALFORMED, problem)]), False
+        words = P.message_words(request)
         self.counters["request_words"] += len(words)
         out = np.frombuffer(request, dtype=np.uint8, offset=P.HEADER_BYTES).reshape(-1, 16).copy()
         wtype = out[:, 0]
@@ -252,29 +261,23 @@ class PacmanEmulator:
                     self._do_word(kind, out[i])
         return self._reply([out.tobytes()]), sent
 
-    _last_problem = ""
-
-    def _request_words(self, request: bytes) -> np.ndarray | None:
+    @staticmethod
+    def _malformed(request: bytes) -> str:
+        """What makes a request unreadable as words (at most 14 characters), or ''."""
         size = len(request)
-        problem = ""
         if size < P.HEADER_BYTES:
-            problem = "short header"
-        else:
-            kind, _, declared = P.HEADER.unpack_from(request)
-            n, extra = divmod(size - P.HEADER_BYTES, P.WORD_BYTES)
-            if kind != P.MSG_REQUEST:
-                problem = "not a request"
-            elif extra:
-                problem = "partial word"
-            elif declared != n:
-                problem = "word count"
-            elif n == 0:
-                problem = "no words"
-        if problem:
-            self._last_problem = problem
-            self._error("malformed_" + problem.replace(" ", "_"))
-            return None
-        return P.message_words(request)
+            return "short header"
+        kind, _, declared = P.HEADER.unpack_from(request)
+        n, extra = divmod(size - P.HEADER_BYTES, P.WORD_BYTES)
+        if kind != P.MSG_REQUEST:
+            return "not a request"
+        if extra:
+            return "partial word"
+        if declared != n:
+            return "word count"
+        if n == 0:
+            return "no words"
+        return ""
 
     def _reply(self, parts: list[bytes]) -> bytes:
         body = b"".join(parts)
