@@ -292,3 +292,34 @@ COMMANDS = [
     Command("runs", "list the runs in the run database", configure_runs, run_runs),
     Command("invoke", "run an action a component offers", configure_invoke, run_invoke),
 ]
+
+
+def configure_logs(p: argparse.ArgumentParser) -> None:
+    _core_arg(p)
+    p.add_argument("--bind", default="tcp://*:5551", help="where to receive log records")
+    p.add_argument("--file", default="larpix-daq.log", help="JSON-lines log file to append to")
+    p.add_argument("--name", default="logs", help="component name (unique in the DAQ)")
+    p.add_argument("--quiet", action="store_true", help="do not print records on the console")
+
+
+def run_logs(args: argparse.Namespace) -> int:
+    import zmq
+
+    from larpixdaq.pipeline.component import ComponentError
+    from larpixdaq.pipeline.logcollector import LogCollector
+
+    try:
+        collector = LogCollector(args.name, args.core, bind=args.bind, path=args.file,
+                                 console=None if args.quiet else sys.stdout)
+    except zmq.ZMQError as exc:
+        raise CommandError(f"cannot listen on {args.bind}: {exc}") from None
+    print(f"log collector {args.name} on {collector.endpoint}, writing {args.file}", flush=True)
+    try:
+        collector.run_forever()
+    except ComponentError as exc:
+        raise CommandError(str(exc)) from None
+    return 0
+
+
+COMMANDS.append(Command("logs", "run the log collector: every component's log to a file and "
+                                "the console", configure_logs, run_logs))

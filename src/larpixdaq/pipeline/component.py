@@ -137,7 +137,8 @@ class Component:
     ``log`` or anything else), ``heartbeat_interval`` (seconds between heartbeats until the
     core says otherwise), ``core_timeout`` (silence after which the core is presumed gone and
     the component re-registers), ``endpoints`` (addresses this component serves, advertised to
-    the others through the core, e.g. ``{"logs": "tcp://host:5551"}``).
+    the others through the core, e.g. ``{"logs": "tcp://host:5551"}``), ``forward_logs``
+    (send this process's ``larpixdaq`` log records to the log collector the core advertises).
     """
 
     role: ClassVar[str] = "component"
@@ -151,6 +152,7 @@ class Component:
         heartbeat_interval: float = 0.2,
         core_timeout: float = 1.0,
         endpoints: dict[str, str] | None = None,
+        forward_logs: bool = True,
         context: zmq.Context | None = None,
     ) -> None:
         self.name = name
@@ -160,6 +162,10 @@ class Component:
         self.heartbeat_interval = heartbeat_interval
         self.core_timeout = core_timeout
         self.endpoints = dict(endpoints or {})
+        self.forward_logs = forward_logs
+        self._log_address: str | None = None
+        #: Log through this: with a log collector running, records reach it (and its file).
+        self.log = logging.getLogger(f"larpixdaq.component.{name}")
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self._ctx = context or zmq.Context.instance()
@@ -256,6 +262,11 @@ class Component:
         for t in self._threads:
             t.join(timeout)
         self._transitions.shutdown(wait=True, cancel_futures=True)
+        if self._log_address is not None:
+            from larpixdaq.pipeline import logcollector
+
+            logcollector.uninstall_forwarding(self._log_address)
+            self._log_address = None
         self._action_pool.shutdown(wait=False, cancel_futures=True)
         for fd in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
@@ -380,12 +391,14 @@ class Component:
             return
         if isinstance(msg, m.Welcome):
             self.registrations += 1
-            self.services = msg.services
+            self._apply_services(msg.services)
             self.core_state = msg.state
             self.heartbeat_interval = msg.heartbeat_interval
             self._registered.set()
         elif isinstance(msg, m.Heartbeat):
             self.core_state = msg.state
+            if msg.services != self.services:
+                self._apply_services(msg.services)
             if msg.state == "ERROR" and not self._seen_error:
                 self._seen_error = True
                 self._transitions.submit(self._call_on_error, "the core entered ERROR")
@@ -406,6 +419,20 @@ class Component:
         else:
             self.control_counters["malformed_messages"] += 1
 
+    def _apply_services(self, services: dict[str, Any]) -> None:
+        self.services = services
+        address = services.get("logs")
+        if not self.forward_logs or address == self._log_address:
+            return
+        from larpixdaq.pipeline import logcollector
+
+        if self._log_address is not None:
+            logcollector.uninstall_forwarding(self._log_address)
+            self._log_address = None
+        if isinstance(address, str):
+            logcollector.install_forwarding(address, self.name)
+            self._log_address = address
+
     def _call_on_error(self, reason: str) -> None:
         try:
             self.on_error(reason)
@@ -419,9 +446,10 @@ class Component:
             run = RunInfo.from_dict(msg.run) if msg.run else self.run
             data = self._apply(msg.transition, run)
         except Exception as exc:
-            log.exception("%s: %s failed", self.name, msg.transition)
+            self.log.exception("%s failed", msg.transition)
             self._post(m.Ack(id=msg.id, ok=False, message=f"{type(exc).__name__}: {exc}"))
             return
+        self.log.info("%s done (run %s)", msg.transition, msg.run and msg.run.get("run_number"))
         self._post(m.Ack(id=msg.id, ok=True, data=data))
 
     def _apply(self, transition: str, run: RunInfo | None) -> dict[str, Any]:
@@ -493,7 +521,7 @@ class Component:
                                           else {"value": step}))
         except Exception as exc:
             self.control_counters["actions_failed"] += 1
-            log.exception("%s: action %s failed", self.name, spec.name)
+            self.log.exception("action %s failed", spec.name)
             self._post(m.Result(id=msg.id, success=False,
                                 message=f"{spec.name} failed: {type(exc).__name__}: {exc}"))
             return

@@ -689,7 +689,8 @@ class Core:
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self.heartbeat_interval
             run_number = self.run.run_number if self.run else None
-            hb = m.Heartbeat(name="core", state=str(self.sm.state), run_number=run_number)
+            hb = m.Heartbeat(name="core", state=str(self.sm.state), run_number=run_number,
+                             services=self._services())
             for comp in self.components.values():
                 self._send(comp.identity, hb)
         for comp in list(self.components.values()):

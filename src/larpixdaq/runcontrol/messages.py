@@ -97,14 +97,17 @@ class Reject(Message):
 
 @dataclass(frozen=True)
 class Heartbeat(Message):
-    """Both ways: I am alive. Components add their state, run and live counters."""
+    """Both ways: I am alive. Components add their state, run and live counters; the core
+    adds its state, run and the services components advertise (e.g. the log collector)."""
 
     TYPE: ClassVar[str] = "heartbeat"
-    FIELDS: ClassVar = {"name": _STR, "state": _STR, "run_number": _OPT_INT, "counters": _DICT}
+    FIELDS: ClassVar = {"name": _STR, "state": _STR, "run_number": _OPT_INT, "counters": _DICT,
+                        "services": _DICT}
     name: str
     state: str
     run_number: int | None = None
     counters: dict = field(default_factory=dict)
+    services: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

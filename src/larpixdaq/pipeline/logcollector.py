@@ -1,0 +1,209 @@
+"""Structured logging from every component to one place: a handler and a collector.
+
+Every component process installs :class:`LogForwarder` (the component base does it by itself
+when the core advertises a ``logs`` service) and its log records travel as msgpack maps over a
+ZeroMQ PUSH socket to the :class:`LogCollector`, a component of role ``log`` that PULLs them,
+appends each as one JSON line to a file, and prints a readable line on the console.
+
+PUSH/PULL rather than PUB/SUB: records queue (up to a bound) while the collector is briefly
+away instead of vanishing, and a record that cannot be queued is counted in
+``LogForwarder.dropped`` rather than blocking the component; logging must never stall readout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+import msgpack
+import zmq
+
+from larpixdaq.pipeline.component import Component
+
+RECORD_VERSION = 1
+_REQUIRED = {"time": (int, float), "level": (str,), "logger": (str,), "message": (str,),
+             "host": (str,), "pid": (int,)}
+
+
+class LogRecordError(ValueError):
+    """Bytes that are not a log record of this version."""
+
+
+def encode_record(record: logging.LogRecord, component: str = "") -> bytes:
+    """The wire form of a log record: a flat msgpack map of plain values."""
+    body: dict[str, Any] = {
+        "v": RECORD_VERSION, "time": record.created, "level": record.levelname,
+        "logger": record.name, "message": record.getMessage(), "host": socket.gethostname(),
+        "pid": record.process or 0, "thread": record.threadName or "", "component": component,
+    }
+    if record.exc_info:
+        body["exc"] = logging.Formatter().formatException(record.exc_info)
+    return msgpack.packb(body, use_bin_type=True)
+
+
+def decode_record(data: bytes) -> dict[str, Any]:
+    """Parse and check a record; :class:`LogRecordError` says what is wrong."""
+    try:
+        body = msgpack.unpackb(data, raw=False)
+    except Exception as exc:
+        raise LogRecordError(f"not a msgpack log record ({type(exc).__name__})") from None
+    if not isinstance(body, dict) or body.get("v") != RECORD_VERSION:
+        raise LogRecordError(f"not a version {RECORD_VERSION} log record")
+    for key, types in _REQUIRED.items():
+        if not isinstance(body.get(key), types) or isinstance(body.get(key), bool):
+            raise LogRecordError(f"log record field {key!r} is missing or of the wrong type")
+    return body
+
+
+def format_record(rec: dict[str, Any]) -> str:
+    """One readable console line."""
+    stamp = time.strftime("%H:%M:%S", time.localtime(rec["time"]))
+    millis = int((rec["time"] % 1) * 1000)
+    who = rec.get("component") or f"{rec['host']}:{rec['pid']}"
+    line = f"{stamp}.{millis:03d} {rec['level']:<7} {who:<14} {rec['logger']}: {rec['message']}"
+    if rec.get("exc"):
+        line += "\n" + rec["exc"]
+    return line
+
+
+class LogForwarder(logging.Handler):
+    """A logging handler that pushes records to a log collector without ever blocking."""
+
+    def __init__(self, address: str, component: str = "", *, level: int = logging.INFO,
+                 queue_limit: int = 10000, context: zmq.Context | None = None) -> None:
+        super().__init__(level)
+        self.address = address
+        self.component = component
+        self.dropped = 0
+        self.sent = 0
+        self._lock = threading.Lock()
+        self._sock = (context or zmq.Context.instance()).socket(zmq.PUSH)
+        self._sock.setsockopt(zmq.LINGER, 500)
+        self._sock.setsockopt(zmq.SNDHWM, queue_limit)
+        self._sock.connect(address)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            data = encode_record(record, self.component)
+        except Exception:
+            self.handleError(record)
+            return
+        with self._lock:
+            if self._sock is None:
+                return
+            try:
+                self._sock.send(data, zmq.NOBLOCK)
+                self.sent += 1
+            except zmq.Again:
+                self.dropped += 1
+
+    def close(self) -> None:
+        with self._lock:
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
+        super().close()
+
+
+_installed: dict[str, tuple[LogForwarder, int]] = {}
+_installed_lock = threading.Lock()
+
+
+def install_forwarding(address: str, component: str = "",
+                       logger: str = "larpixdaq") -> LogForwarder:
+    """Forward records of ``logger`` to ``address``; once per process per address."""
+    with _installed_lock:
+        handler, count = _installed.get(address, (None, 0))
+        if handler is None:
+            handler = LogForwarder(address, component)
+            logging.getLogger(logger).addHandler(handler)
+            lg = logging.getLogger(logger)
+            if lg.level == logging.NOTSET or lg.level > logging.INFO:
+                lg.setLevel(logging.INFO)
+        _installed[address] = (handler, count + 1)
+        return handler
+
+
+def uninstall_forwarding(address: str, logger: str = "larpixdaq") -> None:
+    """Undo one :func:`install_forwarding`; the handler goes when its last user does."""
+    with _installed_lock:
+        handler, count = _installed.get(address, (None, 0))
+        if handler is None:
+            return
+        if count > 1:
+            _installed[address] = (handler, count - 1)
+            return
+        del _installed[address]
+    logging.getLogger(logger).removeHandler(handler)
+    handler.close()
+
+
+class LogCollector(Component):
+    """Receives every component's records; writes JSON lines to ``path`` and text to console.
+
+    ``bind`` is where to listen (``tcp://*:5551``; port 0 picks a free one). The actual
+    endpoint is advertised to the core as the ``logs`` service, so components find it.
+    """
+
+    role = "log"
+
+    def __init__(self, name: str = "logs", core: str = "tcp://127.0.0.1:5550", *,
+                 bind: str = "tcp://*:5551", path: str | Path = "larpix-daq.log",
+                 console: TextIO | None = sys.stderr, **kw: Any) -> None:
+        ctx = kw.get("context") or zmq.Context.instance()
+        self._pull = ctx.socket(zmq.PULL)
+        self._pull.setsockopt(zmq.LINGER, 0)
+        if bind.startswith("tcp://") and bind.endswith(":0"):
+            bind = bind[:-2] + ":*"
+        self._pull.bind(bind)
+        endpoint = self._pull.getsockopt_string(zmq.LAST_ENDPOINT)
+        if "0.0.0.0" in endpoint:
+            endpoint = endpoint.replace("0.0.0.0", socket.gethostname())
+        self.endpoint = endpoint
+        super().__init__(name, core, endpoints={"logs": endpoint}, forward_logs=False, **kw)
+        self.path = Path(path)
+        self.console = console
+        self.received = 0
+        self.malformed = 0
+        self.written = 0
+        self.last_error = ""
+
+    def counters(self) -> dict[str, int]:
+        return {"records_received": self.received, "records_malformed": self.malformed,
+                "records_written": self.written}
+
+    def main(self, stop: threading.Event) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as out:
+            while not stop.is_set():
+                if not self._pull.poll(100):
+                    continue
+                lines = []
+                while True:
+                    try:
+                        data = self._pull.recv(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self.received += 1
+                    try:
+                        rec = decode_record(data)
+                    except LogRecordError as exc:
+                        self.malformed += 1
+                        self.last_error = str(exc)
+                        continue
+                    lines.append(rec)
+                if not lines:
+                    continue
+                out.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in lines))
+                out.flush()
+                self.written += len(lines)
+                if self.console is not None:
+                    self.console.write("".join(format_record(r) + "\n" for r in lines))
+                    self.console.flush()
+        self._pull.close(0)

@@ -1,0 +1,120 @@
+"""The log collector: records from components reach the file and console; junk is counted."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import subprocess
+import sys
+
+import msgpack
+import pytest
+import zmq
+
+from larpixdaq.pipeline.component import Component
+from larpixdaq.pipeline.logcollector import (
+    LogCollector,
+    LogForwarder,
+    LogRecordError,
+    decode_record,
+    encode_record,
+    format_record,
+)
+from larpixdaq.runcontrol.testing import CoreProcess, wait_for
+
+
+@pytest.fixture
+def core(tmp_path):
+    with CoreProcess(tmp_path / "runs.sqlite") as c:
+        yield c
+
+
+def test_records_from_a_component_reach_file_and_console(core, tmp_path):
+    console = io.StringIO()
+    collector = LogCollector("logs", core.endpoint, bind="tcp://127.0.0.1:0",
+                             path=tmp_path / "daq.log", console=console,
+                             heartbeat_interval=0.05).start()
+    board = Component("board", core.endpoint, role="producer", heartbeat_interval=0.05)
+    board.start()
+    try:
+        assert collector.wait_registered(5) and board.wait_registered(5)
+        wait_for(lambda: board.services.get("logs") == collector.endpoint)
+        board.log.warning("threshold %d too low", 7)
+        wait_for(lambda: collector.written >= 1)
+        lines = [json.loads(x) for x in (tmp_path / "daq.log").read_text().splitlines()]
+        rec = [r for r in lines if r["message"] == "threshold 7 too low"][0]
+        assert rec["level"] == "WARNING" and rec["component"] == "board"
+        assert rec["logger"] == "larpixdaq.component.board"
+        assert "threshold 7 too low" in console.getvalue()
+    finally:
+        board.stop()
+        collector.stop()
+    assert not [h for h in logging.getLogger("larpixdaq").handlers
+                if isinstance(h, LogForwarder)]
+
+
+def test_malformed_records_are_counted(core, tmp_path):
+    collector = LogCollector("logs", core.endpoint, bind="tcp://127.0.0.1:0",
+                             path=tmp_path / "daq.log", console=None).start()
+    push = zmq.Context.instance().socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 0)
+    push.connect(collector.endpoint)
+    try:
+        push.send(b"\xc1")
+        push.send(msgpack.packb({"v": 1, "time": "noon"}))
+        rec = logging.LogRecord("larpixdaq.x", logging.INFO, __file__, 1, "ok %s", ("fine",),
+                                None)
+        push.send(encode_record(rec, "tester"))
+        wait_for(lambda: collector.malformed == 2 and collector.written == 1)
+        assert collector.counters() == {"records_received": 3, "records_malformed": 2,
+                                        "records_written": 1}
+        assert "field 'time'" in collector.last_error
+    finally:
+        push.close(0)
+        collector.stop()
+
+
+def test_record_codec():
+    try:
+        raise ValueError("bad")
+    except ValueError:
+        rec = logging.LogRecord("larpixdaq.y", logging.ERROR, __file__, 1, "oops", (),
+                                sys.exc_info())
+    decoded = decode_record(encode_record(rec, "c"))
+    assert decoded["message"] == "oops" and "ValueError: bad" in decoded["exc"]
+    assert "ERROR" in format_record(decoded) and "ValueError" in format_record(decoded)
+    with pytest.raises(LogRecordError, match="version"):
+        decode_record(msgpack.packb([1]))
+
+
+def test_forwarder_never_blocks_without_a_collector():
+    # Records queue up to the limit while nobody listens; beyond it they are counted, not
+    # waited for.
+    handler = LogForwarder("tcp://127.0.0.1:1", "nobody", queue_limit=2)
+    try:
+        rec = logging.LogRecord("larpixdaq.z", logging.INFO, __file__, 1, "x", (), None)
+        for _ in range(50):
+            handler.emit(rec)
+        assert handler.dropped >= 40 and handler.sent + handler.dropped == 50
+    finally:
+        handler.close()
+
+
+def test_logs_command_runs_a_collector(core, tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "larpixdaq.cli", "logs", "--core", core.endpoint,
+         "--bind", "tcp://127.0.0.1:0", "--file", str(tmp_path / "x.log"), "--quiet"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("log collector logs on tcp://127.0.0.1:")
+        from larpixdaq import Operator
+
+        with Operator(core.endpoint) as op:
+            comps = wait_for(lambda: op.call("clients").data["components"])
+        assert comps[0]["role"] == "log" and "logs" in comps[0]["endpoints"]
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
+        proc.stdout.close()
