@@ -95,6 +95,9 @@ class RunDatabase:
             self._db = sqlite3.connect(str(self.path), isolation_level=None)
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA journal_mode=WAL")
+            # Counters and states survive a crash of the core with NORMAL; run numbers are
+            # allocated with FULL (see allocate_run) so they survive a power cut as well.
+            self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
         except (sqlite3.Error, OSError) as exc:
             raise RunDatabaseError(f"cannot open the run database {self.path}: {exc}") from None
@@ -117,12 +120,16 @@ class RunDatabase:
     ) -> RunRecord:
         """Hand out the next run number, committed before it is returned."""
         start = time.time() if start_time is None else start_time
-        with self._db:
-            cur = self._db.execute(
-                "INSERT INTO runs (start_time, state, comment, run_type, data_dir, config_hash,"
-                " config_snapshot) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (start, state, comment, run_type, data_dir, config_hash, config_snapshot),
-            )
+        self._db.execute("PRAGMA synchronous=FULL")
+        try:
+            with self._db:
+                cur = self._db.execute(
+                    "INSERT INTO runs (start_time, state, comment, run_type, data_dir,"
+                    " config_hash, config_snapshot) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (start, state, comment, run_type, data_dir, config_hash, config_snapshot),
+                )
+        finally:
+            self._db.execute("PRAGMA synchronous=NORMAL")
         return self.get_run(int(cur.lastrowid))
 
     def _update(self, run_number: int, **values: Any) -> None:
