@@ -327,7 +327,17 @@ class Hdf5Info:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _open_h5(path: str | Path, swmr: bool = False) -> h5py.File:
+def _held_by_writer(exc: OSError) -> bool:
+    text = str(exc).lower()
+    return "already open for write" in text or "lock" in text
+
+
+def open_h5_readonly(path: str | Path, swmr: bool = False) -> h5py.File:
+    """Open an HDF5 file read-only, following it in SWMR mode if a SWMR writer has it open.
+
+    A file being recorded refuses a plain read-only open; a run in progress is still worth
+    reading, so the open is retried in SWMR mode before giving up with a clear reason.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
@@ -336,12 +346,17 @@ def _open_h5(path: str | Path, swmr: bool = False) -> h5py.File:
     try:
         return h5py.File(path, "r", swmr=swmr, libver="latest" if swmr else None)
     except OSError as exc:
-        if "lock" in str(exc).lower():
-            raise FormatError(
-                f"{path}: the file is open for writing by another process; read it while "
-                "it is written with swmr=True (the writer must use SWMR mode)"
-            ) from exc
-        raise FormatError(f"{path}: not a readable HDF5 file ({exc})") from exc
+        if not _held_by_writer(exc):
+            raise FormatError(f"{path}: not a readable HDF5 file ({exc})") from exc
+        if not swmr:
+            try:
+                return h5py.File(path, "r", swmr=True, libver="latest")
+            except OSError:
+                pass
+        raise FormatError(
+            f"{path}: the file is open for writing by another process that does not use "
+            "SWMR mode; it can be read once the writer closes it"
+        ) from exc
 
 
 class Hdf5File:
@@ -350,7 +365,7 @@ class Hdf5File:
     def __init__(self, path: str | Path, *, swmr: bool = False) -> None:
         self.path = Path(path)
         self.swmr = swmr
-        self._file = _open_h5(self.path, swmr=swmr)
+        self._file = open_h5_readonly(self.path, swmr=swmr)
         try:
             self._validate()
         except BaseException:
@@ -466,9 +481,9 @@ def open_file(path: str | Path, *, swmr: bool = False) -> Hdf5File:
 def is_hdf5_file(path: str | Path) -> bool:
     """True if ``path`` is a LArPix+HDF5 v2.x file."""
     try:
-        with h5py.File(path, "r") as f:
+        with open_h5_readonly(path) as f:
             return "_header" in f and "packets" in f
-    except OSError:
+    except (OSError, FormatError):
         return False
 
 

@@ -10,7 +10,10 @@ here can be converted by the field's tools and theirs by ours:
   the io_group is not in the message: it is which board the message came from.
 
 Both datasets are resizable, gzip-compressed and written in explicit chunks; the writer can
-run in SWMR mode so the converter or a monitor can follow a file being recorded.
+run in SWMR mode so the converter or a monitor can follow a file being recorded. HDF5 does
+not promise SWMR for variable-length data, so the writer flushes the whole file (global
+heap included) after every append: a reader sees whole appends, and a read that races an
+append may fail with FormatError and should simply be retried.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import h5py
 import numpy as np
 
 from larpixdaq.errors import FormatError
+from larpixdaq.formats.hdf5file import open_h5_readonly
 
 RAW_VERSION = "0.0"
 IO_VERSION = "0.0"
@@ -102,8 +106,9 @@ class RawWriter:
         self._headers.write_direct(headers, dest_sel=np.s_[start : start + n])
         self._n = start + n
         if self.swmr:
-            self._msgs.flush()
-            self._headers.flush()
+            # The message bytes live in the file's global heap, which a dataset flush does
+            # not write; a whole-file flush makes them readable by a SWMR reader too.
+            self._file.flush()
 
     def flush(self) -> None:
         self._file["meta"].attrs["modified"] = time.time()
@@ -130,14 +135,7 @@ class RawFile:
 
     def __init__(self, path: str | Path, *, swmr: bool = False) -> None:
         self.path = Path(path)
-        if not self.path.exists():
-            raise FileNotFoundError(f"{self.path}: no such file")
-        if not self.path.is_file():
-            raise FormatError(f"{self.path}: not a file")
-        try:
-            self._file = h5py.File(self.path, "r", swmr=swmr, libver="latest" if swmr else None)
-        except OSError as exc:
-            raise FormatError(f"{self.path}: not a readable HDF5 file ({exc})") from exc
+        self._file = open_h5_readonly(self.path, swmr=swmr)
         try:
             self._validate()
         except BaseException:
@@ -228,9 +226,9 @@ def open_raw(path: str | Path, *, swmr: bool = False) -> RawFile:
 def is_raw_file(path: str | Path) -> bool:
     """True if ``path`` looks like a raw PACMAN message file (v0.x)."""
     try:
-        with h5py.File(path, "r") as f:
+        with open_h5_readonly(path) as f:
             return "meta" in f and "msgs" in f and "msg_headers" in f
-    except OSError:
+    except (OSError, FormatError):
         return False
 
 
