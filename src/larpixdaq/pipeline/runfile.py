@@ -1,0 +1,400 @@
+"""The files of one run: LArPix+HDF5 v2.4 parts, a commit journal, and resuming after a crash.
+
+Storage hands a :class:`RunWriter` batches of received frames; the writer drops duplicates,
+counts holes, decodes every data frame of a batch in one call, appends the rows, and on
+:meth:`RunWriter.commit` flushes the part to disk and appends one line to the run's journal.
+Only what a journal line covers is acknowledged upstream, so after a crash the journal says
+exactly which frames are on disk:
+
+* ``run-000042.h5``, ``run-000042-p001.h5``, ... are the parts (a new part when the current
+  one reaches ``part_bytes`` of rows, and after every restart);
+* ``run-000042.journal`` holds JSON lines: one ``open`` line with the run metadata, one line
+  per commit (part, row counts, per-stream last seq and next word offset, counters) and a
+  ``closed`` line at the end. A torn last line (a crash while writing it) is ignored.
+
+Resuming (a ``RunWriter`` opened on a run whose journal is not closed): the last committed
+part gets its write flags cleared and is cut back to the committed row counts, parts
+started after the last commit are removed (nothing in them was acknowledged), and writing
+continues in a new part. Frames the aggregator sends again are then either already
+committed (dropped as duplicates) or new.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from larpixdaq.formats.hdf5file import Hdf5File, Hdf5Writer
+from larpixdaq.formats.pacman import HEADER_BYTES, WORD_BYTES, decode_data_messages
+from larpixdaq.formats.rows import CONFIGS_DTYPE, PACKETS_DTYPE
+from larpixdaq.pipeline.frames import KIND_CONFIGS, KIND_DATA, KIND_INFO, FrameHeader, SeqTracker
+from larpixdaq.pipeline.h5recover import clear_write_flags, truncate_to_commit
+
+DEFAULT_PART_BYTES = 4 << 30
+"""Rows per part before rolling over, in bytes of ``packets`` rows (36 bytes each)."""
+
+Stream = tuple[str, int]
+Frame = tuple[FrameHeader, bytes | memoryview]
+
+
+class StorageError(RuntimeError):
+    """The run's files cannot be written (unwritable directory, full disk, ...)."""
+
+
+def run_stem(run_number: int) -> str:
+    return f"run-{run_number:06d}"
+
+
+def part_path(data_dir: Path, run_number: int, part: int) -> Path:
+    """``run-000042.h5`` for the first part, ``run-000042-p001.h5`` for the next ones."""
+    stem = run_stem(run_number)
+    return data_dir / (f"{stem}.h5" if part == 0 else f"{stem}-p{part:03d}.h5")
+
+
+def journal_path(data_dir: Path, run_number: int) -> Path:
+    return data_dir / f"{run_stem(run_number)}.journal"
+
+
+def _stream_key(stream: Stream) -> str:
+    return f"{stream[0]}\x00{stream[1]}"
+
+
+def _key_stream(key: str) -> Stream:
+    source, _, epoch = key.rpartition("\x00")
+    return source, int(epoch)
+
+
+@dataclass
+class StorageCounters:
+    """What storage counts for a run (the names are what the run record shows)."""
+
+    frames_received: int = 0
+    frames_written: int = 0
+    frames_duplicate: int = 0
+    frames_missing: int = 0
+    frames_late: int = 0
+    packets_written: int = 0
+    packets_lost: int = 0
+    words_received: int = 0
+    messages_written: int = 0
+    configs_written: int = 0
+    commits: int = 0
+    restarts: int = 0
+    decode_errors: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {k: v for k, v in self.__dict__.items() if k != "decode_errors"}
+        out["decode_errors"] = sum(self.decode_errors.values())
+        for kind, n in self.decode_errors.items():
+            out[f"decode_errors_{kind}"] = n
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> StorageCounters:
+        c = cls()
+        for k in c.__dict__:
+            if k != "decode_errors" and isinstance(d.get(k), int):
+                setattr(c, k, d[k])
+        c.decode_errors = {k[len("decode_errors_"):]: int(v) for k, v in d.items()
+                           if k.startswith("decode_errors_")}
+        return c
+
+
+class RunWriter:
+    """Writes one run's frames to its parts; see the module docstring."""
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        run_number: int,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        part_bytes: int = DEFAULT_PART_BYTES,
+        chunk_rows: int = 65536,
+        compression: str | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.run_number = int(run_number)
+        self.part_bytes = int(part_bytes)
+        self.chunk_rows = chunk_rows
+        self.compression = compression
+        self.metadata = dict(metadata or {})
+        self.counters = StorageCounters()
+        self.trackers: dict[Stream, SeqTracker] = {}
+        self.finished: set[Stream] = set()
+        self.files: list[Path] = []
+        self.part = 0
+        self._writer: Hdf5Writer | None = None
+        self._journal_path = journal_path(self.data_dir, self.run_number)
+        self._uncommitted = False
+        self.closed = False
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            if self._journal_path.exists():
+                self._resume()
+            else:
+                self._journal = open(self._journal_path, "a", encoding="utf-8")  # noqa: SIM115
+                self._log({"open": True, "run_number": self.run_number,
+                           "metadata": self.metadata})
+                self._open_part(0)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot write run {self.run_number} in {self.data_dir}: {exc.strerror or exc}"
+                f" ({exc.filename or self.data_dir}); check the directory exists, is writable "
+                f"and the disk has room") from exc
+
+    # -- files ---------------------------------------------------------------------------
+    @property
+    def path(self) -> Path:
+        return part_path(self.data_dir, self.run_number, self.part)
+
+    def _open_part(self, part: int) -> None:
+        self.part = part
+        path = self.path
+        if path.exists():
+            path.unlink()  # never acknowledged (a crash before its first commit)
+        meta = {**self.metadata, "run_number": self.run_number, "part": part,
+                "start_time": self.metadata.get("start_time", time.time())}
+        self._configs_in_part = 0
+        self._writer = Hdf5Writer(path, chunk_rows=self.chunk_rows,
+                                  compression=self.compression, swmr=True, run_metadata=meta)
+        if path not in self.files:
+            self.files.append(path)
+
+    def _log(self, record: dict[str, Any]) -> None:
+        self._journal.write(json.dumps(record, sort_keys=True) + "\n")
+        self._journal.flush()
+
+    def _resume(self) -> None:
+        records = read_journal(self._journal_path)
+        if not records or not records[0].get("open"):
+            raise StorageError(f"{self._journal_path}: not a run journal")
+        if any(r.get("closed") for r in records):
+            raise StorageError(f"run {self.run_number} is already closed in {self.data_dir}")
+        self.metadata = {**records[0].get("metadata", {}), **self.metadata}
+        commits = [r for r in records if "part" in r]
+        last = commits[-1] if commits else {"part": 0, "packets": 0, "messages": 0,
+                                            "configs": 0, "streams": {}, "counters": {},
+                                            "files": []}
+        self.counters = StorageCounters.from_dict(last.get("counters", {}))
+        self.counters.restarts += 1
+        for key, (seq, offset, done) in last.get("streams", {}).items():
+            stream = _key_stream(key)
+            self.trackers[stream] = SeqTracker(seq, offset)
+            if done:
+                self.finished.add(stream)
+        self.files = [Path(p) for p in last.get("files", [])]
+        part = int(last["part"])
+        path = part_path(self.data_dir, self.run_number, part)
+        if path.exists():
+            cut = truncate_to_commit(path, last["packets"], last["messages"], last["configs"])
+            # Rows below the commit that did not survive are lost, and said so.
+            self.counters.packets_lost += max(0, -cut.get("packets", 0))
+            if path not in self.files:
+                self.files.append(path)
+        elif last["packets"]:
+            self.counters.packets_lost += int(last["packets"])
+        for stale in range(part + 1, part + 64):
+            later = part_path(self.data_dir, self.run_number, stale)
+            if later.exists():
+                later.unlink()
+        self._journal = open(self._journal_path, "a", encoding="utf-8")  # noqa: SIM115
+        self._open_part(part + 1)
+        self._commit_record()
+
+    # -- frames --------------------------------------------------------------------------
+    def add(self, frames: Sequence[Frame]) -> list[Stream]:
+        """Write a batch of frames in arrival order; returns streams that just finished."""
+        if self.closed:
+            raise StorageError(f"run {self.run_number} is closed")
+        c = self.counters
+        c.frames_received += len(frames)
+        keep = self._dedupe(frames)
+        done: list[Stream] = []
+        segment: list[Frame] = []
+        try:
+            for i, frame in enumerate(frames):
+                if not keep[i]:
+                    continue
+                h = frame[0]
+                if h.kind == KIND_DATA:
+                    segment.append(frame)
+                    continue
+                self._write_data(segment)
+                segment = []
+                if h.kind == KIND_INFO:
+                    text = bytes(frame[1])[:64].decode("utf-8", "ignore")
+                    self._writer.add_message(text, int(h.t_recv))
+                    c.messages_written += 1
+                    c.packets_written += 1
+                elif h.kind == KIND_CONFIGS:
+                    rows = np.frombuffer(bytes(frame[1]), dtype=CONFIGS_DTYPE)
+                    self._writer.add_configs(rows)
+                    self._configs_in_part += len(rows)
+                    c.configs_written += len(rows)
+                c.frames_written += 1
+                if h.last:
+                    self.finished.add(h.stream)
+                    done.append(h.stream)
+            self._write_data(segment)
+        except OSError as exc:
+            raise StorageError(f"writing run {self.run_number} to {self.path} failed: "
+                               f"{exc}") from exc
+        self._uncommitted = True
+        return done
+
+    def _dedupe(self, frames: Sequence[Frame]) -> np.ndarray:
+        """One tracker decision per stream present in the batch (a handful of streams)."""
+        n = len(frames)
+        keep = np.ones(n, dtype=bool)
+        by_stream: dict[Stream, list[int]] = {}
+        for i, (h, _) in enumerate(frames):
+            by_stream.setdefault(h.stream, []).append(i)
+        c = self.counters
+        for stream, idx in by_stream.items():
+            hs = [frames[i][0] for i in idx]
+            words = np.fromiter(
+                ((len(frames[i][1]) - HEADER_BYTES) // WORD_BYTES if h.kind == KIND_DATA else 0
+                 for i, h in zip(idx, hs, strict=True)), dtype=np.int64, count=len(idx))
+            tracker = self.trackers.setdefault(stream, SeqTracker())
+            v = tracker.observe(np.fromiter((h.seq for h in hs), np.int64, len(hs)),
+                                np.fromiter((h.offset for h in hs), np.int64, len(hs)),
+                                np.maximum(words, 0))
+            keep[idx] = v.keep
+            c.frames_duplicate += v.duplicates
+            c.frames_missing += v.missing_frames
+            c.packets_lost += v.missing_words
+        return keep
+
+    def _write_data(self, segment: list[Frame]) -> None:
+        if not segment:
+            return
+        result = decode_data_messages([p for _, p in segment], [h.io_group for h, _ in segment])
+        c = self.counters
+        for kind, n in result.errors.items():
+            c.decode_errors[kind] = c.decode_errors.get(kind, 0) + n
+        c.words_received += result.n_words
+        self._writer.append(result.rows)
+        c.packets_written += len(result.rows)
+        c.frames_written += len(segment)
+
+    # -- commit, rollover, close ---------------------------------------------------------
+    def committed(self) -> dict[Stream, int]:
+        """The highest seq on disk per stream (what may be acknowledged)."""
+        return {s: t.last_seq for s, t in self.trackers.items()}
+
+    def _commit_record(self) -> None:
+        w = self._writer
+        self._log({
+            "part": self.part, "packets": w.n_rows, "messages": w.n_messages,
+            "configs": self._n_configs(), "files": [str(p) for p in self.files],
+            "streams": {_stream_key(s): [t.last_seq, t.next_offset, s in self.finished]
+                        for s, t in self.trackers.items()},
+            "counters": self.counters.as_dict(),
+        })
+
+    def _n_configs(self) -> int:
+        return self._configs_in_part
+
+    def commit(self) -> dict[Stream, int]:
+        """Put everything added so far on disk and in the journal; returns :meth:`committed`."""
+        if self.closed or not self._uncommitted:
+            return self.committed()
+        try:
+            self._writer.flush()
+            self.counters.commits += 1
+            self._commit_record()
+            if self._writer.n_rows * PACKETS_DTYPE.itemsize >= self.part_bytes:
+                self._rollover()
+        except OSError as exc:
+            raise StorageError(f"writing run {self.run_number} to {self.path} failed: "
+                               f"{exc}") from exc
+        self._uncommitted = False
+        return self.committed()
+
+    def _part_attrs(self) -> dict[str, Any]:
+        return {"part_packets": self._writer.n_rows, "end_time": time.time(),
+                **self.counters.as_dict()}
+
+    def _rollover(self) -> None:
+        self._writer.set_run_metadata(self._part_attrs())
+        self._writer.close(clean=True)
+        self._open_part(self.part + 1)
+        self._commit_record()
+
+    def close(self, clean: bool = True, extra: Mapping[str, Any] | None = None
+              ) -> dict[str, Any]:
+        """Commit, write the run's counters as attributes, close; the journal says closed."""
+        if self.closed:
+            return self.summary()
+        try:
+            self.commit()
+            unfinished = [s for s in self.trackers if s not in self.finished]
+            attrs = {**self._part_attrs(), "streams_unfinished": len(unfinished),
+                     "parts": [str(p.name) for p in self.files], **(extra or {})}
+            self._writer.set_run_metadata(attrs)
+            self._writer.close(clean=clean)
+            self._log({"closed": True, "clean": clean, "counters": self.counters.as_dict()})
+        finally:
+            self.closed = True
+            self._journal.close()
+        return self.summary()
+
+    def abort(self) -> None:
+        """Close after a write error: keep what is on disk readable, no clean-close mark."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            if self._writer is not None and not self._writer.closed:
+                self._writer.close(clean=False)
+        except Exception:
+            path = self.path
+            # The HDF5 library could not finish; at least make the part openable again.
+            if path.exists():
+                clear_write_flags(path)
+        finally:
+            self._journal.close()
+
+    def summary(self) -> dict[str, Any]:
+        return {"files": [str(p) for p in self.files], "counters": self.counters.as_dict()}
+
+
+def read_journal(path: str | Path) -> list[dict[str, Any]]:
+    """The journal's records; a torn final line is dropped."""
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    return records
+
+
+def unfinished_runs(data_dir: str | Path) -> list[int]:
+    """Run numbers with a journal that was never closed (storage died during the run)."""
+    out = []
+    for p in sorted(Path(data_dir).glob("run-*.journal")):
+        try:
+            records = read_journal(p)
+        except OSError:
+            continue
+        if records and records[0].get("open") and not any(r.get("closed") for r in records):
+            out.append(int(records[0]["run_number"]))
+    return out
+
+
+def read_run_packets(paths: Sequence[str | Path]) -> np.ndarray:
+    """Every ``packets`` row of a run's parts, in order (for tests and tools)."""
+    arrays = []
+    for p in paths:
+        with Hdf5File(p) as f:
+            arrays.append(f.read_packets())
+    return np.concatenate(arrays) if arrays else np.zeros(0, PACKETS_DTYPE)

@@ -1,0 +1,134 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from datagen import expected_rows, make_frames, make_messages
+
+from larpixdaq.formats.hdf5file import Hdf5File, verify_checksum
+from larpixdaq.formats.rows import MESSAGE
+from larpixdaq.pipeline.runfile import (
+    RunWriter,
+    StorageError,
+    read_journal,
+    read_run_packets,
+    unfinished_runs,
+)
+
+
+def _chip_rows(rows, io_group):
+    return rows[(rows["packet_type"] != MESSAGE) & (rows["io_group"] == io_group)]
+
+
+def test_two_streams_written_in_order_with_markers(tmp_path):
+    m1, m2 = make_messages(1, 20), make_messages(2, 15)
+    f1, f2 = make_frames("a", 1, m1), make_frames("b", 2, m2)
+    w = RunWriter(tmp_path, 42, {"run_type": "physics", "comment": "hello"})
+    for i in range(0, 22, 5):
+        w.add(f1[i:i + 5] + f2[i:i + 5])
+        w.commit()
+    summary = w.close()
+    assert [Path(p).name for p in summary["files"]] == ["run-000042.h5"]
+    rows = read_run_packets(summary["files"])
+    assert np.array_equal(_chip_rows(rows, 1), expected_rows(m1, 1))
+    assert np.array_equal(_chip_rows(rows, 2), expected_rows(m2, 2))
+    with Hdf5File(summary["files"][0]) as f:
+        texts = [m.decode() for m in f.messages()["message"]]
+        info = f.info()
+    assert texts.count("Beginning run") == 2 and texts.count("Ending run") == 2
+    assert info.clean_close
+    assert info.run["run_number"] == 42 and info.run["comment"] == "hello"
+    assert info.run["packets_written"] == len(rows) == summary["counters"]["packets_written"]
+    assert info.run["packets_lost"] == 0 and info.run["streams_unfinished"] == 0
+    assert verify_checksum(summary["files"][0])
+    assert read_journal(tmp_path / "run-000042.journal")[-1]["closed"]
+    assert unfinished_runs(tmp_path) == []
+
+
+def test_duplicates_dropped_and_holes_counted(tmp_path):
+    msgs = make_messages(3, 10, words=10)
+    frames = make_frames("a", 1, msgs, markers=False)
+    w = RunWriter(tmp_path, 1)
+    w.add(frames[:6])
+    w.add(frames[4:6] + frames[8:])  # two repeats, then frames 6 and 7 never arrive
+    c = w.close()["counters"]
+    assert c["frames_duplicate"] == 2
+    assert c["frames_missing"] == 2
+    assert c["packets_lost"] == 20  # two frames of ten words
+    rows = read_run_packets([tmp_path / "run-000001.h5"])
+    assert np.array_equal(rows, expected_rows(msgs[:6] + msgs[8:], 1))
+
+
+def test_rollover_into_parts(tmp_path):
+    msgs = make_messages(4, 40, words=100)
+    w = RunWriter(tmp_path, 7, part_bytes=36 * 1000, chunk_rows=256)
+    frames = make_frames("a", 3, msgs)
+    for i in range(0, len(frames), 4):
+        w.add(frames[i:i + 4])
+        w.commit()
+    files = w.close()["files"]
+    assert len(files) > 3
+    assert Path(files[1]).name == "run-000007-p001.h5"
+    rows = read_run_packets(files)
+    assert np.array_equal(_chip_rows(rows, 3), expected_rows(msgs, 3))
+    for p in files:
+        assert verify_checksum(p)
+
+
+def test_decode_errors_counted_by_kind(tmp_path):
+    msgs = make_messages(5, 3, words=4)
+    bad = [msgs[0][:-3], b"?" + msgs[1][1:], b"D12"]
+    frames = make_frames("a", 1, bad + [msgs[2]], markers=False)
+    w = RunWriter(tmp_path, 2)
+    w.add(frames)
+    c = w.close()["counters"]
+    assert c["decode_errors_truncated_word"] == 1
+    assert c["decode_errors_not_data_message"] == 1
+    assert c["decode_errors_truncated_header"] == 1
+    assert c["decode_errors"] == 4  # the truncated message also miscounts its words
+
+
+def test_unwritable_directory_is_a_clear_error(tmp_path):
+    # Tests run as root here, where permission bits do not stop writes; a path through a
+    # regular file cannot be written by anyone.
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    with pytest.raises(StorageError, match="cannot write run 3 in .*not-a-dir.*writable"):
+        RunWriter(blocker / "data", 3)
+
+
+_KILLED_WRITER = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+from datagen import make_frames, make_messages
+from larpixdaq.pipeline.runfile import RunWriter
+frames = make_frames("a", 1, make_messages(9, 60, words=200))
+w = RunWriter({d!r}, 5, chunk_rows=512)
+w.add(frames[:20]); w.commit()
+w.add(frames[20:45])  # several whole chunks reach the file, no commit
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_resume_after_kill_writes_every_frame_once(tmp_path):
+    tests = str(Path(__file__).resolve().parent)
+    proc = subprocess.run([sys.executable, "-c", _KILLED_WRITER.format(tests=tests,
+                                                                       d=str(tmp_path))])
+    assert proc.returncode == -9
+    assert unfinished_runs(tmp_path) == [5]
+    msgs = make_messages(9, 60, words=200)
+    frames = make_frames("a", 1, msgs)
+    w = RunWriter(tmp_path, 5, chunk_rows=512)
+    assert w.committed() == {("a", 7): 19}
+    w.add(frames[10:])  # the aggregator resends everything it kept
+    summary = w.close()
+    c = summary["counters"]
+    assert c["restarts"] == 1 and c["frames_duplicate"] == 10 and c["packets_lost"] == 0
+    names = [Path(p).name for p in summary["files"]]
+    assert names == ["run-000005.h5", "run-000005-p001.h5"]
+    rows = read_run_packets(summary["files"])
+    assert np.array_equal(_chip_rows(rows, 1), expected_rows(msgs, 1))
+    assert c["packets_written"] == len(rows)
+    with Hdf5File(summary["files"][0]) as f:
+        assert f.info().header["recovered"] > 0 and not f.info().clean_close
