@@ -168,3 +168,10 @@ def test_cli_as_a_subprocess(tmp_path: Path, golden_dir: Path) -> None:
     assert again.returncode == 1
     assert again.stderr.strip().endswith("exists; pass --force to replace it")
     assert "Traceback" not in again.stderr
+
+
+def test_demo_cannot_create_its_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("in the way")
+    code, _, err = run(capsys, "demo", "--out-dir", str(blocker / "sub"))
+    assert code == 1 and "cannot create" in err

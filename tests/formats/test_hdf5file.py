@@ -345,3 +345,9 @@ def test_file_held_by_a_writer_in_another_process(tmp_path: Path) -> None:
         child.communicate("", timeout=30)
     assert child.returncode == 0
     assert open_file(path).info().clean_close is True
+
+
+def test_chunk_rows_must_be_positive(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="chunk_rows"):
+        Hdf5Writer(tmp_path / "z.h5", chunk_rows=0)
+    assert not (tmp_path / "z.h5").exists()

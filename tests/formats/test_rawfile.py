@@ -179,3 +179,10 @@ def test_reference_library_reads_our_raw_file(tmp_path: Path, golden_dir: Path) 
     assert loaded["version"] == "0.0" and loaded["io_version"] == "0.0"
     assert loaded["msgs"] == msgs
     assert [int(g) for g in loaded["msg_headers"]["io_groups"]] == groups
+
+
+def test_directory_and_bad_chunk_size(tmp_path: Path, golden_dir: Path) -> None:
+    with pytest.raises(FormatError, match="not a file"):
+        open_raw(tmp_path)
+    with pytest.raises(ValueError, match="chunk_messages"):
+        list(iter_chunks(golden_dir / "raw-messages.h5", chunk_messages=0))
