@@ -5,11 +5,11 @@ from __future__ import annotations
 import signal
 
 import zmq
-from rc_helpers import CoreProcess, wait_for
 
 from larpixdaq import Operator
 from larpixdaq.runcontrol.operator import Ack, Progress, Result
 from larpixdaq.runcontrol.rundb import RunDatabase
+from larpixdaq.runcontrol.testing import CoreProcess, wait_for
 
 
 def _events(op, kind, timeout=3.0):
