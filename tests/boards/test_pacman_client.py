@@ -285,3 +285,47 @@ def test_malformed_or_short_replies_are_clear_errors(rogue_board, connect):
     with pytest.raises(BoardError, match="answered PING with"):
         client.ping()
     assert client.counters["bad_replies"] == 2
+
+
+@pytest.fixture
+def tile(start_emulator, connect):
+    """One simulated standard tile (100 chips on 4 UARTs) behind an emulated PACMAN."""
+    from larpixdaq.boards.simboard import SimulatedBoard
+
+    board = SimulatedBoard(io_group=1, tiles=1, seed=3)
+    emu = start_emulator(board)
+    client = connect(emu, timeout=2.0)
+    return board, emu, client, load_network(board.network_config())
+
+
+def test_full_tile_bring_up_configure_verify_and_take_data(tile):
+    board, emu, client, network = tile
+    keys = client.bring_up(network)
+    assert len(keys) == 100 and set(keys) == set(network.chip_keys())
+    # UARTs 1-2: low threshold; UARTs 3-4: high. Channels 48-63 masked everywhere.
+    thresholds = {k: (36 if int(k.split("-")[1]) <= 2 else 120) for k in keys}
+    configs = with_network_registers(configs_for(keys, thresholds), network)
+    for cfg in configs.values():
+        cfg["channel_mask"] = [0] * 48 + [1] * 16
+    assert client.write_configs(configs) == 23700
+    result = client.verify_configs(configs)
+    assert result.ok, result.summary()
+
+    client.start_data()
+    messages: list[bytes] = []
+    while sum(len(m) for m in messages) < 16 * 20000:
+        messages += client.recv_messages(timeout=2.0)
+    client.stop_data()
+    decoded = P.decode_data_messages(messages, client.io_group)
+    assert decoded.n_errors == 0
+    rows = decoded.rows[decoded.rows["packet_type"] == 0]
+    assert rows["valid_parity"].all()
+    assert (rows["downstream_marker"] == 1).all()
+    seen = {f"1-{c}-{i}" for c, i in np.unique(rows[["io_channel", "chip_id"]])}
+    assert seen <= set(keys)
+    assert rows["channel_id"].max() < 48
+    low = np.count_nonzero(rows["io_channel"] <= 2)
+    high = np.count_nonzero(rows["io_channel"] > 2)
+    assert low > 5 * max(high, 1)
+    # the chips still answer with what was written
+    assert client.verify_configs({k: configs[k] for k in keys[:5]}).ok

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from standin import StandInBoard
 
 from larpixdaq.boards.pacman_emulator import PacmanEmulator
+from larpixdaq.boards.simboard import SimulatedBoard
 from larpixdaq.formats import pacman as P
 
 larpix = pytest.importorskip("larpix")
@@ -29,8 +29,8 @@ def port_of(endpoint: str) -> int:
     return int(endpoint.rsplit(":", 1)[1])
 
 
-def make_board(io_group: int = 1) -> StandInBoard:
-    return StandInBoard(io_group=io_group, channels=2, chips_per_channel=3)
+def make_board(io_group: int = 1) -> SimulatedBoard:
+    return SimulatedBoard(io_group=io_group, tiles=1, seed=11)
 
 
 @pytest.fixture
@@ -60,7 +60,7 @@ def system(start_emulator, tmp_path: Path) -> Iterator[tuple[object, PacmanEmula
 def bring_up(controller, network_file: Path) -> list:
     controller.load(str(network_file))
     controller.io.set_reg(0x10, 0b1, io_group=1)  # tile 0
-    controller.io.set_reg(0x18, 0b11, io_group=1)  # UARTs 1 and 2
+    controller.io.set_reg(0x18, 0b1111, io_group=1)  # the tile's 4 UARTs
     controller.io.reset_larpix(length=64, io_group=1)
     for io_group, channels in controller.network.items():
         for io_channel in channels:
@@ -83,30 +83,32 @@ def test_ping_and_registers(system):
 def test_bring_up_write_and_verify_configuration(system):
     controller, emu, network_file = system
     keys = bring_up(controller, network_file)
-    assert len(keys) == 6
+    assert len(keys) == 100
     ok, diff = controller.verify_network(timeout=0.25)
     assert ok, diff
     for key in keys:
         controller[key].config.threshold_global = 60
         controller[key].config.channel_mask = [0] * 16 + [1] * 48
         controller.write_configuration(key)
-    ok, diff = controller.verify_configuration(timeout=0.25)
+    ok, diff = controller.verify_configuration()
     assert ok, diff
     board = emu.board
-    assert int(board.chips[1][0][64]) == 60
+    drifting = keys[37]
+    registers = board.chips[(drifting.io_channel, drifting.chip_id)]
+    assert int(registers[64]) == 60
     # a chip that drifted is caught by the reference verification
-    board.chips[2][1][64] = 61
-    ok, diff = controller.verify_configuration(timeout=0.25)
+    registers[64] = 61
+    ok, diff = controller.verify_configuration(keys[30:40], timeout=0.5)
     assert not ok
     (key,) = diff
-    assert str(key) == "1-2-22" and diff[key][64] == (60, 61)
+    assert key == drifting and diff[key][64] == (60, 61)
 
 
 def test_read_data(system):
     controller, emu, network_file = system
     keys = bring_up(controller, network_file)
     for key in keys:
-        controller[key].config.threshold_global = 20
+        controller[key].config.threshold_global = 40
         controller[key].config.channel_mask = [1] * 60 + [0] * 4
         controller.write_configuration(key)
     controller.run(0.5, "data")

@@ -53,6 +53,8 @@ def make_board(args: argparse.Namespace) -> Any:
 def run(args: argparse.Namespace) -> int:
     from larpixdaq.boards.pacman_emulator import PacmanEmulator
 
+    ports = {name: _port(name, getattr(args, name.replace("-", "_")))
+             for name in ("cmd-port", "data-port", "echo-port")}
     board = make_board(args)
     if args.write_network:
         try:
@@ -62,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
                 f"cannot write the network file {args.write_network}: {err}"
             ) from err
     emu = PacmanEmulator(
-        board, host=args.host, cmd_port=_port("cmd-port", args.cmd_port),
-        data_port=_port("data-port", args.data_port), echo_port=_port("echo-port", args.echo_port),
+        board, host=args.host, cmd_port=ports["cmd-port"], data_port=ports["data-port"],
+        echo_port=ports["echo-port"],
     )
     try:
         emu.start()
