@@ -89,8 +89,10 @@ def run(quick: bool) -> list[Row]:
         for s in range(0, len(msgs), batch):
             decode_data_messages(msgs[s : s + batch], groups[s : s + batch])
 
-    rows.append(Row(f"ours, batches of {batch} msgs x 1000 words", n_words / best_time(
-        batched, repeat), "packets/s", "the batch a live reader would decode"))
+    batched_rate = n_words / best_time(batched, repeat)
+    rows.append(Row(f"ours, batches of {batch} msgs x 1000 words", batched_rate, "packets/s",
+                    "the batch a live reader would decode; with SYNC and TRIG words"))
+    best = max(best, batched_rate)
     ref_msgs, ref_groups = synthetic_messages(
         20_000 if not quick else 5_000, words_per_message=1000, seed=3
     )
@@ -100,7 +102,8 @@ def run(quick: bool) -> list[Row]:
                         f"{sum((len(m) - 8) // 16 for m in ref_msgs):,} packets"))
         rows.append(Row("ratio ours / reference", best / ref, "x", "best of ours above"))
     rows.append(Row("target met (>= 30 M packets/s)", float(best >= TARGET), "yes=1",
-                    f"best {best / 1e6:.1f} M packets/s"))
+                    f"best {best / 1e6:.1f} M packets/s; one huge batch pays page faults "
+                    "on its fresh output array"))
     return rows
 
 

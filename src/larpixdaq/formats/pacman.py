@@ -138,8 +138,8 @@ def _rows_from_words(
     n_msgs = len(counts)
     wtype = words["type"]
     is_data = wtype == WORD_DATA
-    all_data = bool(is_data.all())
-    if not all_data:
+    timing = ~is_data
+    if timing.any():
         known = is_data | (wtype == WORD_SYNC) | (wtype == WORD_TRIG)
         if not known.all():
             _count(errors, "unknown_word_type", np.count_nonzero(~known))
@@ -147,8 +147,7 @@ def _rows_from_words(
             counts = np.bincount(owner[known], minlength=n_msgs).astype(np.int64)
             words = _take(words, known)
             wtype = wtype[known]
-            is_data = is_data[known]
-            all_data = bool(is_data.all())
+            timing = timing[known]
     n_words = len(words)
     out = np.zeros(n_msgs + n_words, dtype=R.PACKETS_DTYPE)
     # Row of each message's type-4 row: after all rows of the messages before it.
@@ -162,11 +161,10 @@ def _rows_from_words(
     word_rows = np.arange(1, n_words + 1, dtype=np.int64)
     word_rows += np.repeat(np.arange(n_msgs, dtype=np.int64), counts)
     word_groups = np.repeat(msg_groups, counts)
-    if all_data:
-        _scatter_chip_rows(out, word_rows, words, word_groups)
-    else:
-        _scatter_chip_rows(out, word_rows[is_data], _take(words, is_data),
-                           word_groups[is_data])
+    # Every word is first read as a DATA word (no selection, no copy); the few SYNC and
+    # TRIG rows are then overwritten whole.
+    _scatter_chip_rows(out, word_rows, words, word_groups)
+    if timing.any():
         for kind, ptype in ((WORD_SYNC, R.SYNC), (WORD_TRIG, R.TRIGGER)):
             sel = wtype == kind
             if sel.any():
