@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pytest
 import zmq
-from standin import StandInBoard
 
 from larpixdaq.boards.pacman_client import (
     BoardError,
@@ -122,33 +121,40 @@ def test_a_board_that_swallows_requests_times_out(connect):
 
 
 @pytest.fixture
-def small_system(start_emulator, connect):
-    board = StandInBoard(io_group=1, channels=2, chips_per_channel=3)
+def tile(start_emulator, connect):
+    """One simulated standard tile (100 chips on 4 UARTs) behind an emulated PACMAN."""
+    from larpixdaq.boards.simboard import SimulatedBoard
+
+    board = SimulatedBoard(io_group=1, tiles=1, seed=3)
     emu = start_emulator(board)
-    client = connect(emu)
-    network = load_network(board.network_config())
-    return board, emu, client, network
+    client = connect(emu, timeout=2.0)
+    return board, emu, client, load_network(board.network_config())
 
 
-def test_bring_up_gives_every_chip_its_id_root_outward(small_system):
-    board, emu, client, network = small_system
+def test_bring_up_gives_every_chip_its_id_root_outward(tile):
+    board, emu, client, network = tile
     keys = client.bring_up(network)
     assert sorted(keys) == sorted(network.chip_keys())
-    assert [int(r[122]) for r in board.chips[1]] == [11, 12, 13]
-    assert [int(r[122]) for r in board.chips[2]] == [21, 22, 23]
-    assert client.read_registers([0x10, 0x18]) == [1, 0b11]
-    # every answer is there: a second read of all ids comes back without resends
+    chips = board.chips.keys()  # (io_channel, chip id in the network file)
+    assert {key: int(board.chips[key][122]) for key in chips} == {key: key[1] for key in chips}
+    tiles, rx = client.read_registers([0x10, 0x18])
+    assert tiles & 1 and rx & 0xF == 0xF
     ids = client.read_configs(keys, registers=[122])
     assert {k: int(v[0]) for k, v in ids.items()} == {k: int(k.split("-")[2]) for k in keys}
+    # a second bring-up starts from a chip reset and gets there again
+    assert sorted(client.bring_up(network)) == sorted(keys)
 
 
-def test_bring_up_names_the_chip_that_does_not_answer(small_system):
-    board, emu, client, _ = small_system
+def test_bring_up_names_the_chip_that_does_not_answer(tile):
+    board, emu, client, _ = tile
     spec = board.network_config()
-    nodes = spec["network"]["1"]["1"]["nodes"]
-    nodes[-1]["miso_us"] = [None, None, None, 14]
-    nodes.append({"chip_id": 14})  # listed, but there is no such chip on the board
-    with pytest.raises(BringUpError, match=r"chip 1-1-14 did not answer .*chip 1-1-13 UART 2"):
+    nodes = spec["network"]["1"]["2"]["nodes"]
+    leaf = nodes[-1]
+    leaf["miso_us"] = [None, None, None, 200]
+    nodes.append({"chip_id": 200})  # listed, but there is no such chip on the tile
+    with pytest.raises(
+        BringUpError, match=rf"chip 1-2-200 did not answer .*chip 1-2-{leaf['chip_id']} UART 2"
+    ):
         client.bring_up(load_network(spec), timeout=0.3)
 
 
@@ -156,17 +162,16 @@ def configs_for(keys: list[str], thresholds: dict[str, int]) -> dict[str, ChipCo
     out = {}
     for k in keys:
         cfg = ChipConfig()
-        cfg["chip_id"] = int(k.split("-")[2])
         cfg["threshold_global"] = thresholds[k]
         cfg["channel_mask"] = [0] * 32 + [1] * 32
         out[k] = cfg
     return out
 
 
-def test_write_read_and_verify_configurations(small_system):
-    board, emu, client, network = small_system
+def test_write_read_and_verify_configurations(tile):
+    board, emu, client, network = tile
     keys = client.bring_up(network)
-    configs = configs_for(keys, {k: 40 + i for i, k in enumerate(keys)})
+    configs = configs_for(keys, {k: 100 + i for i, k in enumerate(keys)})
     configs = with_network_registers(configs, network)  # keep the links the bring-up set
     links = client.read_configs(keys, registers=[122, 124, 125, 126])
     for k in keys:
@@ -177,74 +182,63 @@ def test_write_read_and_verify_configurations(small_system):
         assert np.array_equal(read[k], configs[k].to_registers())
     result = client.verify_configs(configs)
     assert result.ok, result.summary()
-    board.chips[1][0][64] = 200  # the chip drifts
+    drifting = keys[42]
+    _, ch, cid = (int(x) for x in drifting.split("-"))
+    expected = configs[drifting]["threshold_global"]
+    board.chips[(ch, cid)][64] = 7  # the chip drifts
     result = client.verify_configs(configs)
-    assert not result.ok
-    assert result.differences == {"1-1-11": {"threshold_global": (40, 200)}}
-    assert "1-1-11: threshold_global" in result.summary()
+    assert not result.ok and not result.missing
+    assert result.differences == {drifting: {"threshold_global": (expected, 7)}}
+    assert f"{drifting}: threshold_global" in result.summary()
+    # only some registers, in the order asked
+    part = client.read_configs([drifting], registers=[64, 122])[drifting]
+    assert part.tolist() == [7, cid]
 
 
-def test_reading_a_chip_that_is_not_there_times_out_naming_it(small_system):
-    _, _, client, network = small_system
-    client.bring_up(network)
-    with pytest.raises(BoardTimeout, match=r"from 1 chip\(s\): 1-2-99 \(2 of 2 registers\)"):
-        client.read_configs(["1-1-11", "1-2-99"], registers=[64, 65], timeout=0.3)
+def test_reading_a_chip_that_is_not_there_times_out_naming_it(tile):
+    _, _, client, network = tile
+    keys = client.bring_up(network)
+    with pytest.raises(BoardTimeout, match=r"from 1 chip\(s\): 1-1-200 \(2 of 2 registers\)"):
+        client.read_configs([keys[0], "1-1-200"], registers=[64, 65], timeout=0.3)
     with pytest.raises(BoardError, match="serves io_group 1, not chip 2-1-11"):
         client.read_configs(["2-1-11"])
-    result = client.verify_configs({"1-2-99": ChipConfig()}, timeout=0.2)
-    assert not result.ok and len(result.missing["1-2-99"]) == 237
-
-
-def test_data_follow_the_configuration(small_system):
-    board, emu, client, network = small_system
-    keys = client.bring_up(network)
-    # low threshold on channel 1's chips, high on channel 2's: rates must follow
-    thresholds = {k: (20 if k.startswith("1-1-") else 200) for k in keys}
-    configs = configs_for(keys, thresholds)
-    client.write_configs(configs, registers=[64, *range(131, 139)])
-    client.start_data()
-    messages: list[bytes] = []
-    while len(messages) < 30:
-        messages += client.recv_messages(timeout=1.0)
-    client.stop_data()
-    result = P.decode_data_messages(messages, client.io_group)
-    assert result.n_errors == 0
-    rows = result.rows[result.rows["packet_type"] == 0]
-    assert rows["valid_parity"].all()
-    chips = {f"1-{c}-{i}" for c, i in zip(rows["io_channel"], rows["chip_id"], strict=True)}
-    assert chips <= set(keys)
-    assert rows["channel_id"].max() < 32  # masked channels are silent
-    low = np.count_nonzero(rows["io_channel"] == 1)
-    high = np.count_nonzero(rows["io_channel"] == 2)
-    assert low > 10 * max(high, 1)
+    result = client.verify_configs({"1-1-200": ChipConfig()}, timeout=0.2)
+    assert not result.ok and len(result.missing["1-1-200"]) == 237
 
 
 def test_two_boards_at_once(start_emulator, connect):
-    boards_ = [StandInBoard(io_group=g, channels=1, chips_per_channel=2, seed=g) for g in (1, 2)]
-    emus = [start_emulator(b) for b in boards_]
-    boards = Boards(connect(e, io_group=b.io_group) for e, b in zip(emus, boards_, strict=True))
+    from larpixdaq.boards.simboard import SimulatedBoard
+
+    sims = [SimulatedBoard(io_group=g, tiles=1, seed=g) for g in (1, 2)]
+    emus = [start_emulator(b) for b in sims]
+    boards = Boards(connect(e, io_group=b.io_group) for e, b in zip(emus, sims, strict=True))
     assert set(boards.ping()) == {1, 2}
-    spec = boards_[0].network_config()
-    spec["network"]["2"] = boards_[1].network_config()["network"]["2"]
-    keys = boards.bring_up(load_network(spec))
-    assert sorted(keys) == ["1-1-11", "1-1-12", "2-1-11", "2-1-12"]
-    configs = configs_for(keys, dict.fromkeys(keys, 30))
-    for cfg in configs.values():
-        cfg["enable_miso_downstream"] = [1, 0, 0, 0]
-    boards.write_configs(configs)
-    assert int(boards_[1].chips[1][1][64]) == 30
+    spec = sims[0].network_config()
+    spec["network"]["2"] = sims[1].network_config()["network"]["2"]
+    network = load_network(spec)
+    keys = boards.bring_up(network)
+    assert len(keys) == 200 and {k.split("-")[0] for k in keys} == {"1", "2"}
+    configs = with_network_registers(configs_for(keys, dict.fromkeys(keys, 40)), network)
+    assert boards.write_configs(configs) == 200 * 237
+    assert boards.verify_configs(configs).ok
     read = boards.read_configs(keys, registers=[64])
-    assert {k: int(v[0]) for k, v in read.items()} == dict.fromkeys(keys, 30)
+    assert {k: int(v[0]) for k, v in read.items()} == dict.fromkeys(keys, 40)
     boards.start_data()
-    seen: set[int] = set()
-    for _ in range(50):
-        seen |= {g for g, _ in boards.recv_messages(timeout=0.5)}
-        if seen == {1, 2}:
+    got: dict[int, list[bytes]] = {1: [], 2: []}
+    for _ in range(100):
+        for g, m in boards.recv_messages(timeout=0.5):
+            got[g].append(m)
+        if all(len(v) >= 3 for v in got.values()):
             break
     boards.stop_data()
-    assert seen == {1, 2}
+    for g, messages in got.items():
+        rows = P.decode_data_messages(messages, g).rows
+        chip = rows[rows["packet_type"] == 0]
+        assert len(chip) and (chip["io_group"] == g).all() and chip["valid_parity"].all()
     with pytest.raises(BoardError, match="two boards claim io_group 1"):
         Boards([boards[1], boards[1]])
+    with pytest.raises(BoardError, match=r"no board for io_group 3 \(boards: \[1, 2\]\)"):
+        boards[3]
 
 
 @pytest.fixture
@@ -285,17 +279,6 @@ def test_malformed_or_short_replies_are_clear_errors(rogue_board, connect):
     with pytest.raises(BoardError, match="answered PING with"):
         client.ping()
     assert client.counters["bad_replies"] == 2
-
-
-@pytest.fixture
-def tile(start_emulator, connect):
-    """One simulated standard tile (100 chips on 4 UARTs) behind an emulated PACMAN."""
-    from larpixdaq.boards.simboard import SimulatedBoard
-
-    board = SimulatedBoard(io_group=1, tiles=1, seed=3)
-    emu = start_emulator(board)
-    client = connect(emu, timeout=2.0)
-    return board, emu, client, load_network(board.network_config())
 
 
 def test_full_tile_bring_up_configure_verify_and_take_data(tile):
