@@ -69,6 +69,8 @@ class P(Component):
     role = sys.argv[3]
     def counters(self):
         return {"packets_sent": 1}
+    def on_prepare(self, run):
+        time.sleep(float(sys.argv[4]))
 c = P(sys.argv[1], sys.argv[2], heartbeat_interval=0.05, core_timeout=0.5)
 c.start()
 c.wait_registered(5)
@@ -108,8 +110,9 @@ def components(core):
 def spawn_component():
     procs: list[subprocess.Popen] = []
 
-    def spawn(name, endpoint, role="producer"):
-        p = subprocess.Popen([sys.executable, "-c", COMPONENT_SCRIPT, name, endpoint, role],
+    def spawn(name, endpoint, role="producer", prepare_delay=0.0):
+        p = subprocess.Popen([sys.executable, "-c", COMPONENT_SCRIPT, name, endpoint, role,
+                              str(prepare_delay)],
                              stdout=subprocess.PIPE, text=True)
         assert p.stdout.readline().strip() == "registered"
         procs.append(p)

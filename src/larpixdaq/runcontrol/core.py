@@ -35,7 +35,7 @@ from typing import Any
 import zmq
 
 from larpixdaq.runcontrol import messages as m
-from larpixdaq.runcontrol.rundb import RunDatabase
+from larpixdaq.runcontrol.rundb import RunDatabase, RunDatabaseError
 from larpixdaq.runcontrol.statemachine import (
     COMPONENT_STATE_AFTER,
     COMPONENT_TRANSITION,
@@ -418,8 +418,6 @@ class Core:
 
     def _cmd_run(self, identity: bytes, cmd: m.Command) -> None:
         number = int(cmd.params["run_number"])
-        from larpixdaq.runcontrol.rundb import RunDatabaseError
-
         try:
             rec = self.db.get_run(number)
         except RunDatabaseError as exc:
@@ -444,7 +442,9 @@ class Core:
             self._reply(identity, cmd, False, "invoke params must be a map of name -> value")
             return
         req = self._new_id()
-        timeout = cmd.timeout if cmd.timeout else 3600.0
+        # Fail the action a little before the operator gives up, so that the operator hears
+        # which action on which component timed out rather than a bare time-out.
+        timeout = 0.9 * cmd.timeout if cmd.timeout else 3600.0
         self._invokes[req] = _Invoke((identity, cmd.id), name, action,
                                      time.monotonic() + timeout)
         self._send(comp.identity, m.Invoke(id=req, action=action, params=params))
@@ -658,6 +658,11 @@ class Core:
         if comp.catch_up:
             self._send_step(comp)
         elif transition != "end":
+            if self.run is not None:
+                participants = self.db.get_run(self.run.run_number).participants
+                if participants.get(name) != comp.role:
+                    participants[name] = comp.role
+                    self.db.set_participants(self.run.run_number, participants)
             self._event("caught-up", f"component {name} brought to {comp.state}",
                         {"component": name, "state": comp.state})
 
