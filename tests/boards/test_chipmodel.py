@@ -73,7 +73,7 @@ def test_bring_up_over_links_every_chip_answers(net: Network) -> None:
     assert bad > 0 and cn.counters["parity_errors"] == bad
     assert cn.counters["undelivered"] == 0
     for ch in range(1, 5):
-        ids = sorted(c for (c_ch, c) in cn.keys() if c_ch == ch)
+        ids = sorted(c for (c_ch, c) in cn.addresses() if c_ch == ch)
         replies = cn.receive(ch, read(np.array(ids), 122))
         f = pk.decode_fields(replies)
         assert sorted(f["chip_id"].tolist()) == ids

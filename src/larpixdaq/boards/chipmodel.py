@@ -171,7 +171,8 @@ class ChipNetwork:
         """The chip id each chip currently answers to (register 122)."""
         return self.registers[:, CHIP_ID_REG]
 
-    def keys(self) -> list[tuple[int, int]]:
+    def addresses(self) -> list[tuple[int, int]]:
+        """(io_channel, chip_id) of every chip, by its network-file id."""
         return list(self.index)
 
     # ---- state changes -------------------------------------------------------------------

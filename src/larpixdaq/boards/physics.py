@@ -8,7 +8,7 @@ global threshold DAC) and noise ``sigma``; the discriminator sits at
 Rice formula for noise up-crossings, ``R_MAX * exp(-(T - P)^2 / 2 sigma^2)`` above the
 pedestal and ``R_MAX`` (a flooded channel) at or below it. With the power-on threshold (255)
 a channel is silent; a threshold near the pedestal floods. A channel triggers itself only if
-``csa_enable`` is 1 and ``channel_mask`` is 0; a few channels are hot (twice the noise) and
+``csa_enable`` is 1 and ``channel_mask`` is 0; a few channels are hot (1.5 x the noise) and
 a few dead (never send anything).
 
 **FIFOs.** A channel can digitise at most ``R_MAX`` hits/s (its local FIFO fills) and a chip
@@ -67,6 +67,7 @@ NOISE_TARGET_SIGMA = 4.5
 """Distance of a "sensible" threshold above the pedestal, in noise sigmas (~2.5 Hz/channel)."""
 
 HOT_FRACTION = 0.002
+HOT_NOISE_FACTOR = 1.5
 DEAD_FRACTION = 0.004
 
 _TYPE_SELF, _TYPE_PERIODIC = 0, 3
@@ -95,11 +96,11 @@ class Physics:
         shape = (n, geo.CHANNELS)
         chip_offset = truth.normal(0.0, 3.0, size=(n, 1))
         self.pedestal_dac = 28.0 + chip_offset + truth.normal(0.0, 2.5, size=shape)
-        self.sigma_dac = 1.6 * np.exp(truth.normal(0.0, 0.15, size=shape))
+        self.typical_sigma_dac = 1.6 * np.exp(truth.normal(0.0, 0.15, size=shape))
         u = truth.random(shape)
         self.hot = u < HOT_FRACTION
         self.dead = (u >= HOT_FRACTION) & (u < HOT_FRACTION + DEAD_FRACTION)
-        self.sigma_dac[self.hot] *= 2.0
+        self.sigma_dac = np.where(self.hot, HOT_NOISE_FACTOR, 1.0) * self.typical_sigma_dac
         self.pedestal_adc = np.clip(truth.normal(75.0, 8.0, size=shape), 20.0, 140.0)
         self.routed = np.broadcast_to(geo.ROUTED, shape)
         # (tile, chip id on the tile) -> chip row, for mapping pixels hit by tracks
@@ -114,9 +115,10 @@ class Physics:
                             ) -> tuple[np.ndarray, np.ndarray]:
         """(threshold_global per chip, pixel_trim_dac per channel) giving ~2.5 Hz per channel.
 
-        What a threshold and trim scan would find on a real tile, taken from the hidden truth.
+        What a pedestal and trim scan would find on a real tile, taken from the hidden truth;
+        like such a scan, it does not know a hot channel's extra noise, so hot channels stay hot.
         """
-        want = self.pedestal_dac + target_sigma * self.sigma_dac
+        want = self.pedestal_dac + target_sigma * self.typical_sigma_dac
         glob = np.clip(np.round(np.median(want, axis=1)), 0, 255)
         trim = np.clip(np.round(16 + (want - glob[:, None]) / TRIM_STEP), 0, 31)
         return glob.astype(np.int64), trim.astype(np.int64)
