@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -312,3 +313,26 @@ def test_full_tile_bring_up_configure_verify_and_take_data(tile):
     assert low > 5 * max(high, 1)
     # the chips still answer with what was written
     assert client.verify_configs({k: configs[k] for k in keys[:5]}).ok
+
+
+def test_data_come_only_from_enabled_receivers_and_tiles(tile):
+    board, emu, client, network = tile
+    keys = client.bring_up(network)
+    client.write_configs(with_network_registers(configs_for(keys, dict.fromkeys(keys, 36)),
+                                                network))
+
+    def chip_rows(seconds: float) -> np.ndarray:
+        client.start_data()
+        client.recv_messages(timeout=0.05)  # what was in flight before
+        messages: list[bytes] = []
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            messages += client.recv_messages(timeout=0.05)
+        client.stop_data()
+        rows = P.decode_data_messages(messages, 1).rows
+        return rows[rows["packet_type"] == 0]
+
+    client.write_register(0x18, 0b0101)  # receivers of UARTs 1 and 3 only
+    assert set(np.unique(chip_rows(0.3)["io_channel"])) == {1, 3}
+    client.write_register(0x10, 0)  # tile off: its chips lose power and fall silent
+    assert len(chip_rows(0.2)) == 0
