@@ -1,0 +1,311 @@
+"""The aggregator: merges the producers' frames into one lossless stream for storage.
+
+Flow control is the ZeroMQ guide's credit-based pattern, twice:
+
+* storage grants the aggregator credit in bytes (``HELLO`` then ``CREDIT``), and the
+  aggregator sends frames only while it has credit;
+* the aggregator grants each producer credit in bytes out of a fixed ``window``: the bytes it
+  holds (sent to storage and not yet acknowledged, or not yet sent) plus the credit it has
+  handed out never exceed the window. A producer without credit waits; nothing is dropped.
+
+Every frame stays here until storage acknowledges it (``ACK``: the highest seq on disk per
+stream). A storage that restarts says ``HELLO`` again with what its journal holds; the
+aggregator forgets what is already on disk and sends the rest again, in order.
+
+Monitors get a sampled copy on a PUB socket (at most ``monitor_rate`` frames a second per
+stream, with the original headers, so a monitor sees from the seq numbers how much it
+missed) and a ``stats`` message every second. See ``docs/datapath.md`` for the message table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import zmq
+
+from larpixdaq.pipeline.frames import FrameError, decode_header
+
+log = logging.getLogger("larpixdaq.aggregator")
+
+HELLO, CREDIT, ACK, FRAME, STATS = b"HELLO", b"CREDIT", b"ACK", b"FRAME", b"stats"
+DEFAULT_WINDOW = 256 << 20
+Stream = tuple[str, int]
+
+
+@dataclass(slots=True)
+class _Held:
+    stream: Stream
+    seq: int
+    size: int
+    header: Any
+    payload: Any
+
+
+@dataclass
+class _Producer:
+    identity: bytes
+    source: str
+    credit_out: int = 0
+    last_heard: float = field(default_factory=time.monotonic)
+
+
+def pack(obj: Any) -> bytes:
+    return msgpack.packb(obj)
+
+
+def unpack(raw: Any) -> Any:
+    return msgpack.unpackb(bytes(raw), raw=False)
+
+
+class Aggregator:
+    """The aggregator's sockets and loop (no run control: :class:`AggregatorComponent` adds it).
+
+    ``inlet``, ``outlet`` and ``monitor`` are bind addresses (``tcp://127.0.0.1:0`` picks a
+    free port; read the real ones from the attributes after :meth:`bind`).
+    """
+
+    def __init__(
+        self,
+        inlet: str = "tcp://127.0.0.1:5560",
+        outlet: str = "tcp://127.0.0.1:5561",
+        monitor: str | None = "tcp://127.0.0.1:5562",
+        *,
+        window: int = DEFAULT_WINDOW,
+        monitor_rate: float = 20.0,
+        context: zmq.Context | None = None,
+    ) -> None:
+        self.inlet, self.outlet, self.monitor = inlet, outlet, monitor
+        self.window = int(window)
+        self.max_grant = max(1, min(self.window // 4, 16 << 20))
+        self.monitor_interval = 1.0 / monitor_rate if monitor_rate > 0 else float("inf")
+        self._ctx = context or zmq.Context.instance()
+        self.inflight: deque[_Held] = deque()
+        self.unsent: deque[_Held] = deque()
+        self.held_bytes = 0
+        self.acked: dict[Stream, int] = {}
+        self.producers: dict[bytes, _Producer] = {}
+        self.storage: bytes | None = None
+        self.storage_credit = 0
+        self._last_monitor: dict[Stream, float] = {}
+        self.counters: dict[str, int] = dict.fromkeys(
+            ["frames_in", "bytes_in", "frames_out", "frames_resent", "frames_acked",
+             "frames_to_monitor", "frames_not_to_monitor", "bad_messages", "producer_hellos",
+             "storage_hellos"], 0)
+        self.per_stream: dict[Stream, int] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    # -- sockets ---------------------------------------------------------------------------
+    def bind(self) -> Aggregator:
+        self._in = self._ctx.socket(zmq.ROUTER)
+        self._out = self._ctx.socket(zmq.ROUTER)
+        for s in (self._in, self._out):
+            s.setsockopt(zmq.LINGER, 0)
+            s.setsockopt(zmq.RCVHWM, 0)
+            s.setsockopt(zmq.SNDHWM, 0)
+        self._in.bind(self.inlet)
+        self.inlet = self._in.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._out.bind(self.outlet)
+        self.outlet = self._out.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._pub = None
+        if self.monitor:
+            self._pub = self._ctx.socket(zmq.PUB)
+            self._pub.setsockopt(zmq.LINGER, 0)
+            self._pub.setsockopt(zmq.SNDHWM, 200)
+            self._pub.bind(self.monitor)
+            self.monitor = self._pub.getsockopt_string(zmq.LAST_ENDPOINT)
+        return self
+
+    def endpoints(self) -> dict[str, str]:
+        out = {"aggregator_in": self.inlet, "aggregator_out": self.outlet}
+        if self.monitor:
+            out["monitor_pub"] = self.monitor
+        return out
+
+    def start(self) -> Aggregator:
+        if not hasattr(self, "_in"):
+            self.bind()
+        self._thread = threading.Thread(target=self.loop, name="aggregator", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        for s in (self._in, self._out, self._pub):
+            if s is not None:
+                s.close(0)
+
+    # -- the loop --------------------------------------------------------------------------
+    def loop(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._in, zmq.POLLIN)
+        poller.register(self._out, zmq.POLLIN)
+        next_stats = time.monotonic() + 1.0
+        while not self._stop.is_set():
+            events = dict(poller.poll(50))
+            if self._out in events:
+                self._drain(self._out, self._on_storage)
+            if self._in in events:
+                self._drain(self._in, self._on_producer)
+            self._send_to_storage()
+            self._grant()
+            now = time.monotonic()
+            if now >= next_stats:
+                next_stats = now + 1.0
+                self._publish_stats()
+
+    def _drain(self, sock: zmq.Socket, handler: Any, limit: int = 256) -> None:
+        for _ in range(limit):
+            try:
+                parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            try:
+                handler(parts)
+            except (FrameError, ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
+                self.counters["bad_messages"] += 1
+                log.warning("aggregator: rejected a malformed message: %s", exc)
+
+    # -- producers -------------------------------------------------------------------------
+    def _on_producer(self, parts: list[zmq.Frame]) -> None:
+        identity, kind = parts[0].bytes, parts[1].bytes
+        if kind == FRAME and len(parts) == 4:
+            header = decode_header(parts[2].buffer)
+            size = len(parts[3])
+            held = _Held(header.stream, header.seq, size, parts[2], parts[3])
+            with self._lock:
+                self.unsent.append(held)
+                self.held_bytes += size
+            c = self.counters
+            c["frames_in"] += 1
+            c["bytes_in"] += size
+            self.per_stream[header.stream] = header.seq
+            p = self.producers.get(identity)
+            if p is not None:
+                p.credit_out = max(0, p.credit_out - size)
+                p.last_heard = time.monotonic()
+            self._sample(header.stream, parts[2], parts[3])
+        elif kind == HELLO and len(parts) == 3:
+            meta = unpack(parts[2].buffer)
+            source = str(meta.get("source", ""))
+            for ident, p in list(self.producers.items()):
+                if p.source == source:
+                    del self.producers[ident]  # the same producer, reconnected
+            self.producers[identity] = _Producer(identity, source)
+            self.counters["producer_hellos"] += 1
+        else:
+            raise ValueError(f"unexpected producer message {kind[:16]!r} of {len(parts)} parts")
+
+    def _grant(self) -> None:
+        """Top producers up to their share of the window, in chunks worth a message."""
+        if not self.producers:
+            return
+        # Small grants: credit handed out cannot be taken back, so no producer may sit on
+        # much of the window when another one joins.
+        share = min(self.window // len(self.producers), self.max_grant)
+        room = self.window - self.held_bytes - sum(p.credit_out for p in self.producers.values())
+        for p in self.producers.values():
+            want = min(share - p.credit_out, room)
+            if want >= max(1, share // 8):
+                p.credit_out += want
+                room -= want
+                self._in.send_multipart([p.identity, CREDIT, pack({"bytes": want})])
+
+    def _sample(self, stream: Stream, header: zmq.Frame, payload: zmq.Frame) -> None:
+        if self._pub is None:
+            return
+        now = time.monotonic()
+        if now - self._last_monitor.get(stream, -1e9) < self.monitor_interval:
+            self.counters["frames_not_to_monitor"] += 1
+            return
+        try:
+            self._pub.send_multipart([FRAME, header, payload], zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            self.counters["frames_not_to_monitor"] += 1
+            return
+        self._last_monitor[stream] = now
+        self.counters["frames_to_monitor"] += 1
+
+    def _publish_stats(self) -> None:
+        if self._pub is None:
+            return
+        body = {"counters": dict(self.counters),
+                "last_seq": [[s[0], s[1], q] for s, q in self.per_stream.items()]}
+        with contextlib.suppress(zmq.Again):
+            self._pub.send_multipart([STATS, pack(body)], zmq.NOBLOCK)
+
+    # -- storage ---------------------------------------------------------------------------
+    def _on_storage(self, parts: list[zmq.Frame]) -> None:
+        identity, kind = parts[0].bytes, parts[1].bytes
+        body = unpack(parts[2].buffer) if len(parts) > 2 else {}
+        if kind == HELLO:
+            self._storage_hello(identity, body)
+        elif identity != self.storage:
+            self.counters["bad_messages"] += 1  # a storage we no longer talk to
+        elif kind == CREDIT:
+            self.storage_credit += int(body["bytes"])
+        elif kind == ACK:
+            for source, epoch, seq in body["streams"]:
+                stream = (str(source), int(epoch))
+                if seq > self.acked.get(stream, -1):
+                    self.acked[stream] = int(seq)
+            self._release()
+        else:
+            raise ValueError(f"unexpected storage message {kind[:16]!r}")
+
+    def _storage_hello(self, identity: bytes, body: dict) -> None:
+        """A (new or restarted) storage: forget what it has, send it all the rest again."""
+        for source, epoch, seq in body.get("committed", []):
+            stream = (str(source), int(epoch))
+            self.acked[stream] = max(self.acked.get(stream, -1), int(seq))
+        with self._lock:
+            resend = [h for h in self.inflight if h.seq > self.acked.get(h.stream, -1)]
+            self.counters["frames_resent"] += len(resend)
+            dropped = len(self.inflight) - len(resend)
+            self.counters["frames_acked"] += dropped
+            self.held_bytes -= sum(h.size for h in self.inflight) - sum(h.size for h in resend)
+            self.inflight.clear()
+            self.unsent.extendleft(reversed(resend))
+        self.storage = identity
+        self.storage_credit = int(body.get("credit", 0))
+        self.counters["storage_hellos"] += 1
+
+    def _release(self) -> None:
+        with self._lock:
+            while self.inflight:
+                h = self.inflight[0]
+                if h.seq > self.acked.get(h.stream, -1):
+                    break
+                self.inflight.popleft()
+                self.held_bytes -= h.size
+                self.counters["frames_acked"] += 1
+
+    def _send_to_storage(self) -> None:
+        if self.storage is None:
+            return
+        while self.unsent and self.storage_credit > 0:
+            with self._lock:
+                h = self.unsent.popleft()
+                self.inflight.append(h)
+            self._out.send_multipart([self.storage, FRAME, h.header, h.payload], copy=False)
+            self.storage_credit -= h.size
+            self.counters["frames_out"] += 1
+
+    # -- reporting -------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, int]:
+        """Counters plus what is held now."""
+        with self._lock:
+            held = {"frames_held": len(self.inflight) + len(self.unsent),
+                    "bytes_held": self.held_bytes}
+        return {**self.counters, **held, "producers": len(self.producers),
+                "storage_connected": int(self.storage is not None)}

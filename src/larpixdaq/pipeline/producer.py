@@ -1,0 +1,461 @@
+"""The producer: owns one board (one io_group) and forwards its PACMAN messages, framed.
+
+Sources of messages (all give whole PACMAN ``D`` messages, bytes unchanged):
+
+* :class:`SimSource` - the simulated board in this process; its DATA words are packed into
+  messages of ``words_per_message`` words at ``rate`` packets/s (0: as fast as it goes).
+  ``pool`` > 0 pre-generates that many messages and sends them round and round, so a
+  benchmark measures the data path rather than the physics model;
+* :class:`PacmanSource` - a PACMAN board (or the emulator) through the PACMAN client;
+* :class:`ReplaySource` - a recorded raw message file, or a LArPix+HDF5 v2.4 file turned
+  back into messages, at ``speed`` times real time (0: as fast as possible).
+
+Data flows only between prepare and end (READY and RUN). Every frame gets the next ``seq``
+of the stream and its word ``offset``; ``Beginning run`` goes out at begin and ``Ending
+run`` (flagged ``last``) at end, in order with the data. Sending needs credit from the
+aggregator; without credit the producer waits (the board's own buffers then fill: that is
+the only place where data can be lost, and the PACMAN client counts it).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, Protocol
+
+import msgpack
+import numpy as np
+import zmq
+
+from larpixdaq.formats.pacman import HEADER_BYTES, WORD_BYTES, encode_data_message
+from larpixdaq.pipeline.aggregator import CREDIT, FRAME, HELLO, pack
+from larpixdaq.pipeline.frames import KIND_DATA, KIND_INFO, FrameHeader, encode_header
+
+log = logging.getLogger("larpixdaq.producer")
+
+DEFAULT_WORDS_PER_MESSAGE = 4096
+
+
+class Source(Protocol):
+    io_group: int
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def read(self, wait: float) -> list[bytes]: ...
+    def close(self) -> None: ...
+
+
+class SimSource:
+    """Messages from a :class:`~larpixdaq.boards.simboard.SimulatedBoard` (see module doc)."""
+
+    def __init__(self, io_group: int = 1, *, rate: float = 0.0, seed: int = 0,
+                 words_per_message: int = DEFAULT_WORDS_PER_MESSAGE, tiles: int = 1,
+                 pool: int = 0) -> None:
+        from larpixdaq.boards.simboard import SimulatedBoard
+
+        self.io_group = io_group
+        self.rate = float(rate)
+        self.words_per_message = int(words_per_message)
+        self.board = SimulatedBoard(io_group, tiles=tiles, seed=seed).bring_up_all()
+        self._pool = [self._make(self.words_per_message) for _ in range(pool)]
+        self._pool_at = 0
+        self._t_last = time.monotonic()
+        self._budget = 0.0
+
+    def _make(self, n: int) -> bytes:
+        words = self.board.generate_packets(n)[:n]
+        return encode_data_message(int(time.time()), words)
+
+    def start(self) -> None:
+        self._t_last = time.monotonic()
+        self._budget = 0.0
+
+    def stop(self) -> None:
+        pass
+
+    def read(self, wait: float) -> list[bytes]:
+        n_msgs = 8
+        if self.rate > 0:
+            now = time.monotonic()
+            self._budget = min(self._budget + (now - self._t_last) * self.rate,
+                               self.rate * 0.5 + self.words_per_message)
+            self._t_last = now
+            n_msgs = int(self._budget // self.words_per_message)
+            if n_msgs == 0:
+                # Low rates: send what has accumulated after a short wait, in smaller messages.
+                time.sleep(min(wait, self.words_per_message / self.rate))
+                now = time.monotonic()
+                self._budget += (now - self._t_last) * self.rate
+                self._t_last = now
+                n = int(min(self._budget, self.words_per_message))
+                if n <= 0:
+                    return []
+                self._budget -= n
+                return [self._make(n)]
+            self._budget -= n_msgs * self.words_per_message
+        if self._pool:
+            out = []
+            for _ in range(n_msgs):
+                out.append(self._pool[self._pool_at])
+                self._pool_at = (self._pool_at + 1) % len(self._pool)
+            return out
+        words = self.board.generate_packets(n_msgs * self.words_per_message)
+        stamp = int(time.time())
+        k = self.words_per_message
+        return [encode_data_message(stamp, words[i:i + k])
+                for i in range(0, n_msgs * k, k)]
+
+    def close(self) -> None:
+        pass
+
+
+class PacmanSource:
+    """A PACMAN board's data subscription (configuration is done elsewhere, by routines)."""
+
+    def __init__(self, io_group: int, host: str = "127.0.0.1", cmd_port: int = 5555,
+                 data_port: int = 5556) -> None:
+        from larpixdaq.boards.pacman_client import PacmanClient
+
+        self.io_group = io_group
+        self.client = PacmanClient(io_group, host, cmd_port, data_port)
+
+    def start(self) -> None:
+        self.client.start_data()
+
+    def stop(self) -> None:
+        self.client.stop_data()
+
+    def read(self, wait: float) -> list[bytes]:
+        return self.client.recv_messages(timeout=wait)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class ReplaySource:
+    """A recorded file played back (raw message file or LArPix+HDF5 v2.4)."""
+
+    def __init__(self, path: str | Path, io_group: int = 1, *, speed: float = 0.0,
+                 loop: bool = False) -> None:
+        from larpixdaq.formats.rawfile import is_raw_file
+
+        self.path = Path(path)
+        if not self.path.exists():
+            raise FileNotFoundError(f"replay file {self.path} does not exist")
+        self.io_group = io_group
+        self.speed = float(speed)
+        self.loop = loop
+        self._raw = is_raw_file(self.path)
+        self._iter: Any = None
+        self._t0_wall = 0.0
+        self._t0_data: float | None = None
+        self.finished = False
+
+    def start(self) -> None:
+        self._iter = self._messages()
+        self._t0_wall = time.monotonic()
+        self._t0_data = None
+        self.finished = False
+
+    def stop(self) -> None:
+        self._iter = None
+
+    def _messages(self) -> Any:
+        while True:
+            if self._raw:
+                from larpixdaq.formats.rawfile import open_raw
+
+                with open_raw(self.path) as f:
+                    for msgs, _ in f.iter_chunks(256):
+                        yield msgs
+            else:
+                from larpixdaq.formats.hdf5file import open_file
+
+                with open_file(self.path) as f:
+                    for rows in f.iter_packets(1 << 16):
+                        yield rows_to_messages(rows)
+            if not self.loop:
+                return
+
+    def read(self, wait: float) -> list[bytes]:
+        if self._iter is None or self.finished:
+            time.sleep(wait)
+            return []
+        try:
+            msgs = next(self._iter)
+        except StopIteration:
+            self.finished = True
+            return []
+        if self.speed > 0 and msgs:
+            stamp = int.from_bytes(msgs[-1][1:5], "little")
+            if self._t0_data is None:
+                self._t0_data = stamp
+            due = self._t0_wall + (stamp - self._t0_data) / self.speed
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        return msgs
+
+    def close(self) -> None:
+        self._iter = None
+
+
+def rows_to_messages(rows: np.ndarray, max_words: int = 0xFFFF) -> list[bytes]:
+    """Rebuild PACMAN ``D`` messages from ``packets`` rows of a v2.4 file.
+
+    Each type-4 row starts a message (its timestamp is the message time); chip rows become
+    DATA words (packet bits rebuilt from the columns), type-6/7 rows SYNC/TRIG words; type-5
+    rows (logged text) are skipped. Rows before the first type-4 row form a message of time 0.
+    """
+    from larpixdaq.formats.pacman import WORD_DATA, WORD_DTYPE, WORD_SYNC, WORD_TRIG
+    from larpixdaq.formats.packets import encode_packets
+    from larpixdaq.formats.rows import MESSAGE, SYNC, TIMESTAMP, TRIGGER
+
+    ptype = rows["packet_type"]
+    keep = ptype != MESSAGE
+    rows, ptype = rows[keep], ptype[keep]
+    starts = np.flatnonzero(ptype == TIMESTAMP)
+    words_sel = ptype != TIMESTAMP
+    words = np.zeros(int(words_sel.sum()), dtype=WORD_DTYPE)
+    wr = rows[words_sel]
+    wt = ptype[words_sel]
+    chip = wt < TIMESTAMP
+    if chip.any():
+        c = wr[chip]
+        data = c["packet_type"] == 0
+        pk = np.zeros(len(c), np.uint64)
+        if data.any():
+            d = c[data]
+            pk[data] = encode_packets(
+                packet_type=0, chip_id=d["chip_id"], channel_id=d["channel_id"],
+                timestamp=d["timestamp"] & 0x7FFFFFFF, first_packet=d["first_packet"],
+                dataword=d["dataword"], trigger_type=d["trigger_type"],
+                local_fifo=d["local_fifo"], shared_fifo=d["shared_fifo"],
+                downstream_marker=d["downstream_marker"], parity=d["parity"])
+        if (~data).any():
+            g = c[~data]
+            pk[~data] = encode_packets(
+                packet_type=g["packet_type"], chip_id=g["chip_id"],
+                register_address=g["register_address"], register_data=g["register_data"],
+                downstream_marker=g["downstream_marker"], parity=g["parity"])
+        cw = words[chip]
+        cw["type"] = WORD_DATA
+        cw["io_channel"] = c["io_channel"]
+        cw["receipt_timestamp"] = c["receipt_timestamp"]
+        cw["packet"] = pk
+        words[chip] = cw
+    for kind, code in ((SYNC, WORD_SYNC), (TRIGGER, WORD_TRIG)):
+        sel = wt == kind
+        if sel.any():
+            tw = words[sel]
+            tw["type"] = code
+            tw["sub"] = wr["trigger_type"][sel]
+            tw["time"] = wr["timestamp"][sel].astype(np.uint32)
+            if kind == SYNC:
+                tw["clk_source"] = wr["dataword"][sel] & 1
+            words[sel] = tw
+    # Word index where each message begins: rows before it that are words.
+    word_pos = np.cumsum(words_sel) - words_sel
+    bounds = [0, *word_pos[starts].tolist(), len(words)]
+    stamps = [0, *rows["timestamp"][starts].tolist()]
+    out = []
+    for i in range(len(bounds) - 1):
+        a, b = bounds[i], bounds[i + 1]
+        if i == 0 and a == b:
+            continue  # no words before the first type-4 row
+        for s in range(a, max(b, a + 1), max_words):
+            out.append(encode_data_message(int(stamps[i]), words[s:min(b, s + max_words)]))
+    return out
+
+
+class Producer:
+    """One board's stream to the aggregator; transitions are called from run control."""
+
+    def __init__(self, name: str, source: Source, aggregator: str, *,
+                 record: str | Path | None = None, context: zmq.Context | None = None
+                 ) -> None:
+        self.name = name
+        self.source = source
+        self.io_group = source.io_group
+        self.aggregator = aggregator
+        self._ctx = context or zmq.Context.instance()
+        self.record_path = Path(record) if record else None
+        self._recorder: Any = None
+        self.run_number = -1
+        self.epoch = 0
+        self.seq = 0
+        self.offset = 0
+        self.flowing = False
+        self.credit = 0
+        self.counters: dict[str, float] = dict.fromkeys(
+            ["frames_sent", "packets_sent", "bytes_sent", "info_frames", "credit_waits",
+             "seconds_waiting_credit", "hellos"], 0)
+        self._outbox: deque[tuple[str, bytes, bool, Future | None]] = deque()
+        self._calls: queue.SimpleQueue[tuple[Callable[[], Any], Future]] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- life cycle ------------------------------------------------------------------------
+    def start(self) -> Producer:
+        self._sock = self._ctx.socket(zmq.DEALER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.SNDHWM, 0)
+        self._sock.connect(self.aggregator)
+        self._hello()
+        self._thread = threading.Thread(target=self._loop, name=f"{self.name}-data",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        self.source.close()
+        if self._recorder is not None:
+            self._recorder.close()
+        self._sock.close(0)
+
+    def call(self, fn: Callable[[], Any], timeout: float = 10.0) -> Any:
+        fut: Future = Future()
+        self._calls.put((fn, fut))
+        return fut.result(timeout)
+
+    # -- transitions -------------------------------------------------------------------------
+    def prepare(self, run_number: int) -> None:
+        def do() -> None:
+            self.run_number = run_number
+            self.epoch = random.getrandbits(62)
+            self.seq = 0
+            self.offset = 0
+            self.source.start()
+            self.flowing = True
+        self.call(do)
+
+    def begin(self) -> None:
+        self.call(lambda: self._outbox.append((KIND_INFO, b"Beginning run", False, None)))
+
+    def end(self, timeout: float = 3.0) -> dict[str, float]:
+        """Send "Ending run" after the data already read, stop reading; wait until it is out."""
+        sent: Future = Future()
+
+        def do() -> None:
+            if not self.flowing and self.run_number < 0:
+                sent.set_result(None)
+                return
+            self._outbox.append((KIND_INFO, b"Ending run", True, sent))
+            self.flowing = False
+        self.call(do)
+        try:
+            sent.result(timeout)
+        except TimeoutError as exc:
+            raise TimeoutError(
+                f"{self.name}: the aggregator gave no credit for the end-of-run marker within "
+                f"{timeout:g} s (is the aggregator or storage down?)") from exc
+        self.call(self.source.stop)
+        return self.snapshot()
+
+    def snapshot(self) -> dict[str, float]:
+        return {**self.counters, "seq": self.seq, "run_number": self.run_number}
+
+    # -- the data thread ---------------------------------------------------------------------
+    def _hello(self) -> None:
+        self._sock.send_multipart([HELLO, pack({"source": self.name,
+                                                "io_group": self.io_group})])
+        self.counters["hellos"] += 1
+
+    def _run_calls(self) -> None:
+        while True:
+            try:
+                fn, fut = self._calls.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                fut.set_result(fn())
+            except BaseException as exc:
+                fut.set_exception(exc)
+
+    def _take_credit(self, timeout_ms: int) -> None:
+        while self._sock.poll(timeout_ms):
+            timeout_ms = 0
+            parts = self._sock.recv_multipart()
+            if parts[0] == CREDIT and len(parts) == 2:
+                try:
+                    self.credit += int(msgpack.unpackb(parts[1])["bytes"])
+                except (ValueError, KeyError, TypeError, msgpack.UnpackException):
+                    log.warning("%s: ignored a malformed credit message", self.name)
+
+    def _wait_credit(self) -> bool:
+        """Block until there is credit; False if asked to stop meanwhile."""
+        if self.credit > 0:
+            return True
+        self.counters["credit_waits"] += 1
+        t0 = time.monotonic()
+        last_hello = t0
+        while self.credit <= 0 and not self._stop.is_set():
+            self._take_credit(20)
+            self._run_calls()
+            now = time.monotonic()
+            if now - last_hello > 1.0:
+                self._hello()  # the aggregator may have restarted and forgotten us
+                last_hello = now
+        self.counters["seconds_waiting_credit"] += time.monotonic() - t0
+        return self.credit > 0
+
+    def _send(self, kind: str, payload: bytes, last: bool = False) -> bool:
+        if not self._wait_credit():
+            return False
+        words = (len(payload) - HEADER_BYTES) // WORD_BYTES if kind == KIND_DATA else 0
+        h = FrameHeader(self.name, self.epoch, self.seq, self.io_group, self.run_number,
+                        time.time(), kind, self.offset, last)
+        self._sock.send_multipart([FRAME, encode_header(h), payload], copy=False)
+        self.seq += 1
+        self.offset += max(words, 0)
+        self.credit -= len(payload)
+        c = self.counters
+        c["frames_sent"] += 1
+        c["bytes_sent"] += len(payload)
+        if kind == KIND_DATA:
+            c["packets_sent"] += max(words, 0)
+        else:
+            c["info_frames"] += 1
+        return True
+
+    def _record(self, msgs: list[bytes]) -> None:
+        if self.record_path is None:
+            return
+        if self._recorder is None:
+            from larpixdaq.formats.rawfile import RawWriter
+
+            self._recorder = RawWriter(self.record_path, overwrite=True, swmr=False)
+        self._recorder.append(msgs, self.io_group)
+        self._recorder.flush()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._run_calls()
+            self._take_credit(0)
+            while self._outbox:
+                kind, payload, last, fut = self._outbox[0]
+                if not self._send(kind, payload, last):
+                    break
+                self._outbox.popleft()
+                if fut is not None:
+                    fut.set_result(None)
+            if not self.flowing:
+                self._take_credit(20)
+                continue
+            msgs = self.source.read(0.02)
+            if not msgs:
+                continue
+            self._record(msgs)
+            for msg in msgs:
+                if not self._send(KIND_DATA, msg):
+                    break

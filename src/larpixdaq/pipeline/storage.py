@@ -1,0 +1,309 @@
+"""Storage: receives the aggregator's frames and writes one LArPix+HDF5 file (set) per run.
+
+The data thread owns the socket and the :class:`~larpixdaq.pipeline.runfile.RunWriter`;
+run-control hooks hand it work through a queue and wait for the answer, so HDF5 is only
+ever touched by one thread. The thread:
+
+* says ``HELLO`` to the aggregator with what is already on disk (after a restart, from the
+  run's journal) and the credit it grants (``window`` bytes);
+* takes frames in batches, writes them (one decode call per batch), gives the credit back;
+* commits every ``commit_interval`` seconds (or ``commit_bytes`` of frames): flush, journal
+  line, then ``ACK`` with the highest committed seq per stream, so the aggregator can let go.
+
+At the end of a run it waits (up to ``end_timeout``) until every stream it has seen has
+delivered its final frame (the "Ending run" marker), then closes the file. If it was killed
+during a run, the next start finds the run's open journal in the data directory and resumes
+that run at once (:mod:`.runfile`), before run control even knows it is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from larpixdaq.pipeline.aggregator import ACK, CREDIT, FRAME, HELLO, pack
+from larpixdaq.pipeline.frames import FrameError, decode_header
+from larpixdaq.pipeline.runfile import (
+    DEFAULT_PART_BYTES,
+    RunWriter,
+    StorageError,
+    Stream,
+    read_journal,
+    journal_path,
+    unfinished_runs,
+)
+
+log = logging.getLogger("larpixdaq.storage")
+
+DEFAULT_WINDOW = 64 << 20
+
+
+class StorageLink:
+    """Storage's socket to the aggregator, its data thread and the run being written."""
+
+    def __init__(
+        self,
+        aggregator: str,
+        data_dir: str | Path,
+        *,
+        window: int = DEFAULT_WINDOW,
+        part_bytes: int = DEFAULT_PART_BYTES,
+        commit_interval: float = 0.2,
+        commit_bytes: int = 16 << 20,
+        compression: str | None = None,
+        context: zmq.Context | None = None,
+    ) -> None:
+        self.aggregator = aggregator
+        self.data_dir = Path(data_dir)
+        self.window = int(window)
+        self.part_bytes = int(part_bytes)
+        self.commit_interval = commit_interval
+        self.commit_bytes = commit_bytes
+        self.compression = compression
+        self._ctx = context or zmq.Context.instance()
+        self.writer: RunWriter | None = None
+        self.error: str | None = None
+        self.counters: dict[str, int] = dict.fromkeys(
+            ["bad_frames", "frames_outside_run", "write_errors", "hellos"], 0)
+        self._extra_acks: dict[Stream, int] = {}
+        self._calls: queue.SimpleQueue[tuple[Callable[[], Any], Future]] = queue.SimpleQueue()
+        self._ending: tuple[Future, float] | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_summary: dict[str, Any] | None = None
+
+    # -- life cycle ------------------------------------------------------------------------
+    def resume_unfinished(self) -> int | None:
+        """Reopen the newest run this directory left open (storage died in it)."""
+        runs = unfinished_runs(self.data_dir)
+        if not runs:
+            return None
+        run = runs[-1]
+        self.writer = self._new_writer(run, {})
+        log.warning("storage: resumed run %d from its journal (restart %d)", run,
+                    self.writer.counters.restarts)
+        return run
+
+    def start(self) -> StorageLink:
+        self._sock = self._ctx.socket(zmq.DEALER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.RCVHWM, 0)
+        self._sock.connect(self.aggregator)
+        self._thread = threading.Thread(target=self._loop, name="storage-data", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        if self.writer is not None and not self.writer.closed:
+            # Leaving mid-run on purpose (SIGTERM): commit what we have, keep the journal open
+            # so a restart resumes the run.
+            try:
+                self.writer.commit()
+                self.writer.abort()
+            except Exception:
+                log.exception("storage: could not commit on the way out")
+        self._sock.close(0)
+
+    def call(self, fn: Callable[[], Any], timeout: float = 10.0) -> Any:
+        """Run ``fn`` in the data thread and return its result (or raise its exception)."""
+        fut: Future = Future()
+        self._calls.put((fn, fut))
+        return fut.result(timeout)
+
+    # -- run control entry points (called from other threads) ------------------------------
+    def prepare(self, run_number: int, metadata: dict[str, Any]) -> dict[str, Any]:
+        def do() -> dict[str, Any]:
+            if self.writer is not None and not self.writer.closed:
+                if self.writer.run_number == run_number:
+                    return {"files": [str(p) for p in self.writer.files], "resumed": True}
+                self.writer.close(clean=False)
+            self.error = None
+            self.writer = self._new_writer(run_number, metadata)
+            return {"files": [str(p) for p in self.writer.files]}
+        return self.call(do)
+
+    def end(self, timeout: float = 3.0) -> dict[str, Any]:
+        """Wait for every stream's last frame (or ``timeout``), close, return the summary."""
+        fut: Future = Future()
+
+        def do() -> None:
+            self._ending = (fut, time.monotonic() + timeout)
+            self._check_end()
+        self.call(do)
+        return fut.result(timeout + 10)
+
+    def _new_writer(self, run_number: int, metadata: dict[str, Any]) -> RunWriter:
+        return RunWriter(self.data_dir, run_number, metadata, part_bytes=self.part_bytes,
+                         compression=self.compression)
+
+    # -- the data thread -------------------------------------------------------------------
+    def _hello(self) -> None:
+        committed: dict[Stream, int] = dict(self._extra_acks)
+        if self.writer is not None:
+            committed.update(self.writer.committed())
+        self._sock.send_multipart([HELLO, pack({
+            "committed": [[s[0], s[1], q] for s, q in committed.items()],
+            "credit": self.window})])
+        self.counters["hellos"] += 1
+
+    def _loop(self) -> None:
+        self._hello()
+        poller = zmq.Poller()
+        poller.register(self._sock, zmq.POLLIN)
+        last_commit = time.monotonic()
+        last_heard = time.monotonic()
+        pending_bytes = 0
+        while not self._stop.is_set():
+            self._run_calls()
+            batch = []
+            size = 0
+            if poller.poll(20):
+                while len(batch) < 512 and size < (8 << 20):
+                    try:
+                        parts = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                    batch.append(parts)
+                    size += len(parts[-1])
+            now = time.monotonic()
+            if batch:
+                last_heard = now
+                self._write_batch(batch)
+                self._sock.send_multipart([CREDIT, pack({"bytes": size})])
+                pending_bytes += size
+            elif now - last_heard > 1.0:
+                # Nothing for a while: the aggregator may have restarted and not know us.
+                self._hello()
+                last_heard = now
+            if pending_bytes and (now - last_commit >= self.commit_interval
+                                  or pending_bytes >= self.commit_bytes):
+                self._commit()
+                pending_bytes = 0
+                last_commit = now
+            if self._ending is not None:
+                if pending_bytes:
+                    self._commit()
+                    pending_bytes = 0
+                self._check_end()
+        self._run_calls()
+
+    def _run_calls(self) -> None:
+        while True:
+            try:
+                fn, fut = self._calls.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                fut.set_result(fn())
+            except BaseException as exc:
+                fut.set_exception(exc)
+
+    def _write_batch(self, batch: list[list[zmq.Frame]]) -> None:
+        frames = []
+        for parts in batch:
+            if len(parts) != 3 or parts[0].bytes != FRAME:
+                self.counters["bad_frames"] += 1
+                continue
+            try:
+                h = decode_header(parts[1].buffer)
+            except FrameError as exc:
+                self.counters["bad_frames"] += 1
+                log.warning("storage: rejected a frame: %s", exc)
+                continue
+            frames.append((h, parts[2].buffer))
+        w = self.writer
+        if w is None or w.closed or self.error:
+            self._ack_unwritten(frames)
+            return
+        mine = [f for f in frames if f[0].run == w.run_number]
+        if len(mine) != len(frames):
+            self._ack_unwritten([f for f in frames if f[0].run != w.run_number])
+        try:
+            w.add(mine)
+        except (StorageError, OSError) as exc:
+            self._fail(exc)
+
+    def _ack_unwritten(self, frames: list) -> None:
+        """Frames of no open run: counted, and acknowledged so the aggregator lets go."""
+        self.counters["frames_outside_run"] += len(frames)
+        for h, _ in frames:
+            if h.seq > self._extra_acks.get(h.stream, -1):
+                self._extra_acks[h.stream] = h.seq
+        if frames:
+            self._send_ack({})
+
+    def _fail(self, exc: BaseException) -> None:
+        self.counters["write_errors"] += 1
+        self.error = str(exc)
+        log.error("storage: %s", exc)
+        if self.writer is not None:
+            self.writer.abort()
+
+    def _commit(self) -> None:
+        w = self.writer
+        if w is None or w.closed:
+            return
+        try:
+            committed = w.commit()
+        except (StorageError, OSError) as exc:
+            self._fail(exc)
+            return
+        self._send_ack(committed)
+
+    def _send_ack(self, committed: dict[Stream, int]) -> None:
+        merged = {**self._extra_acks, **committed}
+        self._sock.send_multipart([ACK, pack({"streams": [[s[0], s[1], q]
+                                                          for s, q in merged.items()]})])
+
+    def _check_end(self) -> None:
+        assert self._ending is not None
+        fut, deadline = self._ending
+        w = self.writer
+        if w is None or w.closed:
+            self._ending = None
+            if self.error:
+                fut.set_exception(StorageError(self.error))
+            else:
+                fut.set_result(self._last_summary or {"files": [], "counters": {}})
+            return
+        unfinished = [s for s in w.trackers if s not in w.finished]
+        if unfinished and time.monotonic() < deadline:
+            return
+        self._ending = None
+        try:
+            summary = w.close(clean=not self.error, extra={"end_time": time.time()})
+            self._send_ack(w.committed())
+        except (StorageError, OSError) as exc:
+            self._fail(exc)
+            fut.set_exception(StorageError(str(exc)))
+            return
+        summary["counters"]["streams_unfinished"] = len(unfinished)
+        self._last_summary = summary
+        if self.error:
+            fut.set_exception(StorageError(self.error))
+        else:
+            fut.set_result(summary)
+
+    def snapshot(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self.counters)
+        w = self.writer
+        if w is not None:
+            out.update(w.counters.as_dict())
+            out["run_number"] = w.run_number
+        return out
+
+
+def journal_is_open(data_dir: str | Path, run_number: int) -> bool:
+    path = journal_path(Path(data_dir), run_number)
+    return path.exists() and not any(r.get("closed") for r in read_journal(path))
