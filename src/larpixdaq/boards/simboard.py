@@ -277,6 +277,8 @@ class SimulatedBoard:
         """
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise ValueError(f"n must be an integer >= 0, got {n!r}")
+        if n == 0:
+            return np.zeros(0, dtype=WORD_DTYPE)
         active = self._active()
         rate = self.physics.expected_rate(active) if active.any() else 0.0
         if rate <= 0:
