@@ -126,7 +126,7 @@ class Physics:
     # ---- rates -----------------------------------------------------------------------------
     def _state(self, active: np.ndarray) -> dict[str, np.ndarray]:
         """Rates, flags and packet templates, recomputed only when registers or gates change."""
-        key = (self.chips.version, np.packbits(active).tobytes())
+        key = (self.chips.version, active.tobytes())
         if self._cache_key == key:
             return self._cached
         regs = self.chips.registers
@@ -184,6 +184,9 @@ class Physics:
             "alias_prob": prob,
             "alias": alias,
             "periodic_ch": periodic_ch,
+            "periodic_chips": np.flatnonzero(n_periodic > 0),
+            "periodic_rate": float(periodic_rate.sum()),
+            "eligible_fraction": float((selftrig & self.routed).mean()) if selftrig.size else 0.0,
             "period": period,
             "testpulse_on": ~field_values(regs, "csa_testpulse_enable").astype(bool),
             "active": active.copy(),
@@ -198,10 +201,8 @@ class Physics:
     def expected_rate(self, active: np.ndarray) -> float:
         """Expected packets/s from noise, periodic triggers and cosmic rays (roughly)."""
         s = self._state(active)
-        periodic = s["periodic_ch"].sum(axis=1) * TICKS_PER_SECOND / s["period"]
-        eligible = (s["selftrig"] & self.routed).mean() if s["selftrig"].size else 0.0
-        cosmic = COSMIC_RATE_PER_TILE * self.n_tiles * self.rate_scale * 30.0 * eligible
-        return s["total_rate"] + float(periodic.sum()) + float(cosmic)
+        cosmic = COSMIC_RATE_PER_TILE * self.n_tiles * self.rate_scale * 30.0
+        return s["total_rate"] + s["periodic_rate"] + cosmic * s["eligible_fraction"]
 
     def channel_rates(self, active: np.ndarray) -> np.ndarray:
         """Self-trigger rate of every channel (Hz), ``(n_chips, 64)``, after FIFO losses."""
@@ -339,7 +340,7 @@ class Physics:
         return tick, flat, adc.astype(np.int64), np.full(tick.size, _TYPE_SELF, np.int64)
 
     def _periodic(self, s: dict[str, np.ndarray], t0: int, t1: int) -> tuple[np.ndarray, ...]:
-        chips = np.flatnonzero(s["periodic_ch"].any(axis=1))
+        chips = s["periodic_chips"]
         if chips.size == 0:
             return _empty()
         ticks, flats = [], []
