@@ -394,6 +394,8 @@ class Component:
             self._apply_services(msg.services)
             self.core_state = msg.state
             self.heartbeat_interval = msg.heartbeat_interval
+            # Never give up on a core between two of its own heartbeats.
+            self.core_timeout = max(self.core_timeout, 2.5 * msg.heartbeat_interval)
             self._registered.set()
         elif isinstance(msg, m.Heartbeat):
             self.core_state = msg.state

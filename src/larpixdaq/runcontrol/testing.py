@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 #: Short timings so that losses and time-outs happen within a test's patience.
-FAST_OPTIONS = ["--heartbeat-interval", "0.05", "--heartbeat-timeout", "0.4",
+FAST_OPTIONS = ["--heartbeat-interval", "0.05", "--heartbeat-timeout", "0.6",
                 "--ack-timeout", "1.0", "--rejoin-grace", "1.5"]
 
 T = TypeVar("T")
