@@ -30,6 +30,7 @@ from typing import Any
 import msgpack
 import zmq
 
+from larpixdaq.pipeline.component import Component
 from larpixdaq.pipeline.frames import FrameError, decode_header
 
 log = logging.getLogger("larpixdaq.aggregator")
@@ -309,3 +310,36 @@ class Aggregator:
                     "bytes_held": self.held_bytes}
         return {**self.counters, **held, "producers": len(self.producers),
                 "storage_connected": int(self.storage is not None)}
+
+
+class AggregatorComponent(Component):
+    """The aggregator under run control: its addresses are advertised through the core."""
+
+    role = "aggregator"
+
+    def __init__(self, name: str, core: str, aggregator: Aggregator, **kw: Any) -> None:
+        self.aggregator = aggregator.bind() if not hasattr(aggregator, "_in") else aggregator
+        super().__init__(name, core, endpoints=aggregator.endpoints(), **kw)
+        self._base: dict[str, int] = {}
+
+    def counters(self) -> dict[str, int]:
+        return self.aggregator.snapshot()
+
+    def on_prepare(self, run: Any) -> dict | None:
+        self._base = dict(self.aggregator.counters)
+        return None
+
+    def on_end(self, run: Any) -> dict | None:
+        now = self.aggregator.snapshot()
+        per_run = {k: v - self._base.get(k, 0) for k, v in now.items()
+                   if k in self.aggregator.counters}
+        return {"counters": {**now, **{f"run_{k}": v for k, v in per_run.items()}}}
+
+    def start(self) -> AggregatorComponent:
+        self.aggregator.start()
+        super().start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        super().stop(timeout)
+        self.aggregator.stop()

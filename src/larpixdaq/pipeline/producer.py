@@ -36,7 +36,9 @@ import zmq
 
 from larpixdaq.formats.pacman import HEADER_BYTES, WORD_BYTES, encode_data_message
 from larpixdaq.pipeline.aggregator import CREDIT, FRAME, HELLO, pack
+from larpixdaq.pipeline.component import Component
 from larpixdaq.pipeline.frames import KIND_DATA, KIND_INFO, FrameHeader, encode_header
+from larpixdaq.runcontrol.messages import RunInfo
 
 log = logging.getLogger("larpixdaq.producer")
 
@@ -214,8 +216,8 @@ def rows_to_messages(rows: np.ndarray, max_words: int = 0xFFFF) -> list[bytes]:
     DATA words (packet bits rebuilt from the columns), type-6/7 rows SYNC/TRIG words; type-5
     rows (logged text) are skipped. Rows before the first type-4 row form a message of time 0.
     """
-    from larpixdaq.formats.pacman import WORD_DATA, WORD_DTYPE, WORD_SYNC, WORD_TRIG
     from larpixdaq.formats.packets import encode_packets
+    from larpixdaq.formats.pacman import WORD_DATA, WORD_DTYPE, WORD_SYNC, WORD_TRIG
     from larpixdaq.formats.rows import MESSAGE, SYNC, TIMESTAMP, TRIGGER
 
     ptype = rows["packet_type"]
@@ -359,8 +361,14 @@ class Producer:
             raise TimeoutError(
                 f"{self.name}: the aggregator gave no credit for the end-of-run marker within "
                 f"{timeout:g} s (is the aggregator or storage down?)") from exc
-        self.call(self.source.stop)
+        self.call(self._stop_source)
         return self.snapshot()
+
+    def _stop_source(self) -> None:
+        self.source.stop()
+        if self._recorder is not None:
+            self._recorder.close()
+            self._recorder = None
 
     def snapshot(self) -> dict[str, float]:
         return {**self.counters, "seq": self.seq, "run_number": self.run_number}
@@ -434,7 +442,8 @@ class Producer:
         if self._recorder is None:
             from larpixdaq.formats.rawfile import RawWriter
 
-            self._recorder = RawWriter(self.record_path, overwrite=True, swmr=False)
+            path = str(self.record_path).replace("{run}", str(self.run_number))
+            self._recorder = RawWriter(path, overwrite=True, swmr=False)
         self._recorder.append(msgs, self.io_group)
         self._recorder.flush()
 
@@ -459,3 +468,36 @@ class Producer:
             for msg in msgs:
                 if not self._send(KIND_DATA, msg):
                     break
+
+
+class ProducerComponent(Component):
+    """A producer under run control: data flows from prepare to end."""
+
+    role = "producer"
+
+    def __init__(self, name: str, core: str, producer: Producer, **kw: Any) -> None:
+        super().__init__(name, core, **kw)
+        self.producer = producer
+
+    def counters(self) -> dict[str, Any]:
+        return self.producer.snapshot()
+
+    def on_prepare(self, run: RunInfo) -> dict | None:
+        self.producer.prepare(run.run_number)
+        return None
+
+    def on_begin(self, run: RunInfo) -> dict | None:
+        self.producer.begin()
+        return None
+
+    def on_end(self, run: RunInfo | None) -> dict | None:
+        return {"counters": self.producer.end()}
+
+    def start(self) -> ProducerComponent:
+        self.producer.start()
+        super().start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        super().stop(timeout)
+        self.producer.stop()

@@ -30,16 +30,18 @@ from typing import Any
 import zmq
 
 from larpixdaq.pipeline.aggregator import ACK, CREDIT, FRAME, HELLO, pack
+from larpixdaq.pipeline.component import Component
 from larpixdaq.pipeline.frames import FrameError, decode_header
 from larpixdaq.pipeline.runfile import (
     DEFAULT_PART_BYTES,
     RunWriter,
     StorageError,
     Stream,
-    read_journal,
     journal_path,
+    read_journal,
     unfinished_runs,
 )
+from larpixdaq.runcontrol.messages import RunInfo
 
 log = logging.getLogger("larpixdaq.storage")
 
@@ -307,3 +309,42 @@ class StorageLink:
 def journal_is_open(data_dir: str | Path, run_number: int) -> bool:
     path = journal_path(Path(data_dir), run_number)
     return path.exists() and not any(r.get("closed") for r in read_journal(path))
+
+
+class StorageComponent(Component):
+    """Storage under run control. Reports ``packets_written``/``packets_lost`` and its files
+    at the end of each run; resumes a run it died in as soon as it starts again."""
+
+    role = "storage"
+
+    def __init__(self, name: str, core: str, link: StorageLink, **kw: Any) -> None:
+        super().__init__(name, core, **kw)
+        self.link = link
+        run = link.resume_unfinished()
+        if run is not None:
+            # Carry on with the run: run control finds us in it, and its end (or reset after
+            # the loss it noticed) closes the file.
+            with self._state_lock:
+                self.state, self.run = "RUN", RunInfo(run_number=run)
+
+    def counters(self) -> dict[str, Any]:
+        return self.link.snapshot()
+
+    def on_prepare(self, run: RunInfo) -> dict | None:
+        meta = {"run_type": run.run_type, "comment": run.comment,
+                "start_time": run.start_time or time.time(),
+                "config_hash": run.config_hash or ""}
+        return self.link.prepare(run.run_number, meta)
+
+    def on_end(self, run: RunInfo | None) -> dict | None:
+        summary = self.link.end()
+        return {"files": summary["files"], "counters": summary["counters"]}
+
+    def start(self) -> StorageComponent:
+        self.link.start()
+        super().start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        super().stop(timeout)
+        self.link.stop()
