@@ -190,3 +190,49 @@ def test_random_writes_then_reads(writes: list[tuple[int, int, int]]) -> None:
 
 
 _NET = tile_network()
+
+
+def _oracle(net: Network, regs_of: dict[int, np.ndarray], io_channel: int, cid: int
+            ) -> tuple[bool, bool]:
+    """(command reaches chip, reply reaches PACMAN), walked on the network file's tree."""
+    tree = net.tree(1, io_channel)
+
+    def bit(c: int, reg: int, uart: int) -> bool:
+        return bool((int(regs_of[c][reg]) >> uart) & 1)
+
+    def hears(c: int) -> bool:
+        parent, uart = tree.parents(c)[0]
+        rx = bit(c, 126, tree.nodes[c].mosi_uarts[parent])
+        if not isinstance(parent, int):
+            return rx
+        return rx and bit(parent, 124, uart) and hears(parent)
+
+    def speaks(c: int) -> bool:
+        parent, _ = tree.parents(c)[0]
+        tx = bit(c, 125, tree.nodes[c].miso_ds_uarts[parent])
+        if not isinstance(parent, int):
+            return tx
+        return tx and bit(parent, 126, tree.nodes[parent].mosi_uarts[c]) and speaks(parent)
+
+    return hears(cid), speaks(cid)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(0, 0xFFF), min_size=100, max_size=100),
+       st.integers(1, 4))
+def test_link_gating_matches_a_walk_of_the_tree(links: list[int], io_channel: int) -> None:
+    net = _NET
+    cn = ChipNetwork(net, 1)
+    cn.configure_links()
+    cn.registers[:, 124] = [v & 0xF for v in links]
+    cn.registers[:, 125] = [(v >> 4) & 0xF for v in links]
+    cn.registers[:, 126] = [(v >> 8) & 0xF for v in links]
+    cn.write_field("chip_id", cn.design_id)  # marks the routes as changed
+    regs_of = {int(cn.design_id[i]): cn.registers[i] for i in range(cn.n)}
+    for row in cn.order[io_channel]:
+        cid = int(cn.design_id[row])
+        hears, speaks = _oracle(net, regs_of, io_channel, cid)
+        cn.receive(io_channel, write(cid, 64, 77))  # does the write land?
+        assert (cn.registers[row, 64] == 77) == hears
+        replies = cn.receive(io_channel, read(cid, 64))
+        assert replies.size == int(hears and speaks)

@@ -340,7 +340,8 @@ class ChipNetwork:
                     ) -> None:
         """Set a register field on many chips at once, bypassing the wire (tests, set-up).
 
-        ``value`` broadcasts to ``(n_selected, count)`` for list fields.
+        ``value`` broadcasts to ``(n_selected, count)``: a scalar or per-channel list for all
+        chips, or one value per selected chip for a scalar field.
         """
         f = register_field(name)
         rows = np.arange(self.n) if chips is None else np.asarray(chips)
@@ -348,7 +349,10 @@ class ChipNetwork:
             rows = np.flatnonzero(rows)
         lo, hi = f.first_register, f.last_register + 1
         bits = np.unpackbits(self.registers[rows, lo:hi], axis=1, bitorder="little")
-        vals = np.broadcast_to(np.asarray(value, dtype=np.int64), (len(rows), f.count))
+        vals = np.asarray(value, dtype=np.int64)
+        if not f.is_list and vals.ndim == 1:
+            vals = vals[:, None]  # one value per selected chip
+        vals = np.broadcast_to(vals, (len(rows), f.count))
         shifts = np.arange(f.element_width, dtype=np.int64)
         new = ((vals[..., None] >> shifts) & 1).astype(np.uint8).reshape(len(rows), f.width)
         start = f.offset - lo * 8
