@@ -204,3 +204,22 @@ def test_duplicate_name_refused(core, components):
         assert "already registered" in other.error
     finally:
         other.stop()
+
+
+def test_bad_parameters_refused_and_core_keeps_serving(core, components):
+    components("st", "storage")
+    with Operator(core.endpoint) as op:
+        r = op.call("prepare_run", {"comment": 5})
+        assert not r.success and "parameters comment are not accepted" in r.message
+        r = op.call("prepare_run", {"colour": "red"})
+        assert not r.success and "colour" in r.message
+        r = op.call("runs", {"limit": "many"})
+        assert not r.success and "bad parameters for runs" in r.message
+        r = op.call("run", {"run_number": 99})
+        assert not r.success and "no run 99" in r.message
+        assert op.call("status").data["state"] == "STOP"
+        prepared = op.wait(op.prepare_run(comment="fine"))
+        assert prepared.success
+        number = prepared.data["run_number"]
+        assert op.call("run", {"run_number": number}).data["run"]["comment"] == "fine"
+        assert op.wait(op.end_run()).success

@@ -55,6 +55,7 @@ log = logging.getLogger("larpixdaq.core")
 DEFAULT_CORE = "tcp://127.0.0.1:5550"
 OPERATOR_TTL = 600.0
 _TRANSITION_REQUESTS = ("prepare_run", "begin_run", "end_run", "reset")
+_PREPARE_PARAMS = ("comment", "run_type", "data_dir", "config_hash", "config_snapshot")
 
 
 def default_core_address() -> str:
@@ -144,7 +145,7 @@ class Core:
         self._ids = itertools.count(1)
         self._next_heartbeat = 0.0
         self.counters = {"malformed_messages": 0, "unexpected_messages": 0, "late_replies": 0,
-                         "components_lost": 0}
+                         "components_lost": 0, "internal_errors": 0}
         self.last_malformed = ""
         self._run_failed = False
         self._stop = threading.Event()
@@ -285,7 +286,15 @@ class Core:
             self.counters["unexpected_messages"] += 1
             log.warning("ignored a %s message: the core does not take those", msg.TYPE)
             return
-        handler(identity, msg)
+        try:
+            handler(identity, msg)
+        except Exception as exc:  # one bad request must never take the core down
+            self.counters["internal_errors"] += 1
+            log.exception("error while handling a %s message", msg.TYPE)
+            if isinstance(msg, m.Command):
+                self._send(identity, m.Result(
+                    id=msg.id, success=False,
+                    message=f"the core failed on {msg.command}: {type(exc).__name__}: {exc}"))
 
     def _on_register(self, identity: bytes, msg: m.Register) -> None:
         old = self.components.get(msg.name)
@@ -453,6 +462,15 @@ class Core:
 
     def _start_transition(self, identity: bytes, cmd: m.Command) -> None:
         previous = self.sm.state
+        if cmd.command == "prepare_run":
+            wrong = sorted(k for k in _PREPARE_PARAMS
+                           if not isinstance(cmd.params.get(k), (str, type(None))))
+            unknown = sorted(set(cmd.params) - set(_PREPARE_PARAMS))
+            if wrong or unknown:
+                self._reply(identity, cmd, False,
+                            f"prepare_run parameters {', '.join(wrong + unknown)} are not "
+                            f"accepted; give text for {', '.join(_PREPARE_PARAMS)}")
+                return
         try:
             new = self.sm.request(cmd.command)
         except TransitionRefused as exc:
@@ -461,12 +479,16 @@ class Core:
             return
         if cmd.command == "prepare_run":
             p = cmd.params
-            rec = self.db.allocate_run(
-                run_type=str(p.get("run_type") or "physics"), comment=str(p.get("comment", "")),
-                data_dir=str(p.get("data_dir") or self.data_dir),
-                config_hash=p.get("config_hash"), config_snapshot=p.get("config_snapshot"),
-                state=str(new),
-            )
+            try:
+                rec = self.db.allocate_run(
+                    run_type=p.get("run_type") or "physics", comment=p.get("comment") or "",
+                    data_dir=p.get("data_dir") or self.data_dir,
+                    config_hash=p.get("config_hash"), config_snapshot=p.get("config_snapshot"),
+                    state=str(new),
+                )
+            except Exception:
+                self.sm = RunStateMachine(previous)  # nothing was started: undo the request
+                raise
             self.run = m.RunInfo(run_number=rec.run_number, run_type=rec.run_type,
                                  comment=rec.comment, data_dir=rec.data_dir,
                                  start_time=rec.start_time, config_hash=rec.config_hash)

@@ -19,6 +19,7 @@ Events the core sends on its own (a component lost, a state change) are collecte
 from __future__ import annotations
 
 import collections
+import contextlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -139,7 +140,9 @@ class Operator:
         request_id = uuid.uuid4().hex
         self._pending[request_id] = collections.deque()
         msg = m.Command(id=request_id, command=command, params=params or {}, timeout=timeout)
-        self._sock.send(m.encode(msg))
+        # Not even queued (no route to the core): the reply will time out and say so.
+        with contextlib.suppress(zmq.Again):
+            self._sock.send(m.encode(msg), zmq.NOBLOCK)
         return Reply(self, request_id, timeout)
 
     def _abandon(self, request_id: str) -> None:
