@@ -119,7 +119,8 @@ def test_rate_follows_threshold_on_the_wire() -> None:
                     & (pk.get_field(w["packet"], "chip_id") == chip_id)).sum())
 
     low, high = rate(0), rate(120)
-    assert high == 0 and low > 10_000
+    # flooded, the chip takes most of its network's ~37.9 k packets/s UART
+    assert high == 0 and low > 5_000
 
 
 def test_sync_every_1e7_ticks_and_timestamps_reset() -> None:

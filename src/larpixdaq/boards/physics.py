@@ -12,9 +12,12 @@ a channel is silent; a threshold near the pedestal floods. A channel triggers it
 a few dead (never send anything).
 
 **FIFOs.** A channel can digitise at most ``R_MAX`` hits/s (its local FIFO fills) and a chip
-send at most ``CHIP_CAPACITY`` packets/s (the shared FIFO fills, the excess is lost). A
-channel or chip loaded to half its capacity sets bit 0 of ``local_fifo``/``shared_fifo`` in
-its packets, a full one bits 0 and 1.
+at most ``CHIP_CAPACITY`` packets/s (its shared FIFO fills, the excess is lost). All chips of
+one hydra network share the root's UART to the PACMAN, which carries one 66-bit frame per
+packet at 10 MHz / (the PACMAN's UART clock ratio): ~37.9 k packets/s at the usual ratio 4.
+When that link saturates, every chip behind it backs up and loses the excess in proportion.
+A channel, chip or link loaded to half its capacity sets bit 0 of ``local_fifo`` /
+``shared_fifo`` in the packets, a full one bits 0 and 1.
 
 **Signals.** Cosmic muons cross each tile at ~16 Hz (1 /cm^2/min on 31 x 31 cm): each is a
 straight segment across the pixel plane with a drift coordinate varying along it, giving a
@@ -50,7 +53,12 @@ LATENCY = 264
 R_MAX = 50_000.0
 """Highest self-trigger rate of one channel (Hz): a flooded channel."""
 CHIP_CAPACITY = 200_000.0
-"""Packets/s one chip can send; beyond this its shared FIFO overflows and hits are lost."""
+"""Packets/s one chip can digitise; beyond this its shared FIFO overflows and hits are lost."""
+BITS_PER_FRAME = 66
+"""A packet on a chip UART: 64 bits plus start and stop bits."""
+DEFAULT_UART_RATIO = 4
+"""PACMAN UART clock = 10 MHz / ratio; 4 (2.5 MHz) unless the host sets another."""
+N_LINKS = 33  # io_channel 1..32 (index 0 unused)
 TRIM_STEP = 0.5
 """Threshold shift of one pixel_trim_dac step, in global threshold DAC units."""
 ADC_PER_DAC = 0.5
@@ -108,6 +116,8 @@ class Physics:
         on_tile = geo.is_tile_chip(chips.design_id)
         self._chip_at[self.tile[on_tile], chips.design_id[on_tile]] = np.flatnonzero(on_tile)
         self.rng = np.random.default_rng([int(seed), 0xDA7A])
+        self.link_capacity = np.full(N_LINKS, link_capacity(DEFAULT_UART_RATIO))
+        """Packets/s each PACMAN UART (index = io_channel) can receive; set by the board."""
         self._cache_key: tuple[int, bytes] | None = None
 
     # ---- helpers for set-up ----------------------------------------------------------------
@@ -126,7 +136,7 @@ class Physics:
     # ---- rates -----------------------------------------------------------------------------
     def _state(self, active: np.ndarray) -> dict[str, np.ndarray]:
         """Rates, flags and packet templates, recomputed only when registers or gates change."""
-        key = (self.chips.version, active.tobytes())
+        key = (self.chips.version, active.tobytes() + self.link_capacity.tobytes())
         if self._cache_key == key:
             return self._cached
         regs = self.chips.registers
@@ -155,8 +165,18 @@ class Physics:
         scale = np.where(rate.sum(axis=1) > noise_room,
                          noise_room / np.maximum(rate.sum(axis=1), 1e-300), 1.0)
         rate_out = rate * scale[:, None]
-        local = np.where(rate >= 0.999 * R_MAX, 3, np.where(rate >= 0.5 * R_MAX, 1, 0))
         chip_util = load / CHIP_CAPACITY
+        # the chips of one hydra network share its root's UART to the PACMAN: when that is
+        # saturated, every chip's FIFO backs up and the excess is lost
+        io_ch = self.chips.io_channel
+        sent = rate_out.sum(axis=1) + periodic_rate
+        link_load = np.bincount(io_ch, weights=sent, minlength=len(self.link_capacity))
+        link_util = link_load / self.link_capacity
+        squeeze = np.where(link_util > 1.0, 1.0 / np.maximum(link_util, 1e-300), 1.0)[io_ch]
+        rate_out *= squeeze[:, None]
+        period = np.where(squeeze < 1.0, np.ceil(period / squeeze), period).astype(np.int64)
+        chip_util = np.maximum(chip_util, link_util[io_ch])
+        local = np.where(rate >= 0.999 * R_MAX, 3, np.where(rate >= 0.5 * R_MAX, 1, 0))
         shared = np.where(chip_util >= 0.999, 3, np.where(chip_util >= 0.5, 1, 0))
         ids = regs[:, CHIP_ID_REG].astype(np.uint64)
         template = (
@@ -357,6 +377,11 @@ class Physics:
         noise = self.rng.normal(0.0, 1.0, flat.size) * (ADC_PER_DAC * self.sigma_dac.ravel()[flat])
         adc = np.clip(np.round(ped + noise), 0, 255).astype(np.int64)
         return tick, flat, adc, np.full(tick.size, _TYPE_PERIODIC, np.int64)
+
+
+def link_capacity(ratio: int) -> float:
+    """Packets/s one UART carries at PACMAN clock ratio ``ratio`` (0 counts as 1)."""
+    return TICKS_PER_SECOND / max(int(ratio), 1) / BITS_PER_FRAME
 
 
 def with_parity(words: np.ndarray) -> np.ndarray:

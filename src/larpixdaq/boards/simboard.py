@@ -10,7 +10,8 @@ hear commands nor send data until the host enables their tile, and they come up 
 defaults (chip id 1, links closed), so the host must bring the network up over the wire -
 or, in tests and demos, call :meth:`SimulatedBoard.bring_up_all`, which sets every chip as a
 finished bring-up and threshold scan would. The UART receivers (0x18) start enabled; the
-``tile_enable`` and ``rx_enable`` arguments choose other start values.
+``tile_enable`` and ``rx_enable`` arguments choose other start values. The UART clock ratios
+start at 4 (2.5 MHz UARTs) and set how many packets/s each hydra network can deliver.
 """
 
 from __future__ import annotations
@@ -22,7 +23,14 @@ import numpy as np
 
 from larpixdaq.boards import geometry as geo
 from larpixdaq.boards.chipmodel import N_UARTS, ChipNetwork
-from larpixdaq.boards.physics import LATENCY, SYNC_PERIOD, TICKS_PER_SECOND, Physics
+from larpixdaq.boards.physics import (
+    DEFAULT_UART_RATIO,
+    LATENCY,
+    SYNC_PERIOD,
+    TICKS_PER_SECOND,
+    Physics,
+    link_capacity,
+)
 from larpixdaq.formats.network import load_network, make_tile_network
 from larpixdaq.formats.pacman import WORD_DATA, WORD_DTYPE, WORD_SYNC
 
@@ -103,6 +111,8 @@ class SimulatedBoard:
             REG_RX_ENABLE: 0,
             REG_TILE_ENABLE: 0,
         }
+        for ch in range(1, N_UARTS + 1):
+            self._regs[uart_clock_ratio_register(ch)] = DEFAULT_UART_RATIO
         self.now = 0  # PACMAN clock ticks since the board started (10 MHz, never wraps)
         self._digitised_until = 0  # chip data is generated up to here (now - LATENCY)
         self._elapsed = 0.0
@@ -142,6 +152,8 @@ class SimulatedBoard:
         self._regs[register] = value
         if register == REG_TILE_ENABLE:
             self.chips.set_powered(((value >> self.tile_of_chip) & 1).astype(bool))
+        elif register in _RATIO_CHANNEL:
+            self.physics.link_capacity[_RATIO_CHANNEL[register]] = link_capacity(value)
         elif register == REG_CLOCK_CTRL and old & CLOCK_CTRL_RESET_BIT and not (
             value & CLOCK_CTRL_RESET_BIT
         ):
@@ -346,6 +358,8 @@ class SimulatedBoard:
 
 _SYNC_W0 = WORD_SYNC | (ord("S") << 8) | (SYNC_PERIOD << 32)
 """A SYNC word's first 8 bytes: type 'S', sync type 'S', clk_source 0, time = 1e7 ticks."""
+
+_RATIO_CHANNEL = {uart_clock_ratio_register(ch): ch for ch in range(1, N_UARTS + 1)}
 
 _ADC_REGISTERS = frozenset({REG_VDDD_ADC, REG_IDDD_ADC, REG_VDDA_ADC, REG_IDDA_ADC,
                             REG_VPLUS_ADC, REG_IPLUS_ADC})
