@@ -119,7 +119,7 @@ class RunWriter:
         chunk_rows: int = 65536,
         compression: str | None = None,
     ) -> None:
-        self.data_dir = Path(data_dir)
+        self.data_dir = Path(data_dir).absolute()
         self.run_number = int(run_number)
         self.part_bytes = int(part_bytes)
         self.chunk_rows = chunk_rows

@@ -184,7 +184,7 @@ class StorageLink:
                 self._write_batch(batch)
                 self._sock.send_multipart([CREDIT, pack({"bytes": size})])
                 pending_bytes += size
-            elif now - last_heard > 1.0:
+            elif now - last_heard > 2.0:
                 # Nothing for a while: the aggregator may have restarted and not know us.
                 self._hello()
                 last_heard = now

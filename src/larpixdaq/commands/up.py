@@ -1,0 +1,98 @@
+"""`larpix-daq up`: the whole DAQ on this machine under one supervisor."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+from pathlib import Path
+
+from larpixdaq.commands import Command
+from larpixdaq.errors import CommandError
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--core", default=os.environ.get("LARPIX_DAQ_CORE", "tcp://127.0.0.1:5550"),
+                   help="address the core listens on (default: $LARPIX_DAQ_CORE or "
+                        "tcp://127.0.0.1:5550); the data path uses the next ports")
+    p.add_argument("--data-dir", default="data", help="run files, run database and log")
+    p.add_argument("--board", action="append", default=None,
+                   help="sim | pacman:HOST[:CMD_PORT:DATA_PORT] | replay:FILE; repeat for "
+                        "several boards (io_group 1, 2, ...); default one sim board")
+    p.add_argument("--sim-rate", type=float, default=100_000,
+                   help="packets per second of each simulated board (0: as fast as possible)")
+    p.add_argument("--replay-speed", type=float, default=1.0,
+                   help="replay at this multiple of real time (0: as fast as possible)")
+    p.add_argument("--part-mb", type=float, default=4096, help="run file part size (MB)")
+    p.add_argument("--no-web", action="store_true", help="do not start the web UI")
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    try:
+        scheme, rest = address.split("://", 1)
+        host, port = rest.rsplit(":", 1)
+        if scheme != "tcp":
+            raise ValueError
+        return host, int(port)
+    except ValueError:
+        raise CommandError(f"--core must look like tcp://HOST:PORT, not {address!r}") from None
+
+
+def _has_command(name: str) -> bool:
+    from larpixdaq.cli import discover_commands
+
+    return any(c.name == name for c in discover_commands())
+
+
+def build(args: argparse.Namespace):
+    """The supervisor with every child the options ask for (not started)."""
+    from larpixdaq.supervisor import Supervisor
+
+    host, port = _host_port(args.core)
+    bind_host = "127.0.0.1" if host in ("localhost", "127.0.0.1") else host
+    addr = lambda offset: f"tcp://{bind_host}:{port + offset}"  # noqa: E731
+    data = Path(args.data_dir)
+    try:
+        data.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CommandError(f"cannot use data directory {data}: {exc.strerror}") from None
+    boards = args.board or ["sim"]
+    for board in boards:
+        kind, _, rest = board.partition(":")
+        if kind not in ("sim", "pacman", "replay") or (kind != "sim" and not rest):
+            raise CommandError(f"unknown board {board!r}: use sim, pacman:HOST[:PORTS] or "
+                               f"replay:FILE")
+        if kind == "replay" and not Path(rest).is_file():
+            raise CommandError(f"replay file {rest} does not exist")
+    core = ["--core", args.core]
+    sup = Supervisor()
+    sup.add("core", ["core", *core, "--db", str(data / "runs.sqlite"), "--data-dir", str(data)])
+    sup.add("logs", ["logs", *core, "--bind", addr(1), "--file", str(data / "larpix-daq.log"),
+                     "--quiet"])
+    sup.add("aggregator", ["aggregator", *core, "--inlet", addr(10), "--outlet", addr(11),
+                           "--monitor", addr(12)])
+    sup.add("storage", ["storage", *core, "--aggregator", addr(11), "--data-dir", str(data),
+                        "--part-mb", str(args.part_mb)])
+    for i, board in enumerate(boards, start=1):
+        sup.add(f"producer-{i}", ["producer", *core, "--aggregator", addr(10), "--board", board,
+                                  "--io-group", str(i), "--sim-rate", str(args.sim_rate),
+                                  "--replay-speed", str(args.replay_speed)])
+    if _has_command("monitor"):
+        sup.add("monitor", ["monitor", *core])
+    if not args.no_web and _has_command("web") and importlib.util.find_spec("larpixdaq.web.app"):
+        sup.add("web", ["web", *core])
+    return sup
+
+
+def run(args: argparse.Namespace) -> int:
+    sup = build(args)
+    sup.say(f"[up] starting {', '.join(c.name for c in sup.children)}; Ctrl-C stops everything")
+    try:
+        sup.run()
+    except RuntimeError as exc:
+        raise CommandError(str(exc)) from None
+    return 0
+
+
+COMMANDS = [Command("up", "start the whole DAQ here (core, data path, monitor, web) and keep "
+                          "it running", configure, run)]

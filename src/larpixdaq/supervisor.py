@@ -1,0 +1,170 @@
+"""The supervisor behind `larpix-daq up`: the whole DAQ as child processes on one machine.
+
+Each component runs as its own `larpix-daq <command>` process, exactly as it would on a
+separate machine, so nothing about running together is special. The supervisor starts them
+in dependency order (core, log collector, aggregator, storage, producers, then monitor and
+web when installed), waiting for each to print its first line (its addresses), restarts a
+child that dies (with a growing back-off, so a child that cannot start does not spin), and
+on SIGINT/SIGTERM stops them in reverse order: SIGTERM, then SIGKILL after a grace period.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO
+
+CLI = [sys.executable, "-m", "larpixdaq.cli"]
+
+
+@dataclass
+class Child:
+    """One supervised process: its name, its `larpix-daq` arguments, and its state."""
+
+    name: str
+    args: list[str]
+    restart: bool = True
+    proc: subprocess.Popen | None = None
+    first_line: str = ""
+    restarts: int = 0
+    backoff: float = 0.5
+    next_start: float = 0.0
+    started_at: float = 0.0
+    history: list[int] = field(default_factory=list)
+
+
+class Supervisor:
+    """Starts, watches and stops :class:`Child` processes; see the module docstring."""
+
+    def __init__(self, out: IO[str] | None = None, grace: float = 5.0,
+                 start_timeout: float = 20.0) -> None:
+        self.children: list[Child] = []
+        self.out = out or sys.stdout
+        self.grace = grace
+        self.start_timeout = start_timeout
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+
+    def say(self, text: str) -> None:
+        with self._lock:
+            print(text, file=self.out, flush=True)
+
+    # -- children ----------------------------------------------------------------------------
+    def add(self, name: str, args: list[str], restart: bool = True) -> Child:
+        child = Child(name, list(args), restart)
+        self.children.append(child)
+        return child
+
+    def _spawn(self, child: Child) -> bool:
+        proc = subprocess.Popen([*CLI, *child.args], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, bufsize=1)
+        child.proc = proc
+        child.started_at = time.monotonic()
+        line = self._first_line(proc)
+        if not line:
+            code = proc.wait(5) if proc.poll() is None else proc.returncode
+            self.say(f"[up] {child.name} did not start (exit {code})")
+            child.proc = None
+            return False
+        child.first_line = line.rstrip()
+        self.say(f"[{child.name}] {child.first_line}")
+        threading.Thread(target=self._pump, args=(child, proc), daemon=True).start()
+        return True
+
+    def _first_line(self, proc: subprocess.Popen) -> str:
+        """The child's first line of output (its addresses), skipping log lines."""
+        box: list[str] = []
+
+        def read() -> None:
+            for line in proc.stdout:
+                box.append(line)
+                if not _is_log_line(line):
+                    return
+        t = threading.Thread(target=read, daemon=True)
+        t.start()
+        t.join(self.start_timeout)
+        for line in box[:-1]:
+            self.say(line.rstrip())
+        return box[-1] if box and not _is_log_line(box[-1]) else ""
+
+    def _pump(self, child: Child, proc: subprocess.Popen) -> None:
+        with contextlib.suppress(ValueError, OSError):
+            for line in proc.stdout:
+                self.say(f"[{child.name}] {line.rstrip()}")
+
+    def start_all(self) -> None:
+        for child in self.children:
+            if self._stop.is_set():
+                return
+            if not self._spawn(child) and not child.restart:
+                raise RuntimeError(f"{child.name} did not start")
+
+    def watch(self, on_tick: Callable[[], None] | None = None) -> None:
+        """Restart children that die, until :meth:`request_stop`."""
+        while not self._stop.wait(0.2):
+            now = time.monotonic()
+            for child in self.children:
+                proc = child.proc
+                if proc is not None and proc.poll() is None:
+                    if now - child.started_at > 30:
+                        child.backoff = 0.5  # it has been healthy a while
+                    continue
+                if proc is not None:
+                    child.history.append(proc.returncode)
+                    self.say(f"[up] {child.name} exited with {proc.returncode}"
+                             + ("; restarting" if child.restart else ""))
+                    child.proc = None
+                    child.next_start = now + child.backoff
+                    child.backoff = min(child.backoff * 2, 8.0)
+                if child.restart and now >= child.next_start:
+                    child.restarts += 1
+                    if not self._spawn(child):
+                        child.next_start = time.monotonic() + child.backoff
+                        child.backoff = min(child.backoff * 2, 8.0)
+            if on_tick is not None:
+                on_tick()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def stop_all(self) -> None:
+        """SIGTERM every child, youngest dependency first; SIGKILL what outlives the grace."""
+        self._stop.set()
+        for child in reversed(self.children):
+            proc = child.proc
+            if proc is None or proc.poll() is not None:
+                continue
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(self.grace)
+            except subprocess.TimeoutExpired:
+                self.say(f"[up] {child.name} ignored SIGTERM for {self.grace:g} s; killing it")
+                proc.kill()
+                proc.wait(5)
+            self.say(f"[up] {child.name} stopped")
+            child.proc = None
+
+    def run(self) -> None:
+        """Start everything, watch until SIGINT/SIGTERM, stop everything."""
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, lambda *_: self.request_stop())
+        try:
+            self.start_all()
+            self.watch()
+        finally:
+            self.stop_all()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def _is_log_line(line: str) -> bool:
+    """Log records (``2026-01-01 12:00:00,000 name LEVEL ...``) are not a child's banner."""
+    return len(line) > 20 and line[:4].isdigit() and line[4] == "-" and line[10] == " "
