@@ -47,6 +47,17 @@ def test_records_from_a_component_reach_file_and_console(core, tmp_path):
         assert rec["level"] == "WARNING" and rec["component"] == "board"
         assert rec["logger"] == "larpixdaq.component.board"
         assert "threshold 7 too low" in console.getvalue()
+        from larpixdaq import Operator
+
+        with Operator(core.endpoint) as op:
+            assert op.wait(op.prepare_run()).success
+
+        def prepared_by_both():
+            text = (tmp_path / "daq.log").read_text().splitlines()
+            recs = [json.loads(x) for x in text]
+            return {r["component"] for r in recs if r["message"] == "prepare done (run 1)"}
+
+        wait_for(lambda: prepared_by_both() == {"board", "logs"})
     finally:
         board.stop()
         collector.stop()

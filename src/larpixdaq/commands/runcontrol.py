@@ -195,7 +195,8 @@ def run_run(args: argparse.Namespace) -> int:
                 print(f"  {time.monotonic() - t0:6.1f} s  {state}  {_packets(st.data)}",
                       flush=True)
                 for ev in op.poll_events():
-                    print(f"  ! {ev.message}", flush=True)
+                    if ev.kind != "state":  # our own transitions; already shown
+                        print(f"  ! {ev.message}", flush=True)
                 if state != "RUN":
                     break
         except KeyboardInterrupt:

@@ -27,6 +27,7 @@ import zmq
 from larpixdaq.pipeline.component import Component
 
 RECORD_VERSION = 1
+_COMPONENT_LOGGER = "larpixdaq.component."
 _REQUIRED = {"time": (int, float), "level": (str,), "logger": (str,), "message": (str,),
              "host": (str,), "pid": (int,)}
 
@@ -36,7 +37,13 @@ class LogRecordError(ValueError):
 
 
 def encode_record(record: logging.LogRecord, component: str = "") -> bytes:
-    """The wire form of a log record: a flat msgpack map of plain values."""
+    """The wire form of a log record: a flat msgpack map of plain values.
+
+    Records of a component's own logger (``larpixdaq.component.NAME``) name that component;
+    others name ``component``, the process's default.
+    """
+    if record.name.startswith(_COMPONENT_LOGGER):
+        component = record.name[len(_COMPONENT_LOGGER):]
     body: dict[str, Any] = {
         "v": RECORD_VERSION, "time": record.created, "level": record.levelname,
         "logger": record.name, "message": record.getMessage(), "host": socket.gethostname(),
@@ -166,7 +173,8 @@ class LogCollector(Component):
         if "0.0.0.0" in endpoint:
             endpoint = endpoint.replace("0.0.0.0", socket.gethostname())
         self.endpoint = endpoint
-        super().__init__(name, core, endpoints={"logs": endpoint}, forward_logs=False, **kw)
+        # The collector forwards its own records to itself, like any other component.
+        super().__init__(name, core, endpoints={"logs": endpoint}, **kw)
         self.path = Path(path)
         self.console = console
         self.received = 0

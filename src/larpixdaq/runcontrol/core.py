@@ -597,7 +597,8 @@ class Core:
                 comp.busy = None
                 if msg.ok:
                     comp.state = COMPONENT_STATE_AFTER[tr.transition]
-                    comp.run_number = self.run.run_number if self.run else None
+                    in_run = self.run is not None and comp.state != "STOP"
+                    comp.run_number = self.run.run_number if in_run else None
             self._record_end_data(name, comp, tr.transition, msg)
             if msg.ok:
                 tr.done.append(name)
