@@ -313,3 +313,18 @@ class BoardMachine(RuleBasedStateMachine):
 
 TestBoardMachine = BoardMachine.TestCase
 TestBoardMachine.settings = settings(max_examples=25, stateful_step_count=15, deadline=None)
+
+
+def test_output_decodes_with_the_pacman_codec() -> None:
+    b = SimulatedBoard(io_group=2, seed=14).bring_up_all()
+    words = b.generate(1.2)
+    msgs = [P.encode_data_message(1_700_000_000, words[i:i + 4096])
+            for i in range(0, len(words), 4096)]
+    result = P.decode_data_messages(msgs, io_groups=2)
+    assert result.n_errors == 0
+    rows = result.rows
+    chip_rows = rows[rows["packet_type"] == 0]
+    assert len(chip_rows) == (words["type"] == D).sum()
+    assert chip_rows["valid_parity"].all() and (chip_rows["io_group"] == 2).all()
+    sync = rows[rows["packet_type"] == 6]
+    assert len(sync) == 1 and sync["trigger_type"][0] == 83
