@@ -223,3 +223,19 @@ def test_bad_parameters_refused_and_core_keeps_serving(core, components):
         number = prepared.data["run_number"]
         assert op.call("run", {"run_number": number}).data["run"]["comment"] == "fine"
         assert op.wait(op.end_run()).success
+
+
+def test_joining_during_a_transition_is_caught_up_after_it(core, components):
+    components("st", "storage", prepare_delay=0.5)
+    with Operator(core.endpoint) as op:
+        pending = op.prepare_run()
+        assert isinstance(next(pending), Ack)
+        late = components("late", "producer")
+        assert op.wait(pending).success
+        wait_for(lambda: late.state == "READY")
+        steps = [(n, s) for n, s, _ in components.journal]
+        assert steps.index(("late", "prepare")) > steps.index(("st", "prepare"))
+        assert op.wait(op.begin_run()).success
+        assert late.state == "RUN"
+        end = op.wait(op.end_run())
+        assert "late" in end.data["run"]["counters"]
