@@ -1,0 +1,156 @@
+"""The aggregator's protocol against real sockets: credit, retention until ACK, resend after a
+storage restart, monitor sampling, malformed input."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+import zmq
+from datagen import make_frames, make_messages
+
+from larpixdaq.pipeline.aggregator import ACK, CREDIT, FRAME, HELLO, STATS, Aggregator
+from larpixdaq.pipeline.frames import decode_header, encode_header
+from larpixdaq.runcontrol.testing import wait_for
+
+
+@pytest.fixture
+def agg():
+    a = Aggregator("tcp://127.0.0.1:0", "tcp://127.0.0.1:0", "tcp://127.0.0.1:0",
+                   window=1 << 20, monitor_rate=1000).start()
+    socks = []
+
+    def dealer(address):
+        s = zmq.Context.instance().socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(address)
+        socks.append(s)
+        return s
+
+    a.dealer = dealer
+    yield a
+    for s in socks:
+        s.close(0)
+    a.stop()
+
+
+def _recv(sock, timeout=3.0):
+    assert sock.poll(timeout * 1000), "nothing arrived"
+    return sock.recv_multipart()
+
+
+def _credit(sock) -> int:
+    parts = _recv(sock)
+    assert parts[0] == CREDIT
+    return msgpack.unpackb(parts[1])["bytes"]
+
+
+def _frames(n, words=100):
+    return make_frames("p", 1, make_messages(11, n, words=words), markers=False)
+
+
+def test_producer_credit_is_bounded_by_the_window(agg):
+    prod = agg.dealer(agg.inlet)
+    prod.send_multipart([HELLO, msgpack.packb({"source": "p"})])
+    granted = _credit(prod)
+    assert 0 < granted <= agg.window
+    # Without a storage nothing leaves: the aggregator holds frames and grants no more
+    # once the window is used up.
+    frames = _frames(40, words=1000)  # 16 kB each
+    sent = 0
+    for h, payload in frames:
+        if granted <= 0:
+            break
+        prod.send_multipart([FRAME, encode_header(h), payload])
+        granted -= len(payload)
+        sent += 1
+    wait_for(lambda: agg.snapshot()["frames_in"] == sent)
+    while prod.poll(200):
+        granted += _credit(prod)
+    assert agg.snapshot()["bytes_held"] + max(granted, 0) <= agg.window + len(frames[0][1])
+
+
+def test_frames_held_until_acked_and_resent_to_a_restarted_storage(agg):
+    prod = agg.dealer(agg.inlet)
+    prod.send_multipart([HELLO, msgpack.packb({"source": "p"})])
+    _credit(prod)
+    frames = _frames(10)
+    for h, payload in frames:
+        prod.send_multipart([FRAME, encode_header(h), payload])
+    wait_for(lambda: agg.snapshot()["frames_in"] == 10)
+
+    store = agg.dealer(agg.outlet)
+    store.send_multipart([HELLO, msgpack.packb({"committed": [], "credit": 1 << 20})])
+    got = [decode_header(_recv(store)[1]).seq for _ in range(10)]
+    assert got == list(range(10))
+    store.send_multipart([ACK, msgpack.packb({"streams": [["p", 7, 3]]})])
+    wait_for(lambda: agg.snapshot()["frames_held"] == 6)
+
+    # The storage dies; a new one has frames up to 5 on disk and gets 6..9 again, in order.
+    store.close(0)
+    again = agg.dealer(agg.outlet)
+    again.send_multipart([HELLO, msgpack.packb({"committed": [["p", 7, 5]], "credit": 1 << 20})])
+    got = [decode_header(_recv(again)[1]).seq for _ in range(4)]
+    assert got == [6, 7, 8, 9]
+    assert not again.poll(200)
+    again.send_multipart([ACK, msgpack.packb({"streams": [["p", 7, 9]]})])
+    wait_for(lambda: agg.snapshot()["frames_held"] == 0)
+    snap = agg.snapshot()
+    assert snap["frames_resent"] == 4 and snap["bytes_held"] == 0
+
+
+def test_storage_credit_limits_what_is_sent(agg):
+    prod = agg.dealer(agg.inlet)
+    prod.send_multipart([HELLO, msgpack.packb({"source": "p"})])
+    _credit(prod)
+    frames = _frames(6, words=100)  # 1608 bytes each
+    for h, payload in frames:
+        prod.send_multipart([FRAME, encode_header(h), payload])
+    store = agg.dealer(agg.outlet)
+    store.send_multipart([HELLO, msgpack.packb({"committed": [], "credit": 2000})])
+    assert len([_recv(store) for _ in range(2)]) == 2  # the second overdraws the credit
+    assert not store.poll(300)
+    store.send_multipart([CREDIT, msgpack.packb({"bytes": 5000})])
+    # -1216 + 5000 = 3784: frames 2, 3 and 4 (the last one overdraws again), not 5.
+    assert [decode_header(_recv(store)[1]).seq for _ in range(3)] == [2, 3, 4]
+    assert not store.poll(300)
+
+
+def test_monitor_gets_samples_and_stats(agg):
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(agg.monitor)
+    try:
+        prod = agg.dealer(agg.inlet)
+        prod.send_multipart([HELLO, msgpack.packb({"source": "p"})])
+        _credit(prod)
+        seen_frame = seen_stats = False
+        frames = _frames(200)
+        i = 0
+        while not (seen_frame and seen_stats):
+            if i < len(frames):
+                h, payload = frames[i]
+                prod.send_multipart([FRAME, encode_header(h), payload])
+                i += 1
+            if sub.poll(20):
+                parts = sub.recv_multipart()
+                if parts[0] == FRAME:
+                    seen_frame = decode_header(parts[1]).source == "p"
+                elif parts[0] == STATS:
+                    seen_stats = "frames_in" in msgpack.unpackb(parts[1])["counters"]
+        snap = agg.snapshot()
+        assert snap["frames_to_monitor"] + snap["frames_not_to_monitor"] == snap["frames_in"]
+    finally:
+        sub.close(0)
+
+
+def test_malformed_messages_are_counted_and_ignored(agg):
+    prod = agg.dealer(agg.inlet)
+    prod.send_multipart([FRAME, b"\xc1not msgpack", b"payload"])
+    prod.send_multipart([b"WHAT"])
+    store = agg.dealer(agg.outlet)
+    store.send_multipart([ACK, b"\x00"])  # from a storage that never said hello
+    wait_for(lambda: agg.snapshot()["bad_messages"] == 3)
+    prod.send_multipart([HELLO, msgpack.packb({"source": "p"})])
+    assert _credit(prod) > 0  # still serving
+    assert agg.snapshot()["frames_held"] == 0
