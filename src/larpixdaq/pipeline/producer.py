@@ -215,6 +215,7 @@ def rows_to_messages(rows: np.ndarray, max_words: int = 0xFFFF) -> list[bytes]:
     Each type-4 row starts a message (its timestamp is the message time); chip rows become
     DATA words (packet bits rebuilt from the columns), type-6/7 rows SYNC/TRIG words; type-5
     rows (logged text) are skipped. Rows before the first type-4 row form a message of time 0.
+    Config packets come back with their unused bits zero (v2.4 rows do not keep them).
     """
     from larpixdaq.formats.packets import encode_packets
     from larpixdaq.formats.pacman import WORD_DATA, WORD_DTYPE, WORD_SYNC, WORD_TRIG
