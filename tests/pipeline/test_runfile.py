@@ -132,3 +132,43 @@ def test_resume_after_kill_writes_every_frame_once(tmp_path):
     assert c["packets_written"] == len(rows)
     with Hdf5File(summary["files"][0]) as f:
         assert f.info().header["recovered"] > 0 and not f.info().clean_close
+
+
+_FULL_DISK = """
+import json, os, resource, signal, sys
+sys.path.insert(0, {tests!r})
+from datagen import make_frames, make_messages
+from larpixdaq.pipeline.runfile import RunWriter, StorageError
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+# A file size limit fails writes with EFBIG exactly as a full disk fails them with ENOSPC.
+resource.setrlimit(resource.RLIMIT_FSIZE, (3 << 20, 3 << 20))
+frames = make_frames("a", 1, make_messages(1, 200, words=500), markers=False)
+w = RunWriter({d!r}, 9, chunk_rows=4096)
+committed, err = 0, None
+try:
+    for i in range(0, 200, 5):
+        w.add(frames[i:i + 5])
+        w.commit()
+        committed = w.counters.packets_written
+except StorageError as exc:
+    err = str(exc)
+w.abort()
+print(json.dumps({{"error": err, "committed": committed}}), flush=True)
+os._exit(0)  # the HDF5 library still holds the broken file; do not let teardown touch it
+"""
+
+
+def test_full_disk_fails_clearly_and_keeps_the_committed_rows_readable(tmp_path):
+    import json
+
+    tests = str(Path(__file__).resolve().parent)
+    out = subprocess.run([sys.executable, "-c", _FULL_DISK.format(tests=tests, d=str(tmp_path))],
+                         capture_output=True, text=True, timeout=60)
+    result = json.loads(out.stdout)
+    assert result["error"].startswith("writing run 9 to ")
+    assert "File too large" in result["error"]
+    rows = read_run_packets([tmp_path / "run-000009.h5"])
+    assert len(rows) == result["committed"] > 0
+    msgs = make_messages(1, 200, words=500)
+    expected = expected_rows(msgs, 1)
+    assert np.array_equal(rows, expected[: len(rows)])

@@ -22,6 +22,7 @@ committed (dropped as duplicates) or new.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +35,9 @@ from larpixdaq.formats.hdf5file import Hdf5File, Hdf5Writer
 from larpixdaq.formats.pacman import HEADER_BYTES, WORD_BYTES, decode_data_messages
 from larpixdaq.formats.rows import CONFIGS_DTYPE, PACKETS_DTYPE
 from larpixdaq.pipeline.frames import KIND_CONFIGS, KIND_DATA, KIND_INFO, FrameHeader, SeqTracker
-from larpixdaq.pipeline.h5recover import clear_write_flags, truncate_to_commit
+from larpixdaq.pipeline.h5recover import truncate_to_commit
+
+log = logging.getLogger("larpixdaq.storage")
 
 DEFAULT_PART_BYTES = 4 << 30
 """Rows per part before rolling over, in bytes of ``packets`` rows (36 bytes each)."""
@@ -162,6 +165,7 @@ class RunWriter:
         meta = {**self.metadata, "run_number": self.run_number, "part": part,
                 "start_time": self.metadata.get("start_time", time.time())}
         self._configs_in_part = 0
+        self._last_commit = (0, 0, 0)
         self._writer = Hdf5Writer(path, chunk_rows=self.chunk_rows,
                                   compression=self.compression, swmr=True, run_metadata=meta)
         if path not in self.files:
@@ -243,7 +247,7 @@ class RunWriter:
                     self.finished.add(h.stream)
                     done.append(h.stream)
             self._write_data(segment)
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:
             raise StorageError(f"writing run {self.run_number} to {self.path} failed: "
                                f"{exc}") from exc
         self._uncommitted = True
@@ -291,6 +295,7 @@ class RunWriter:
 
     def _commit_record(self) -> None:
         w = self._writer
+        self._last_commit = (w.n_rows, w.n_messages, self._n_configs())
         self._log({
             "part": self.part, "packets": w.n_rows, "messages": w.n_messages,
             "configs": self._n_configs(), "files": [str(p) for p in self.files],
@@ -312,7 +317,7 @@ class RunWriter:
             self._commit_record()
             if self._writer.n_rows * PACKETS_DTYPE.itemsize >= self.part_bytes:
                 self._rollover()
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:
             raise StorageError(f"writing run {self.run_number} to {self.path} failed: "
                                f"{exc}") from exc
         self._uncommitted = False
@@ -347,20 +352,30 @@ class RunWriter:
         return self.summary()
 
     def abort(self) -> None:
-        """Close after a write error: keep what is on disk readable, no clean-close mark."""
+        """Close after a write error: keep what is on disk readable, no clean-close mark.
+
+        The part is cut back to the last commit, the state the journal (and the aggregator's
+        acknowledgements) describe; a later start resumes from there.
+        """
         if self.closed:
             return
         self.closed = True
         try:
             if self._writer is not None and not self._writer.closed:
                 self._writer.close(clean=False)
-        except Exception:
-            path = self.path
-            # The HDF5 library could not finish; at least make the part openable again.
-            if path.exists():
-                clear_write_flags(path)
+        except Exception as exc:  # the HDF5 library could not finish (full disk)
+            # The library still holds the file; a reader sees it as of the last SWMR flush,
+            # which is the last commit, and a restart cuts it back from the journal.
+            log.warning("closing %s after a write error failed too: %s", self.path, exc)
+            return
         finally:
             self._journal.close()
+        last = self._last_commit
+        try:
+            if self.path.exists():
+                truncate_to_commit(self.path, *last)
+        except Exception as exc:
+            log.error("could not cut %s back to its last commit: %s", self.path, exc)
 
     def summary(self) -> dict[str, Any]:
         return {"files": [str(p) for p in self.files], "counters": self.counters.as_dict()}

@@ -233,7 +233,7 @@ class StorageLink:
             self._ack_unwritten([f for f in frames if f[0].run != w.run_number])
         try:
             w.add(mine)
-        except (StorageError, OSError) as exc:
+        except (StorageError, OSError, RuntimeError) as exc:
             self._fail(exc)
 
     def _ack_unwritten(self, frames: list) -> None:
@@ -258,7 +258,7 @@ class StorageLink:
             return
         try:
             committed = w.commit()
-        except (StorageError, OSError) as exc:
+        except (StorageError, OSError, RuntimeError) as exc:
             self._fail(exc)
             return
         self._send_ack(committed)
@@ -286,7 +286,7 @@ class StorageLink:
         try:
             summary = w.close(clean=not self.error, extra={"end_time": time.time()})
             self._send_ack(w.committed())
-        except (StorageError, OSError) as exc:
+        except (StorageError, OSError, RuntimeError) as exc:
             self._fail(exc)
             fut.set_exception(StorageError(str(exc)))
             return
