@@ -118,35 +118,37 @@ class LogForwarder(logging.Handler):
         super().close()
 
 
-_installed: dict[str, tuple[LogForwarder, int]] = {}
+_installed: dict[tuple[str, str], tuple[LogForwarder, int]] = {}
 _installed_lock = threading.Lock()
 
 
 def install_forwarding(address: str, component: str = "",
                        logger: str = "larpixdaq") -> LogForwarder:
     """Forward records of ``logger`` to ``address``; once per process per address."""
+    key = (address, logger)
     with _installed_lock:
-        handler, count = _installed.get(address, (None, 0))
+        handler, count = _installed.get(key, (None, 0))
         if handler is None:
             handler = LogForwarder(address, component)
             logging.getLogger(logger).addHandler(handler)
             lg = logging.getLogger(logger)
             if lg.level == logging.NOTSET or lg.level > logging.INFO:
                 lg.setLevel(logging.INFO)
-        _installed[address] = (handler, count + 1)
+        _installed[key] = (handler, count + 1)
         return handler
 
 
 def uninstall_forwarding(address: str, logger: str = "larpixdaq") -> None:
     """Undo one :func:`install_forwarding`; the handler goes when its last user does."""
+    key = (address, logger)
     with _installed_lock:
-        handler, count = _installed.get(address, (None, 0))
+        handler, count = _installed.get(key, (None, 0))
         if handler is None:
             return
         if count > 1:
-            _installed[address] = (handler, count - 1)
+            _installed[key] = (handler, count - 1)
             return
-        del _installed[address]
+        del _installed[key]
     logging.getLogger(logger).removeHandler(handler)
     handler.close()
 

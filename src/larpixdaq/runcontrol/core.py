@@ -125,9 +125,12 @@ class Core:
         ack_timeout: float = 5.0,
         rejoin_grace: float = 3.0,
         data_dir: str = ".",
+        forward_logs: bool = True,
         context: zmq.Context | None = None,
     ) -> None:
         self.address = address
+        self.forward_logs = forward_logs
+        self._log_address: str | None = None
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
         self.ack_timeout = ack_timeout
@@ -197,6 +200,11 @@ class Core:
         self._stop.set()
 
     def close(self) -> None:
+        if self._log_address is not None:
+            from larpixdaq.pipeline import logcollector
+
+            logcollector.uninstall_forwarding(self._log_address, logger="larpixdaq.core")
+            self._log_address = None
         if self._sock is not None:
             self._sock.close(0)
             self._sock = None
@@ -325,6 +333,23 @@ class Core:
             self._event("joined", f"component {msg.name} ({msg.role}) registered from "
                         f"{msg.host} pid {msg.pid}", {"component": msg.name, "role": msg.role})
         self._reconcile(comp)
+        self._follow_log_service()
+
+    def _follow_log_service(self) -> None:
+        """Send the core's own log records to the log collector while there is one."""
+        if not self.forward_logs:
+            return
+        address = self._services().get("logs")
+        if address == self._log_address:
+            return
+        from larpixdaq.pipeline import logcollector
+
+        if self._log_address is not None:
+            logcollector.uninstall_forwarding(self._log_address, logger="larpixdaq.core")
+            self._log_address = None
+        if isinstance(address, str):
+            logcollector.install_forwarding(address, "core", logger="larpixdaq.core")
+            self._log_address = address
 
     def _services(self) -> dict[str, Any]:
         services: dict[str, Any] = {}
@@ -780,6 +805,7 @@ class Core:
     def _remove(self, comp: _Component, reason: str, *, lost: bool) -> None:
         del self.components[comp.name]
         self._by_identity.pop(comp.identity, None)
+        self._follow_log_service()
         if comp.busy:
             self._steps.pop(comp.busy, None)
         self._event("lost" if lost else "left", reason,
