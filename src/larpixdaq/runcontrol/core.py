@@ -28,6 +28,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,7 @@ class Core:
         self._steps: dict[str, tuple[str, str, float]] = {}  # id -> (component, transition, dl)
         self._invokes: dict[str, _Invoke] = {}
         self._ids = itertools.count(1)
+        self._instance = uuid.uuid4().hex[:12]
         self._next_heartbeat = 0.0
         self.counters = {"malformed_messages": 0, "unexpected_messages": 0, "late_replies": 0,
                          "components_lost": 0, "internal_errors": 0}
@@ -244,7 +246,8 @@ class Core:
             log.warning("dropped a %s message to a peer that is not reading", msg.TYPE)
 
     def _new_id(self) -> str:
-        return f"core-{next(self._ids)}"
+        # Unique across restarts: a reply meant for a previous core's request never matches.
+        return f"{self._instance}-{next(self._ids)}"
 
     def _event(self, kind: str, message: str, data: dict | None = None) -> None:
         """Tell every operator heard from recently; also logged."""
