@@ -64,6 +64,10 @@ def test_runs_record_every_packet_sent(daq_factory, boards):
     assert texts.count("Beginning run") == boards and texts.count("Ending run") == boards
     with Hdf5File(files[0]) as f:
         info = f.info()
+        configs = f.configs()
+    # Each board's registers at begin and at end of the run.
+    assert info.n_configs == 2 * boards * (len(configs) // (2 * boards)) > 0
+    assert sorted(set(configs["io_group"].tolist())) == list(range(1, boards + 1))
     assert info.clean_close and info.run["packets_written"] == len(rows)
     assert info.run["run_type"] == "test" and info.run["comment"] == "pipeline test"
     assert verify_checksum(files[0])

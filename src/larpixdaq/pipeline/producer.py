@@ -15,6 +15,10 @@ of the stream and its word ``offset``; ``Beginning run`` goes out at begin and `
 run`` (flagged ``last``) at end, in order with the data. Sending needs credit from the
 aggregator; without credit the producer waits (the board's own buffers then fill: that is
 the only place where data can be lost, and the PACMAN client counts it).
+
+A source that can tell its chips' registers (the simulated board) has them sent as a
+``configs`` frame just before each run marker, so the file holds the configuration at the
+beginning and at the end of the run.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ import zmq
 from larpixdaq.formats.pacman import HEADER_BYTES, WORD_BYTES, encode_data_message
 from larpixdaq.pipeline.aggregator import CREDIT, FRAME, HELLO, pack
 from larpixdaq.pipeline.component import Component
-from larpixdaq.pipeline.frames import KIND_DATA, KIND_INFO, FrameHeader, encode_header
+from larpixdaq.pipeline.frames import KIND_CONFIGS, KIND_DATA, KIND_INFO, FrameHeader, encode_header
 from larpixdaq.runcontrol.messages import RunInfo
 
 log = logging.getLogger("larpixdaq.producer")
@@ -116,6 +120,20 @@ class SimSource:
 
     def close(self) -> None:
         pass
+
+    def configs(self) -> np.ndarray:
+        """The chips' registers now, as ``configs`` rows (the run's configuration snapshot)."""
+        from larpixdaq.formats.rows import CONFIGS_DTYPE
+
+        chips = self.board.chips
+        rows = np.zeros(chips.n, dtype=CONFIGS_DTYPE)
+        rows["timestamp"] = int(time.time())
+        rows["io_group"] = self.io_group
+        rows["io_channel"] = chips.io_channel
+        rows["chip_id"] = chips.design_id
+        regs = np.asarray(chips.registers, dtype=np.uint8)
+        rows["registers"][:, : regs.shape[1]] = regs
+        return rows
 
 
 class PacmanSource:
@@ -342,8 +360,24 @@ class Producer:
             self.flowing = True
         self.call(do)
 
+    def _snapshot(self) -> None:
+        """A ``configs`` frame with the chips' registers, if the source can say them."""
+        take = getattr(self.source, "configs", None)
+        if take is None:
+            return
+        try:
+            rows = take()
+        except Exception:
+            log.exception("%s: no configuration snapshot", self.name)
+            return
+        if len(rows):
+            self._outbox.append((KIND_CONFIGS, rows.tobytes(), False, None))
+
     def begin(self) -> None:
-        self.call(lambda: self._outbox.append((KIND_INFO, b"Beginning run", False, None)))
+        def do() -> None:
+            self._snapshot()
+            self._outbox.append((KIND_INFO, b"Beginning run", False, None))
+        self.call(do)
 
     def end(self, timeout: float = 3.0) -> dict[str, float]:
         """Send "Ending run" after the data already read, stop reading; wait until it is out."""
@@ -353,6 +387,7 @@ class Producer:
             if not self.flowing and self.run_number < 0:
                 sent.set_result(None)
                 return
+            self._snapshot()
             self._outbox.append((KIND_INFO, b"Ending run", True, sent))
             self.flowing = False
         self.call(do)
@@ -433,7 +468,7 @@ class Producer:
         c["bytes_sent"] += len(payload)
         if kind == KIND_DATA:
             c["packets_sent"] += max(words, 0)
-        else:
+        elif kind == KIND_INFO:
             c["info_frames"] += 1
         return True
 
