@@ -359,6 +359,9 @@ class Component:
                     self._send(sock, hb)
                 if now - last_heard > self.core_timeout:
                     # The core is gone or restarted: a fresh socket and a fresh registration.
+                    if self._registered.is_set():
+                        self.log.warning("no word from the core for %.1f s; reconnecting "
+                                         "(state %s carries on)", now - last_heard, self.state)
                     self._registered.clear()
                     self.control_counters["reconnects"] += 1
                     poller.unregister(sock)
