@@ -128,3 +128,26 @@ def test_without_credit_the_producer_waits_and_says_so(tmp_path):
 def test_bad_board_specs(board, words):
     with pytest.raises(CommandError, match=words):
         make_source(board, 1)
+
+
+def test_pacman_board_through_the_client(tmp_path, path):
+    from larpixdaq.boards.pacman_emulator import PacmanEmulator
+    from larpixdaq.formats.rawfile import open_raw
+    from larpixdaq.pipeline.producer import PacmanSource
+
+    make_producer, store = path
+    emu = PacmanEmulator(SimulatedBoard(1, seed=2).bring_up_all(), cmd_port=0, data_port=0,
+                         echo_port=0).start()
+    try:
+        ports = {k: int(v.rsplit(":", 1)[1]) for k, v in emu.endpoints().items()}
+        src = PacmanSource(1, "127.0.0.1", ports["cmd"], ports["data"])
+        p = make_producer(src)
+        p.record_path = tmp_path / "got-{run}.raw"
+        summary = _run(store, p, 4, lambda: p.counters["packets_sent"] > 2000)
+    finally:
+        emu.stop()
+    with open_raw(tmp_path / "got-4.raw") as f:
+        msgs, _ = f.read()
+    rows = read_run_packets(summary["files"])
+    assert np.array_equal(rows[rows["packet_type"] != MESSAGE], decode_data_messages(msgs, 1).rows)
+    assert summary["counters"]["packets_lost"] == 0
