@@ -85,14 +85,16 @@ _JSON_COLUMNS = ("files", "counters", "roles", "participants", "incidents")
 
 
 class RunDatabase:
-    """The SQLite run database; one connection, used from one thread."""
+    """The SQLite run database; one connection, used by one thread at a time."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         try:
             if self.path.parent != Path(""):
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(self.path), isolation_level=None)
+            # One user at a time, but it may be built in one thread and served in another.
+            self._db = sqlite3.connect(str(self.path), isolation_level=None,
+                                       check_same_thread=False)
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA journal_mode=WAL")
             # Counters and states survive a crash of the core with NORMAL; run numbers are
