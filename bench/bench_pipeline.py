@@ -130,8 +130,37 @@ def measure(seconds: float, words_per_message: int = 8192, boards: int = 1) -> l
             f.unlink()
 
 
+def storage_costs(n_messages: int = 64, words: int = 8192) -> list[Row]:
+    """Where storage's time goes, per packet, measured in this process on the same data."""
+    import hashlib
+
+    from bench.table import best_time
+    from larpixdaq.boards.simboard import SimulatedBoard
+    from larpixdaq.formats.hdf5file import Hdf5Writer
+    from larpixdaq.formats.pacman import decode_data_messages, encode_data_message
+
+    board = SimulatedBoard(1).bring_up_all()
+    msgs = [encode_data_message(0, board.generate_packets(words)[:words])
+            for _ in range(n_messages)]
+    n = n_messages * words
+    rows = decode_data_messages(msgs, 1).rows
+    t_decode = best_time(lambda: decode_data_messages(msgs, 1), 3)
+    t_sha = best_time(lambda: hashlib.sha256(rows.data).digest(), 3)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
+    with Hdf5Writer(tmp / "x.h5", swmr=True) as w:
+        t_append = best_time(lambda: (w.append(rows), w.flush()), 3)
+    (tmp / "x.h5").unlink()
+    return [
+        Row("storage: decode PACMAN messages", t_decode / n * 1e9, "ns/packet",
+            f"batches of {n_messages} x {words} words"),
+        Row("storage: HDF5 append + flush (SWMR)", t_append / n * 1e9, "ns/packet",
+            "includes the SHA-256 below"),
+        Row("storage: SHA-256 of the rows", t_sha / n * 1e9, "ns/packet"),
+    ]
+
+
 def run(quick: bool) -> list[Row]:
-    return measure(5.0 if quick else 60.0)
+    return measure(5.0 if quick else 60.0) + storage_costs()
 
 
 if __name__ == "__main__":
