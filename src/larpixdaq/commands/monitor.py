@@ -1,0 +1,51 @@
+"""`larpix-daq monitor`: the online monitor as a component of its own."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from larpixdaq.commands import Command
+from larpixdaq.errors import CommandError
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--core", default=os.environ.get("LARPIX_DAQ_CORE", "tcp://127.0.0.1:5550"),
+                   help="address of the core (default: $LARPIX_DAQ_CORE or tcp://127.0.0.1:5550)")
+    p.add_argument("--name", default="monitor", help="component name")
+    p.add_argument("--aggregator", default=None,
+                   help="the aggregator's monitor address (default: as advertised to the core)")
+    p.add_argument("--publish", default="tcp://127.0.0.1:0",
+                   help="where to publish snapshots ('' for nowhere; port 0 picks one)")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between snapshots")
+
+
+def run(args: argparse.Namespace) -> int:
+    import zmq
+
+    from larpixdaq.pipeline.component import ComponentError
+    from larpixdaq.pipeline.monitor import MonitorComponent
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.interval <= 0:
+        raise CommandError("--interval must be positive")
+    try:
+        comp = MonitorComponent(args.name, args.core, source=args.aggregator,
+                                publish=args.publish or None, interval=args.interval)
+    except zmq.ZMQError as exc:
+        raise CommandError(f"monitor cannot publish on {args.publish}: {exc}") from None
+    source = args.aggregator or "the aggregator advertised by the core"
+    print(f"monitor {args.name}: frames from {source}, snapshots on "
+          f"{comp.publish_address or 'no socket'} and through the core", flush=True)
+    try:
+        comp.run_forever()
+    except ComponentError as exc:
+        raise CommandError(str(exc)) from None
+    return 0
+
+
+COMMANDS = [Command("monitor", "run the online monitor (rates, hit map, ADC, alarms)",
+                    configure, run)]

@@ -1,0 +1,221 @@
+"""The monitor's accumulators, with numbers small enough to check by hand."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from larpixdaq.boards import geometry as geo
+from larpixdaq.formats.packets import encode_packets
+from larpixdaq.formats.pacman import data_words, encode_data_message
+from larpixdaq.pipeline.frames import FrameHeader
+from larpixdaq.pipeline.monitorstate import MonitorState, tile_of
+
+T0 = 1000.0
+
+
+def message(chip: int, channel: int, n: int, *, adc: int = 5, io_channel: int = 1,
+            fifo: int = 0, bad_parity: bool = False) -> bytes:
+    packets = encode_packets(packet_type=0, chip_id=np.full(n, chip),
+                             channel_id=np.full(n, channel), dataword=adc, local_fifo=fifo,
+                             timestamp=np.arange(n))
+    if bad_parity:
+        packets = packets ^ np.uint64(1 << 63)
+    return encode_data_message(1_700_000_000, data_words(io_channel, packets))
+
+
+class Stream:
+    """Frames of one producer stream, with seq and offsets kept as a producer does."""
+
+    def __init__(self, source: str = "p1", io_group: int = 1, run: int = 7, epoch: int = 1):
+        self.source, self.io_group, self.run, self.epoch = source, io_group, run, epoch
+        self.seq = 0
+        self.offset = 0
+
+    def data(self, payload: bytes) -> tuple[FrameHeader, bytes]:
+        h = FrameHeader(self.source, self.epoch, self.seq, self.io_group, self.run, 5.0, "data",
+                        self.offset)
+        self.seq += 1
+        self.offset += (len(payload) - 8) // 16
+        return h, payload
+
+    def info(self, text: str) -> tuple[FrameHeader, bytes]:
+        h = FrameHeader(self.source, self.epoch, self.seq, self.io_group, self.run, 6.0, "info",
+                        self.offset)
+        self.seq += 1
+        return h, text.encode()
+
+
+def feed(state: MonitorState, frames: list, now: float) -> None:
+    state.add([f[0] for f in frames], [f[1] for f in frames], now)
+
+
+@pytest.fixture
+def state() -> MonitorState:
+    s = MonitorState()
+    s.reset(T0, run_number=7)
+    return s
+
+
+def tile_map(snap: dict, io_group: int = 1, tile: int = 0) -> dict:
+    return next(t for t in snap["tiles"] if t["io_group"] == io_group and t["tile"] == tile)
+
+
+def test_one_second_of_hits_lands_on_its_pixel(state):
+    s = Stream()
+    feed(state, [s.data(message(11, 0, 10, adc=5))], T0 + 0.2)
+    snap = state.snapshot(T0 + 1.1)
+    assert snap["rate"]["last_second"] == 10
+    pixel = int(geo.pixel_index(11, 0))
+    tm = tile_map(snap)
+    assert tm["rate"][pixel] == 10 and tm["max"][pixel] == 10 and tm["hits"][pixel] == 10
+    assert sum(tm["rate"]) == 10
+    assert snap["adc"][5] == 10 and sum(snap["adc"]) == 10
+    assert snap["chips"] == [{"key": "1-1-11", "io_group": 1, "io_channel": 1, "chip_id": 11,
+                              "rate": 10.0, "max": 10.0, "hits": 10}]
+    assert snap["counters"]["packets_seen"] == 10
+    assert snap["fraction_seen"] == {"frames": 1.0, "words": 1.0}
+    assert len(snap["recent"]["chip_id"]) == 10
+    json.dumps(snap)  # everything is plain JSON
+
+
+def test_missed_frames_scale_the_rate_and_are_declared(state):
+    s = Stream()
+    seen1 = s.data(message(11, 0, 10))
+    s.data(message(11, 0, 10))  # the aggregator did not sample this one
+    seen2 = s.data(message(11, 0, 10))
+    feed(state, [seen1, seen2], T0 + 0.5)
+    snap = state.snapshot(T0 + 1.0)
+    # 20 packets decoded out of 30 words that went by: 30 packets/s
+    assert snap["rate"]["last_second"] == 30
+    assert snap["rate"]["scale"] == 1.5
+    assert snap["fraction_seen"]["frames"] == pytest.approx(2 / 3)
+    assert snap["fraction_seen"]["words"] == pytest.approx(2 / 3)
+    assert snap["streams"] == [{"source": "p1", "epoch": 1, "io_group": 1, "frames_seen": 2,
+                                "frames_total": 3, "words_seen": 20, "words_total": 30}]
+    pixel = int(geo.pixel_index(11, 0))
+    assert tile_map(snap)["rate"][pixel] == 30
+    assert tile_map(snap)["hits"][pixel] == 20  # hits are what was seen
+
+
+def test_max_keeps_the_busiest_second_and_history_has_every_second(state):
+    s = Stream()
+    feed(state, [s.data(message(12, 1, 10))], T0 + 0.5)
+    feed(state, [s.data(message(12, 1, 4))], T0 + 1.5)
+    snap = state.snapshot(T0 + 4.2)  # seconds 2 and 3 had nothing
+    assert [h[:2] for h in snap["history"]] == [[0, 10.0], [1, 4.0], [2, 0.0], [3, 0.0]]
+    assert snap["rate"]["average"] == 3.5
+    assert snap["rate"]["since_start"] == 3.5  # 14 packets in 4 closed seconds
+    pixel = int(geo.pixel_index(12, 1))
+    tm = tile_map(snap)
+    assert tm["max"][pixel] == 10 and tm["rate"][pixel] == 0
+
+
+def test_history_keeps_the_last_100_seconds(state):
+    s = Stream()
+    for sec in range(130):
+        feed(state, [s.data(message(11, 0, 1 + sec % 3))], T0 + sec + 0.5)
+    snap = state.snapshot(T0 + 130.5)
+    assert len(snap["history"]) == 100
+    assert snap["history"][0][0] == 30 and snap["history"][-1][0] == 129
+
+
+def test_reset_forgets_the_run(state):
+    s = Stream()
+    feed(state, [s.data(message(11, 0, 10)), s.info("Beginning run")], T0 + 0.5)
+    state.add_bad("bad_header")
+    state.reset(T0 + 10, run_number=8)
+    snap = state.snapshot(T0 + 12)
+    assert snap["run_number"] == 8
+    assert snap["tiles"] == [] and snap["chips"] == [] and snap["messages"] == []
+    assert sum(snap["adc"]) == 0 and snap["counters"]["bad_frames"] == 0
+    assert snap["fraction_seen"] == {"frames": None, "words": None}
+
+
+def test_messages_parity_and_fifo_are_counted(state):
+    s = Stream()
+    feed(state, [s.info("Beginning run"), s.data(message(11, 0, 3, bad_parity=True)),
+                 s.data(message(11, 1, 50, fifo=2))], T0 + 0.5)
+    snap = state.snapshot(T0 + 1.0)
+    assert [m["text"] for m in snap["messages"]] == ["Beginning run"]
+    assert snap["counters"]["parity_errors"] == 3
+    assert snap["counters"]["fifo_full_packets"] == 50
+    kinds = {a["kind"] for a in snap["alarms"]}
+    assert {"parity", "fifo_loss"} <= kinds
+    assert snap["recent"]["valid_parity"][:3] == [0, 0, 0]
+
+
+def test_bad_frames_and_bad_messages_are_counted_by_kind(state):
+    s = Stream()
+    state.add_bad("bad_header")
+    state.add_bad("bad_parts", 2)
+    feed(state, [s.data(b"D\x00"), s.data(b"?" + bytes(7)), s.data(message(11, 0, 2))],
+         T0 + 0.5)
+    snap = state.snapshot(T0 + 1.0)
+    assert snap["counters"]["bad_frames"] == 3
+    assert snap["decode_errors"] == {"bad_header": 1, "bad_parts": 2, "truncated_header": 1,
+                                     "not_data_message": 1}
+    assert snap["counters"]["packets_seen"] == 2  # the good message of the batch still counts
+    assert any(a["kind"] == "decode_errors" for a in snap["alarms"])
+
+
+def test_hot_channel_raises_an_alarm(state):
+    s = Stream()
+    frames = [s.data(message(11 + k, 0, 2)) for k in range(20)]
+    frames.append(s.data(message(30, 3, 500)))
+    feed(state, frames, T0 + 0.5)
+    snap = state.snapshot(T0 + 1.0)
+    hot = [a for a in snap["alarms"] if a["kind"] == "hot_channel"]
+    assert [a["key"] for a in hot] == ["1-1-30/3"]
+
+
+def test_silent_chip_and_io_group(state):
+    a, b = Stream("p1", 1), Stream("p2", 2)
+    feed(state, [a.data(message(11, 0, 5)), b.data(message(11, 0, 5))], T0 + 0.5)
+    for sec in range(1, 8):
+        feed(state, [a.data(message(12, 0, 5))], T0 + sec + 0.5)
+    snap = state.snapshot(T0 + 8.0)
+    keys = {(x["kind"], x["key"]) for x in snap["alarms"]}
+    assert ("silent_chip", "1-1-11") in keys and ("silent_chip", "2-1-11") in keys
+    assert ("silent_chip", "1-1-12") not in keys
+    assert ("silent_io_group", "2") in keys and ("silent_io_group", "1") not in keys
+
+
+def test_every_tile_and_io_group_gets_a_map_and_off_tile_chips_are_kept(state):
+    a, b = Stream("p1", 1), Stream("p2", 3)
+    feed(state, [a.data(message(11, 0, 2, io_channel=1)), a.data(message(11, 0, 3, io_channel=6)),
+                 b.data(message(110, 63, 4, io_channel=16)),
+                 a.data(message(5, 0, 7)), a.data(message(11, 6, 1))], T0 + 0.5)
+    snap = state.snapshot(T0 + 1.0)
+    assert [(t["io_group"], t["tile"]) for t in snap["tiles"]] == [(1, 0), (1, 1), (3, 3)]
+    assert len(tile_map(snap, 3, 3)["rate"]) == geo.PIXELS_PER_TILE
+    assert tile_map(snap, 3, 3)["rate"][int(geo.pixel_index(110, 63))] == 4
+    assert sum(tile_map(snap, 1, 0)["hits"]) == 2  # chip 5 and unrouted channel 6: no pixel
+    assert snap["counters"]["off_tile_hits"] == 8
+    assert {c["key"] for c in snap["chips"]} == {"1-1-11", "1-6-11", "3-16-110", "1-1-5"}
+    assert tile_of(1) == 0 and tile_of(4) == 0 and tile_of(5) == 1 and tile_of(0) == 0
+
+
+def test_other_runs_and_duplicates_are_not_counted(state):
+    s = Stream(run=6)
+    feed(state, [s.data(message(11, 0, 5))], T0 + 0.2)
+    ok = Stream(run=7)
+    frame = ok.data(message(11, 0, 5))
+    feed(state, [frame, frame], T0 + 0.3)
+    snap = state.snapshot(T0 + 1.0)
+    assert snap["counters"]["frames_other_run"] == 1
+    assert snap["counters"]["duplicate_frames"] == 1
+    assert snap["counters"]["packets_seen"] == 5
+
+
+def test_mismatched_batch_is_refused(state):
+    with pytest.raises(ValueError, match="one payload per header"):
+        state.add([Stream().data(message(11, 0, 1))[0]], [], T0)
+
+
+def test_aggregator_stats_are_kept(state):
+    state.add_stats({"counters": {"frames_in": 12, "junk": "x"}})
+    state.add_stats("not a map")
+    assert state.snapshot(T0)["aggregator"] == {"frames_in": 12}
