@@ -62,9 +62,10 @@ class Proc:
 class Daq:
     """A core and a data path; every process is stopped by :meth:`close`."""
 
-    def __init__(self, tmp: Path, boards: int = 1, rate: float = 100_000) -> None:
+    def __init__(self, tmp: Path, boards: int = 1, rate: float = 100_000,
+                 data: Path | None = None) -> None:
         self.tmp = tmp
-        self.data = tmp / "data"
+        self.data = data or tmp / "data"
         self.procs: list[Proc] = []
         self.core = CoreProcess(tmp / "runs.sqlite",
                                 extra=["--ack-timeout", "8", "--heartbeat-timeout", "0.8"])

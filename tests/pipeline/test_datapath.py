@@ -108,3 +108,13 @@ def test_storage_killed_mid_run_loses_nothing(daq_factory):
     assert run["packets_lost"] == 0
     texts = _texts(files)
     assert texts.count("Beginning run") == 2 and texts.count("Ending run") == 2
+
+
+def test_unwritable_data_directory_fails_the_prepare_clearly(daq_factory, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    daq = daq_factory(boards=1, data=blocker / "data")
+    final = daq.op.prepare_run().wait()
+    assert not final.success
+    assert "storage" in final.message and "cannot write run" in final.message
+    assert "a-file" in final.message
