@@ -71,7 +71,7 @@ def configure_aggregator(p: argparse.ArgumentParser) -> None:
     p.add_argument("--outlet", default=DEFAULT_OUTLET, help="where storage connects")
     p.add_argument("--monitor", default=DEFAULT_MONITOR,
                    help="PUB address for monitors ('' for none)")
-    p.add_argument("--window-mb", type=float, default=256,
+    p.add_argument("--window-mb", type=float, default=64,
                    help="frames held until storage has them on disk, at most (MB)")
 
 

@@ -36,7 +36,9 @@ from larpixdaq.pipeline.frames import FrameError, decode_header
 log = logging.getLogger("larpixdaq.aggregator")
 
 HELLO, CREDIT, ACK, FRAME, STATS = b"HELLO", b"CREDIT", b"ACK", b"FRAME", b"stats"
-DEFAULT_WINDOW = 256 << 20
+DEFAULT_WINDOW = 64 << 20
+"""Bytes held for storage at most: enough to ride over storage's commit interval at full
+rate, small enough that storage drains it in well under a second at the end of a run."""
 Stream = tuple[str, int]
 
 

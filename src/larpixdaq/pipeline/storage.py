@@ -45,7 +45,7 @@ from larpixdaq.runcontrol.messages import RunInfo
 
 log = logging.getLogger("larpixdaq.storage")
 
-DEFAULT_WINDOW = 64 << 20
+DEFAULT_WINDOW = 32 << 20
 
 
 class StorageLink:
@@ -78,6 +78,7 @@ class StorageLink:
         self._extra_acks: dict[Stream, int] = {}
         self._calls: queue.SimpleQueue[tuple[Callable[[], Any], Future]] = queue.SimpleQueue()
         self._ending: tuple[Future, float] | None = None
+        self._end_patience = 3.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_summary: dict[str, Any] | None = None
@@ -136,14 +137,19 @@ class StorageLink:
         return self.call(do)
 
     def end(self, timeout: float = 3.0) -> dict[str, Any]:
-        """Wait for every stream's last frame (or ``timeout``), close, return the summary."""
+        """Wait for every stream's last frame, close, return the summary.
+
+        The wait gives up after ``timeout`` seconds in which no frame arrived (a producer
+        that died never sends its marker); while frames keep coming it goes on.
+        """
         fut: Future = Future()
 
         def do() -> None:
             self._ending = (fut, time.monotonic() + timeout)
+            self._end_patience = timeout
             self._check_end()
         self.call(do)
-        return fut.result(timeout + 10)
+        return fut.result()
 
     def _new_writer(self, run_number: int, metadata: dict[str, Any]) -> RunWriter:
         return RunWriter(self.data_dir, run_number, metadata, part_bytes=self.part_bytes,
@@ -181,6 +187,8 @@ class StorageLink:
             now = time.monotonic()
             if batch:
                 last_heard = now
+                if self._ending is not None:
+                    self._ending = (self._ending[0], now + self._end_patience)
                 self._write_batch(batch)
                 self._sock.send_multipart([CREDIT, pack({"bytes": size})])
                 pending_bytes += size
