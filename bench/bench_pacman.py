@@ -57,7 +57,8 @@ def _boards() -> list[tuple[str, object]]:
         from larpixdaq.boards.simboard import SimulatedBoard
     except ImportError:
         return out
-    out.append(("simulated tile", SimulatedBoard(io_group=1, tiles=1, seed=0)))
+    # every chip configured, thresholds a few noise sigmas above the pedestals
+    out.append(("simulated tile", SimulatedBoard(io_group=1, tiles=1, seed=0).bring_up_all()))
     return out
 
 
@@ -72,8 +73,12 @@ def output_rate(board: object, seconds: float, message_words: int) -> tuple[floa
         sub.setsockopt(zmq.LINGER, 0)
         sub.setsockopt(zmq.RCVHWM, 100000)
         sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.setsockopt(zmq.RCVTIMEO, 5000)
         sub.connect(emu.data_endpoint)
-        sub.recv()  # the subscription is live
+        try:
+            sub.recv()  # the subscription is live
+        except zmq.Again:
+            raise RuntimeError(f"the emulator sent nothing: {dict(emu.counters)}") from None
         words = msgs = 0
         end = time.perf_counter() + seconds
         t0 = time.perf_counter()

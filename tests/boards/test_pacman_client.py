@@ -136,8 +136,9 @@ def test_bring_up_gives_every_chip_its_id_root_outward(tile):
     board, emu, client, network = tile
     keys = client.bring_up(network)
     assert sorted(keys) == sorted(network.chip_keys())
-    chips = board.chips.keys()  # (io_channel, chip id in the network file)
-    assert {key: int(board.chips[key][122]) for key in chips} == {key: key[1] for key in chips}
+    for key in keys:  # the chips answer to their new ids
+        _, ch, cid = (int(x) for x in key.split("-"))
+        assert int(board.chips[(ch, cid)][122]) == cid
     tiles, rx = client.read_registers([0x10, 0x18])
     assert tiles & 1 and rx & 0xF == 0xF
     ids = client.read_configs(keys, registers=[122])
@@ -336,3 +337,26 @@ def test_data_come_only_from_enabled_receivers_and_tiles(tile):
     assert set(np.unique(chip_rows(0.3)["io_channel"])) == {1, 3}
     client.write_register(0x10, 0)  # tile off: its chips lose power and fall silent
     assert len(chip_rows(0.2)) == 0
+
+
+def test_a_flooding_board_is_configured_over_the_wire_then_floods(start_emulator, connect):
+    from larpixdaq.boards.simboard import SimulatedBoard
+
+    board = SimulatedBoard(io_group=1, tiles=1, seed=4)
+    emu = start_emulator(board, flood=True, message_words=2048)
+    client = connect(emu)
+    network = load_network(board.network_config())
+    keys = client.bring_up(network)  # idle until chips are configured
+    assert emu.counters["flood_idle"] > 0
+    client.write_configs(with_network_registers(configs_for(keys, dict.fromkeys(keys, 40)),
+                                                network))
+    client.start_data()
+    messages: list[bytes] = []
+    while len(messages) < 20:
+        messages += client.recv_messages(timeout=2.0)
+    client.stop_data()
+    counts = [P.HEADER.unpack_from(m)[2] for m in messages]
+    assert max(counts) == 2048
+    rows = P.decode_data_messages(messages, 1).rows
+    chip = rows[rows["packet_type"] == 0]
+    assert chip["valid_parity"].all() and chip["channel_id"].max() < 32

@@ -102,6 +102,8 @@ class PacmanEmulator:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._failure: BaseException | None = None
+        self.generate_error: BaseException | None = None
+        """The last exception the board raised while generating data (counted too)."""
         self._started = threading.Event()
 
     # ------------------------------------------------------------------ lifecycle
@@ -167,13 +169,25 @@ class PacmanEmulator:
         poller.register(cmd, zmq.POLLIN)
         last = time.monotonic()
         next_tick = last + self.period
+        # Ask the board for many messages' worth at once: its per-call cost is not per word.
+        flood_batch = self.message_words * max(1, (1 << 16) // self.message_words)
         self._started.set()
         try:
             while not self._stop.is_set():
                 if self.flood:
-                    if poller.poll(0):
-                        self._answer(cmd, echo)
-                    self.publish(data, self.board.generate_packets(self.message_words))
+                    # Commands and their replies keep real time, so a host can bring the
+                    # network up and configure it while the board floods.
+                    if poller.poll(0) and self._answer(cmd, echo):
+                        last = self._tick(data, last)
+                    try:
+                        words = self.board.generate_packets(flood_batch)
+                    except RuntimeError:
+                        # Nothing configured to send yet: idle in real time.
+                        self.counters["flood_idle"] += 1
+                        poller.poll(self.period * 1000.0)
+                        last = self._tick(data, last)
+                        continue
+                    self.publish(data, words)
                     continue
                 wait_ms = max(0.0, (next_tick - time.monotonic()) * 1000.0)
                 if poller.poll(min(wait_ms, 50.0)) and self._answer(cmd, echo):
@@ -211,7 +225,12 @@ class PacmanEmulator:
         dt = min(now - last, MAX_CATCH_UP)
         if dt <= 0:
             return now
-        words = self.board.generate(dt)
+        try:
+            words = self.board.generate(dt)
+        except Exception as err:  # noqa: BLE001 - a model fault must not stop the commands
+            self.counters["errors_generate"] += 1
+            self.generate_error = err
+            return now
         self.counters["simulated_seconds"] += dt
         self.publish(data, words)
         return now
