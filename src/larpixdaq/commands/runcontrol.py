@@ -27,16 +27,27 @@ def _core_arg(parser: argparse.ArgumentParser) -> None:
         help="address of the core (default: $LARPIX_DAQ_CORE or tcp://127.0.0.1:5550)")
 
 
+def _keys_arg(parser: argparse.ArgumentParser, who: str) -> None:
+    parser.add_argument(
+        "--keys", default=os.environ.get("LARPIX_DAQ_KEYS"),
+        help=f"CURVE key directory ({who}; default $LARPIX_DAQ_KEYS; none: no encryption)")
+
+
 def _client_args(parser: argparse.ArgumentParser) -> None:
     _core_arg(parser)
+    _keys_arg(parser, "made by `larpix-daq keys`")
     parser.add_argument("--timeout", type=float, default=10.0,
                         help="seconds to wait for the core's answer (default 10)")
 
 
 def _operator(args: argparse.Namespace):
     from larpixdaq.runcontrol.operator import Operator
+    from larpixdaq.runcontrol.security import KeysError
 
-    return Operator(args.core, timeout=args.timeout)
+    try:
+        return Operator(args.core, timeout=args.timeout, keys=args.keys)
+    except KeysError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def _final(reply, quiet: bool = False):
@@ -62,6 +73,7 @@ def _final(reply, quiet: bool = False):
 
 def configure_core(p: argparse.ArgumentParser) -> None:
     _core_arg(p)
+    _keys_arg(p, "admit only the clients in DIR/authorized")
     p.add_argument("--db", default=os.environ.get("LARPIX_DAQ_DB", DEFAULT_DB),
                    help=f"run database file (default: $LARPIX_DAQ_DB or {DEFAULT_DB})")
     p.add_argument("--data-dir", default=".", help="where components should write run files")
@@ -81,14 +93,15 @@ def run_core(args: argparse.Namespace) -> int:
 
     from larpixdaq.runcontrol.core import Core
     from larpixdaq.runcontrol.rundb import RunDatabaseError
+    from larpixdaq.runcontrol.security import KeysError
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         core = Core(args.core, args.db, heartbeat_interval=args.heartbeat_interval,
                     heartbeat_timeout=args.heartbeat_timeout, ack_timeout=args.ack_timeout,
-                    rejoin_grace=args.rejoin_grace, data_dir=args.data_dir)
-    except RunDatabaseError as exc:
+                    rejoin_grace=args.rejoin_grace, data_dir=args.data_dir, keys=args.keys)
+    except (RunDatabaseError, KeysError) as exc:
         raise CommandError(str(exc)) from None
     try:
         endpoint = core.bind()
@@ -96,7 +109,8 @@ def run_core(args: argparse.Namespace) -> int:
         core.close()
         raise CommandError(f"cannot listen on {args.core}: {exc}") from None
     signal.signal(signal.SIGTERM, lambda *_: core.stop())
-    print(f"core listening on {endpoint} (run database {args.db})", flush=True)
+    secured = "CURVE, authorised keys only" if args.keys else "no authentication"
+    print(f"core listening on {endpoint} (run database {args.db}; {secured})", flush=True)
     try:
         core.serve_forever()
     except KeyboardInterrupt:
@@ -297,6 +311,7 @@ COMMANDS = [
 
 def configure_logs(p: argparse.ArgumentParser) -> None:
     _core_arg(p)
+    _keys_arg(p, "to talk to the core")
     p.add_argument("--bind", default="tcp://*:5551", help="where to receive log records")
     p.add_argument("--file", default="larpix-daq.log", help="JSON-lines log file to append to")
     p.add_argument("--name", default="logs", help="component name (unique in the DAQ)")
@@ -308,12 +323,15 @@ def run_logs(args: argparse.Namespace) -> int:
 
     from larpixdaq.pipeline.component import ComponentError
     from larpixdaq.pipeline.logcollector import LogCollector
+    from larpixdaq.runcontrol.security import KeysError
 
     try:
         collector = LogCollector(args.name, args.core, bind=args.bind, path=args.file,
-                                 console=None if args.quiet else sys.stdout)
+                                 console=None if args.quiet else sys.stdout, keys=args.keys)
     except zmq.ZMQError as exc:
         raise CommandError(f"cannot listen on {args.bind}: {exc}") from None
+    except KeysError as exc:
+        raise CommandError(str(exc)) from None
     print(f"log collector {args.name} on {collector.endpoint}, writing {args.file}", flush=True)
     try:
         collector.run_forever()
@@ -324,3 +342,24 @@ def run_logs(args: argparse.Namespace) -> int:
 
 COMMANDS.append(Command("logs", "run the log collector: every component's log to a file and "
                                 "the console", configure_logs, run_logs))
+
+
+def configure_keys(p: argparse.ArgumentParser) -> None:
+    p.add_argument("directory", help="key directory (created if missing)")
+    p.add_argument("--name", default="client",
+                   help="client key pair to create and authorise (default client)")
+
+
+def run_keys(args: argparse.Namespace) -> int:
+    from larpixdaq.runcontrol.security import KeysError, create_keys
+
+    try:
+        public = create_keys(args.directory, args.name)
+    except KeysError as exc:
+        raise CommandError(str(exc)) from None
+    print(f"core key pair in {args.directory}; client {args.name!r} authorised ({public})")
+    return 0
+
+
+COMMANDS.append(Command("keys", "create CURVE keys so that only authorised clients reach the "
+                                "core", configure_keys, run_keys))

@@ -48,12 +48,14 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import zmq
 
 from larpixdaq.runcontrol import messages as m
 from larpixdaq.runcontrol.messages import RunInfo
+from larpixdaq.runcontrol.security import ClientKeys, client_keys
 
 log = logging.getLogger("larpixdaq.component")
 
@@ -138,7 +140,9 @@ class Component:
     core says otherwise), ``core_timeout`` (silence after which the core is presumed gone and
     the component re-registers), ``endpoints`` (addresses this component serves, advertised to
     the others through the core, e.g. ``{"logs": "tcp://host:5551"}``), ``forward_logs``
-    (send this process's ``larpixdaq`` log records to the log collector the core advertises).
+    (send this process's ``larpixdaq`` log records to the log collector the core advertises),
+    ``keys`` (a CURVE key directory, see :mod:`larpixdaq.runcontrol.security`; default
+    ``$LARPIX_DAQ_KEYS``, none if unset).
     """
 
     role: ClassVar[str] = "component"
@@ -153,9 +157,11 @@ class Component:
         core_timeout: float = 1.0,
         endpoints: dict[str, str] | None = None,
         forward_logs: bool = True,
+        keys: str | Path | ClientKeys | None = None,
         context: zmq.Context | None = None,
     ) -> None:
         self.name = name
+        self._keys = client_keys(keys)
         self.core_address = core
         if role is not None:
             self.role = role  # type: ignore[misc]
@@ -317,6 +323,8 @@ class Component:
     def _connect(self) -> zmq.Socket:
         sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        if self._keys is not None:
+            self._keys.apply(sock)
         sock.connect(self.core_address)
         sock.send(m.encode(self._register_msg()))
         return sock

@@ -37,6 +37,7 @@ import zmq
 
 from larpixdaq.runcontrol import messages as m
 from larpixdaq.runcontrol.rundb import RunDatabase, RunDatabaseError
+from larpixdaq.runcontrol.security import ServerKeys
 from larpixdaq.runcontrol.statemachine import (
     COMPONENT_STATE_AFTER,
     COMPONENT_TRANSITION,
@@ -127,9 +128,11 @@ class Core:
         rejoin_grace: float = 3.0,
         data_dir: str = ".",
         forward_logs: bool = True,
+        keys: str | Path | None = None,
         context: zmq.Context | None = None,
     ) -> None:
         self.address = address
+        self._server_keys = ServerKeys(keys) if keys else None
         self.forward_logs = forward_logs
         self._log_address: str | None = None
         self.heartbeat_interval = heartbeat_interval
@@ -189,6 +192,8 @@ class Core:
         """Bind the ROUTER socket; returns the actual endpoint (port 0 or * picks a free one)."""
         sock = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
+        if self._server_keys is not None:
+            self._server_keys.apply(sock, self._ctx)
         address = self.address
         if address.startswith("tcp://") and address.endswith(":0"):
             address = address[:-2] + ":*"
@@ -210,6 +215,8 @@ class Core:
         if self._sock is not None:
             self._sock.close(0)
             self._sock = None
+        if self._server_keys is not None:
+            self._server_keys.close()
         self.db.close()
 
     def serve_forever(self) -> None:

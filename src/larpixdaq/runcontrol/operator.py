@@ -24,12 +24,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import zmq
 
 from larpixdaq.runcontrol import messages as m
 from larpixdaq.runcontrol.core import default_core_address
+from larpixdaq.runcontrol.security import ClientKeys, client_keys
 
 
 @dataclass(frozen=True)
@@ -110,12 +112,16 @@ class Operator:
     """A connection to the core; use from one thread."""
 
     def __init__(self, address: str | None = None, *, timeout: float = 10.0,
+                 keys: str | Path | ClientKeys | None = None,
                  context: zmq.Context | None = None) -> None:
         self.address = address or default_core_address()
         self.timeout = timeout
         self._ctx = context or zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
+        client = client_keys(keys)  # default: $LARPIX_DAQ_KEYS, if set
+        if client is not None:
+            client.apply(self._sock)
         self._sock.connect(self.address)
         self._pending: dict[str, collections.deque[Response]] = {}
         self.events: collections.deque[m.Event] = collections.deque(maxlen=1000)
