@@ -63,7 +63,8 @@ class Daq:
     """A core and a data path; every process is stopped by :meth:`close`."""
 
     def __init__(self, tmp: Path, boards: int = 1, rate: float = 100_000,
-                 data: Path | None = None) -> None:
+                 data: Path | None = None, discover: bool = False) -> None:
+        self.discover = discover
         self.tmp = tmp
         self.data = data or tmp / "data"
         self.procs: list[Proc] = []
@@ -89,16 +90,20 @@ class Daq:
         self.start_storage()
         for g in range(1, self.boards + 1):
             self._proc(f"producer-{g}", [
-                "producer", *c, "--aggregator", self.inlet, "--io-group", str(g),
+                "producer", *c, *self._agg(self.inlet), "--io-group", str(g),
                 "--sim-rate", str(self.rate), "--words-per-message", "1000",
                 "--record", str(self.tmp / f"sent-{g}-{{run}}.raw")])
         self.op = Operator(self.core.endpoint, timeout=15)
         wait_for(lambda: len(self.clients()) == 2 + self.boards, timeout=15)
         return self
 
+    def _agg(self, address: str) -> list[str]:
+        """Explicit address, or none: then the one the aggregator advertised to the core."""
+        return [] if self.discover else ["--aggregator", address]
+
     def start_storage(self) -> Proc:
         self.storage = self._proc("storage", [
-            "storage", "--core", self.core.endpoint, "--aggregator", self.outlet,
+            "storage", "--core", self.core.endpoint, *self._agg(self.outlet),
             "--data-dir", str(self.data)])
         return self.storage
 

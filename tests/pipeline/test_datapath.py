@@ -48,7 +48,8 @@ def _check_rows_match_sent(daq: Daq, rows: np.ndarray, boards: int, run: int) ->
 
 @pytest.mark.parametrize("boards", [1, 3])
 def test_runs_record_every_packet_sent(daq_factory, boards):
-    daq = daq_factory(boards=boards, rate=50_000)
+    # With several boards, producers and storage find the aggregator through the core.
+    daq = daq_factory(boards=boards, rate=50_000, discover=boards > 1)
     daq.call("prepare_run", comment="pipeline test", run_type="test")
     daq.call("begin_run")
     time.sleep(0.6)

@@ -45,18 +45,18 @@ def _aggregator_address(args: argparse.Namespace, key: str, default: str) -> str
     """The explicit address, else the one the aggregator advertised to the core."""
     if getattr(args, "aggregator", None):
         return args.aggregator
-    from larpixdaq.pipeline.component import Component
+    from larpixdaq.runcontrol.operator import Operator
 
-    probe = Component(f"probe-{os.getpid()}", args.core, role="probe")
-    probe.start()
-    try:
-        deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 10
+    with Operator(args.core, timeout=2) as op:
         while time.monotonic() < deadline:
-            if probe.services.get(key):
-                return str(probe.services[key])
-            time.sleep(0.1)
-    finally:
-        probe.stop()
+            final = op.call("clients")
+            if final.success:
+                for comp in final.data.get("components", []):
+                    address = (comp.get("endpoints") or {}).get(key)
+                    if address:
+                        return str(address)
+            time.sleep(0.2)
     print(f"no aggregator advertised by the core at {args.core}; using {default}",
           file=sys.stderr)
     return default
