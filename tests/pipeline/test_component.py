@@ -5,10 +5,11 @@ from __future__ import annotations
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from larpixdaq import Operator
-from larpixdaq.pipeline.component import Component, action
+from larpixdaq.pipeline.component import Component, action, plain
 from larpixdaq.runcontrol.operator import Ack, Progress, Result
 from larpixdaq.runcontrol.testing import CoreProcess, wait_for
 
@@ -23,7 +24,7 @@ class Board(Component):
         self.fail_prepare = False
 
     def counters(self):
-        return {"loops": self.loops}
+        return {"loops": self.loops, "loops_numpy": np.int64(self.loops)}
 
     def main(self, stop):
         while not stop.wait(0.01):
@@ -50,6 +51,11 @@ class Board(Component):
         return "slept"
 
     @action
+    def histogram(self, bins: int = 3):
+        """Numpy results travel as plain lists."""
+        return {"counts": np.arange(bins, dtype=np.uint32), "total": np.float32(1.5)}
+
+    @action
     def broken(self):
         raise RuntimeError("the board is on fire")
 
@@ -70,7 +76,7 @@ def board(core):
 
 def test_actions_are_registered_with_parameters_and_docs(core, board):
     board.register_action("hello", lambda name="world": f"hello {name}", doc="Greets.")
-    assert set(board.actions) == {"scan", "sleep", "broken", "hello"}
+    assert set(board.actions) == {"scan", "sleep", "histogram", "broken", "hello"}
     with Operator(core.endpoint) as op:
         acts = op.call("actions").data["actions"]["board"]
     assert acts["scan"]["doc"] == "Step through a scan."
@@ -162,3 +168,23 @@ def test_stop_ends_threads(core):
     assert not [t for t in threading.enumerate() if t.name.startswith("b2-")]
     with Operator(core.endpoint) as op:
         wait_for(lambda: not op.call("clients").data["components"])
+
+
+def test_numpy_counters_and_results_travel(core, board):
+    with Operator(core.endpoint) as op:
+        r = op.wait(op.invoke("board", "histogram", bins=4))
+        assert r.success and r.data["result"] == {"counts": [0, 1, 2, 3], "total": 1.5}
+        assert op.wait(op.prepare_run()).success
+        end = op.wait(op.end_run())
+        assert end.success
+        counters = end.data["run"]["counters"]["board"]
+        assert counters["loops_numpy"] == counters["loops"]
+        status = op.call("status").data
+        assert isinstance(status["components"][0]["counters"]["loops_numpy"], int)
+
+
+def test_plain_values():
+    from pathlib import Path
+
+    assert plain({1: (np.int8(2), Path("/x")), "a": {np.str_("b")}}) == {
+        "1": [2, "/x"], "a": ["b"]}

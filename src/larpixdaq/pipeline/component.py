@@ -93,6 +93,25 @@ class ActionSpec:
         }
 
 
+def plain(value: Any) -> Any:
+    """``value`` with numpy scalars/arrays, paths and tuples turned into wire-safe values.
+
+    Counters and results often come from numpy (``np.int64`` counts); msgpack takes only plain
+    Python values, so they are converted here rather than failing a transition.
+    """
+    if value is None or isinstance(value, (str, bytes, bool, int, float)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "dtype") and hasattr(value, "tolist"):
+        return plain(value.tolist())
+    return value
+
+
 def _wire_safe(value: Any) -> bool:
     return value is None or isinstance(value, (bool, int, float, str))
 
@@ -315,7 +334,7 @@ class Component:
 
     def _safe_counters(self) -> dict[str, Any]:
         try:
-            return dict(self.counters())
+            return plain(dict(self.counters()))
         except Exception:  # a broken counters() must not stop heartbeats
             log.exception("%s: counters() failed", self.name)
             return {}
@@ -463,7 +482,7 @@ class Component:
             self._post(m.Ack(id=msg.id, ok=False, message=f"{type(exc).__name__}: {exc}"))
             return
         self.log.info("%s done (run %s)", msg.transition, msg.run and msg.run.get("run_number"))
-        self._post(m.Ack(id=msg.id, ok=True, data=data))
+        self._post(m.Ack(id=msg.id, ok=True, data=plain(data)))
 
     def _apply(self, transition: str, run: RunInfo | None) -> dict[str, Any]:
         if transition == "prepare":
@@ -530,8 +549,8 @@ class Component:
                     except StopIteration as done:
                         value = done.value
                         break
-                    self._post(m.Progress(id=msg.id, data=step if isinstance(step, dict)
-                                          else {"value": step}))
+                    self._post(m.Progress(id=msg.id, data=plain(
+                        step if isinstance(step, dict) else {"value": step})))
         except Exception as exc:
             self.control_counters["actions_failed"] += 1
             self.log.exception("action %s failed", spec.name)
@@ -540,7 +559,7 @@ class Component:
             return
         self.control_counters["actions_run"] += 1
         self._post(m.Result(id=msg.id, success=True, message=f"{spec.name} done",
-                            data={"result": value}))
+                            data={"result": plain(value)}))
 
 
 def unique_name(prefix: str) -> str:
