@@ -129,7 +129,7 @@ def test_read_data(system):
     assert result.n_errors == 0
     rows = result.rows[result.rows["packet_type"] == 0]
     theirs = np.array([int.from_bytes(p.bytes(), "little") for p in packets], dtype=np.uint64)
-    ours = np.concatenate([P.message_words(m)["packet"] for m in messages])
-    ours = ours[(ours & np.uint64(3)) == 0]
+    words = np.concatenate([P.message_words(m) for m in messages])
+    ours = words["packet"][(words["type"] == P.WORD_DATA) & ((words["packet"] & np.uint64(3)) == 0)]
     assert np.array_equal(ours, theirs)
     assert np.array_equal(rows["channel_id"], [p.channel_id for p in packets])
