@@ -1,0 +1,52 @@
+"""`larpix-daq web`: the web UI for the core at ``--core``."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import socket
+
+from larpixdaq.commands import Command
+from larpixdaq.errors import CommandError
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--core", default=os.environ.get("LARPIX_DAQ_CORE", "tcp://127.0.0.1:5550"),
+                   help="address of the core (default: $LARPIX_DAQ_CORE or tcp://127.0.0.1:5550)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to serve on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8080, help="port to serve on (0: any free one)")
+    p.add_argument("--interval", type=float, default=1.0,
+                   help="seconds between updates pushed to the page")
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from larpixdaq.web.app import create_app
+
+    if args.interval <= 0:
+        raise CommandError("--interval must be positive")
+    sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((args.host, args.port))
+    except OSError as exc:
+        sock.close()
+        hint = " (is another web UI running? choose --port)" if exc.errno == errno.EADDRINUSE \
+            else ""
+        raise CommandError(f"cannot serve on {args.host}:{args.port}: {exc.strerror}{hint}") \
+            from None
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"web UI on http://{shown}:{port}/ for the core at {args.core}", flush=True)
+    app = create_app(args.core, interval=args.interval)
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", ws="auto")
+    server = uvicorn.Server(config)
+    server.run(sockets=[sock])
+    return 0
+
+
+COMMANDS = [Command("web", "serve the web UI (run control, monitor, configuration)",
+                    configure, run)]

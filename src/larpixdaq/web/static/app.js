@@ -1,0 +1,463 @@
+// The LArPix DAQ page: every button is one Operator request to the core, sent through
+// POST /api/command/<command>; everything shown arrives on the WebSocket /ws.
+import { drawHistogram, drawHitmap, drawLine, fmt, pixelAt } from "./plots.js";
+
+const $ = (id) => document.getElementById(id);
+const el = (tag, attrs = {}, ...children) => {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") e.className = v;
+    else if (k === "text") e.textContent = v;
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else e.setAttribute(k, v);
+  }
+  for (const c of children) if (c !== null && c !== undefined) e.append(c);
+  return e;
+};
+
+const S = {
+  status: null, connected: false, actions: {}, runs: [], monitor: null, monitorNote: "",
+  layout: null, paused: false, board: "", tile: "", log: new Map(), ws: null,
+};
+
+// ------------------------------------------------------------------ talking to the server
+async function command(name, params = {}) {
+  let body;
+  try {
+    const r = await fetch(`/api/command/${encodeURIComponent(name)}`, {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(params),
+    });
+    body = await r.json();
+  } catch (err) {
+    body = { success: false, message: `the web server did not answer: ${err}` };
+  }
+  if (!body.success) showError(`${name}: ${body.message}`);
+  return body;
+}
+
+function showError(text) {
+  const b = $("banner");
+  b.replaceChildren(el("span", { text }), el("button", { class: "small", text: "dismiss",
+    onclick: () => { b.hidden = true; } }));
+  b.hidden = false;
+}
+
+function connect() {
+  const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
+  S.ws = ws;
+  ws.onmessage = (ev) => handle(JSON.parse(ev.data));
+  ws.onclose = () => {
+    setConnection(false, "web server unreachable; reconnecting…");
+    setTimeout(connect, 1000);
+  };
+}
+
+function handle(msg) {
+  switch (msg.type) {
+    case "hello":
+      S.log.clear();
+      for (const e of msg.log) S.log.set(e.id, e);
+      renderLog();
+      break;
+    case "status":
+      S.connected = msg.connected;
+      setConnection(msg.connected, msg.connected ? `core ${msg.core}` : `core ${msg.core}: ${msg.message}`);
+      if (msg.connected) { S.status = msg.data; renderStatus(); }
+      break;
+    case "actions": S.actions = msg.data; renderBoards(); renderActions(); renderConfig(); break;
+    case "runs": S.runs = msg.data; renderRuns(); break;
+    case "monitor":
+      if (S.paused) break;
+      S.monitor = msg.data; S.monitorNote = msg.message || "";
+      renderMonitor();
+      break;
+    case "log": S.log.set(msg.entry.id, msg.entry); renderLog(); break;
+    case "event":
+      S.log.set(`ev-${msg.data.time}-${msg.data.kind}`, { event: true, ...msg.data });
+      renderLog();
+      if (msg.data.kind === "error" || msg.data.kind === "lost") showError(msg.data.message);
+      break;
+    default: break;
+  }
+}
+
+function setConnection(up, text) {
+  const c = $("connection");
+  c.className = `conn ${up ? "conn-up" : "conn-down"}`;
+  c.textContent = text;
+  if (!up) {
+    $("state").textContent = "UNKNOWN";
+    $("state").className = "state state-UNKNOWN";
+    for (const b of document.querySelectorAll("[data-command]")) b.disabled = true;
+  }
+}
+
+// ------------------------------------------------------------------ run control
+function renderStatus() {
+  const st = S.status;
+  $("state").textContent = st.state;
+  $("state").className = `state state-${st.state}`;
+  $("run-label").textContent = st.run ? `run ${st.run.run_number} (${st.run.run_type})` : "no run";
+  for (const b of document.querySelectorAll("[data-command]")) {
+    b.disabled = !st.allowed.includes(b.dataset.command) || b.dataset.busy === "1";
+  }
+  const info = $("run-info");
+  info.replaceChildren();
+  if (st.run) {
+    const r = st.run;
+    for (const [k, v] of [["run", r.run_number], ["type", r.run_type], ["comment", r.comment || "–"],
+      ["data dir", r.data_dir], ["started", new Date(r.start_time * 1000).toLocaleString()]]) {
+      info.append(el("span", { class: "k", text: k }), el("span", { text: String(v) }));
+    }
+  }
+  $("incidents").replaceChildren(...(st.incidents || []).map((t) => el("li", { text: t })));
+  const body = $("components").tBodies[0];
+  body.replaceChildren(...st.components.map((c) => {
+    const late = c.last_seen_s > 0.5;
+    const counters = Object.entries(c.counters || {}).slice(0, 8)
+      .map(([k, v]) => `${k}=${typeof v === "number" ? fmt(v) : v}`).join("  ");
+    return el("tr", {},
+      el("td", { text: c.name }), el("td", { text: c.role }), el("td", { text: c.state }),
+      el("td", { class: late ? "age-late" : "age-ok", text: `${c.last_seen_s.toFixed(2)} s` }),
+      el("td", { text: `${c.host} / ${c.pid}` }), el("td", { class: "counters", text: counters }));
+  }));
+  renderBoards();
+}
+
+async function transition(name) {
+  const btn = $(`btn-${name}`);
+  btn.dataset.busy = "1";
+  btn.disabled = true;
+  const params = name === "prepare_run"
+    ? { comment: $("run-comment").value, run_type: $("run-type").value || "physics" } : {};
+  await command(name, params);
+  btn.dataset.busy = "0";
+  if (S.status) renderStatus();
+}
+
+// ------------------------------------------------------------------ boards
+function producers() {
+  return (S.status?.components || []).filter((c) => c.role === "producer");
+}
+
+function renderBoards() {
+  const sel = $("board-select");
+  const boards = producers();
+  const names = boards.map((b) => b.name);
+  const current = [...sel.options].map((o) => o.value);
+  if (JSON.stringify(current) !== JSON.stringify(["", ...names])) {
+    sel.replaceChildren(el("option", { value: "", text: "all boards" }),
+      ...boards.map((b) => el("option", { value: b.name, text: b.name })));
+    sel.value = names.includes(S.board) ? S.board : "";
+  }
+}
+
+function boardIoGroup() {
+  if (!S.board || !S.monitor) return null;
+  const s = (S.monitor.streams || []).find((x) => x.source === S.board);
+  return s ? s.io_group : null;
+}
+
+// ------------------------------------------------------------------ monitor
+function tiles() {
+  const all = S.monitor?.tiles || [];
+  const g = boardIoGroup();
+  return S.board && g !== null ? all.filter((t) => t.io_group === g) : all;
+}
+
+function renderMonitor() {
+  const m = S.monitor;
+  $("monitor-note").textContent = m ? "" : (S.monitorNote || "waiting for the monitor…");
+  if (!m) return;
+  const frac = m.fraction_seen || {};
+  const stats = [
+    ["rate, last second", `${fmt(m.rate.last_second)} Hz`],
+    ["average (100 s)", `${fmt(m.rate.average)} Hz`],
+    ["since run start", `${fmt(m.rate.since_start)} Hz`],
+    ["packets (estimate)", fmt(m.packets_estimate)],
+    ["seen by monitor", frac.words === null || frac.words === undefined ? "–" : `${(100 * frac.words).toFixed(1)} %`],
+    ["parity errors", String(m.counters.parity_errors)],
+    ["decode errors", String(Object.values(m.decode_errors).reduce((a, b) => a + b, 0))],
+    ["run", m.run_number === null ? "–" : String(m.run_number)],
+  ];
+  $("monitor-stats").replaceChildren(...stats.map(([l, v]) => el("div", { class: "stat" },
+    el("div", { class: "v", text: v }), el("div", { class: "l", text: l }))));
+  $("alarms").replaceChildren(...m.alarms.map((a) => el("li", { class: a.severity, text: `${a.kind}: ${a.message}` })));
+  // tile selector
+  const ts = tiles();
+  const sel = $("tile-select");
+  const keys = ts.map((t) => `${t.io_group}/${t.tile}`);
+  if (JSON.stringify([...sel.options].map((o) => o.value)) !== JSON.stringify(keys)) {
+    sel.replaceChildren(...ts.map((t) => el("option", { value: `${t.io_group}/${t.tile}`,
+      text: `io_group ${t.io_group} tile ${t.tile + 1}` })));
+    sel.value = keys.includes(S.tile) ? S.tile : (keys[0] || "");
+    S.tile = sel.value;
+  }
+  drawMonitorPlots();
+  renderRecent(m.recent);
+  $("messages").replaceChildren(...[...m.messages].reverse().map((x) => el("li", {
+    text: `${new Date(x.t * 1000).toLocaleTimeString()}  ${x.source} (io_group ${x.io_group}): ${x.text}` })));
+  $("chips").tBodies[0].replaceChildren(...m.chips.slice().sort((a, b) => b.rate - a.rate).slice(0, 200)
+    .map((c) => el("tr", {}, el("td", { text: c.key }), el("td", { text: fmt(c.rate) }),
+      el("td", { text: fmt(c.max) }), el("td", { text: String(c.hits) }))));
+}
+
+function currentTile() {
+  return tiles().find((t) => `${t.io_group}/${t.tile}` === S.tile) || null;
+}
+
+function drawMonitorPlots() {
+  const m = S.monitor;
+  const side = S.layout ? S.layout.pixels_per_side : 70;
+  const t = currentTile();
+  const values = t ? (($("hitmap-max").checked) ? t.max : t.rate) : new Array(side * side).fill(0);
+  drawHitmap($("hitmap"), $("hitmap-scale"), values, side);
+  const hist = m.history || [];
+  const last = hist.length ? hist[hist.length - 1][0] : 0;
+  const points = hist.map(([s, r]) => [s - last, r]);
+  drawLine($("rateplot"), points, -99, 0, m.rate.average, (x) => `${Math.round(x)} s`);
+  drawHistogram($("adcplot"), m.adc);
+}
+
+const RECENT_COLUMNS = ["io_group", "io_channel", "chip_id", "packet_type", "channel_id",
+  "timestamp", "dataword", "valid_parity"];
+
+function renderRecent(recent) {
+  const table = $("recent");
+  if (!table.tHead.rows.length) {
+    table.tHead.append(el("tr", {}, ...RECENT_COLUMNS.map((c) => el("th", { text: c.replace("_", " ") }))));
+  }
+  const n = recent.chip_id.length;
+  const rows = [];
+  for (let i = n - 1; i >= 0; i--) {
+    rows.push(el("tr", {}, ...RECENT_COLUMNS.map((c) => el("td", { text: String(recent[c][i]) }))));
+  }
+  table.tBodies[0].replaceChildren(...rows);
+}
+
+function hitmapHover(ev) {
+  const tip = $("hitmap-tip");
+  const t = currentTile();
+  if (!S.layout || !t) { tip.hidden = true; return; }
+  const side = S.layout.pixels_per_side;
+  const p = pixelAt($("hitmap"), ev, side);
+  if (p < 0) { tip.hidden = true; return; }
+  const chip = S.layout.chip_id[p], channel = S.layout.channel[p];
+  const uart = t.io_channels.find((ch) => (S.monitor.chips || []).some((c) => c.io_channel === ch && c.chip_id === chip));
+  const key = uart === undefined ? `${t.io_group}-?-${chip}` : `${t.io_group}-${uart}-${chip}`;
+  tip.textContent = `pixel ${p} (x ${p % side}, y ${Math.floor(p / side)})\nchip ${key}  channel ${channel}\n`
+    + `rate ${fmt(t.rate[p])} Hz   max ${fmt(t.max[p])} Hz\nhits seen ${t.hits[p]}`;
+  const r = $("hitmap").getBoundingClientRect();
+  tip.style.left = `${ev.clientX - r.left + 14}px`;
+  tip.style.top = `${ev.clientY - r.top + 14}px`;
+  tip.hidden = false;
+}
+
+// ------------------------------------------------------------------ actions
+function renderActions() {
+  const comp = $("action-component");
+  const names = Object.keys(S.actions).sort();
+  const keep = comp.value || S.board;
+  comp.replaceChildren(...names.map((n) => el("option", { value: n, text: n })));
+  if (names.includes(keep)) comp.value = keep;
+  renderActionNames();
+}
+
+function renderActionNames() {
+  const acts = S.actions[$("action-component").value] || {};
+  const sel = $("action-name");
+  const keep = sel.value;
+  const names = Object.keys(acts).sort();
+  sel.replaceChildren(...names.map((n) => el("option", { value: n, text: n })));
+  if (names.includes(keep)) sel.value = keep;
+  renderParams();
+}
+
+function renderParams() {
+  const spec = (S.actions[$("action-component").value] || {})[$("action-name").value];
+  const form = $("action-params");
+  form.replaceChildren();
+  $("btn-invoke").disabled = !spec;
+  $("action-doc").textContent = spec ? (spec.doc || "(no description)") : "no actions offered";
+  if (!spec) return;
+  for (const p of spec.params) {
+    const input = p.annotation === "bool"
+      ? el("input", { type: "checkbox", name: p.name })
+      : el("input", { name: p.name, placeholder: p.required ? "required" : String(p.default ?? "") });
+    if (p.annotation === "bool" && p.default) input.checked = true;
+    input.dataset.kind = p.annotation || "";
+    form.append(el("label", { text: p.name }), input);
+    form.append(el("span", { class: "hint", text: `${p.annotation || "any"}${p.required ? ", required" : `, default ${JSON.stringify(p.default ?? null)}`}` }));
+  }
+}
+
+function paramValue(input) {
+  const kind = input.dataset.kind;
+  if (input.type === "checkbox") return input.checked;
+  const raw = input.value.trim();
+  if (kind === "int") { const v = Number.parseInt(raw, 10); if (Number.isNaN(v)) throw new Error(`${input.name} must be an integer`); return v; }
+  if (kind === "float") { const v = Number(raw); if (Number.isNaN(v)) throw new Error(`${input.name} must be a number`); return v; }
+  if (kind === "str") return raw;
+  try { return JSON.parse(raw); } catch { return raw; }
+}
+
+async function invoke() {
+  const component = $("action-component").value, action = $("action-name").value;
+  const params = {};
+  try {
+    for (const input of $("action-params").querySelectorAll("input")) {
+      if (input.type !== "checkbox" && input.value.trim() === "") continue; // default applies
+      params[input.name] = paramValue(input);
+    }
+  } catch (err) { showError(err.message); return; }
+  $("btn-invoke").disabled = true;
+  const out = $("action-result");
+  out.hidden = false; out.className = "result"; out.textContent = "running…";
+  const body = await command("invoke", { component, action, params });
+  out.className = body.success ? "result" : "result failed";
+  out.textContent = body.success ? JSON.stringify(body.data.result ?? body.data, null, 2) : body.message;
+  $("btn-invoke").disabled = false;
+}
+
+// ------------------------------------------------------------------ configuration editor
+const CONFIG_ACTIONS = {
+  retrieve: ["retrieve_configuration", "get_configuration", "configuration"],
+  send: ["send_configuration", "set_configuration", "update_configuration"],
+  write: ["write_configuration", "write_config"],
+  read: ["read_configuration", "read_config"],
+  verify: ["validate_configuration", "verify_configuration", "verify_config"],
+};
+
+function configActions(name) {
+  const acts = S.actions[name] || {};
+  const found = {};
+  for (const [role, names] of Object.entries(CONFIG_ACTIONS)) {
+    const hit = names.find((n) => n in acts);
+    if (hit) found[role] = { name: hit, spec: acts[hit] };
+  }
+  return found;
+}
+
+function renderConfig() {
+  const body = $("config-body");
+  const boards = producers().map((p) => p.name);
+  const target = boards.includes(S.board) ? S.board : boards[0];
+  if (!target) { body.replaceChildren(el("p", { class: "muted", text: "no board (producer) is registered" })); return; }
+  const found = configActions(target);
+  if (!found.write && !found.read && !found.verify) {
+    const offered = Object.keys(S.actions[target] || {}).sort();
+    body.replaceChildren(el("p", { class: "muted",
+      text: `${target} offers no configuration actions (write / read / verify per chip); it offers: ${offered.join(", ") || "none"}. `
+        + "Its actions can still be run from the action runner." }));
+    return;
+  }
+  if (body.dataset.target === target) return; // keep what the operator is editing
+  body.dataset.target = target;
+  const chip = el("input", { id: "config-chip", placeholder: "chip key, e.g. 1-1-11", list: "chip-keys" });
+  const table = el("table", { class: "grid small regs", id: "config-regs" });
+  const result = el("pre", { class: "result", hidden: "" });
+  const call = async (role, extra = {}) => {
+    const a = found[role];
+    const key = chip.value.trim();
+    const params = { ...extra };
+    const first = a.spec.params[0];
+    if (first && !(first.name in params)) params[first.name] = key;
+    const r = await command("invoke", { component: target, action: a.name, params });
+    result.hidden = false;
+    result.className = r.success ? "result" : "result failed";
+    result.textContent = r.success ? JSON.stringify(r.data.result, null, 2) : r.message;
+    if (r.success && r.data.result && typeof r.data.result === "object") showRegisters(table, r.data.result, role);
+    return r;
+  };
+  const buttons = el("div", { class: "buttons" });
+  for (const [role, label] of [["retrieve", "Software copy"], ["read", "Read from chip"],
+    ["write", "Write to chip"], ["verify", "Verify"]]) {
+    if (found[role]) buttons.append(el("button", { text: label, onclick: () => call(role) }));
+  }
+  if (found.send) {
+    buttons.append(el("button", { text: "Apply edits", onclick: () => {
+      const updates = {};
+      for (const input of table.querySelectorAll("input[data-reg]")) {
+        if (input.value !== input.dataset.orig) (updates[chip.value.trim()] ||= {})[input.dataset.reg] = Number(input.value);
+      }
+      call("send", { [found.send.spec.params[0]?.name || "updates"]: updates });
+    } }));
+  }
+  body.replaceChildren(el("p", { class: "muted", text: `configuration of chips on ${target}` }),
+    el("div", { class: "form-row" }, el("label", { text: "Chip " }, chip)), buttons, table, result);
+}
+
+function showRegisters(table, result, role) {
+  const regs = result.registers || result.config || result;
+  if (typeof regs !== "object") return;
+  const diff = new Set(Object.keys(result.differences || result.diff || {}));
+  table.replaceChildren(el("thead", {}, el("tr", {}, el("th", { text: "register" }), el("th", { text: "value" }))));
+  const tb = el("tbody");
+  for (const [name, value] of Object.entries(regs)) {
+    if (typeof value === "object") continue;
+    const input = el("input", { value: String(value) });
+    input.dataset.reg = name; input.dataset.orig = String(value);
+    input.oninput = () => input.parentElement.classList.toggle("changed", input.value !== input.dataset.orig);
+    tb.append(el("tr", {}, el("td", { class: diff.has(name) ? "diff" : "", text: name }), el("td", {}, input)));
+  }
+  table.append(tb);
+}
+
+// ------------------------------------------------------------------ runs and log
+function when(t) { return t ? new Date(t * 1000).toLocaleString() : "–"; }
+
+function renderRuns() {
+  $("runs").tBodies[0].replaceChildren(...S.runs.map((r) => el("tr", {},
+    el("td", { text: String(r.run_number) }), el("td", { text: r.run_type }),
+    el("td", { text: r.exit_status || "open" }), el("td", { text: r.state }),
+    el("td", { text: when(r.start_time) }), el("td", { text: when(r.end_time) }),
+    el("td", { text: r.comment }), el("td", { text: (r.files || []).join(", ") }))));
+}
+
+function renderLog() {
+  const entries = [...S.log.values()].sort((a, b) => (b.time || 0) - (a.time || 0)).slice(0, 200);
+  $("log").replaceChildren(...entries.map((e) => {
+    const t = new Date((e.time || 0) * 1000).toLocaleTimeString();
+    if (e.event) {
+      return el("li", { class: "event" }, el("span", { class: "t", text: t }),
+        el("span", { class: "cmd", text: `event: ${e.kind}` }), el("span", { class: "badge event", text: "event" }),
+        el("span", { class: "msg", text: e.message }));
+    }
+    const params = Object.keys(e.params || {}).length ? ` ${JSON.stringify(e.params)}` : "";
+    const progress = e.progress && e.progress.length ? ` (${e.progress.length} progress)` : "";
+    return el("li", { class: e.status }, el("span", { class: "t", text: t }),
+      el("span", { class: "cmd", text: `${e.command}${params}`, title: JSON.stringify(e.params) }),
+      el("span", { class: `badge ${e.status}`, text: e.status }),
+      el("span", { class: "msg", text: `${e.message}${progress}${e.elapsed_s ? `  [${e.elapsed_s} s]` : ""}` }));
+  }));
+}
+
+// ------------------------------------------------------------------ start
+function start() {
+  for (const b of document.querySelectorAll("[data-command]")) b.onclick = () => transition(b.dataset.command);
+  $("btn-pause").onclick = () => {
+    S.paused = !S.paused;
+    $("btn-pause").textContent = S.paused ? "Live" : "Pause";
+    $("btn-pause").classList.toggle("on", S.paused);
+    $("monitor-note").textContent = S.paused ? "paused: the display is frozen, data taking goes on" : "";
+  };
+  $("board-select").onchange = (ev) => {
+    S.board = ev.target.value;
+    if (S.actions[S.board]) { $("action-component").value = S.board; renderActionNames(); }
+    $("config-body").dataset.target = "";
+    renderConfig();
+    if (S.monitor) renderMonitor();
+  };
+  $("tile-select").onchange = (ev) => { S.tile = ev.target.value; if (S.monitor) drawMonitorPlots(); };
+  $("hitmap-max").onchange = () => { if (S.monitor) drawMonitorPlots(); };
+  $("hitmap").addEventListener("mousemove", hitmapHover);
+  $("hitmap").addEventListener("mouseleave", () => { $("hitmap-tip").hidden = true; });
+  $("action-component").onchange = renderActionNames;
+  $("action-name").onchange = renderParams;
+  $("btn-invoke").onclick = invoke;
+  fetch("/api/layout").then((r) => r.json()).then((l) => { S.layout = l; });
+  connect();
+}
+
+start();
