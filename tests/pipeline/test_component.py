@@ -179,8 +179,8 @@ def test_numpy_counters_and_results_travel(core, board):
         assert end.success
         counters = end.data["run"]["counters"]["board"]
         assert counters["loops_numpy"] == counters["loops"]
-        status = op.call("status").data
-        assert isinstance(status["components"][0]["counters"]["loops_numpy"], int)
+        live = wait_for(lambda: op.call("status").data["components"][0]["counters"])
+        assert isinstance(live["loops_numpy"], int)
 
 
 def test_plain_values():
