@@ -107,6 +107,7 @@ def test_storage_killed_mid_run_loses_nothing(daq_factory):
     _check_rows_match_sent(daq, rows, 2, run["run_number"])
     assert run["packets_written"] == len(rows)
     assert run["packets_lost"] == 0
+    assert run["counters"]["storage"]["restarts"] == 1
     texts = _texts(files)
     assert texts.count("Beginning run") == 2 and texts.count("Ending run") == 2
 

@@ -81,7 +81,6 @@ class StorageCounters:
     frames_written: int = 0
     frames_duplicate: int = 0
     frames_missing: int = 0
-    frames_late: int = 0
     packets_written: int = 0
     packets_lost: int = 0
     words_received: int = 0
