@@ -19,6 +19,7 @@ from larpixdaq.boards.pacman_client import (
     with_network_registers,
 )
 from larpixdaq.boards.pacman_emulator import PacmanEmulator
+from larpixdaq.formats import packets as K
 from larpixdaq.formats import pacman as P
 from larpixdaq.formats.chipconfig import ChipConfig
 from larpixdaq.formats.network import load_network
@@ -360,3 +361,21 @@ def test_a_flooding_board_is_configured_over_the_wire_then_floods(start_emulator
     rows = P.decode_data_messages(messages, 1).rows
     chip = rows[rows["packet_type"] == 0]
     assert chip["valid_parity"].all() and chip["channel_id"].max() < 32
+
+
+def test_late_replies_of_an_earlier_read_are_not_taken_for_new_ones(tile):
+    board, emu, client, network = tile
+    keys = client.bring_up(network)
+    key = keys[7]
+    _, ch, cid = (int(x) for x in key.split("-"))
+    client.start_data()
+    # replies to a read nobody collects yet: value 255 (power-on threshold)
+    client.transmit(ch, K.encode_packets(packet_type=3, chip_id=cid, register_address=64))
+    time.sleep(0.3)  # let them arrive and wait in the queue
+    board.chips[(ch, cid)][64] = 99
+    assert client.read_configs([key], registers=[64])[key].tolist() == [99]
+    # the data stream still hands over everything received meanwhile, in order
+    rows = P.decode_data_messages(client.recv_messages(), 1).rows
+    reads = rows[rows["packet_type"] == 3]
+    assert reads["register_data"].tolist()[:1] == [255]
+    client.stop_data()

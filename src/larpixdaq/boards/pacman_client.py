@@ -305,9 +305,10 @@ class PacmanClient:
         self.counters["data_messages"] += len(out)
         return out
 
-    def _drain(self) -> list[bytes]:
+    def _drain(self, limit: int = 1000) -> list[bytes]:
+        """Messages already queued (at most ``limit``, so a flood cannot hold us here)."""
         msgs = []
-        while self._sub.poll(0):
+        while len(msgs) < limit and self._sub.poll(0):
             msgs.append(self._sub.recv())
         return msgs
 
@@ -336,6 +337,11 @@ class PacmanClient:
         id_arr = np.array([i for _, i in chips], np.int64)
         was_subscribed = self._subscribed
         self.subscribe()
+        # Whatever is queued now predates these reads (e.g. late answers to an earlier
+        # read); it must not be taken for their replies.
+        stale = self._drain(limit=100000)
+        if self._data_on:
+            self._stash.extend(stale)
         try:
             deadline = time.monotonic() + timeout
             # Resend what is missing only once replies have stopped coming for a while.
