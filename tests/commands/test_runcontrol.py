@@ -115,3 +115,12 @@ def test_env_default_address(monkeypatch, core, capsys):
     monkeypatch.setenv("LARPIX_DAQ_CORE", core.endpoint)
     assert main(["status", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["state"] == "STOP"
+
+
+def test_second_core_on_the_same_database_refused(core):
+    proc = subprocess.run(
+        [sys.executable, "-m", "larpixdaq.cli", "core", "--core", "tcp://127.0.0.1:0",
+         "--db", str(core.db)],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert proc.returncode == 1 and "in use by another core" in proc.stderr

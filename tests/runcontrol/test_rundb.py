@@ -73,3 +73,13 @@ def test_core_state(tmp_path):
     db.save_core_state("RUN", 4)
     db.close()
     assert RunDatabase(tmp_path / "r.sqlite").load_core_state() == ("RUN", 4)
+
+
+def test_one_core_per_database(tmp_path):
+    first = RunDatabase(tmp_path / "r.sqlite", exclusive=True)
+    with pytest.raises(RunDatabaseError, match=r"in use by another core \(pid \d+\)"):
+        RunDatabase(tmp_path / "r.sqlite", exclusive=True)
+    reader = RunDatabase(tmp_path / "r.sqlite")  # readers (`runs --db`) are welcome
+    reader.close()
+    first.close()
+    RunDatabase(tmp_path / "r.sqlite", exclusive=True).close()

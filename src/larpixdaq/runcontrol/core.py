@@ -139,7 +139,7 @@ class Core:
         self.heartbeat_timeout = heartbeat_timeout
         self.ack_timeout = ack_timeout
         self.data_dir = data_dir
-        self.db = RunDatabase(db_path)
+        self.db = RunDatabase(db_path, exclusive=True)
         self._ctx = context or zmq.Context.instance()
         self._sock: zmq.Socket | None = None
         self.endpoint: str | None = None

@@ -10,7 +10,9 @@ run was in progress and carries on with it.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 import time
 from dataclasses import asdict, dataclass, field
@@ -87,11 +89,14 @@ _JSON_COLUMNS = ("files", "counters", "roles", "participants", "incidents")
 class RunDatabase:
     """The SQLite run database; one connection, used by one thread at a time."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, exclusive: bool = False) -> None:
         self.path = Path(path)
+        self._lock: Any = None
         try:
             if self.path.parent != Path(""):
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+            if exclusive:
+                self._take_lock()
             # One user at a time, but it may be built in one thread and served in another.
             self._db = sqlite3.connect(str(self.path), isolation_level=None,
                                        check_same_thread=False)
@@ -104,8 +109,30 @@ class RunDatabase:
         except (sqlite3.Error, OSError) as exc:
             raise RunDatabaseError(f"cannot open the run database {self.path}: {exc}") from None
 
+    def _take_lock(self) -> None:
+        """One core per database: two would both think they own the run in progress."""
+        lock = open(f"{self.path}.lock", "a+")  # noqa: SIM115 - held for the object's life
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "?"
+            lock.close()
+            raise RunDatabaseError(
+                f"the run database {self.path} is in use by another core (pid {holder}); "
+                "stop that core or give another --db"
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(str(os.getpid()))
+        lock.flush()
+        self._lock = lock
+
     def close(self) -> None:
         self._db.close()
+        if self._lock is not None:
+            self._lock.close()  # closing the file releases the lock
+            self._lock = None
 
     # --- runs ---------------------------------------------------------------------------
 
