@@ -130,4 +130,41 @@ def run(quick: bool) -> list[Row]:
                         "us"))
     rows.append(Row("client TX of 23,700 packets (one tile's full config) p50",
                     float(np.percentile(tx, 50)) * 1e3, "ms", "one request, board no-op"))
+    rows += tile_operations(3 if quick else 10)
     return rows
+
+
+def tile_operations(repeat: int) -> list[Row]:
+    """Bring-up, configuration write and read-back verify of one simulated tile (100 chips)."""
+    try:
+        from larpixdaq.boards.simboard import SimulatedBoard
+    except ImportError:
+        return []
+    from larpixdaq.boards.pacman_client import with_network_registers
+    from larpixdaq.formats.chipconfig import ChipConfig
+    from larpixdaq.formats.network import load_network
+
+    board = SimulatedBoard(io_group=1, tiles=1, seed=0)
+    network = load_network(board.network_config())
+    times: dict[str, list[float]] = {"bring-up": [], "write": [], "verify": []}
+    with PacmanEmulator(board, cmd_port=0, data_port=0, echo_port=0) as emu:
+        port = int(emu.cmd_endpoint.rsplit(":", 1)[1])
+        data = int(emu.data_endpoint.rsplit(":", 1)[1])
+        with PacmanClient(1, cmd_port=port, data_port=data, timeout=2.0) as client:
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                keys = client.bring_up(network)
+                t1 = time.perf_counter()
+                configs = with_network_registers({k: ChipConfig() for k in keys}, network)
+                client.write_configs(configs)
+                t2 = time.perf_counter()
+                if not client.verify_configs(configs).ok:
+                    raise RuntimeError("verification failed")
+                t3 = time.perf_counter()
+                times["bring-up"].append(t1 - t0)
+                times["write"].append(t2 - t1)
+                times["verify"].append(t3 - t2)
+    notes = {"bring-up": "100 chips, 4 UARTs, each chip's id read back",
+             "write": "23,700 config-write packets", "verify": "23,700 config reads and compare"}
+    return [Row(f"tile {name} (client + emulator) median", float(np.median(v)) * 1e3, "ms",
+                notes[name]) for name, v in times.items()]
