@@ -115,12 +115,13 @@ function renderStatus() {
   const body = $("components").tBodies[0];
   body.replaceChildren(...st.components.map((c) => {
     const late = c.last_seen_s > 0.5;
-    const counters = Object.entries(c.counters || {}).slice(0, 8)
-      .map(([k, v]) => `${k}=${typeof v === "number" ? fmt(v) : v}`).join("  ");
+    const all = Object.entries(c.counters || {})
+      .map(([k, v]) => `${k}=${typeof v === "number" ? fmt(v) : v}`);
+    const counters = all.slice(0, 4).join("  ") + (all.length > 4 ? "  …" : "");
     return el("tr", {},
       el("td", { text: c.name }), el("td", { text: c.role }), el("td", { text: c.state }),
       el("td", { class: late ? "age-late" : "age-ok", text: `${c.last_seen_s.toFixed(2)} s` }),
-      el("td", { text: `${c.host} / ${c.pid}` }), el("td", { class: "counters", text: counters }));
+      el("td", { text: `${c.host} / ${c.pid}` }), el("td", { class: "counters", text: counters, title: all.join("\n") }));
   }));
   renderBoards();
 }
@@ -183,7 +184,7 @@ function renderMonitor() {
   ];
   $("monitor-stats").replaceChildren(...stats.map(([l, v]) => el("div", { class: "stat" },
     el("div", { class: "v", text: v }), el("div", { class: "l", text: l }))));
-  $("alarms").replaceChildren(...m.alarms.map((a) => el("li", { class: a.severity, text: `${a.kind}: ${a.message}` })));
+  renderAlarms(m.alarms);
   // tile selector
   const ts = tiles();
   const sel = $("tile-select");
@@ -203,6 +204,27 @@ function renderMonitor() {
       el("td", { text: fmt(c.max) }), el("td", { text: String(c.hits) }))));
 }
 
+const ALARM_TITLES = {
+  hot_channel: "hot channels", silent_chip: "silent chips", silent_io_group: "silent io_groups",
+  fifo_loss: "chips losing hits (FIFO full)", parity: "parity errors", decode_errors: "decode errors",
+};
+
+// One line per kind of alarm; the details open on a click, so a noisy tile stays readable.
+function renderAlarms(alarms) {
+  const kinds = new Map();
+  for (const a of alarms) (kinds.get(a.kind) || kinds.set(a.kind, []).get(a.kind)).push(a);
+  const open = new Set([...document.querySelectorAll("#alarms details[open]")].map((d) => d.dataset.kind));
+  $("alarms").replaceChildren(...[...kinds].map(([kind, list]) => {
+    const severity = list.some((a) => a.severity === "error") ? "error" : "warning";
+    if (list.length === 1) return el("li", { class: severity, text: `${ALARM_TITLES[kind] || kind}: ${list[0].message}` });
+    const d = el("details", {}, el("summary", { text: `${list.length} ${ALARM_TITLES[kind] || kind}: ${list[0].message}, …` }),
+      el("ul", {}, ...list.map((a) => el("li", { text: a.message }))));
+    d.dataset.kind = kind;
+    if (open.has(kind)) d.open = true;
+    return el("li", { class: severity }, d);
+  }));
+}
+
 function currentTile() {
   return tiles().find((t) => `${t.io_group}/${t.tile}` === S.tile) || null;
 }
@@ -211,8 +233,20 @@ function drawMonitorPlots() {
   const m = S.monitor;
   const side = S.layout ? S.layout.pixels_per_side : 70;
   const t = currentTile();
-  const values = t ? (($("hitmap-max").checked) ? t.max : t.rate) : new Array(side * side).fill(0);
-  drawHitmap($("hitmap"), $("hitmap-scale"), values, side);
+  const mode = $("hitmap-mode").value;
+  let values = new Array(side * side).fill(0);
+  if (t && mode === "max") values = t.max;
+  else if (t && mode === "rate") values = t.rate;
+  else if (t) {
+    // hits seen / time / share seen: the run's average rate per pixel
+    const seen = (m.fraction_seen && m.fraction_seen.words) || 1;
+    const secs = Math.max(1, m.since_reset_s);
+    values = t.hits.map((h) => h / secs / seen);
+  }
+  $("hitmap-caption").textContent = {
+    rate: "Pixel hit rate, last second (Hz)", max: "Pixel hit rate, per-second maximum (Hz)",
+    avg: "Pixel hit rate, run average (Hz)" }[mode];
+  drawHitmap($("hitmap"), $("hitmap-scale"), values, side, !$("hitmap-linear").checked);
   const hist = m.history || [];
   const last = hist.length ? hist[hist.length - 1][0] : 0;
   const points = hist.map(([s, r]) => [s - last, r]);
@@ -257,7 +291,7 @@ function hitmapHover(ev) {
 // ------------------------------------------------------------------ actions
 function renderActions() {
   const comp = $("action-component");
-  const names = Object.keys(S.actions).sort();
+  const names = Object.keys(S.actions).filter((n) => Object.keys(S.actions[n]).length).sort();
   const keep = comp.value || S.board;
   comp.replaceChildren(...names.map((n) => el("option", { value: n, text: n })));
   if (names.includes(keep)) comp.value = keep;
@@ -450,7 +484,7 @@ function start() {
     if (S.monitor) renderMonitor();
   };
   $("tile-select").onchange = (ev) => { S.tile = ev.target.value; if (S.monitor) drawMonitorPlots(); };
-  $("hitmap-max").onchange = () => { if (S.monitor) drawMonitorPlots(); };
+  for (const id of ["hitmap-mode", "hitmap-linear"]) $(id).onchange = () => { if (S.monitor) drawMonitorPlots(); };
   $("hitmap").addEventListener("mousemove", hitmapHover);
   $("hitmap").addEventListener("mouseleave", () => { $("hitmap-tip").hidden = true; });
   $("action-component").onchange = renderActionNames;

@@ -30,6 +30,7 @@ export function niceMax(v) {
 export function fmt(v) {
   if (v === null || v === undefined || Number.isNaN(v)) return "–";
   const a = Math.abs(v);
+  if (Number.isInteger(v) && a < 1e4) return String(v);
   if (a >= 1e6) return (v / 1e6).toFixed(2) + "M";
   if (a >= 1e4) return (v / 1e3).toFixed(1) + "k";
   if (a >= 100) return v.toFixed(0);
@@ -38,14 +39,16 @@ export function fmt(v) {
 }
 
 // values: one number per pixel, row-major, side x side; y grows upwards (row 0 at the bottom).
-export function drawHitmap(canvas, scaleCanvas, values, side, unrouted) {
+// A logarithmic colour scale by default: a few hot channels must not hide all the others.
+export function drawHitmap(canvas, scaleCanvas, values, side, log = true) {
   const ctx = setup(canvas);
   const cell = canvas.width / side;
-  const max = Math.max(0, ...values);
+  const max = values.reduce((a, b) => (b > a ? b : a), 0);
   const top = niceMax(max);
+  const norm = log ? (v) => Math.log10(1 + v) / Math.log10(1 + top) : (v) => v / top;
   for (let p = 0; p < values.length; p++) {
     const x = p % side, y = Math.floor(p / side);
-    ctx.fillStyle = colour(values[p] / top);
+    ctx.fillStyle = colour(norm(values[p]));
     ctx.fillRect(x * cell, (side - 1 - y) * cell, Math.ceil(cell), Math.ceil(cell));
   }
   // chip boundaries every 7 pixels
@@ -64,7 +67,7 @@ export function drawHitmap(canvas, scaleCanvas, values, side, unrouted) {
     }
     s.fillStyle = "#1d2430";
     s.save(); s.translate(20, h / 2); s.rotate(-Math.PI / 2);
-    s.textAlign = "center"; s.fillText(`0 … ${fmt(top)} Hz`, 0, 0); s.restore();
+    s.textAlign = "center"; s.fillText(`0 … ${fmt(top)} Hz${log ? " (log)" : ""}`, 0, 0); s.restore();
   }
   return top;
 }

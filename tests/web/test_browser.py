@@ -1,0 +1,108 @@
+"""The page in a real headless browser (Debian's chromium) against a small DAQ of processes:
+core, aggregator, storage, a simulated board, the monitor and the web server."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from daq_procs import Daq
+from playwright.sync_api import expect, sync_playwright
+
+from larpixdaq.runcontrol.testing import wait_for
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture
+def web_daq(tmp_path):
+    d = Daq(tmp_path, boards=1, rate=20_000)
+    try:
+        d.start()
+        c = ["--core", d.core.endpoint]
+        d._proc("monitor", ["monitor", *c])
+        web = d._proc("web", ["web", *c, "--port", "0", "--interval", "0.5"])
+        url = re.search(r"http://\S+", web.first_line).group(0)
+        wait_for(lambda: any(x["role"] == "monitor" for x in d.clients()), timeout=15)
+        yield d, url
+    finally:
+        d.close()
+
+
+@pytest.fixture
+def page(tmp_path):
+    with sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=ARGS,
+            viewport={"width": 1400, "height": 1700})
+        try:
+            yield ctx.new_page()
+        finally:
+            ctx.close()
+
+
+def canvas_ink(page, canvas_id: str) -> int:
+    """Pixels of a canvas that are neither blank nor the hit map's 'no hits' grey."""
+    return page.evaluate("""(id) => {
+        const c = document.getElementById(id);
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0;
+        for (let i = 0; i < d.length; i += 4) {
+            const [r, g, b, a] = [d[i], d[i+1], d[i+2], d[i+3]];
+            const grey = r === 241 && g === 243 && b === 246;
+            const white = r > 250 && g > 250 && b > 250;
+            if (a === 0 || grey || white || (r === 0 && g === 0 && b === 0)) continue;
+            n++;
+        }
+        return n;
+    }""", canvas_id)
+
+
+def test_run_from_the_page(web_daq, page, tmp_path):
+    daq, url = web_daq
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(url)
+    state = page.get_by_test_id("state")
+    expect(state).to_have_text("STOP", timeout=10_000)
+    expect(page.locator("#components tbody tr")).to_have_count(4, timeout=10_000)
+    assert page.locator("#btn-begin_run").is_disabled()
+
+    page.fill("#run-comment", "browser test")
+    page.click("#btn-prepare_run")
+    expect(state).to_have_text("READY", timeout=15_000)
+    expect(page.locator("#btn-begin_run")).to_be_enabled()
+    page.click("#btn-begin_run")
+    expect(state).to_have_text("RUN", timeout=15_000)
+    assert page.locator("#btn-prepare_run").is_disabled()
+
+    # The monitor fills: a tile appears, the hit map and the rate plot get ink.
+    expect(page.locator("#tile-select option")).to_have_count(1, timeout=15_000)
+    wait_for(lambda: canvas_ink(page, "hitmap") > 2000, timeout=15, interval=0.3)
+    wait_for(lambda: page.evaluate(
+        "() => document.querySelectorAll('#recent tbody tr').length") > 10, timeout=10)
+    page.wait_for_timeout(2500)  # a few seconds of rate history for the plot
+    assert canvas_ink(page, "rateplot") > 500
+    assert canvas_ink(page, "adcplot") > 100
+
+    # Hovering a pixel names it.
+    box = page.locator("#hitmap").bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
+    tip = page.locator("#hitmap-tip")
+    expect(tip).to_be_visible()
+    assert re.search(r"chip 1-\d+-\d+\s+channel \d+", tip.inner_text())
+    assert "max" in tip.inner_text() and "rate" in tip.inner_text()
+    page.mouse.move(0, 0)
+
+    shot = tmp_path / "page.png"
+    page.screenshot(path=str(shot), full_page=True)
+    png = shot.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 50_000
+
+    page.click("#btn-end_run")
+    expect(state).to_have_text("STOP", timeout=20_000)
+    expect(page.locator("#runs tbody tr").first).to_contain_text("browser test", timeout=10_000)
+    expect(page.locator("#log")).to_contain_text("end_run")
+    assert not errors, errors
