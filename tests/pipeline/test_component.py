@@ -188,3 +188,13 @@ def test_plain_values():
 
     assert plain({1: (np.int8(2), Path("/x")), "a": {np.str_("b")}}) == {
         "1": [2, "/x"], "a": ["b"]}
+
+
+def test_components_find_each_other_through_the_core(core, board):
+    assert board.wait_service("aggregator.out", timeout=0.1) is None
+    agg = Component("agg", core.endpoint, role="aggregator", heartbeat_interval=0.05,
+                    endpoints={"aggregator.out": "tcp://10.0.0.5:6000"}).start()
+    try:
+        assert board.wait_service("aggregator.out") == "tcp://10.0.0.5:6000"
+    finally:
+        agg.stop()

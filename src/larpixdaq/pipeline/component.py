@@ -276,6 +276,17 @@ class Component:
             self._threads.append(d)
         return self
 
+    def wait_service(self, key: str, timeout: float = 5.0) -> str | None:
+        """The address another component advertised as ``key`` (in its ``endpoints``), once
+        the core has told us about it; ``None`` after ``timeout``. This is how components find
+        each other (e.g. storage finds ``"aggregator.out"``) without hard-wired addresses."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = self.services.get(key)
+            if value is not None or time.monotonic() >= deadline:
+                return value
+            time.sleep(0.01)
+
     def wait_registered(self, timeout: float = 5.0) -> bool:
         """Block until the core has welcomed this component (True) or ``timeout`` passes."""
         return self._registered.wait(timeout)
