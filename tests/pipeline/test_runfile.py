@@ -213,3 +213,22 @@ def test_any_redelivery_writes_each_frame_once(tmp_path_factory, plan):
     assert c["frames_missing"] == 0 and c["packets_lost"] == 0
     assert c["frames_written"] == sent[1] + sent[2]
     assert c["frames_written"] + c["frames_duplicate"] == sum(map(len, batches))
+
+
+def test_a_resume_cut_short_leaves_no_empty_part(tmp_path):
+    msgs = make_messages(12, 6, words=20)
+    frames = make_frames("a", 1, msgs)
+    w = RunWriter(tmp_path, 8)
+    w.add(frames[:4])
+    w.commit()
+    w._writer.close(clean=False)  # the process dies here: nothing more reaches the files
+    w._journal.close()
+    again = RunWriter(tmp_path, 8)  # resumes...
+    again.abort()  # ...and is stopped before any frame arrived
+    assert sorted(p.name for p in tmp_path.glob("*.h5")) == ["run-000008.h5"]
+    last = RunWriter(tmp_path, 8)
+    last.add(frames)
+    files = last.close()["files"]
+    assert [Path(p).name for p in files] == ["run-000008.h5", "run-000008-p001.h5"]
+    rows = read_run_packets(files)
+    assert np.array_equal(_chip_rows(rows, 1), expected_rows(msgs, 1))

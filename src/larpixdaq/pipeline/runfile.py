@@ -135,6 +135,7 @@ class RunWriter:
         self._writer: Hdf5Writer | None = None
         self._journal_path = journal_path(self.data_dir, self.run_number)
         self._uncommitted = False
+        self._last_commit = (0, 0, 0)
         self.closed = False
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -208,14 +209,24 @@ class RunWriter:
             if later.exists():
                 later.unlink()
         self._journal = open(self._journal_path, "a", encoding="utf-8")  # noqa: SIM115
-        self._open_part(part + 1)
-        self._commit_record()
+        # The next part is created with the first frame (or at close): a restart that is
+        # itself cut short leaves no empty part behind.
+        self.part = part + 1
+        self._writer = None
 
     # -- frames --------------------------------------------------------------------------
+    def _ensure_part(self) -> None:
+        if self._writer is None:
+            try:
+                self._open_part(self.part)
+            except OSError as exc:
+                raise StorageError(f"cannot create {self.path}: {exc}") from exc
+
     def add(self, frames: Sequence[Frame]) -> list[Stream]:
         """Write a batch of frames in arrival order; returns streams that just finished."""
         if self.closed:
             raise StorageError(f"run {self.run_number} is closed")
+        self._ensure_part()
         c = self.counters
         c.frames_received += len(frames)
         keep = self._dedupe(frames)
@@ -308,7 +319,7 @@ class RunWriter:
 
     def commit(self) -> dict[Stream, int]:
         """Put everything added so far on disk and in the journal; returns :meth:`committed`."""
-        if self.closed or not self._uncommitted:
+        if self.closed or not self._uncommitted or self._writer is None:
             return self.committed()
         try:
             self._writer.flush()
@@ -338,6 +349,7 @@ class RunWriter:
         if self.closed:
             return self.summary()
         try:
+            self._ensure_part()  # a resumed run ends in a part of its own, with the totals
             self.commit()
             unfinished = [s for s in self.trackers if s not in self.finished]
             attrs = {**self._part_attrs(), "streams_unfinished": len(unfinished),
