@@ -198,3 +198,15 @@ def test_components_find_each_other_through_the_core(core, board):
         assert board.wait_service("aggregator.out") == "tcp://10.0.0.5:6000"
     finally:
         agg.stop()
+
+
+def test_stop_while_an_action_runs_and_stop_twice(core):
+    b = Board("b3", core.endpoint).start()
+    assert b.wait_registered(5)
+    with Operator(core.endpoint) as op:
+        running = op.invoke("b3", "sleep", seconds=0.3)
+        assert isinstance(next(running), Ack)
+    b.stop()
+    time.sleep(0.5)  # the action finishes after the component stopped; its reply goes nowhere
+    b.stop()
+    assert b._closed and b.control_counters["actions_run"] == 1

@@ -211,6 +211,8 @@ class Component:
         self._outbox: queue.SimpleQueue[m.Message] = queue.SimpleQueue()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)  # a full pipe already means "wake up"
+        self._wake_lock = threading.Lock()
+        self._closed = False
         self._stop = threading.Event()
         self._registered = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -304,9 +306,12 @@ class Component:
             logcollector.uninstall_forwarding(self._log_address)
             self._log_address = None
         self._action_pool.shutdown(wait=False, cancel_futures=True)
-        for fd in (self._wake_r, self._wake_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        with self._wake_lock:  # an action still running must not write to a reused fd
+            if not self._closed:
+                self._closed = True
+                for fd in (self._wake_r, self._wake_w):
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
 
     def run_forever(self) -> None:
         """Run until SIGINT/SIGTERM (in the main thread) or :meth:`stop` from another thread."""
@@ -325,8 +330,9 @@ class Component:
     # --- the control thread -----------------------------------------------------------------
 
     def _wake(self) -> None:
-        with contextlib.suppress(OSError):
-            os.write(self._wake_w, b"x")
+        with self._wake_lock, contextlib.suppress(OSError):
+            if not self._closed:
+                os.write(self._wake_w, b"x")
 
     def _post(self, msg: m.Message) -> None:
         """Queue a message for the core from any thread."""
