@@ -24,8 +24,11 @@ def configure(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from larpixdaq.web.app import create_app
+    from larpixdaq.web.app import STATIC, create_app
 
+    if not (STATIC / "index.html").is_file():
+        raise CommandError(f"the page is missing ({STATIC}/index.html): this installation of "
+                           "larpix-daq lacks its static files; reinstall it")
     if args.interval <= 0:
         raise CommandError("--interval must be positive")
     sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
