@@ -25,6 +25,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="replay at this multiple of real time (0: as fast as possible)")
     p.add_argument("--part-mb", type=float, default=4096, help="run file part size (MB)")
     p.add_argument("--no-web", action="store_true", help="do not start the web UI")
+    p.add_argument("--web-port", type=int, default=8080, help="port of the web UI (default 8080)")
 
 
 def _host_port(address: str) -> tuple[str, int]:
@@ -78,9 +79,9 @@ def build(args: argparse.Namespace):
                                   "--io-group", str(i), "--sim-rate", str(args.sim_rate),
                                   "--replay-speed", str(args.replay_speed)])
     if _has_command("monitor"):
-        sup.add("monitor", ["monitor", *core])
+        sup.add("monitor", ["monitor", *core, "--aggregator", addr(12)])
     if not args.no_web and _has_command("web") and importlib.util.find_spec("larpixdaq.web.app"):
-        sup.add("web", ["web", *core])
+        sup.add("web", ["web", *core, "--port", str(args.web_port)])
     return sup
 
 
