@@ -6,10 +6,11 @@ from __future__ import annotations
 import re
 
 import pytest
-from daq_procs import Daq
+from daq_procs import Daq, Proc
 from playwright.sync_api import expect, sync_playwright
 
-from larpixdaq.runcontrol.testing import wait_for
+from larpixdaq.pipeline.component import Component, action
+from larpixdaq.runcontrol.testing import CoreProcess, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -105,4 +106,98 @@ def test_run_from_the_page(web_daq, page, tmp_path):
     expect(state).to_have_text("STOP", timeout=20_000)
     expect(page.locator("#runs tbody tr").first).to_contain_text("browser test", timeout=10_000)
     expect(page.locator("#log")).to_contain_text("end_run")
+    assert not errors, errors
+
+
+class ConfigBoard(Component):
+    """A board offering the configuration actions (software copy, chip, verify)."""
+
+    role = "producer"
+
+    def __init__(self, name, core):
+        super().__init__(name, core, heartbeat_interval=0.05, core_timeout=0.5)
+        self.soft = {"1-1-11": {"threshold_global": 255, "csa_enable": 1}}
+        self.chip = {"1-1-11": {"threshold_global": 255, "csa_enable": 1}}
+
+    @action
+    def retrieve_configuration(self, chip: str):
+        """The software copy of a chip's registers."""
+        return {"registers": dict(self.soft[chip])}
+
+    @action
+    def send_configuration(self, updates: dict):
+        """Change the software copy: {chip key: {register: value}}."""
+        for key, regs in updates.items():
+            self.soft[key].update(regs)
+        return {"updated": sorted(updates)}
+
+    @action
+    def write_configuration(self, chip: str):
+        """Write the software copy to the chip."""
+        self.chip[chip] = dict(self.soft[chip])
+        return {"written": chip}
+
+    @action
+    def read_configuration(self, chip: str):
+        """Read the chip's registers back."""
+        return {"registers": dict(self.chip[chip])}
+
+    @action
+    def validate_configuration(self, chip: str):
+        """Compare the chip with the software copy."""
+        diff = {r: [v, self.chip[chip].get(r)] for r, v in self.soft[chip].items()
+                if self.chip[chip].get(r) != v}
+        return {"match": not diff, "differences": diff}
+
+
+@pytest.fixture
+def config_daq(tmp_path):
+    core = CoreProcess(tmp_path / "runs.sqlite").start()
+    board = None
+    web = Proc(["web", "--core", core.endpoint, "--port", "0", "--interval", "0.3"],
+               tmp_path / "web.log")
+    try:
+        board = ConfigBoard("board-1", core.endpoint).start()
+        assert board.wait_registered(5)
+        web.start()
+        yield board, re.search(r"http://\S+", web.first_line).group(0)
+    finally:
+        web.stop()
+        if board is not None:
+            board.stop()
+        core.terminate()
+
+
+def test_configuration_editor_and_action_runner(config_daq, page, tmp_path):
+    board, url = config_daq
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(url)
+    page.fill("#config-chip", "1-1-11", timeout=10_000)
+    page.click("text=Software copy")
+    expect(page.locator("#config-regs tbody tr")).to_have_count(2)
+    page.fill("#config-regs input[data-reg=threshold_global]", "30")
+    page.click("text=Apply edits")
+    wait_for(lambda: board.soft["1-1-11"]["threshold_global"] == 30, timeout=5)
+    page.click("text=Verify")
+    diff = page.locator("#config-regs td.diff")
+    expect(diff).to_have_text("threshold_global")
+    page.click("text=Write to chip")
+    wait_for(lambda: board.chip["1-1-11"]["threshold_global"] == 30, timeout=5)
+    page.click("text=Verify")
+    expect(diff).to_have_count(0)
+
+    # The action runner builds its inputs from the action's parameters.
+    page.select_option("#action-component", "board-1")
+    page.select_option("#action-name", "read_configuration")
+    expect(page.locator("#action-doc")).to_have_text("Read the chip's registers back.")
+    page.fill("#action-params input[name=chip]", "1-1-11")
+    page.click("#btn-invoke")
+    expect(page.locator("#action-result")).to_contain_text('"threshold_global": 30')
+    page.fill("#action-params input[name=chip]", "9-9-99")
+    page.click("#btn-invoke")
+    expect(page.locator("#action-result")).to_contain_text("KeyError")
+    expect(page.locator("#banner")).to_contain_text("invoke")
+    expect(page.locator("#log")).to_contain_text("failed")
+    page.locator("#config-card").screenshot(path=str(tmp_path / "config.png"))
     assert not errors, errors

@@ -124,6 +124,7 @@ function renderStatus() {
       el("td", { text: `${c.host} / ${c.pid}` }), el("td", { class: "counters", text: counters, title: all.join("\n") }));
   }));
   renderBoards();
+  renderConfig();
 }
 
 async function transition(name) {
@@ -401,7 +402,11 @@ function renderConfig() {
     result.hidden = false;
     result.className = r.success ? "result" : "result failed";
     result.textContent = r.success ? JSON.stringify(r.data.result, null, 2) : r.message;
-    if (r.success && r.data.result && typeof r.data.result === "object") showRegisters(table, r.data.result, role);
+    const res = r.success ? r.data.result : null;
+    if (res && typeof res === "object") {
+      if (role === "verify") markDifferences(table, res);
+      else if (role !== "send" && role !== "write") showRegisters(table, res);
+    }
     return r;
   };
   const buttons = el("div", { class: "buttons" });
@@ -415,27 +420,47 @@ function renderConfig() {
       for (const input of table.querySelectorAll("input[data-reg]")) {
         if (input.value !== input.dataset.orig) (updates[chip.value.trim()] ||= {})[input.dataset.reg] = Number(input.value);
       }
-      call("send", { [found.send.spec.params[0]?.name || "updates"]: updates });
+      call("send", { [found.send.spec.params[0]?.name || "updates"]: updates }).then((r) => {
+        if (!r.success) return;
+        for (const input of table.querySelectorAll("input[data-reg]")) {
+          input.dataset.orig = input.value;
+          input.parentElement.classList.remove("changed");
+        }
+      });
     } }));
   }
-  body.replaceChildren(el("p", { class: "muted", text: `configuration of chips on ${target}` }),
+  const keys = el("datalist", { id: "chip-keys" },
+    ...(S.monitor?.chips || []).map((c) => el("option", { value: c.key })));
+  body.replaceChildren(keys, el("p", { class: "muted", text: `configuration of chips on ${target}` }),
     el("div", { class: "form-row" }, el("label", { text: "Chip " }, chip)), buttons, table, result);
 }
 
-function showRegisters(table, result, role) {
+// A register map is {name: number}, possibly under "registers" or "config".
+function registersOf(result) {
   const regs = result.registers || result.config || result;
-  if (typeof regs !== "object") return;
-  const diff = new Set(Object.keys(result.differences || result.diff || {}));
+  return Object.fromEntries(Object.entries(regs).filter(([, v]) => typeof v === "number"));
+}
+
+function showRegisters(table, result) {
+  const regs = registersOf(result);
   table.replaceChildren(el("thead", {}, el("tr", {}, el("th", { text: "register" }), el("th", { text: "value" }))));
   const tb = el("tbody");
   for (const [name, value] of Object.entries(regs)) {
-    if (typeof value === "object") continue;
-    const input = el("input", { value: String(value) });
+    const input = el("input", { value: String(value), type: "number", min: "0", max: "255" });
     input.dataset.reg = name; input.dataset.orig = String(value);
     input.oninput = () => input.parentElement.classList.toggle("changed", input.value !== input.dataset.orig);
-    tb.append(el("tr", {}, el("td", { class: diff.has(name) ? "diff" : "", text: name }), el("td", {}, input)));
+    tb.append(el("tr", {}, el("td", { text: name }), el("td", {}, input)));
   }
   table.append(tb);
+}
+
+// Verification answers which registers differ; mark them in the table shown.
+function markDifferences(table, result) {
+  const diff = result.differences || result.diff || {};
+  const names = new Set(Array.isArray(diff) ? diff.map(String) : Object.keys(diff));
+  for (const input of table.querySelectorAll("input[data-reg]")) {
+    input.parentElement.previousSibling.classList.toggle("diff", names.has(input.dataset.reg));
+  }
 }
 
 // ------------------------------------------------------------------ runs and log
