@@ -44,7 +44,6 @@ import queue
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -578,7 +577,3 @@ class Component:
         self._post(m.Result(id=msg.id, success=True, message=f"{spec.name} done",
                             data={"result": plain(value)}))
 
-
-def unique_name(prefix: str) -> str:
-    """A name unlikely to clash, for ad-hoc components (tests, tools)."""
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"

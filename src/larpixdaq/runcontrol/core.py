@@ -840,15 +840,3 @@ class Core:
             self.db.add_incident(self.run.run_number, reason)
             self._fault(reason)
 
-
-def serve(address: str, db_path: str | Path, *, ready: threading.Event | None = None,
-          **options: Any) -> None:
-    """Run a core until interrupted (used by ``larpix-daq core``)."""
-    core = Core(address, db_path, **options)
-    try:
-        core.bind()
-        if ready is not None:
-            ready.set()
-        core.serve_forever()
-    finally:
-        core.close()
