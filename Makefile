@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/larpix-daq demo
+	$(BIN)/larpix-daq up --data-dir data
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench
