@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import signal
 import socket
 
 from larpixdaq.commands import Command
@@ -47,6 +48,10 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(args.core, interval=args.interval)
     config = uvicorn.Config(app, log_level="warning", lifespan="on", ws="auto")
     server = uvicorn.Server(config)
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again under
+    # the handlers it found: make those a no-op, so a requested stop exits with status 0.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
     server.run(sockets=[sock])
     return 0
 
