@@ -55,3 +55,30 @@ def test_bad_intervals_are_refused():
 def test_monitor_refuses_an_unusable_publish_address():
     out = run_cli("monitor", "--publish", "tcp://256.1.1.1:5")
     assert out.returncode != 0 and "monitor cannot publish on tcp://256.1.1.1:5" in out.stderr
+
+
+def test_a_missing_key_directory_is_refused(tmp_path):
+    missing = str(tmp_path / "no-keys")
+    for args in (["web", "--port", "0"], ["monitor"]):
+        out = run_cli(*args, "--keys", missing)
+        assert out.returncode != 0 and "no-keys" in out.stderr, out.stderr
+
+
+def test_web_talks_to_a_core_that_demands_keys(tmp_path):
+    keys = tmp_path / "keys"
+    made = run_cli("keys", str(keys))
+    assert made.returncode == 0, made.stderr
+    with CoreProcess(tmp_path / "runs.sqlite", extra=["--keys", str(keys)]) as core:
+        proc = subprocess.Popen([*CLI, "web", "--core", core.endpoint, "--port", "0",
+                                 "--keys", str(keys)],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            line = proc.stdout.readline()
+            assert "CURVE keys" in line
+            url = re.search(r"http://\S+", line).group(0)
+            st = httpx.get(url + "api/status", timeout=10).json()
+            assert st["success"] and st["data"]["state"] == "STOP"
+        finally:
+            proc.terminate()
+            proc.wait(10)
+            proc.stdout.close()

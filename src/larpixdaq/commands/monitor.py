@@ -14,6 +14,9 @@ from larpixdaq.errors import CommandError
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--core", default=os.environ.get("LARPIX_DAQ_CORE", "tcp://127.0.0.1:5550"),
                    help="address of the core (default: $LARPIX_DAQ_CORE or tcp://127.0.0.1:5550)")
+    p.add_argument("--keys", default=os.environ.get("LARPIX_DAQ_KEYS"),
+                   help="CURVE key directory for a core that demands keys (default: "
+                        "$LARPIX_DAQ_KEYS)")
     p.add_argument("--name", default="monitor", help="component name")
     p.add_argument("--aggregator", default=None,
                    help="the aggregator's monitor address (default: as advertised to the core)")
@@ -27,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
 
     from larpixdaq.pipeline.component import ComponentError
     from larpixdaq.pipeline.monitor import MonitorComponent
+    from larpixdaq.runcontrol.security import KeysError
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -34,9 +38,12 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("--interval must be positive")
     try:
         comp = MonitorComponent(args.name, args.core, source=args.aggregator,
-                                publish=args.publish or None, interval=args.interval)
+                                publish=args.publish or None, interval=args.interval,
+                                keys=args.keys)
     except zmq.ZMQError as exc:
         raise CommandError(f"monitor cannot publish on {args.publish}: {exc}") from None
+    except KeysError as exc:
+        raise CommandError(str(exc)) from None
     source = args.aggregator or "the aggregator advertised by the core"
     print(f"monitor {args.name}: frames from {source}, snapshots on "
           f"{comp.publish_address or 'no socket'} and through the core", flush=True)

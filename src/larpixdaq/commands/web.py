@@ -15,6 +15,9 @@ from larpixdaq.errors import CommandError
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--core", default=os.environ.get("LARPIX_DAQ_CORE", "tcp://127.0.0.1:5550"),
                    help="address of the core (default: $LARPIX_DAQ_CORE or tcp://127.0.0.1:5550)")
+    p.add_argument("--keys", default=os.environ.get("LARPIX_DAQ_KEYS"),
+                   help="CURVE key directory for a core that demands keys (default: "
+                        "$LARPIX_DAQ_KEYS)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to serve on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8080, help="port to serve on (0: any free one)")
@@ -25,6 +28,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from larpixdaq.runcontrol.security import KeysError
     from larpixdaq.web.app import STATIC, create_app
 
     if not (STATIC / "index.html").is_file():
@@ -36,16 +40,22 @@ def run(args: argparse.Namespace) -> int:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((args.host, args.port))
+        sock.listen(128)  # connections made as soon as the banner is out wait in the backlog
     except OSError as exc:
         sock.close()
         hint = " (is another web UI running? choose --port)" if exc.errno == errno.EADDRINUSE \
             else ""
         raise CommandError(f"cannot serve on {args.host}:{args.port}: {exc.strerror}{hint}") \
             from None
+    try:
+        app = create_app(args.core, interval=args.interval, keys=args.keys)
+    except KeysError as exc:
+        sock.close()
+        raise CommandError(str(exc)) from None
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
-    print(f"web UI on http://{shown}:{port}/ for the core at {args.core}", flush=True)
-    app = create_app(args.core, interval=args.interval)
+    secured = ", CURVE keys" if app.state.daq.keys is not None else ""
+    print(f"web UI on http://{shown}:{port}/ for the core at {args.core}{secured}", flush=True)
     config = uvicorn.Config(app, log_level="warning", lifespan="on", ws="auto")
     server = uvicorn.Server(config)
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again under

@@ -40,6 +40,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from larpixdaq.boards import geometry as geo
 from larpixdaq.runcontrol.operator import Operator, Progress, Result, Timeout
+from larpixdaq.runcontrol.security import client_keys
 
 STATIC = Path(__file__).resolve().parent / "static"
 LOG_LENGTH = 300
@@ -121,13 +122,14 @@ class CommandLog:
 class Bridge:
     """Operators to the core: a pool for commands from the page, one for the poller."""
 
-    def __init__(self, core: str, *, timeout: float = 10.0, pool: int = 4) -> None:
+    def __init__(self, core: str, *, timeout: float = 10.0, pool: int = 4,
+                 keys: Any = None) -> None:
         self.core = core
         self.timeout = timeout
         self._pool: queue.Queue[Operator] = queue.Queue()
         self._all: list[Operator] = []
         for _ in range(pool):
-            op = Operator(core, timeout=timeout)
+            op = Operator(core, timeout=timeout, keys=keys)
             self._all.append(op)
             self._pool.put(op)
 
@@ -169,9 +171,10 @@ class Bridge:
 class Poller(threading.Thread):
     """Asks the core what changed, about once a ``interval``, and tells the hub."""
 
-    def __init__(self, core: str, hub: Hub, interval: float = 1.0) -> None:
+    def __init__(self, core: str, hub: Hub, interval: float = 1.0, keys: Any = None) -> None:
         super().__init__(name="web-poller", daemon=True)
         self.core = core
+        self.keys = keys
         self.hub = hub
         self.interval = interval
         self.latest: dict[str, dict[str, Any]] = {}
@@ -188,7 +191,7 @@ class Poller(threading.Thread):
             return list(self.latest.values())
 
     def run(self) -> None:
-        op = Operator(self.core, timeout=max(2.0, self.interval * 2))
+        op = Operator(self.core, timeout=max(2.0, self.interval * 2), keys=self.keys)
         seen_state: tuple[Any, ...] = ()
         seen_components: tuple[str, ...] = ()
         next_runs = 0.0
@@ -245,8 +248,10 @@ class Poller(threading.Thread):
 class WebDaq:
     """The state of one web server: hub, command log, bridge, poller."""
 
-    def __init__(self, core: str, *, interval: float = 1.0, timeout: float = 10.0) -> None:
+    def __init__(self, core: str, *, interval: float = 1.0, timeout: float = 10.0,
+                 keys: Any = None) -> None:
         self.core = core
+        self.keys = client_keys(keys)  # loaded once: a bad key directory fails here
         self.interval = interval
         self.timeout = timeout
         self.hub = Hub()
@@ -257,8 +262,8 @@ class WebDaq:
 
     async def startup(self) -> None:
         self._pump = self.hub.start()
-        self.bridge = Bridge(self.core, timeout=self.timeout)
-        self.poller = Poller(self.core, self.hub, self.interval)
+        self.bridge = Bridge(self.core, timeout=self.timeout, keys=self.keys)
+        self.poller = Poller(self.core, self.hub, self.interval, self.keys)
         self.poller.start()
 
     async def shutdown(self) -> None:
@@ -405,9 +410,14 @@ async def websocket(ws: WebSocket) -> None:
         daq.hub.sockets.discard(ws)
 
 
-def create_app(core: str, *, interval: float = 1.0, timeout: float = 10.0) -> Starlette:
-    """The web app for the core at ``core``; the poller asks it every ``interval`` s."""
-    daq = WebDaq(core, interval=interval, timeout=timeout)
+def create_app(core: str, *, interval: float = 1.0, timeout: float = 10.0,
+               keys: Any = None) -> Starlette:
+    """The web app for the core at ``core``; the poller asks it every ``interval`` s.
+
+    ``keys``: the CURVE key directory (or loaded keys) for a core that demands them; default
+    ``$LARPIX_DAQ_KEYS`` if set (see :mod:`larpixdaq.runcontrol.security`).
+    """
+    daq = WebDaq(core, interval=interval, timeout=timeout, keys=keys)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
