@@ -200,6 +200,7 @@ function renderMonitor() {
   renderRecent(m.recent);
   $("messages").replaceChildren(...[...m.messages].reverse().map((x) => el("li", {
     text: `${new Date(x.t * 1000).toLocaleTimeString()}  ${x.source} (io_group ${x.io_group}): ${x.text}` })));
+  if (!m.messages.length) $("messages").append(el("li", { class: "muted", text: "none seen yet" }));
   $("chips").tBodies[0].replaceChildren(...m.chips.slice().sort((a, b) => b.rate - a.rate).slice(0, 200)
     .map((c) => el("tr", {}, el("td", { text: c.key }), el("td", { text: fmt(c.rate) }),
       el("td", { text: fmt(c.max) }), el("td", { text: String(c.hits) }))));
