@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from larpixdaq.boards import geometry as geo
 from larpixdaq.formats.packets import encode_packets
@@ -219,3 +221,38 @@ def test_aggregator_stats_are_kept(state):
     state.add_stats({"counters": {"frames_in": 12, "junk": "x"}})
     state.add_stats("not a map")
     assert state.snapshot(T0)["aggregator"] == {"frames_in": 12}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 4),  # second the frame arrives in
+                          st.integers(1, 12),  # io_channel
+                          st.integers(0, 120),  # chip id
+                          st.integers(0, 63),  # channel
+                          st.integers(1, 30),  # packets
+                          st.booleans()),  # sampled?
+                min_size=1, max_size=25))
+def test_counts_add_up_whatever_is_sampled(frames):
+    state = MonitorState()
+    state.reset(T0, run_number=7)
+    s = Stream()
+    seen_words = total_words = seen_packets = 0
+    for sec, io_channel, chip, channel, n, sampled in sorted(frames, key=lambda f: f[0]):
+        frame = s.data(message(chip, channel, n, io_channel=io_channel))
+        total_words += n
+        if sampled:
+            feed(state, [frame], T0 + sec + 0.5)
+            seen_words += n
+            seen_packets += n
+    snap = state.snapshot(T0 + 6.0)
+    c = snap["counters"]
+    assert c["data_packets_seen"] == seen_packets == sum(snap["adc"])
+    assert sum(ch["hits"] for ch in snap["chips"]) == seen_packets
+    assert sum(sum(t["hits"]) for t in snap["tiles"]) + c["off_tile_hits"] == seen_packets
+    if seen_words:
+        # Words after the last sampled frame are unknown to the monitor: the share seen is
+        # measured up to the furthest frame it saw.
+        furthest = snap["streams"][0]["words_total"]
+        assert snap["fraction_seen"]["words"] == pytest.approx(seen_words / furthest)
+        assert furthest <= total_words
+        assert snap["packets_estimate"] == pytest.approx(furthest, abs=1)
+    assert all(r >= 0 for _, r, _ in snap["history"])
