@@ -144,6 +144,45 @@ def test_monitor_gets_samples_and_stats(agg):
         sub.close(0)
 
 
+def test_monitor_gets_every_run_marker_even_between_samples():
+    """Data frames are rate-limited to monitors; the rare info frames never are."""
+    a = Aggregator("tcp://127.0.0.1:0", "tcp://127.0.0.1:0", "tcp://127.0.0.1:0",
+                   window=1 << 20, monitor_rate=0.01).start()  # one data frame per 100 s
+    ctx = zmq.Context.instance()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(a.monitor)
+    prod = ctx.socket(zmq.DEALER)
+    prod.setsockopt(zmq.LINGER, 0)
+    prod.connect(a.inlet)
+    try:
+        prod.send_multipart([HELLO, msgpack.packb({"source": "p"})])
+        _credit(prod)
+        # The PUB socket drops what it sends before the subscription is in place: send
+        # data until one sample arrives, then the whole run with its markers.
+        probe = make_frames("warm", 1, make_messages(5, 200, words=10), markers=False)
+        for h, payload in probe:
+            prod.send_multipart([FRAME, encode_header(h), payload])
+            if sub.poll(20) and sub.recv_multipart()[0] == FRAME:
+                break
+        else:
+            pytest.fail("the monitor subscription never received a frame")
+        for h, payload in make_frames("p", 1, make_messages(6, 30, words=10)):
+            prod.send_multipart([FRAME, encode_header(h), payload])
+        kinds = []
+        while sub.poll(1000):
+            parts = sub.recv_multipart()
+            if parts[0] == FRAME and decode_header(parts[1]).source == "p":
+                kinds.append(decode_header(parts[1]).kind)
+        assert kinds.count("info") == 2  # "Beginning run" and "Ending run"
+        assert kinds.count("data") == 1  # the first data frame; the rest fall in the limit
+    finally:
+        sub.close(0)
+        prod.close(0)
+        a.stop()
+
+
 def test_malformed_messages_are_counted_and_ignored(agg):
     prod = agg.dealer(agg.inlet)
     prod.send_multipart([FRAME, b"\xc1not msgpack", b"payload"])

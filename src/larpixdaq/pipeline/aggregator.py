@@ -197,7 +197,7 @@ class Aggregator:
             if p is not None:
                 p.credit_out = max(0, p.credit_out - size)
                 p.last_heard = time.monotonic()
-            self._sample(header.stream, parts[2], parts[3])
+            self._sample(header.stream, parts[2], parts[3], header.kind)
         elif kind == HELLO and len(parts) == 3:
             meta = unpack(parts[2].buffer)
             source = str(meta.get("source", ""))
@@ -224,11 +224,16 @@ class Aggregator:
                 room -= want
                 self._in.send_multipart([p.identity, CREDIT, pack({"bytes": want})])
 
-    def _sample(self, stream: Stream, header: zmq.Frame, payload: zmq.Frame) -> None:
+    def _sample(
+        self, stream: Stream, header: zmq.Frame, payload: zmq.Frame, kind: str = "data"
+    ) -> None:
+        """Publish a copy to monitors: data frames at most ``monitor_rate`` a second per
+        stream; the rare run markers and config snapshots always, so monitors show them."""
         if self._pub is None:
             return
         now = time.monotonic()
-        if now - self._last_monitor.get(stream, -1e9) < self.monitor_interval:
+        is_data = kind == "data"
+        if is_data and now - self._last_monitor.get(stream, -1e9) < self.monitor_interval:
             self.counters["frames_not_to_monitor"] += 1
             return
         try:
@@ -236,7 +241,8 @@ class Aggregator:
         except zmq.Again:
             self.counters["frames_not_to_monitor"] += 1
             return
-        self._last_monitor[stream] = now
+        if is_data:
+            self._last_monitor[stream] = now
         self.counters["frames_to_monitor"] += 1
 
     def _publish_stats(self) -> None:
