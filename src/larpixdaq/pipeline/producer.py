@@ -40,6 +40,7 @@ import zmq
 
 from larpixdaq.formats.pacman import HEADER_BYTES, WORD_BYTES, encode_data_message
 from larpixdaq.pipeline.aggregator import CREDIT, FRAME, HELLO, pack
+from larpixdaq.pipeline.boardactions import BoardActions
 from larpixdaq.pipeline.component import Component
 from larpixdaq.pipeline.frames import KIND_CONFIGS, KIND_DATA, KIND_INFO, FrameHeader, encode_header
 from larpixdaq.runcontrol.messages import RunInfo
@@ -70,13 +71,16 @@ class SimSource:
         self.rate = float(rate)
         self.words_per_message = int(words_per_message)
         self.board = SimulatedBoard(io_group, tiles=tiles, seed=seed).bring_up_all()
+        # The board is shared with configuration actions and routines (another thread).
+        self.lock = threading.RLock()
         self._pool = [self._make(self.words_per_message) for _ in range(pool)]
         self._pool_at = 0
         self._t_last = time.monotonic()
         self._budget = 0.0
 
     def _make(self, n: int) -> bytes:
-        words = self.board.generate_packets(n)[:n]
+        with self.lock:
+            words = self.board.generate_packets(n)[:n]
         return encode_data_message(int(time.time()), words)
 
     def start(self) -> None:
@@ -112,7 +116,8 @@ class SimSource:
                 out.append(self._pool[self._pool_at])
                 self._pool_at = (self._pool_at + 1) % len(self._pool)
             return out
-        words = self.board.generate_packets(n_msgs * self.words_per_message)
+        with self.lock:
+            words = self.board.generate_packets(n_msgs * self.words_per_message)
         stamp = int(time.time())
         k = self.words_per_message
         return [encode_data_message(stamp, words[i:i + k])
@@ -126,12 +131,13 @@ class SimSource:
         from larpixdaq.formats.rows import CONFIGS_DTYPE
 
         chips = self.board.chips
+        with self.lock:
+            regs = np.asarray(chips.registers, dtype=np.uint8).copy()
         rows = np.zeros(chips.n, dtype=CONFIGS_DTYPE)
         rows["timestamp"] = int(time.time())
         rows["io_group"] = self.io_group
         rows["io_channel"] = chips.io_channel
         rows["chip_id"] = chips.design_id
-        regs = np.asarray(chips.registers, dtype=np.uint8)
         rows["registers"][:, : regs.shape[1]] = regs
         return rows
 
@@ -145,15 +151,20 @@ class PacmanSource:
 
         self.io_group = io_group
         self.client = PacmanClient(io_group, host, cmd_port, data_port)
+        # The client's sockets are shared with configuration actions (another thread).
+        self.lock = threading.RLock()
 
     def start(self) -> None:
-        self.client.start_data()
+        with self.lock:
+            self.client.start_data()
 
     def stop(self) -> None:
-        self.client.stop_data()
+        with self.lock:
+            self.client.stop_data()
 
     def read(self, wait: float) -> list[bytes]:
-        return self.client.recv_messages(timeout=wait)
+        with self.lock:
+            return self.client.recv_messages(timeout=wait)
 
     def close(self) -> None:
         self.client.close()
@@ -309,6 +320,9 @@ class Producer:
         self._ctx = context or zmq.Context.instance()
         self.record_path = Path(record) if record else None
         self._recorder: Any = None
+        #: The chips' registers as ``configs`` rows (the software copy), if set; otherwise
+        #: what the source can tell.
+        self.config_rows: Callable[[], np.ndarray] | None = None
         self.run_number = -1
         self.epoch = 0
         self.seq = 0
@@ -362,7 +376,7 @@ class Producer:
 
     def _snapshot(self) -> None:
         """A ``configs`` frame with the chips' registers, if the source can say them."""
-        take = getattr(self.source, "configs", None)
+        take = self.config_rows or getattr(self.source, "configs", None)
         if take is None:
             return
         try:
@@ -372,6 +386,24 @@ class Producer:
             return
         if len(rows):
             self._outbox.append((KIND_CONFIGS, rows.tobytes(), False, None))
+
+    def send_info(self, text: str) -> bool:
+        """An INFO frame into the stream, in order with the data; only while data flows."""
+        def do() -> bool:
+            if not self.flowing:
+                return False
+            self._outbox.append((KIND_INFO, str(text).encode(), False, None))
+            return True
+        return bool(self.call(do))
+
+    def send_data(self, messages: list[bytes]) -> bool:
+        """PACMAN data messages into the stream (e.g. from a routine); only while data flows."""
+        def do() -> bool:
+            if not self.flowing:
+                return False
+            self._outbox.extend((KIND_DATA, bytes(m), False, None) for m in messages)
+            return True
+        return bool(self.call(do))
 
     def begin(self) -> None:
         def do() -> None:
@@ -506,17 +538,19 @@ class Producer:
                     break
 
 
-class ProducerComponent(Component):
-    """A producer under run control: data flows from prepare to end."""
+class ProducerComponent(BoardActions, Component):
+    """A producer under run control: data flows from prepare to end; the board's
+    configuration and routines are its actions (see :mod:`larpixdaq.pipeline.boardactions`)."""
 
     role = "producer"
 
     def __init__(self, name: str, core: str, producer: Producer, **kw: Any) -> None:
         super().__init__(name, core, **kw)
         self.producer = producer
+        self.init_board_actions(producer)
 
     def counters(self) -> dict[str, Any]:
-        return self.producer.snapshot()
+        return {**self.producer.snapshot(), **self.board_counters()}
 
     def on_prepare(self, run: RunInfo) -> dict | None:
         self.producer.prepare(run.run_number)
@@ -535,5 +569,6 @@ class ProducerComponent(Component):
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
+        self.stop_routine()
         super().stop(timeout)
         self.producer.stop()

@@ -262,3 +262,117 @@ class Operator:
         """Run ``action`` on ``component`` with ``params``; progress arrives as it happens."""
         return self.request("invoke", {"component": component, "action": action,
                                        "params": params}, timeout=timeout)
+
+    # --- boards: configuration and routines (actions of the producers) ------------------
+
+    def _local_reply(self, success: bool, message: str, data: dict[str, Any] | None = None
+                     ) -> Reply:
+        """A reply answered here without asking the core (e.g. no such board)."""
+        request_id = uuid.uuid4().hex
+        self._pending[request_id] = collections.deque(
+            [Result(request_id, success, message, data or {})])
+        return Reply(self, request_id, self.timeout)
+
+    def producers(self, *, timeout: float | None = None) -> list[str]:
+        """Names of the registered producers (one per board)."""
+        final = self.call("clients", timeout=timeout)
+        if not final.success:
+            return []
+        return sorted(c["name"] for c in final.data.get("components", [])
+                      if c.get("role") == "producer")
+
+    def _producer(self, board: str | None, timeout: float | None) -> str | Reply:
+        names = self.producers(timeout=timeout)
+        if board is not None:
+            if board in names:
+                return board
+            return self._local_reply(False, f"no producer {board!r}; producers: "
+                                            f"{', '.join(names) or 'none registered'}",
+                                     {"producers": names})
+        if len(names) == 1:
+            return names[0]
+        if not names:
+            return self._local_reply(False, "no producer (board) is registered with the core",
+                                     {"producers": []})
+        return self._local_reply(False, f"{len(names)} producers: choose one with board=NAME "
+                                        f"({', '.join(names)})", {"producers": names})
+
+    def board_action(self, action: str, board: str | None = None, *,
+                     timeout: float | None = None, **params: Any) -> Reply:
+        """Invoke ``action`` on the producer ``board`` (default: the only one)."""
+        target = self._producer(board, timeout)
+        if isinstance(target, Reply):
+            return target
+        return self.invoke(target, action, timeout=timeout, **params)
+
+    def get_boards(self, board: str | None = None, *, timeout: float | None = None) -> Reply:
+        """Every board (or one): io_group, kind, chips known; ``data["boards"]`` by producer."""
+        names = [board] if board is not None else self.producers(timeout=timeout)
+        boards: dict[str, Any] = {}
+        errors: list[str] = []
+        for name in names:
+            final = self.invoke(name, "get_boards", timeout=timeout).wait()
+            if final.success:
+                boards[name] = final.data.get("result")
+            else:
+                errors.append(f"{name}: {final.message}")
+        if errors:
+            return self._local_reply(False, "; ".join(errors), {"boards": boards})
+        return self._local_reply(True, f"{len(boards)} board(s)", {"boards": boards})
+
+    def load_board(self, network_file: str | None = None, *, board: str | None = None,
+                   timeout: float | None = None) -> Reply:
+        params = {} if network_file is None else {"network_file": str(network_file)}
+        return self.board_action("load_board", board, timeout=timeout, **params)
+
+    def bring_up(self, *, board: str | None = None, reset: bool = True,
+                 timeout: float | None = None) -> Reply:
+        return self.board_action("bring_up", board, timeout=timeout, reset=reset)
+
+    def write_configuration(self, chip_keys: str | list[str] | None = None, *,
+                            board: str | None = None, timeout: float | None = None) -> Reply:
+        return self.board_action("write_configuration", board, timeout=timeout,
+                                 chip_keys=chip_keys)
+
+    def read_configuration(self, chip_keys: str | list[str] | None = None, *,
+                           board: str | None = None, timeout: float | None = None) -> Reply:
+        return self.board_action("read_configuration", board, timeout=timeout,
+                                 chip_keys=chip_keys)
+
+    def validate_configuration(self, chip_keys: str | list[str] | None = None, *,
+                               board: str | None = None, timeout: float | None = None
+                               ) -> Reply:
+        return self.board_action("validate_configuration", board, timeout=timeout,
+                                 chip_keys=chip_keys)
+
+    def retrieve_configuration(self, chip_keys: str | list[str] | None = None, *,
+                               board: str | None = None, timeout: float | None = None
+                               ) -> Reply:
+        return self.board_action("retrieve_configuration", board, timeout=timeout,
+                                 chip_keys=chip_keys)
+
+    def send_configuration(self, updates: dict[str, dict[str, Any]], *,
+                           board: str | None = None, timeout: float | None = None) -> Reply:
+        return self.board_action("send_configuration", board, timeout=timeout, updates=updates)
+
+    def load_configuration(self, path: str | Path, chip_keys: str | list[str] | None = None,
+                           *, board: str | None = None, timeout: float | None = None) -> Reply:
+        return self.board_action("load_configuration", board, timeout=timeout, path=str(path),
+                                 chip_keys=chip_keys)
+
+    def list_routines(self, *, board: str | None = None, timeout: float | None = None) -> Reply:
+        return self.board_action("list_routines", board, timeout=timeout)
+
+    def load_routines(self, directory: str | Path, *, board: str | None = None,
+                      timeout: float | None = None) -> Reply:
+        return self.board_action("load_routines", board, timeout=timeout,
+                                 directory=str(directory))
+
+    def run_routine(self, name: str, *, board: str | None = None,
+                    timeout: float | None = None, routine_timeout: float | None = None,
+                    **params: Any) -> Reply:
+        """Run routine ``name`` on a board with its ``params``; progress, then the result
+        (``data["result"]``: status, message, result). ``routine_timeout`` stops it early."""
+        extra = {} if routine_timeout is None else {"timeout": routine_timeout}
+        return self.board_action("run_routine", board, timeout=timeout, name=name,
+                                 params=params, **extra)

@@ -1,0 +1,171 @@
+"""The producer's configuration and routine actions (a mixin of ``ProducerComponent``).
+
+The producer is the one component that owns its board, so everything that touches the
+board - the network, the chips' configuration, routines - runs there, as actions the
+operator invokes through the core. Actions run in the component's action thread: the
+producer's data loop keeps reading meanwhile, and the board is shared through the source's
+lock, taken for one short step at a time on a simulated board and for one operation on a
+PACMAN (whose data arriving meanwhile waits in the client, not lost).
+
+Chip selections (``chip_keys``) take one key (``"1-1-11"``), a list, or None for all.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Generator
+from typing import Any
+
+from larpixdaq.boards.session import BoardSession
+from larpixdaq.errors import LarpixDaqError
+from larpixdaq.pipeline.component import action
+from larpixdaq.routines.context import RoutineContext
+from larpixdaq.routines.registry import RoutineError, RoutineRegistry, execute
+
+
+class RoutineFailed(LarpixDaqError):
+    """A routine ended failed or aborted (the message says which, and why)."""
+
+
+def session_for(source: Any) -> BoardSession:
+    """The board session of a producer's source: the simulated board, the PACMAN client,
+    or none (a replayed file has no board)."""
+    board = getattr(source, "board", None)
+    lock = getattr(source, "lock", None)
+    if board is not None and hasattr(board, "generate"):
+        return BoardSession.for_sim(board, lock)
+    client = getattr(source, "client", None)
+    if client is not None:
+        return BoardSession(client, source.io_group, kind="pacman", lock=lock)
+    return BoardSession(None, source.io_group, kind="replay")
+
+
+class BoardActions:
+    """Mixin: configuration and routine actions of a producer (see module doc)."""
+
+    board_session: BoardSession
+    routine_registry: RoutineRegistry
+
+    def init_board_actions(self, producer: Any) -> None:
+        self.board_session = session_for(producer.source)
+        if self.board_session.client is not None:
+            producer.config_rows = self.board_session.config_rows
+        self.routine_registry = RoutineRegistry()
+        self._routine_stop: threading.Event | None = None
+        self._routine_counts = {"routines_run": 0, "routines_failed": 0}
+
+    def board_counters(self) -> dict[str, int]:
+        return {**{f"board_{k}": v for k, v in self.board_session.counters.items()},
+                **self._routine_counts}
+
+    def stop_routine(self) -> None:
+        """Ask a running routine to stop (it ends ``aborted`` at its next step)."""
+        if self._routine_stop is not None:
+            self._routine_stop.set()
+
+    def _busy(self) -> str | None:
+        producer = getattr(self, "producer", None)
+        if producer is not None and producer.flowing:
+            return (f"the board is being read out for run {producer.run_number}; end the run "
+                    "first")
+        return None
+
+    # ---- board -----------------------------------------------------------------------------
+    @action
+    def get_boards(self) -> dict[str, Any]:
+        """This producer's board: io_group, kind (sim, pacman, replay), chips known."""
+        producer = getattr(self, "producer", None)
+        return {"name": getattr(self, "name", ""), **self.board_session.info(),
+                "reading_out": bool(producer is not None and producer.flowing)}
+
+    @action
+    def load_board(self, network_file: str | None = None) -> dict[str, Any]:
+        """Load a hydra network JSON (default for a simulated board: its own network)."""
+        return self.board_session.load_board(network_file)
+
+    @action
+    def bring_up(self, reset: bool = True) -> Generator[dict[str, Any], None, dict[str, Any]]:
+        """Bring the network up, verifying every chip; progress after each io_channel."""
+        return (yield from self.board_session.bring_up(reset=reset))
+
+    # ---- configuration ---------------------------------------------------------------------
+    @action
+    def write_configuration(self, chip_keys: Any = None) -> dict[str, Any]:
+        """Write the software copy to the chips (one key, a list, or all)."""
+        return self.board_session.write(chip_keys)
+
+    @action
+    def read_configuration(self, chip_keys: Any = None) -> dict[str, Any]:
+        """Read the chips' registers back, by name."""
+        return self.board_session.read(chip_keys)
+
+    @action
+    def validate_configuration(self, chip_keys: Any = None) -> dict[str, Any]:
+        """Compare the chips with the software copy: match, and the registers that differ."""
+        return self.board_session.validate(chip_keys)
+
+    @action
+    def retrieve_configuration(self, chip_keys: Any = None) -> dict[str, Any]:
+        """The software copy, as register values by name."""
+        return self.board_session.retrieve(chip_keys)
+
+    @action
+    def send_configuration(self, updates: dict) -> dict[str, Any]:
+        """Change the software copy: {chip_key: {register_name: value}}; all or nothing."""
+        return self.board_session.update(updates)
+
+    @action
+    def load_configuration(self, path: str, chip_keys: Any = None) -> dict[str, Any]:
+        """Chip configuration JSON file(s) into the software copy (a file or a directory)."""
+        return self.board_session.load_configuration(path, chip_keys)
+
+    # ---- routines --------------------------------------------------------------------------
+    @action
+    def list_routines(self) -> dict[str, Any]:
+        """The routines this producer can run, with their parameters."""
+        return {"routines": self.routine_registry.describe()}
+
+    @action
+    def load_routines(self, directory: str) -> dict[str, Any]:
+        """Load routine files (NAME.py defining routine(ctx, ...)) from a directory."""
+        report = self.routine_registry.load_directory(directory)
+        if report.errors:
+            raise RoutineError(
+                "; ".join(f"{f}: {e}" for f, e in report.errors.items())
+                + (f" (loaded: {', '.join(report.loaded)})" if report.loaded else ""))
+        return report.to_dict()
+
+    @action
+    def run_routine(self, name: str, params: dict | None = None,
+                    timeout: float | None = None
+                    ) -> Generator[dict[str, Any], None, dict[str, Any]]:
+        """Run a routine with its parameters; progress as it goes, then its result.
+
+        ``timeout`` (seconds) stops it at its next step once passed (status aborted).
+        """
+        spec = self.routine_registry.get(name)
+        stop = threading.Event()
+        self._routine_stop = stop
+        timer = threading.Timer(timeout, stop.set) if timeout else None
+        producer = getattr(self, "producer", None)
+        ctx = RoutineContext(
+            self.board_session, stop=stop,
+            log=getattr(self, "log", None) and self.log.getChild(f"routine.{name}"),
+            info=producer.send_info if producer is not None else None,
+            data=producer.send_data if producer is not None else None,
+            busy=self._busy)
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
+        try:
+            outcome = yield from execute(spec, ctx, params or {})
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._routine_stop = None
+        self._routine_counts["routines_run"] += 1
+        if not outcome.ok:
+            self._routine_counts["routines_failed"] += 1
+            detail = f"\n{outcome.traceback}" if outcome.traceback else ""
+            raise RoutineFailed(f"{outcome.message}{detail}")
+        return outcome.to_dict()
