@@ -368,11 +368,12 @@ class Operator:
         return self.board_action("load_routines", board, timeout=timeout,
                                  directory=str(directory))
 
-    def run_routine(self, name: str, *, board: str | None = None,
+    def run_routine(self, name: str, /, *, board: str | None = None,
                     timeout: float | None = None, routine_timeout: float | None = None,
-                    **params: Any) -> Reply:
+                    routine_params: dict[str, Any] | None = None, **params: Any) -> Reply:
         """Run routine ``name`` on a board with its ``params``; progress, then the result
-        (``data["result"]``: status, message, result). ``routine_timeout`` stops it early."""
+        (``data["result"]``: status, message, result). ``routine_timeout`` stops it early;
+        ``routine_params`` passes parameters whose names clash with these (e.g. ``board``)."""
         extra = {} if routine_timeout is None else {"timeout": routine_timeout}
         return self.board_action("run_routine", board, timeout=timeout, name=name,
-                                 params=params, **extra)
+                                 params={**(routine_params or {}), **params}, **extra)

@@ -1,0 +1,155 @@
+"""Configuration and routine actions through real processes: core, aggregator, storage,
+a producer with a simulated board; the Operator talks only to the core."""
+
+from __future__ import annotations
+
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from larpixdaq.runcontrol.operator import Ack, Progress, Result
+from larpixdaq.runcontrol.testing import wait_for
+from tests.pipeline.daq_procs import Daq
+
+CHIP = "1-1-11"
+
+
+@pytest.fixture(scope="module")
+def daq(tmp_path_factory):
+    d = Daq(tmp_path_factory.mktemp("boardactions"), rate=20_000)
+    try:
+        yield d.start()
+    finally:
+        d.close()
+
+
+def final_of(reply):
+    responses = list(reply)
+    assert isinstance(responses[-1], Result), responses[-1]
+    return responses
+
+
+def test_get_boards_names_the_simulated_board(daq):
+    final = daq.op.get_boards().wait()
+    assert final.success, final.message
+    (name, info), = final.data["boards"].items()
+    assert name == "producer-1"
+    assert info["kind"] == "sim" and info["io_group"] == 1
+    assert info["n_chips"] == 100 and CHIP in info["chips"]
+
+
+def test_write_read_verify_round_trip(daq):
+    assert daq.op.write_configuration([CHIP, "1-1-12"]).wait().success
+    read = daq.op.read_configuration(CHIP).wait()
+    assert read.success, read.message
+    soft = daq.op.retrieve_configuration(CHIP).wait().data["result"]["registers"]
+    assert read.data["result"]["registers"] == soft
+    check = daq.op.validate_configuration().wait()
+    assert check.success and check.data["result"]["match"] is True
+
+
+def test_send_configuration_then_validate_names_the_differences(daq):
+    sent = daq.op.send_configuration({CHIP: {"threshold_global": 77,
+                                             "pixel_trim_dac[3]": 9}}).wait()
+    assert sent.success, sent.message
+    assert sent.data["result"]["updated"][CHIP] == ["pixel_trim_dac", "threshold_global"]
+    check = daq.op.validate_configuration(CHIP).wait().data["result"]
+    assert check["match"] is False
+    diff = check["differences"]
+    assert set(diff) == {"threshold_global", "pixel_trim_dac"}
+    assert diff["threshold_global"][0] == 77 and diff["threshold_global"][1] != 77
+    assert daq.op.write_configuration(CHIP).wait().success
+    assert daq.op.validate_configuration(CHIP).wait().data["result"]["match"] is True
+
+
+@pytest.mark.parametrize("updates, words", [
+    ({"9-9-99": {"threshold_global": 1}}, "unknown chip"),
+    ({CHIP: {"no_such_register": 1}}, "unknown register"),
+    ({CHIP: {"threshold_global": 300}}, "out of range"),
+    ({"not a key": {"threshold_global": 1}}, "bad chip key"),
+])
+def test_send_configuration_refuses_bad_updates_and_counts_them(daq, updates, words):
+    before = daq.op.retrieve_configuration(CHIP).wait().data["result"]["registers"]
+    final = daq.op.send_configuration(updates).wait()
+    assert not final.success and words in final.message
+    after = daq.op.retrieve_configuration(CHIP).wait().data["result"]["registers"]
+    assert after == before
+
+    def counted():
+        comp = next(c for c in daq.clients() if c["name"] == "producer-1")
+        counters = comp.get("counters", {})
+        return sum(v for k, v in counters.items()
+                   if k in ("board_unknown_chips", "board_unknown_registers",
+                            "board_bad_values", "board_bad_chip_keys"))
+    wait_for(lambda: counted() > 0, timeout=5)
+
+
+def test_run_routine_progress_arrives_before_the_result(daq):
+    responses = final_of(daq.op.run_routine("threshold_scan", start=30, stop=50, step=10,
+                                            dwell=0.05, chip_keys=[CHIP]))
+    kinds = [type(r) for r in responses]
+    assert kinds[0] is Ack and kinds[-1] is Result
+    progress = [r for r in responses if isinstance(r, Progress)]
+    assert [p.data["threshold"] for p in progress] == [30, 40, 50]
+    final = responses[-1]
+    assert final.success, final.message
+    assert final.data["result"]["status"] == "success"
+    assert final.data["result"]["result"]["thresholds"] == [30, 40, 50]
+
+
+def test_failed_routine_is_a_failed_result_and_the_producer_lives_on(daq, tmp_path):
+    (tmp_path / "boom.py").write_text("def routine(ctx, n=1):\n    yield {'n': n}\n"
+                                      "    raise ValueError('no good')\n")
+    assert daq.op.load_routines(tmp_path).wait().success
+    final = daq.op.run_routine("boom").wait()
+    assert not final.success
+    assert "routine boom failed: ValueError: no good" in final.message
+    assert "boom.py:3" in final.message  # the traceback summary
+    bad = daq.op.run_routine("hello_world", colour="red").wait()
+    assert not bad.success and "bad parameters" in bad.message
+    assert daq.op.run_routine("hello_world", name="DAQ").wait().success
+
+
+def test_readout_continues_while_a_routine_runs_and_configs_reach_the_file(daq, tmp_path):
+    (tmp_path / "slow.py").write_text(
+        "import time\n"
+        "def routine(ctx, seconds=1.5):\n"
+        "    t0 = time.monotonic()\n"
+        "    while time.monotonic() - t0 < seconds:\n"
+        "        ctx.read('1-1-11')\n"
+        "        yield {'t': time.monotonic() - t0}\n"
+        "    ctx.send_info('slow routine done')\n"
+        "    return 'ok'\n")
+    assert daq.op.load_routines(tmp_path).wait().success
+    daq.call("prepare_run", comment="routine while running")
+    daq.call("begin_run")
+
+    def sent():
+        comp = next(c for c in daq.clients() if c["name"] == "producer-1")
+        return comp.get("counters", {}).get("packets_sent", 0)
+
+    wait_for(lambda: sent() > 0, timeout=10)
+    reply = daq.op.run_routine("slow", timeout=30)
+    seen = []
+    for response in reply:
+        if isinstance(response, Progress):
+            seen.append(sent())
+    assert reply.final.success, reply.final.message
+    assert len(seen) >= 3 and seen[-1] > seen[0]  # packets kept flowing meanwhile
+    refused = daq.op.run_routine("pedestal", seconds=0.1).wait()
+    assert not refused.success and "end the run first" in refused.message
+    time.sleep(0.3)
+    daq.call("end_run")
+    run = daq.runs_json()[0]
+    path = next(f for f in run["files"] if f.endswith(".h5"))
+    with h5py.File(path, "r") as f:
+        configs = f["configs"][:]
+        messages = [bytes(m).rstrip(b"\0") for m in f["messages"]["message"]]
+    assert len(configs) == 200  # 100 chips at begin and at end
+    soft = daq.op.retrieve_configuration(CHIP).wait().data["result"]["registers"]
+    row = configs[(configs["io_channel"] == 1) & (configs["chip_id"] == 11)][-1]
+    assert int(row["registers"][64]) == soft["threshold_global"]
+    assert b"slow routine done" in messages
+    assert np.count_nonzero(configs["io_group"] == 1) == 200
