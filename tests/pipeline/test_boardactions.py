@@ -8,10 +8,10 @@ import time
 import h5py
 import numpy as np
 import pytest
+from daq_procs import Daq
 
 from larpixdaq.runcontrol.operator import Ack, Progress, Result
 from larpixdaq.runcontrol.testing import wait_for
-from tests.pipeline.daq_procs import Daq
 
 CHIP = "1-1-11"
 

@@ -79,10 +79,14 @@ class BoardSession:
                 regs = np.asarray(board.chips.registers, dtype=np.uint8).copy()
                 io_ch = board.chips.io_channel.copy()
                 ids = board.chips.design_id.copy()
+            adopted = {}
             for ch, cid, r in zip(io_ch, ids, regs, strict=True):
                 key = f"{s.io_group}-{int(ch)}-{int(cid)}"
                 if key in s.configs:
-                    s.configs[key] = ChipConfig.from_registers(r, strict=False)
+                    adopted[key] = ChipConfig.from_registers(r, strict=False)
+            # a chip not brought up yet still needs its id and links in the software copy
+            assert s.network is not None
+            s.configs.update(with_network_registers(adopted, s.network))
         return s
 
     def _op(self) -> contextlib.AbstractContextManager[Any]:
@@ -330,7 +334,7 @@ class BoardSession:
             "match": bool(res.ok),
             "differences": diffs.get(one, {}) if one else diffs,
             "missing": {k: len(v) for k, v in res.missing.items()},
-            "summary": res.summary(),
+            "summary": _short_summary(res.differences, res.missing),
             "chips": len(keys),
         }
 
@@ -358,6 +362,21 @@ class BoardSession:
         regs = np.stack([self.configs[k].to_registers() for k in keys])
         rows["registers"][:, : regs.shape[1]] = regs
         return rows
+
+
+def _short_summary(differences: Mapping[str, Any], missing: Mapping[str, Any],
+                   shown: int = 4) -> str:
+    """One line, however many chips differ."""
+    if not differences and not missing:
+        return "all configurations match"
+    parts = [f"{k}: {', '.join(sorted(d))}" for k, d in list(differences.items())[:shown]]
+    if len(differences) > shown:
+        parts.append(f"{len(differences) - shown} more chip(s) differ")
+    if missing:
+        first = ", ".join(list(missing)[:shown])
+        more = f" and {len(missing) - shown} more" if len(missing) > shown else ""
+        parts.append(f"{len(missing)} chip(s) did not answer ({first}{more})")
+    return "; ".join(parts)
 
 
 def _key_order(key: str) -> tuple[int, int, int]:
