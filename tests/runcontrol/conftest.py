@@ -15,17 +15,18 @@ from larpixdaq.runcontrol.testing import CoreProcess
 class Recorder(Component):
     """A component that records every hook call (in a list shared by several)."""
 
-    def __init__(self, name, core, role, journal, *, prepare_delay=0.0, **kw):
+    def __init__(self, name, core, role, journal, *, prepare_delay=0.0, lost=1, **kw):
         super().__init__(name, core, role=role, heartbeat_interval=0.05, core_timeout=0.5,
                          **kw)
         self.journal = journal
         self.prepare_delay = prepare_delay
         self.written = 0
+        self.lost = lost
         self.runs_seen = []
 
     def counters(self):
         if self.role == "storage":
-            return {"packets_written": self.written, "packets_lost": 1}
+            return {"packets_written": self.written, "packets_lost": self.lost}
         return {"packets_sent": self.written}
 
     def on_prepare(self, run):
@@ -68,6 +69,8 @@ from larpixdaq.pipeline.component import Component
 class P(Component):
     role = sys.argv[3]
     def counters(self):
+        if self.role == "storage":
+            return {"packets_written": 5, "packets_lost": 0}
         return {"packets_sent": 1}
     def on_prepare(self, run):
         time.sleep(float(sys.argv[4]))
@@ -85,6 +88,43 @@ def core(tmp_path):
     c = CoreProcess(tmp_path / "runs.sqlite").start()
     yield c
     c.terminate()
+
+
+@pytest.fixture
+def make_core(tmp_path):
+    """A factory of cores with extra options (e.g. another ``--rejoin-grace``)."""
+    made: list[CoreProcess] = []
+
+    def make(*extra):
+        c = CoreProcess(tmp_path / f"runs-{len(made)}.sqlite", extra=list(extra)).start()
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.terminate()
+
+
+@pytest.fixture
+def recorders():
+    """In-process components on a core of the test's choosing; all stopped at the end.
+
+    ``pid`` pretends the component is another process (a restart on the same host)."""
+    made: list[Component] = []
+    journal: list = []
+
+    def make(name, role, endpoint, *, pid=None, wait=True, **kw):
+        c = Recorder(name, endpoint, role, journal, **kw)
+        if pid is not None:
+            c.pid = pid
+        made.append(c.start())
+        if wait:
+            assert c.wait_registered(5)
+        return c
+
+    yield make
+    for c in made:
+        c.stop()
 
 
 @pytest.fixture

@@ -1,5 +1,8 @@
 """Model-based test: random operator requests and component arrivals/departures against a
-real core (in a thread, real sockets), checked against the pure state machine as the model."""
+real core (in a thread, real sockets), checked against the pure state machine as the model.
+
+The core runs with ``rejoin_grace=0`` so that a departure during a run is the table's Fault at
+once; holding a run for a component to come back is tested with real processes elsewhere."""
 
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ class CoreModel(RuleBasedStateMachine):
         self.tmp = tempfile.TemporaryDirectory()
         self.core = Core("tcp://127.0.0.1:0", Path(self.tmp.name) / "runs.sqlite",
                          heartbeat_interval=0.05, heartbeat_timeout=2.0, ack_timeout=2.0,
-                         forward_logs=False)
+                         rejoin_grace=0, forward_logs=False)
         endpoint = self.core.bind()
         self.thread = threading.Thread(target=self.core.serve_forever, daemon=True)
         self.thread.start()

@@ -16,6 +16,13 @@ What the loop does, every turn:
   group does not acknowledge within ``ack_timeout``;
 * brings components that are not in the core's state (late joiners, replacements) to it.
 
+A component lost (or leaving) during a run is an incident on the run, but the run is held for
+``rejoin_grace`` seconds rather than put in ERROR at once: a component of the same name and
+role that registers within that time takes the lost one's place, is brought to the run's state,
+and the incident is marked resolved. Only when the grace runs out does the state go to ERROR.
+The data path is built for this (storage resumes its run and nothing upstream is dropped
+until storage has it on disk), so a restarted storage costs no data and need not fail the run.
+
 Every state change is saved in the run database first, so a core that is killed and started
 again finds the run in progress, waits ``rejoin_grace`` seconds for its components to register
 again, and carries on.
@@ -42,6 +49,7 @@ from larpixdaq.runcontrol.statemachine import (
     COMPONENT_STATE_AFTER,
     COMPONENT_TRANSITION,
     RUN_OPEN_STATES,
+    TRANSITION_TARGET,
     Completed,
     Failed,
     Fault,
@@ -49,6 +57,7 @@ from larpixdaq.runcontrol.statemachine import (
     State,
     TransitionRefused,
     catch_up_steps,
+    run_exit_status,
     transition_groups,
 )
 
@@ -56,6 +65,9 @@ log = logging.getLogger("larpixdaq.core")
 
 DEFAULT_CORE = "tcp://127.0.0.1:5550"
 OPERATOR_TTL = 600.0
+#: How long a process replaced by a newer one of the same name stays refused (it is told to
+#: stop when it next speaks; after this its host/pid pair may belong to someone else).
+SUPERSEDED_TTL = 60.0
 _TRANSITION_REQUESTS = ("prepare_run", "begin_run", "end_run", "reset")
 _PREPARE_PARAMS = ("comment", "run_type", "data_dir", "config_hash", "config_snapshot")
 
@@ -92,6 +104,23 @@ class _Component:
 
 
 @dataclass
+class _Missing:
+    """A run participant that is gone and may still register again until ``deadline``."""
+
+    name: str
+    role: str
+    since: float
+    deadline: float
+    incident: int | None  # index of its incident on the run; None: absent since a core restart
+    what: str  # "lost", "left", "restarted" or "absent after the core restarted"
+
+    def summary(self, now: float) -> dict[str, Any]:
+        return {"name": self.name, "role": self.role, "what": self.what,
+                "missing_s": round(now - self.since, 3),
+                "remaining_s": round(max(0.0, self.deadline - now), 3)}
+
+
+@dataclass
 class _Transition:
     request: str
     transition: str
@@ -104,6 +133,9 @@ class _Transition:
     deadline: float = 0.0
     failures: list[str] = field(default_factory=list)
     done: list[str] = field(default_factory=list)
+    rejoining: set[str] = field(default_factory=set)  # members of this group still missing
+    rejoined: set[str] = field(default_factory=set)  # members to bring with catch-up steps
+    step_of: dict[str, str] = field(default_factory=dict)  # request id -> catch-up step
 
 
 @dataclass
@@ -138,6 +170,7 @@ class Core:
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
         self.ack_timeout = ack_timeout
+        self.rejoin_grace = rejoin_grace
         self.data_dir = data_dir
         self.db = RunDatabase(db_path, exclusive=True)
         self._ctx = context or zmq.Context.instance()
@@ -149,23 +182,24 @@ class Core:
         self._transition: _Transition | None = None
         self._steps: dict[str, tuple[str, str, float]] = {}  # id -> (component, transition, dl)
         self._invokes: dict[str, _Invoke] = {}
+        self._missing: dict[str, _Missing] = {}
+        self._superseded: dict[tuple[str, str, int], tuple[int, float]] = {}
         self._ids = itertools.count(1)
         self._instance = uuid.uuid4().hex[:12]
         self._next_heartbeat = 0.0
         self.counters = {"malformed_messages": 0, "unexpected_messages": 0, "late_replies": 0,
-                         "components_lost": 0, "internal_errors": 0}
+                         "components_lost": 0, "components_rejoined": 0,
+                         "components_replaced": 0, "internal_errors": 0}
         self.last_malformed = ""
         self._run_failed = False
         self._stop = threading.Event()
-        self._recover(rejoin_grace)
+        self._recover()
 
     # --- start-up and recovery ----------------------------------------------------------
 
-    def _recover(self, rejoin_grace: float) -> None:
+    def _recover(self) -> None:
         """Take the state and the open run from the database (a restarted core carries on)."""
         self.run: m.RunInfo | None = None
-        self._expected: dict[str, str] = {}
-        self._grace_deadline = 0.0
         record = self.db.open_run()
         if record is None:
             self.sm = RunStateMachine(State.STOP)
@@ -184,8 +218,10 @@ class Core:
             self.db.add_incident(record.run_number, f"core restarted during {saved}")
         self._run_failed = saved is State.ERROR or bool(record.incidents)
         self._persist()
-        self._expected = dict(record.participants)
-        self._grace_deadline = time.monotonic() + rejoin_grace
+        now = time.monotonic()
+        for name, role in record.participants.items():
+            self._missing[name] = _Missing(name, role, now, now + self.rejoin_grace, None,
+                                           "absent after the core restarted")
         log.warning("recovered run %d in state %s", record.run_number, self.sm.state)
 
     def bind(self) -> str:
@@ -242,6 +278,7 @@ class Core:
         deadlines = [self._next_heartbeat]
         if self._transition is not None and self._transition.waiting:
             deadlines.append(self._transition.deadline)
+        deadlines.extend(x.deadline for x in self._missing.values())
         return min(deadlines)
 
     # --- sending --------------------------------------------------------------------------
@@ -315,15 +352,26 @@ class Core:
                     message=f"the core failed on {msg.command}: {type(exc).__name__}: {exc}"))
 
     def _on_register(self, identity: bytes, msg: m.Register) -> None:
+        now = time.monotonic()
+        refusal = self._refusal(msg, now)
+        if refusal is not None:
+            self._send(identity, m.Reject(code="duplicate-name", message=refusal))
+            return
         old = self.components.get(msg.name)
         if old is not None and old.identity != identity:
             if (old.host, old.pid) != (msg.host, msg.pid):
-                self._send(identity, m.Reject(
-                    code="duplicate-name",
-                    message=f"a component named {msg.name!r} is already registered from "
-                            f"{old.host} pid {old.pid}; choose another name"))
-                return
-            self._by_identity.pop(old.identity, None)  # the same process reconnected
+                # Same host, same role, another pid (``_refusal`` let it through): the old
+                # process died or was restarted before its silence was noticed. The newer one
+                # wins; the old one, should it still be alive, is refused when it next speaks.
+                self._superseded[(old.name, old.host, old.pid)] = (msg.pid,
+                                                                   now + SUPERSEDED_TTL)
+                self.counters["components_replaced"] += 1
+                self._remove(old, f"component {old.name} ({old.role}) restarted: pid "
+                                  f"{msg.pid} registered from {msg.host} while pid {old.pid} "
+                                  "was still considered alive", lost=True, what="restarted")
+                old = None
+            else:
+                self._by_identity.pop(old.identity, None)  # the same process reconnected
         if old is not None and old.busy:
             self._steps.pop(old.busy, None)
         comp = _Component(
@@ -333,17 +381,77 @@ class Core:
         )
         self.components[msg.name] = comp
         self._by_identity[identity] = msg.name
-        self._expected.pop(msg.name, None)
+        missing = self._missing.pop(msg.name, None)
         self._send(identity, m.Welcome(
             name=msg.name, state=str(self.sm.state),
             run=self.run.to_dict() if self.run else None,
             heartbeat_interval=self.heartbeat_interval,
             heartbeat_timeout=self.heartbeat_timeout, services=self._services()))
-        if old is None:
+        if missing is not None and missing.incident is not None:
+            self._rejoined(comp, missing, now)
+        elif old is None:
             self._event("joined", f"component {msg.name} ({msg.role}) registered from "
                         f"{msg.host} pid {msg.pid}", {"component": msg.name, "role": msg.role})
+        if missing is not None:
+            self._into_transition(comp)
         self._reconcile(comp)
         self._follow_log_service()
+
+    def _refusal(self, msg: m.Register, now: float) -> str | None:
+        """Why a registration must be refused (``duplicate-name``), or None.
+
+        A name belongs to one process. A newer process may take it over from an older one that
+        is still considered alive only from the same host and in the same role (the old one
+        died or was restarted there; a second machine or another kind of component using the
+        name is a configuration mistake, and the old holder keeps it). A process that was taken
+        over from is refused, so it stops instead of fighting over the name. While a lost
+        component's grace runs, its name is kept for its role.
+        """
+        superseded = self._superseded.get((msg.name, msg.host, msg.pid))
+        if superseded is not None:
+            if now < superseded[1]:
+                return (f"component {msg.name} pid {msg.pid} on {msg.host} was replaced by pid "
+                        f"{superseded[0]}; this process should stop")
+            del self._superseded[(msg.name, msg.host, msg.pid)]
+        old = self.components.get(msg.name)
+        if old is not None and (old.host, old.pid) != (msg.host, msg.pid) and (
+            self.rejoin_grace <= 0 or old.host != msg.host or old.role != msg.role
+        ):
+            return (f"a component named {msg.name!r} is already registered from "
+                    f"{old.host} pid {old.pid}; choose another name")
+        missing = self._missing.get(msg.name)
+        if missing is not None and missing.role != msg.role:
+            return (f"the name {msg.name!r} is kept for {missing.role} {msg.name}, {missing.what}"
+                    f" during run {self.run.run_number if self.run else '?'} and still allowed "
+                    f"to register again for {max(0.0, missing.deadline - now):.1f} s; a "
+                    f"{msg.role} cannot take it")
+        return None
+
+    def _rejoined(self, comp: _Component, missing: _Missing, now: float) -> None:
+        """A lost run participant is back within its grace: its incident is resolved."""
+        after = now - missing.since
+        self.counters["components_rejoined"] += 1
+        resolution = (f"{comp.role} {comp.name} registered again after {after:.2f} s "
+                      f"(pid {comp.pid} on {comp.host})")
+        if self.run is not None:
+            self.db.resolve_incident(self.run.run_number, missing.incident, resolution)
+        self._event("rejoined", f"component {comp.name} ({comp.role}) rejoined"
+                    f"{f' run {self.run.run_number}' if self.run else ''} after {after:.2f} s "
+                    f"(pid {comp.pid} on {comp.host})",
+                    {"component": comp.name, "role": comp.role, "after_s": round(after, 3),
+                     "run_number": self.run.run_number if self.run else None})
+
+    def _into_transition(self, comp: _Component) -> None:
+        """A participant registered again during a transition: bring it along with it."""
+        tr = self._transition
+        if tr is None:
+            return
+        if comp.name in tr.rejoining:  # its group is waiting for it
+            tr.rejoining.discard(comp.name)
+            self._transition_catch_up(comp)
+            self._maybe_next_group()
+        elif any(comp.name in g for g in tr.groups[tr.index + 1:]):
+            tr.rejoined.add(comp.name)  # a later group: brought along when its turn comes
 
     def _follow_log_service(self) -> None:
         """Send the core's own log records to the log collector while there is one."""
@@ -430,6 +538,8 @@ class Core:
             "run": self.run.to_dict() if self.run else None,
             "incidents": incidents,
             "components": [c.summary(now) for c in self.components.values()],
+            "missing": [x.summary(now) for x in self._missing.values()],
+            "rejoin_grace": self.rejoin_grace,
             "counters": dict(self.counters),
             "last_malformed": self.last_malformed,
             "endpoint": self.endpoint,
@@ -442,8 +552,10 @@ class Core:
     def _cmd_status(self, identity: bytes, cmd: m.Command) -> None:
         st = self.status()
         run = f", run {st['run']['run_number']}" if st["run"] else ""
+        missing = ", ".join(x["name"] for x in st["missing"])
+        missing = f", missing: {missing}" if missing else ""
         self._reply(identity, cmd, True, f"{st['state']}{run}, "
-                    f"{len(st['components'])} component(s)", st)
+                    f"{len(st['components'])} component(s){missing}", st)
 
     def _cmd_clients(self, identity: bytes, cmd: m.Command) -> None:
         now = time.monotonic()
@@ -538,7 +650,8 @@ class Core:
             if comp.busy:
                 self._steps.pop(comp.busy, None)
                 comp.busy, comp.catch_up = None, []
-        roles = {c.name: c.role for c in self.components.values()}
+        roles = {x.name: x.role for x in self._missing.values()}
+        roles.update({c.name: c.role for c in self.components.values()})
         self._transition = _Transition(
             request=cmd.command, transition=transition, operator=(identity, cmd.id),
             groups=transition_groups(transition, roles), started=time.monotonic(),
@@ -549,22 +662,83 @@ class Core:
     def _advance(self) -> None:
         tr = self._transition
         tr.index += 1
+        # A reset is the way out and never waits for anyone to come back.
+        awaits = tr.transition != "reset"
         while tr.index < len(tr.groups):
             group = [n for n in tr.groups[tr.index] if n in self.components]
-            if group:
+            absent = [n for n in tr.groups[tr.index]
+                      if awaits and n not in self.components and n in self._missing]
+            if group or absent:
                 break
             tr.index += 1
         else:
             self._complete()
             return
         tr.deadline = time.monotonic() + self.ack_timeout
-        run = self.run.to_dict() if self.run else None
+        tr.rejoining = set(absent)
         for name in group:
-            req = self._new_id()
-            tr.waiting[req] = name
-            self.components[name].busy = req
-            self._send(self.components[name].identity,
-                       m.Transition(id=req, transition=tr.transition, run=run))
+            comp = self.components[name]
+            if name in tr.rejoined:
+                self._transition_catch_up(comp)
+            else:
+                self._send_transition_step(comp, tr.transition)
+        if absent:
+            self._tell_waiting(absent)
+        self._maybe_next_group()
+
+    def _send_transition_step(self, comp: _Component, step: str) -> None:
+        tr = self._transition
+        req = self._new_id()
+        tr.waiting[req] = comp.name
+        if step != tr.transition:
+            tr.step_of[req] = step
+        comp.busy = req
+        run = self.run.to_dict() if self.run else None
+        if step == "end" and comp.run_number is not None and (
+            self.run is None or comp.run_number != self.run.run_number
+        ):
+            run = {"run_number": comp.run_number}
+        self._send(comp.identity, m.Transition(id=req, transition=step, run=run))
+
+    def _transition_catch_up(self, comp: _Component) -> None:
+        """Bring a member that registered again to where the transition takes the DAQ.
+
+        It may be a fresh process (STOP) or one that resumed the run (storage, from its
+        journal): :func:`catch_up_steps` gives what it needs, which may be nothing.
+        """
+        tr = self._transition
+        target = TRANSITION_TARGET[tr.transition]
+        run_number = self.run.run_number if self.run and target is not State.STOP else None
+        steps = catch_up_steps(comp.state, comp.run_number, target, run_number)
+        if not steps:
+            tr.done.append(comp.name)
+            return
+        comp.catch_up = steps[1:]
+        tr.deadline = time.monotonic() + self.ack_timeout
+        self._send_transition_step(comp, steps[0])
+
+    def _maybe_next_group(self) -> None:
+        """Tell the next group once every member of this one answered or came back."""
+        tr = self._transition
+        if tr is None or tr.waiting or tr.rejoining:
+            return
+        if tr.operator:
+            self._send(tr.operator[0], m.Progress(id=tr.operator[1], data={
+                "transition": tr.transition, "group": tr.index + 1,
+                "groups": len(tr.groups), "done": list(tr.done)}))
+        self._advance()
+
+    def _tell_waiting(self, names: list[str]) -> None:
+        tr = self._transition
+        now = time.monotonic()
+        waits = [f"{x.role} {x.name} ({x.what}; up to {max(0.0, x.deadline - now):.1f} s "
+                 "more)" for x in (self._missing[n] for n in sorted(names))]
+        text = f"{tr.transition} waits for {', '.join(waits)} to register again"
+        log.info("%s", text)
+        if tr.operator:
+            self._send(tr.operator[0], m.Progress(id=tr.operator[1], data={
+                "transition": tr.transition, "group": tr.index + 1, "groups": len(tr.groups),
+                "waiting": text, "components": sorted(names)}))
 
     def _complete(self) -> None:
         tr = self._transition
@@ -575,15 +749,14 @@ class Core:
         if new is State.STOP and self.run is not None:
             number = self.run.run_number
             record = self.db.get_run(number)
-            previous = tr.previous
-            if self._run_failed or record.incidents or tr.failures:
-                status = "failed"
-            elif previous is State.RUN:
-                status = "success"
-            else:
-                status = "aborted"
+            status = run_exit_status(
+                tr.previous, went_through_error=self._run_failed,
+                transition_failures=len(tr.failures), incidents=len(record.incidents),
+                unresolved_incidents=len(record.unresolved_incidents),
+                packets_lost=record.packets_lost if record.storage_reported else None)
             record = self.db.finish_run(number, status)
             self.run = None
+            self._missing.clear()  # nobody is expected back into a closed run
             self._persist()
             data["run"] = record.to_dict()
             message = f"run {number} ended ({status})"
@@ -610,7 +783,7 @@ class Core:
         for req, name in tr.waiting.items():
             comp = self.components.get(name)
             if comp is not None and comp.busy == req:
-                comp.busy = None
+                comp.busy, comp.catch_up = None, []
         self.sm.handle(Failed(reason))
         if self.run is not None:
             self.db.add_incident(self.run.run_number, f"{tr.transition} failed: {reason}")
@@ -627,29 +800,34 @@ class Core:
         tr = self._transition
         if tr is not None and msg.id in tr.waiting:
             name = tr.waiting.pop(msg.id)
+            step = tr.step_of.pop(msg.id, tr.transition)
             comp = self.components.get(name)
+            was_in = comp.run_number if comp is not None else None
             if comp is not None:
                 comp.busy = None
                 if msg.ok:
-                    comp.state = COMPONENT_STATE_AFTER[tr.transition]
+                    comp.state = COMPONENT_STATE_AFTER[step]
                     in_run = self.run is not None and comp.state != "STOP"
                     comp.run_number = self.run.run_number if in_run else None
-            self._record_end_data(name, comp, tr.transition, msg)
+            if step == tr.transition or (self.run is not None
+                                         and was_in == self.run.run_number):
+                self._record_end_data(name, comp, step, msg)
             if msg.ok:
+                if comp is not None and comp.catch_up:  # a returning member, more to do
+                    tr.deadline = time.monotonic() + self.ack_timeout
+                    self._send_transition_step(comp, comp.catch_up.pop(0))
+                    return
                 tr.done.append(name)
             else:
                 role = comp.role if comp else "?"
-                reason = f"{role} {name} refused {tr.transition}: {msg.message}"
+                reason = f"{role} {name} refused {step}: {msg.message}"
+                if comp is not None:
+                    comp.catch_up = []
                 if tr.transition != "reset":
                     self._fail_transition(reason)
                     return
                 tr.failures.append(reason)
-            if not tr.waiting:
-                if tr.operator:
-                    self._send(tr.operator[0], m.Progress(id=tr.operator[1], data={
-                        "transition": tr.transition, "group": tr.index + 1,
-                        "groups": len(tr.groups), "done": list(tr.done)}))
-                self._advance()
+            self._maybe_next_group()
             return
         if msg.id in self._steps:
             self._on_step_ack(msg)
@@ -773,7 +951,7 @@ class Core:
             for req in list(tr.waiting):
                 comp = self.components.get(tr.waiting[req])
                 if comp is not None and comp.busy == req:
-                    comp.busy = None
+                    comp.busy, comp.catch_up = None, []
             tr.waiting.clear()
             self._fail_transition(reason)
             if self._transition is tr:  # a reset carries on with the next group
@@ -792,14 +970,39 @@ class Core:
                 self._send(inv.operator[0], m.Result(
                     id=inv.operator[1], success=False,
                     message=f"action {inv.action} on {inv.component} timed out"))
-        if self._expected and now > self._grace_deadline:
-            missing = sorted(self._expected)
-            self._expected = {}
-            if self.run is not None:
-                reason = (f"component(s) {', '.join(missing)} did not register again after "
-                          "the core restarted")
-                self.db.add_incident(self.run.run_number, reason)
-                self._fault(reason)
+        expired = [x for x in self._missing.values() if now > x.deadline]
+        if expired:
+            self._grace_expired(expired)
+
+    def _grace_expired(self, expired: list[_Missing]) -> None:
+        """Participants that did not come back in time: the run goes to ERROR, naming them."""
+        for x in expired:
+            del self._missing[x.name]
+        reasons = []
+        absent = sorted(x.name for x in expired if x.incident is None)
+        if absent:
+            reasons.append(f"component(s) {', '.join(absent)} did not register again after "
+                           "the core restarted")
+        for x in sorted((x for x in expired if x.incident is not None), key=lambda x: x.name):
+            reasons.append(f"component {x.name} ({x.role}) {x.what} and did not register "
+                           f"again within {self.rejoin_grace:g} s")
+        reason = "; ".join(reasons)
+        if self.run is None:
+            return
+        tr = self._transition
+        if tr is not None:
+            tr.rejoining.difference_update(x.name for x in expired)
+            if tr.transition == "reset":
+                tr.failures.append(reason)
+                return
+            self._fail_transition(reason)  # records the incident, tells everyone
+            return
+        self.db.add_incident(self.run.run_number, reason)
+        before = self.sm.state
+        self._fault(reason)
+        if self.sm.state is before:  # already in ERROR: still say who is not coming back
+            self._event("error", f"{reason}; state is {self.sm.state}",
+                        {"state": str(self.sm.state), "components": [x.name for x in expired]})
 
     def _fault(self, reason: str) -> None:
         if self._transition is not None:
@@ -812,31 +1015,54 @@ class Core:
             self._event("error", f"{reason}; state is now {self.sm.state}",
                         {"state": str(self.sm.state)})
 
-    def _remove(self, comp: _Component, reason: str, *, lost: bool) -> None:
+    def _remove(self, comp: _Component, reason: str, *, lost: bool,
+                what: str | None = None) -> None:
         del self.components[comp.name]
         self._by_identity.pop(comp.identity, None)
         self._follow_log_service()
         if comp.busy:
             self._steps.pop(comp.busy, None)
-        self._event("lost" if lost else "left", reason,
-                    {"component": comp.name, "role": comp.role})
+        tr = self._transition
+        in_run = self.run is not None and self.sm.state in RUN_OPEN_STATES
+        waited_on = tr is not None and comp.name in tr.waiting.values()
+        affects_run = in_run and (waited_on or comp.state != "STOP" or lost)
+        # Held for the grace instead of failing at once; never during a reset (the way out).
+        hold = (affects_run and self.rejoin_grace > 0
+                and not (tr is not None and tr.transition == "reset"))
+        data: dict[str, Any] = {"component": comp.name, "role": comp.role}
+        message = reason
+        if hold:
+            message += (f"; run {self.run.run_number} is held up to {self.rejoin_grace:g} s "
+                        "for it to register again")
+            data.update(run_number=self.run.run_number, rejoin_grace=self.rejoin_grace)
+        self._event("lost" if lost else "left", message, data)
         for req, inv in list(self._invokes.items()):
             if inv.component == comp.name:
                 del self._invokes[req]
                 self._send(inv.operator[0], m.Result(id=inv.operator[1], success=False,
                                                      message=f"{reason} during {inv.action}"))
-        tr = self._transition
-        in_run = self.run is not None and self.sm.state in RUN_OPEN_STATES
-        if tr is not None and comp.name in tr.waiting.values():
+        if waited_on:
             for req in [r for r, n in tr.waiting.items() if n == comp.name]:
                 del tr.waiting[req]
+                tr.step_of.pop(req, None)
+        if hold:
+            index = self.db.add_incident(self.run.run_number, reason)
+            now = time.monotonic()
+            self._missing[comp.name] = _Missing(
+                comp.name, comp.role, now, now + self.rejoin_grace, index,
+                what or ("lost" if lost else "left"))
+            if waited_on:
+                tr.rejoining.add(comp.name)
+                self._tell_waiting([comp.name])
+            return
+        if waited_on:
             if self.run is not None:
                 self.db.add_incident(self.run.run_number, reason)
             self._fail_transition(reason)
             if self._transition is tr and not tr.waiting:
                 self._advance()
             return
-        if in_run and (comp.state != "STOP" or lost):
+        if affects_run:
             self.db.add_incident(self.run.run_number, reason)
             self._fault(reason)
 

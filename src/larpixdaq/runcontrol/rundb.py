@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS runs (
     roles TEXT NOT NULL DEFAULT '{}',
     participants TEXT NOT NULL DEFAULT '{}',
     incidents TEXT NOT NULL DEFAULT '[]',
+    resolved_incidents TEXT NOT NULL DEFAULT '[]',
     packets_written INTEGER NOT NULL DEFAULT 0,
     packets_lost INTEGER NOT NULL DEFAULT 0
 );
@@ -50,6 +51,8 @@ CREATE TABLE IF NOT EXISTS core_state (
     value TEXT NOT NULL
 );
 """
+#: Columns added after the first release: (name, declaration) added to older databases.
+_ADDED_COLUMNS = (("resolved_incidents", "TEXT NOT NULL DEFAULT '[]'"),)
 
 
 class RunDatabaseError(LarpixDaqError):
@@ -76,14 +79,29 @@ class RunRecord:
     roles: dict[str, str] = field(default_factory=dict)
     participants: dict[str, str] = field(default_factory=dict)
     incidents: list[str] = field(default_factory=list)
+    #: Indices into ``incidents`` of those that were put right during the run (a lost
+    #: component that registered again in time); their text says how.
+    resolved_incidents: list[int] = field(default_factory=list)
     packets_written: int = 0
     packets_lost: int = 0
+
+    @property
+    def unresolved_incidents(self) -> list[str]:
+        resolved = set(self.resolved_incidents)
+        return [t for i, t in enumerate(self.incidents) if i not in resolved]
+
+    @property
+    def storage_reported(self) -> bool:
+        """Whether any storage component reported its counters (so packets_lost means
+        something)."""
+        return STORAGE_ROLE in self.roles.values()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-_JSON_COLUMNS = ("files", "counters", "roles", "participants", "incidents")
+_JSON_COLUMNS = ("files", "counters", "roles", "participants", "incidents",
+                 "resolved_incidents")
 
 
 class RunDatabase:
@@ -106,8 +124,16 @@ class RunDatabase:
             # allocated with FULL (see allocate_run) so they survive a power cut as well.
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            self._add_missing_columns()
         except (sqlite3.Error, OSError) as exc:
             raise RunDatabaseError(f"cannot open the run database {self.path}: {exc}") from None
+
+    def _add_missing_columns(self) -> None:
+        """A database written by an older version gets the newer columns (with defaults)."""
+        have = {row["name"] for row in self._db.execute("PRAGMA table_info(runs)")}
+        for name, declaration in _ADDED_COLUMNS:
+            if name not in have:
+                self._db.execute(f"ALTER TABLE runs ADD COLUMN {name} {declaration}")
 
     def _take_lock(self) -> None:
         """One core per database: two would both think they own the run in progress."""
@@ -180,12 +206,28 @@ class RunDatabase:
         """The components (name -> role) expected to take part, for recovery after a restart."""
         self._update(run_number, participants=json.dumps(participants))
 
-    def add_incident(self, run_number: int, text: str) -> None:
-        """Mark the run: something went wrong during it (kept in order, with a time)."""
+    def add_incident(self, run_number: int, text: str) -> int:
+        """Mark the run: something went wrong during it (kept in order, with a time).
+
+        Returns the incident's index, by which :meth:`resolve_incident` can mark it put right.
+        """
         record = self.get_run(run_number)
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-        record.incidents.append(f"{stamp}Z {text}")
+        record.incidents.append(f"{_stamp()} {text}")
         self._update(run_number, incidents=json.dumps(record.incidents))
+        return len(record.incidents) - 1
+
+    def resolve_incident(self, run_number: int, index: int, resolution: str) -> None:
+        """Mark incident ``index`` as put right; its text keeps what happened and gains how it
+        was resolved, so readers that only show the texts still tell the whole story."""
+        record = self.get_run(run_number)
+        if not 0 <= index < len(record.incidents):
+            raise RunDatabaseError(f"run {run_number} has no incident {index}")
+        if index in record.resolved_incidents:
+            return
+        record.incidents[index] += f"; resolved {_stamp()}: {resolution}"
+        record.resolved_incidents.append(index)
+        self._update(run_number, incidents=json.dumps(record.incidents),
+                     resolved_incidents=json.dumps(sorted(record.resolved_incidents)))
 
     def record_component(
         self,
@@ -265,6 +307,10 @@ class RunDatabase:
             return "STOP", None
         value = json.loads(row["value"])
         return value["state"], value["run_number"]
+
+
+def _stamp() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def _record(row: sqlite3.Row) -> RunRecord:

@@ -10,9 +10,10 @@ Stable states are STOP, READY, RUN and ERROR. While the core waits for the compo
 acknowledge a transition the state is a transitional one (PREPARING, STARTING, STOPPING,
 RESETTING), so a second request arriving meanwhile is refused rather than interleaved.
 
-Two more pure pieces live here because they decide how a transition is carried out: the order
-in which components are told (:func:`transition_groups`) and the steps that bring a component
-that joins late to the current state (:func:`catch_up_steps`).
+Three more pure pieces live here because they decide how a transition is carried out and how
+a run ends: the order in which components are told (:func:`transition_groups`), the steps that
+bring a component that joins late (or registers again after it was lost) to a state
+(:func:`catch_up_steps`), and the exit status of a run (:func:`run_exit_status`).
 """
 
 from __future__ import annotations
@@ -217,6 +218,37 @@ def transition_groups(transition: str, roles: Mapping[str, str]) -> list[list[st
 
 #: The component-level state each component transition leads to.
 COMPONENT_STATE_AFTER = {"prepare": "READY", "begin": "RUN", "end": "STOP", "reset": "STOP"}
+
+#: The stable core state a component transition brings the DAQ to. A component that registers
+#: again while its group is being told is brought there with :func:`catch_up_steps`.
+TRANSITION_TARGET: dict[str, State] = {
+    "prepare": State.READY, "begin": State.RUN, "end": State.STOP, "reset": State.STOP,
+}
+
+
+def run_exit_status(
+    ended_from: State,
+    *,
+    went_through_error: bool,
+    transition_failures: int,
+    incidents: int,
+    unresolved_incidents: int,
+    packets_lost: int | None,
+) -> str:
+    """How a run that is being closed ended: ``success``, ``aborted`` or ``failed``.
+
+    A run is ``failed`` if it went through ERROR, its closing transition had failures, or it
+    has an incident that was not put right. Incidents that were all put right (a component
+    lost and registered again within its grace) leave the run clean only if storage reported
+    and counted no lost packet: ``packets_lost`` is the storage total, ``None`` when no
+    storage reported, which cannot prove that nothing was lost. Otherwise a run ended from
+    RUN is ``success`` and one ended before it began ``aborted``.
+    """
+    if went_through_error or transition_failures or unresolved_incidents:
+        return "failed"
+    if incidents and packets_lost != 0:
+        return "failed"
+    return "success" if State(ended_from) is State.RUN else "aborted"
 
 
 def catch_up_steps(

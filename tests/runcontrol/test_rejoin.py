@@ -1,0 +1,228 @@
+"""A component lost during a run: held for the rejoin grace, replaced by a restarted process,
+or, when none comes back, ERROR naming it. Real core and component processes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+
+from larpixdaq import Operator
+from larpixdaq.pipeline.component import Component
+from larpixdaq.runcontrol.operator import Ack, Progress, Result
+from larpixdaq.runcontrol.rundb import RunDatabase
+from larpixdaq.runcontrol.testing import wait_for
+
+
+class Events:
+    """Everything the operator was told, in order, kept across polls."""
+
+    def __init__(self, op: Operator) -> None:
+        self.op = op
+        self.seen: list = []
+
+    def wait(self, kind: str, text: str = "", timeout: float = 8.0):
+        def found():
+            self.seen.extend(self.op.poll_events(0.05))
+            return [e for e in self.seen if e.kind == kind and text in e.message]
+
+        return wait_for(found, timeout)[0]
+
+
+def _status(op):
+    return op.call("status").data
+
+
+def _runs_json(endpoint):
+    out = subprocess.run([sys.executable, "-m", "larpixdaq.cli", "runs", "--json",
+                          "--core", endpoint], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_storage_killed_and_restarted_within_grace_run_succeeds(make_core, recorders,
+                                                                 spawn_component):
+    core = make_core("--rejoin-grace", "20")
+    p = recorders("p", "producer", core.endpoint)
+    storage = spawn_component("st", core.endpoint, role="storage")
+    with Operator(core.endpoint) as op:
+        events = Events(op)
+        number = op.wait(op.prepare_run(comment="restart")).data["run_number"]
+        assert op.wait(op.begin_run()).success
+        storage.send_signal(signal.SIGKILL)
+        lost = events.wait("lost", "st")
+        assert "component st (storage) lost" in lost.message
+        assert f"run {number} is held up to 20 s" in lost.message
+        held = _status(op)
+        assert held["state"] == "RUN"
+        assert [x["name"] for x in held["missing"]] == ["st"]
+        assert len(held["incidents"]) == 1 and "st (storage) lost" in held["incidents"][0]
+
+        spawn_component("st", core.endpoint, role="storage")  # same name and role, new pid
+        rejoined = events.wait("rejoined", "st")
+        assert f"rejoined run {number} after" in rejoined.message
+        events.wait("caught-up", "st")  # a fresh process: prepared and begun into the run
+        st = _status(op)
+        assert st["state"] == "RUN" and st["missing"] == []
+        assert {c["name"]: c["state"] for c in st["components"]} == {"p": "RUN", "st": "RUN"}
+        assert "resolved" in st["incidents"][0] and "registered again after" in \
+            st["incidents"][0]
+        assert st["counters"]["components_rejoined"] == 1
+        end = op.wait(op.end_run())
+        assert end.success, end.message
+        run = end.data["run"]
+        assert run["exit_status"] == "success"
+        assert run["resolved_incidents"] == [0] and len(run["incidents"]) == 1
+        assert run["packets_lost"] == 0 and run["counters"]["st"]["packets_lost"] == 0
+        assert p.state == "STOP"
+    listed = _runs_json(core.endpoint)[0]
+    assert listed["run_number"] == number and listed["exit_status"] == "success"
+    assert "st (storage) lost" in listed["incidents"][0] and listed["resolved_incidents"] == [0]
+
+
+def test_not_restarted_goes_to_error_after_the_grace_naming_it(make_core, recorders,
+                                                               spawn_component):
+    core = make_core("--rejoin-grace", "2")
+    recorders("st", "storage", core.endpoint, lost=0)
+    board = spawn_component("board", core.endpoint)
+    with Operator(core.endpoint) as op:
+        events = Events(op)
+        number = op.wait(op.prepare_run()).data["run_number"]
+        assert op.wait(op.begin_run()).success
+        board.send_signal(signal.SIGKILL)
+        assert "held up to 2 s" in events.wait("lost", "board").message
+        error = events.wait("error", "board")
+        assert "component board (producer) lost and did not register again within 2 s" in \
+            error.message
+        assert "state is now ERROR" in error.message
+        st = _status(op)
+        assert st["state"] == "ERROR" and st["missing"] == []
+        assert len(st["incidents"]) == 2
+        assert all("board" in i and "resolved" not in i for i in st["incidents"])
+        end = op.wait(op.end_run())
+        assert end.success
+        assert end.data["run"]["exit_status"] == "failed"
+        assert end.data["run"]["run_number"] == number
+        assert _status(op)["state"] == "STOP"
+
+
+def test_zero_grace_is_error_at_once(make_core, recorders, spawn_component):
+    core = make_core("--rejoin-grace", "0")
+    recorders("st", "storage", core.endpoint, lost=0)
+    board = spawn_component("board", core.endpoint)
+    with Operator(core.endpoint) as op:
+        events = Events(op)
+        op.wait(op.prepare_run())
+        assert op.wait(op.begin_run()).success
+        board.send_signal(signal.SIGKILL)
+        lost = events.wait("lost", "board")
+        assert "held" not in lost.message
+        st = _status(op)  # the loss and the fault are one step of the core
+        assert st["state"] == "ERROR"
+        assert "board" not in [c["name"] for c in st["components"]]
+        assert any("board" in i for i in st["incidents"])
+        assert op.wait(op.end_run()).data["run"]["exit_status"] == "failed"
+
+
+def test_replacement_while_the_old_one_seems_alive(make_core, recorders):
+    core = make_core("--rejoin-grace", "20")
+    recorders("st", "storage", core.endpoint, lost=0)
+    old = recorders("p", "producer", core.endpoint)
+    with Operator(core.endpoint) as op:
+        events = Events(op)
+        op.wait(op.prepare_run())
+        assert op.wait(op.begin_run()).success
+        # A restarted process on the same host under the same name, before the old one's
+        # silence was noticed (here the old one is even still talking: the worst case).
+        new = recorders("p", "producer", core.endpoint, pid=old.pid + 100000, wait=False)
+        lost = events.wait("lost", "p")
+        assert f"pid {new.pid} registered" in lost.message
+        assert f"while pid {old.pid} was still considered alive" in lost.message
+        events.wait("rejoined", "p")
+        wait_for(lambda: new.state == "RUN")
+        # The old process is told to stop rather than fight over the name.
+        wait_for(lambda: old.error is not None)
+        assert f"was replaced by pid {new.pid}" in old.error
+        st = _status(op)
+        assert st["state"] == "RUN"
+        assert [c["pid"] for c in st["components"] if c["name"] == "p"] == [new.pid]
+        assert st["counters"]["components_replaced"] == 1
+        end = op.wait(op.end_run())
+        assert end.data["run"]["exit_status"] == "success", end.data["run"]
+        assert end.data["run"]["resolved_incidents"] == [0]
+
+
+def test_another_host_or_role_cannot_take_the_name(make_core, recorders, spawn_component):
+    core = make_core("--rejoin-grace", "20")
+    recorders("st", "storage", core.endpoint, lost=0)
+    alive = recorders("mon", "monitor", core.endpoint)
+    board = spawn_component("board", core.endpoint)
+    elsewhere = Component("mon", core.endpoint, role="monitor", heartbeat_interval=0.05)
+    elsewhere.host = alive.host + "-other"
+    impostor = Component("board", core.endpoint, role="monitor", heartbeat_interval=0.05)
+    with Operator(core.endpoint) as op:
+        events = Events(op)
+        op.wait(op.prepare_run())
+        assert op.wait(op.begin_run()).success
+        try:
+            elsewhere.start()
+            wait_for(lambda: elsewhere.error is not None)
+            assert "already registered" in elsewhere.error
+            board.send_signal(signal.SIGKILL)
+            events.wait("lost", "board")
+            impostor.start()
+            wait_for(lambda: impostor.error is not None)
+            assert "kept for producer board" in impostor.error
+            assert "a monitor cannot take it" in impostor.error
+            assert [x["name"] for x in _status(op)["missing"]] == ["board"]
+        finally:
+            elsewhere.stop()
+            impostor.stop()
+        op.wait(op.reset()) if _status(op)["state"] == "ERROR" else op.wait(op.end_run())
+
+
+def test_end_run_waits_for_a_missing_component(make_core, recorders, spawn_component):
+    core = make_core("--rejoin-grace", "20")
+    recorders("st", "storage", core.endpoint, lost=0)
+    board = spawn_component("board", core.endpoint)
+    with Operator(core.endpoint, timeout=30) as op:
+        events = Events(op)
+        op.wait(op.prepare_run())
+        assert op.wait(op.begin_run()).success
+        board.send_signal(signal.SIGKILL)
+        events.wait("lost", "board")
+        pending = op.end_run()
+        assert isinstance(next(pending), Ack)
+        waiting = next(pending)
+        assert isinstance(waiting, Progress)
+        assert "end waits for producer board (lost;" in waiting.data["waiting"]
+        assert _status(op)["state"] == "STOPPING"
+        spawn_component("board", core.endpoint)
+        final = op.wait(pending)
+        assert isinstance(final, Result) and final.success, final.message
+        assert final.data["run"]["exit_status"] == "success"
+        assert "resolved" in final.data["run"]["incidents"][0]
+
+
+def test_end_run_fails_naming_a_component_that_does_not_return(make_core, recorders,
+                                                                spawn_component):
+    core = make_core("--rejoin-grace", "1.5")
+    recorders("st", "storage", core.endpoint, lost=0)
+    board = spawn_component("board", core.endpoint)
+    with Operator(core.endpoint) as op:
+        op.wait(op.prepare_run())
+        assert op.wait(op.begin_run()).success
+        board.send_signal(signal.SIGKILL)
+        Events(op).wait("lost", "board")
+        final = op.wait(op.end_run())
+        if final.success:  # the grace ran out before the request arrived: ERROR, then end
+            assert final.data["run"]["exit_status"] == "failed"
+        else:
+            assert "end_run failed: component board (producer) lost and did not register " \
+                   "again within 1.5 s; state is now ERROR" in final.message
+            assert op.wait(op.end_run()).data["run"]["exit_status"] == "failed"
+    db = RunDatabase(core.db)
+    rec = db.list_runs()[0]
+    db.close()
+    assert rec.exit_status == "failed" and rec.resolved_incidents == []
