@@ -83,3 +83,47 @@ def test_one_core_per_database(tmp_path):
     reader.close()
     first.close()
     RunDatabase(tmp_path / "r.sqlite", exclusive=True).close()
+
+
+def test_incidents_resolved_in_place(tmp_path):
+    db = RunDatabase(tmp_path / "r.sqlite")
+    run = db.allocate_run()
+    first = db.add_incident(run.run_number, "component st (storage) lost")
+    second = db.add_incident(run.run_number, "component p (producer) lost")
+    assert (first, second) == (0, 1)
+    db.resolve_incident(run.run_number, first, "storage st registered again after 1.20 s")
+    db.resolve_incident(run.run_number, first, "twice changes nothing")
+    rec = db.get_run(run.run_number)
+    assert rec.resolved_incidents == [0]
+    assert "component st (storage) lost; resolved 20" in rec.incidents[0]
+    assert "registered again after 1.20 s" in rec.incidents[0]
+    assert "twice" not in rec.incidents[0]
+    assert rec.unresolved_incidents == [rec.incidents[1]]
+    assert rec.to_dict()["resolved_incidents"] == [0]
+    with pytest.raises(RunDatabaseError, match="has no incident 5"):
+        db.resolve_incident(run.run_number, 5, "x")
+    db.close()
+
+
+def test_database_from_before_resolved_incidents_is_upgraded(tmp_path):
+    path = tmp_path / "old.sqlite"
+    raw = sqlite3.connect(path)
+    raw.execute("CREATE TABLE runs (run_number INTEGER PRIMARY KEY AUTOINCREMENT,"
+                " start_time REAL NOT NULL, begin_time REAL, end_time REAL, state TEXT NOT NULL,"
+                " exit_status TEXT, comment TEXT NOT NULL DEFAULT '',"
+                " run_type TEXT NOT NULL DEFAULT 'physics', data_dir TEXT NOT NULL DEFAULT '.',"
+                " config_hash TEXT, config_snapshot TEXT, files TEXT NOT NULL DEFAULT '[]',"
+                " counters TEXT NOT NULL DEFAULT '{}', roles TEXT NOT NULL DEFAULT '{}',"
+                " participants TEXT NOT NULL DEFAULT '{}', incidents TEXT NOT NULL DEFAULT '[]',"
+                " packets_written INTEGER NOT NULL DEFAULT 0,"
+                " packets_lost INTEGER NOT NULL DEFAULT 0)")
+    raw.execute("INSERT INTO runs (start_time, state, incidents) VALUES (1.0, 'STOP',"
+                " '[\"old incident\"]')")
+    raw.commit()
+    raw.close()
+    db = RunDatabase(path)
+    rec = db.get_run(1)
+    assert rec.incidents == ["old incident"] and rec.resolved_incidents == []
+    assert rec.unresolved_incidents == ["old incident"]
+    assert db.allocate_run().run_number == 2
+    db.close()

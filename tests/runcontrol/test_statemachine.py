@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -11,6 +11,7 @@ from larpixdaq.runcontrol.statemachine import (
     COMPONENT_STATE_AFTER,
     REQUESTS,
     STABLE_STATES,
+    TRANSITION_TARGET,
     TRANSITIONS,
     BeginRun,
     Completed,
@@ -24,6 +25,7 @@ from larpixdaq.runcontrol.statemachine import (
     TransitionRefused,
     allowed_requests,
     catch_up_steps,
+    run_exit_status,
     transition_groups,
 )
 
@@ -172,3 +174,50 @@ def test_every_table_target_reachable_event_types():
     assert events == {PrepareRun, BeginRun, EndRun, type(REQUESTS["reset"]()), Completed,
                       Failed, Fault}
     assert set(COMPONENT_STATE_AFTER) == {"prepare", "begin", "end", "reset"}
+
+
+def test_transition_targets_agree_with_component_states():
+    for transition, target in TRANSITION_TARGET.items():
+        assert str(target) == COMPONENT_STATE_AFTER[transition]
+        # A component already where the transition leads needs nothing more.
+        run = None if target is State.STOP else 3
+        assert catch_up_steps(str(target), run, target, run) == []
+
+
+def test_exit_status_examples():
+    clean = dict(went_through_error=False, transition_failures=0, incidents=0,
+                 unresolved_incidents=0, packets_lost=None)
+    assert run_exit_status(State.RUN, **clean) == "success"
+    assert run_exit_status(State.READY, **clean) == "aborted"
+    # Packets lost without any incident: as before, the counters tell (not a failure).
+    assert run_exit_status(State.RUN, **{**clean, "packets_lost": 4}) == "success"
+    resolved = {**clean, "incidents": 1}
+    assert run_exit_status(State.RUN, **{**resolved, "packets_lost": 0}) == "success"
+    assert run_exit_status(State.RUN, **{**resolved, "packets_lost": 2}) == "failed"
+    assert run_exit_status(State.RUN, **resolved) == "failed"  # no storage said so
+    assert run_exit_status(State.RUN, **{**resolved, "unresolved_incidents": 1,
+                                         "packets_lost": 0}) == "failed"
+    assert run_exit_status(State.ERROR, **{**clean, "went_through_error": True}) == "failed"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ended_from=st.sampled_from([State.READY, State.RUN, State.ERROR]),
+    error=st.booleans(),
+    failures=st.integers(0, 2),
+    incidents=st.integers(0, 3),
+    data=st.data(),
+    lost=st.one_of(st.none(), st.integers(0, 5)),
+)
+def test_exit_status_properties(ended_from, error, failures, incidents, data, lost):
+    unresolved = data.draw(st.integers(0, incidents))
+    status = run_exit_status(ended_from, went_through_error=error or ended_from is State.ERROR,
+                             transition_failures=failures, incidents=incidents,
+                             unresolved_incidents=unresolved, packets_lost=lost)
+    clean = not error and ended_from is not State.ERROR and not failures and not unresolved
+    if not clean:
+        assert status == "failed"
+    elif incidents and lost != 0:
+        assert status == "failed"  # put right, but nobody can vouch that nothing was lost
+    else:
+        assert status == ("success" if ended_from is State.RUN else "aborted")
