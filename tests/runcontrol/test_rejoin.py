@@ -226,3 +226,28 @@ def test_end_run_fails_naming_a_component_that_does_not_return(make_core, record
     rec = db.list_runs()[0]
     db.close()
     assert rec.exit_status == "failed" and rec.resolved_incidents == []
+
+
+def test_begin_run_brings_a_returning_component_along(make_core, recorders, spawn_component):
+    core = make_core("--rejoin-grace", "20")
+    st = recorders("st", "storage", core.endpoint, lost=0)
+    board = spawn_component("board", core.endpoint)
+    with Operator(core.endpoint, timeout=30) as op:
+        events = Events(op)
+        number = op.wait(op.prepare_run()).data["run_number"]
+        board.send_signal(signal.SIGKILL)
+        events.wait("lost", "board")
+        assert _status(op)["state"] == "READY"
+        pending = op.begin_run()
+        replies = [next(pending) for _ in range(3)]  # ack, storage's group, the wait
+        assert "begin waits for producer board" in replies[2].data["waiting"]
+        assert st.state == "RUN"
+        spawn_component("board", core.endpoint)  # a fresh process: prepare, then begin
+        final = op.wait(pending)
+        assert final.success, final.message
+        status = _status(op)
+        assert status["state"] == "RUN"
+        assert {c["name"]: (c["state"], c["run_number"]) for c in status["components"]} == {
+            "st": ("RUN", number), "board": ("RUN", number)}
+        assert "resolved" in status["incidents"][0]
+        assert op.wait(op.end_run()).data["run"]["exit_status"] == "success"
