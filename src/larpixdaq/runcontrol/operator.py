@@ -265,24 +265,35 @@ class Operator:
 
     # --- boards: configuration and routines (actions of the producers) ------------------
 
-    def _local_reply(self, success: bool, message: str, data: dict[str, Any] | None = None
-                     ) -> Reply:
-        """A reply answered here without asking the core (e.g. no such board)."""
+    def _local_reply(self, success: bool, message: str, data: dict[str, Any] | None = None,
+                     *, final: Result | Timeout | None = None) -> Reply:
+        """A reply answered here without asking the core again (e.g. no such board)."""
         request_id = uuid.uuid4().hex
-        self._pending[request_id] = collections.deque(
-            [Result(request_id, success, message, data or {})])
+        if final is None:
+            final = Result(request_id, success, message, data or {})
+        elif isinstance(final, Timeout):
+            final = Timeout(request_id, final.message, final.after_s)
+        else:
+            final = Result(request_id, final.success, final.message, final.data)
+        self._pending[request_id] = collections.deque([final])
         return Reply(self, request_id, self.timeout)
 
-    def producers(self, *, timeout: float | None = None) -> list[str]:
-        """Names of the registered producers (one per board)."""
+    def _producer_names(self, timeout: float | None) -> list[str] | Result | Timeout:
         final = self.call("clients", timeout=timeout)
         if not final.success:
-            return []
+            return final
         return sorted(c["name"] for c in final.data.get("components", [])
                       if c.get("role") == "producer")
 
+    def producers(self, *, timeout: float | None = None) -> list[str]:
+        """Names of the registered producers (one per board); [] if the core did not answer."""
+        names = self._producer_names(timeout)
+        return names if isinstance(names, list) else []
+
     def _producer(self, board: str | None, timeout: float | None) -> str | Reply:
-        names = self.producers(timeout=timeout)
+        names = self._producer_names(timeout)
+        if not isinstance(names, list):
+            return self._local_reply(False, names.message, final=names)
         if board is not None:
             if board in names:
                 return board
@@ -307,7 +318,10 @@ class Operator:
 
     def get_boards(self, board: str | None = None, *, timeout: float | None = None) -> Reply:
         """Every board (or one): io_group, kind, chips known; ``data["boards"]`` by producer."""
-        names = [board] if board is not None else self.producers(timeout=timeout)
+        found = self._producer_names(timeout)
+        if not isinstance(found, list):
+            return self._local_reply(False, found.message, final=found)
+        names = [board] if board is not None else found
         boards: dict[str, Any] = {}
         errors: list[str] = []
         for name in names:

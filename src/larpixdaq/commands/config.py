@@ -1,0 +1,161 @@
+"""`larpix-daq config`: the chips' configuration on a board, through the core.
+
+    larpix-daq config show [CHIP ...]          board summary, or the software copy of chips
+    larpix-daq config write|read|verify [CHIP ...]
+    larpix-daq config set CHIP REG=VAL ...     change the software copy (then `write`)
+    larpix-daq config load FILE|DIR [CHIP ...] chip configuration JSON into the software copy
+    larpix-daq config network [FILE]           load a hydra network (sim: its own by default)
+    larpix-daq config bring-up                 bring the network up, per io_channel
+
+Every sub-command takes ``--board NAME`` (needed when several producers run), ``--core``,
+``--timeout`` and ``--json``. Like every command it only asks the core; the producer that
+owns the board does the work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from larpixdaq.commands import Command
+from larpixdaq.commands.runcontrol import _client_args, _final, _operator
+from larpixdaq.errors import CommandError
+
+
+def _progress_text(data: dict[str, Any]) -> str:
+    return "  " + " ".join(f"{k}={v}" for k, v in data.items())
+
+
+def shown(reply: Any, quiet: bool = False) -> Iterator[Any]:
+    """Pass a reply's responses on, printing each progress step as it arrives."""
+    from larpixdaq.runcontrol.operator import Progress
+
+    for response in reply:
+        if isinstance(response, Progress) and not quiet:
+            print(_progress_text(response.data), flush=True)
+        yield response
+
+
+def drive(reply: Any, quiet: bool = False) -> Any:
+    """Progress printed, then the final result (a failure is a one-line CommandError)."""
+    return _final(shown(reply, quiet), quiet=True)
+
+
+def parse_assignments(items: list[str]) -> dict[str, Any]:
+    """``NAME=VALUE`` words; values are JSON when they parse (``[1,2]``, ``3``), else text."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CommandError(f"{item!r} is not NAME=VALUE")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    _client_args(p)
+    p.add_argument("--board", default=None,
+                   help="producer (board) name; needed only when several are registered")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="what", required=True, metavar="ACTION")
+    for name, text in (("show", "board summary, or the software copy of CHIPs"),
+                       ("write", "write the software copy to the chips"),
+                       ("read", "read the chips' registers back"),
+                       ("verify", "compare the chips with the software copy")):
+        s = sub.add_parser(name, help=text)
+        _common(s)
+        s.add_argument("chips", nargs="*", metavar="CHIP", help="chip keys (default: all)")
+    s = sub.add_parser("set", help="change registers of one chip in the software copy")
+    _common(s)
+    s.add_argument("chip", metavar="CHIP")
+    s.add_argument("values", nargs="+", metavar="REG=VAL",
+                   help="register name (or name[i]) = value (JSON: 3, [1,2,...])")
+    s = sub.add_parser("load", help="chip configuration JSON file or directory")
+    _common(s)
+    s.add_argument("path", metavar="FILE")
+    s.add_argument("chips", nargs="*", metavar="CHIP",
+                   help="chips a file without a chip key in its name applies to (default all)")
+    s = sub.add_parser("network", help="load a hydra network JSON file")
+    _common(s)
+    s.add_argument("file", nargs="?", default=None,
+                   help="network file (default for a simulated board: its own)")
+    s = sub.add_parser("bring-up", help="bring the network up with verification")
+    _common(s)
+    s.add_argument("--no-reset", action="store_true", help="do not reset the chips first")
+
+
+def _chips(args: argparse.Namespace) -> list[str] | None:
+    return list(args.chips) or None
+
+
+def _print_registers(chips: dict[str, dict[str, Any]]) -> None:
+    for key, regs in chips.items():
+        print(f"chip {key}")
+        for name, value in regs.items():
+            print(f"  {name:<34} {value}")
+
+
+def _print_result(args: argparse.Namespace, final: Any) -> None:
+    result = final.data.get("result", final.data)
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+        return
+    what = args.what
+    if what == "show" and "boards" in final.data:
+        for name, info in final.data["boards"].items():
+            print(f"{name}: {info['kind']} io_group {info['io_group']}, {info['n_chips']} chips "
+                  f"on io_channels {info['io_channels']} (network: {info['network'] or '-'})")
+    elif what in ("show", "read"):
+        _print_registers(result["chips"])
+    elif what == "verify":
+        if result["match"]:
+            print(f"{result['chips']} chip(s) match the software copy")
+    else:
+        print(final.message)
+        if result:
+            print(json.dumps(result, sort_keys=True))
+
+
+def run(args: argparse.Namespace) -> int:
+    with _operator(args) as op:
+        what, board = args.what, args.board
+        if what == "show":
+            reply = (op.retrieve_configuration(_chips(args), board=board) if args.chips
+                     else op.get_boards(board))
+        elif what == "write":
+            reply = op.write_configuration(_chips(args), board=board)
+        elif what == "read":
+            reply = op.read_configuration(_chips(args), board=board)
+        elif what == "verify":
+            reply = op.validate_configuration(_chips(args), board=board)
+        elif what == "set":
+            reply = op.send_configuration({args.chip: parse_assignments(args.values)},
+                                          board=board)
+        elif what == "load":
+            reply = op.load_configuration(args.path, _chips(args), board=board)
+        elif what == "network":
+            reply = op.load_board(args.file, board=board)
+        else:
+            reply = op.bring_up(board=board, reset=not args.no_reset)
+        final = drive(reply, quiet=args.json)
+    _print_result(args, final)
+    if what == "verify" and not final.data["result"]["match"]:
+        result = final.data["result"]
+        if not args.json:
+            for key, regs in result["differences"].items():  # chips asked as a list
+                for name, (mine, theirs) in regs.items():
+                    print(f"{key} {name}: software {mine}, chip {theirs}")
+        raise CommandError(f"configuration differs: {result['summary']}")
+    return 0
+
+
+COMMANDS = [Command("config", "chip configuration on a board: show, write, read, verify, set, "
+                              "load, network, bring-up", configure, run)]

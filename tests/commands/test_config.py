@@ -1,0 +1,126 @@
+"""`larpix-daq config` and `larpix-daq routine` against a real core and two producer
+processes with simulated boards."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from daq_procs import Proc
+
+from larpixdaq.cli import main
+from larpixdaq.formats.chipconfig import ChipConfig
+from larpixdaq.runcontrol.operator import Operator
+from larpixdaq.runcontrol.testing import CoreProcess, wait_for
+
+
+@pytest.fixture(scope="module")
+def daq(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("config-cli")
+    core = CoreProcess(tmp / "runs.sqlite").start()
+    procs = []
+    try:
+        for g in (1, 2):
+            procs.append(Proc(["producer", "--core", core.endpoint, "--aggregator",
+                               "tcp://127.0.0.1:9", "--io-group", str(g), "--sim-rate", "1000"],
+                              tmp / f"producer-{g}.log").start())
+        with Operator(core.endpoint) as op:
+            wait_for(lambda: len(op.producers()) == 2, timeout=15)
+        yield core.endpoint
+    finally:
+        for p in procs:
+            p.stop()
+        core.terminate()
+
+
+def cli(daq, *argv):
+    return main([*argv, "--core", daq])
+
+
+def test_show_lists_both_boards(daq, capsys):
+    assert cli(daq, "config", "show") == 0
+    out = capsys.readouterr().out
+    assert "producer-1: sim io_group 1, 100 chips" in out
+    assert "producer-2: sim io_group 2, 100 chips" in out
+
+
+def test_several_boards_need_board_and_an_unknown_board_is_named(daq, capsys):
+    assert cli(daq, "config", "write") == 1
+    err = capsys.readouterr().err
+    assert "2 producers: choose one with board=NAME (producer-1, producer-2)" in err
+    assert cli(daq, "config", "read", "--board", "nope") == 1
+    assert "no producer 'nope'; producers: producer-1, producer-2" in capsys.readouterr().err
+
+
+def test_set_verify_write_verify(daq, capsys):
+    b = ["--board", "producer-1"]
+    assert cli(daq, "config", "set", "1-1-11", "threshold_global=77", "pixel_trim_dac[0]=3",
+               *b) == 0
+    assert "pixel_trim_dac" in capsys.readouterr().out
+    assert cli(daq, "config", "verify", "1-1-11", *b) == 1
+    cap = capsys.readouterr()
+    assert "1-1-11 threshold_global: software 77, chip" in cap.out
+    assert "configuration differs: 1-1-11: pixel_trim_dac, threshold_global" in cap.err
+    assert cli(daq, "config", "write", "1-1-11", *b) == 0
+    assert cli(daq, "config", "verify", "1-1-11", *b) == 0
+    assert "1 chip(s) match the software copy" in capsys.readouterr().out
+    assert cli(daq, "config", "read", "1-1-11", "--json", *b) == 0
+    read = json.loads(capsys.readouterr().out)
+    assert read["chips"]["1-1-11"]["threshold_global"] == 77
+    assert read["chips"]["1-1-11"]["pixel_trim_dac"][0] == 3
+
+
+def test_bad_set_is_a_one_line_error(daq, capsys):
+    assert cli(daq, "config", "set", "1-1-11", "bogus=1", "--board", "producer-1") == 1
+    assert "unknown register 'bogus'" in capsys.readouterr().err
+    assert cli(daq, "config", "set", "1-1-11", "threshold_global", "--board", "producer-1") == 1
+    assert "is not NAME=VALUE" in capsys.readouterr().err
+
+
+def test_load_a_chip_file_then_show(daq, capsys, tmp_path):
+    cfg = ChipConfig()
+    cfg["threshold_global"] = 99
+    cfg.save(tmp_path / "config-2-1-12.json")
+    assert cli(daq, "config", "load", str(tmp_path), "--board", "producer-2") == 0
+    assert "2-1-12" in capsys.readouterr().out
+    assert cli(daq, "config", "show", "2-1-12", "--board", "producer-2") == 0
+    out = capsys.readouterr().out
+    assert "chip 2-1-12" in out and "threshold_global" in out and " 99" in out
+    assert "chip_id                            12" in out  # the network's id is kept
+
+
+def test_bring_up_shows_progress_per_io_channel(daq, capsys):
+    assert cli(daq, "config", "bring-up", "--board", "producer-2") == 0
+    out = capsys.readouterr().out
+    lines = [ln for ln in out.splitlines() if "io_channel=" in ln]
+    assert len(lines) == 4 and all("ok=True" in ln and "chips=25" in ln for ln in lines)
+    assert cli(daq, "config", "write", "--board", "producer-2") == 0
+    assert cli(daq, "config", "verify", "--board", "producer-2") == 0
+
+
+def test_routine_list_run_and_load(daq, capsys, tmp_path):
+    b = ["--board", "producer-1"]
+    assert cli(daq, "routine", "list", *b) == 0
+    out = capsys.readouterr().out
+    assert "hello_world(name=\"world\")  [built-in]" in out and "threshold_scan(" in out
+    assert cli(daq, "routine", "run", "hello_world", "name=CLI", *b) == 0
+    assert "Hello, CLI!" in capsys.readouterr().out
+    assert cli(daq, "routine", "run", "threshold_scan", "start=30", "stop=40", "step=10",
+               "dwell=0.05", 'chip_keys=["1-1-11"]', *b) == 0
+    out = capsys.readouterr().out
+    assert out.index("threshold=30") < out.index("threshold=40") < out.index("(success,")
+    (tmp_path / "twice.py").write_text("def routine(ctx, x=2):\n    return {'y': 2 * x}\n")
+    (tmp_path / "broken.py").write_text("def routine(ctx:\n")
+    assert cli(daq, "routine", "load", str(tmp_path), *b) == 1
+    err = capsys.readouterr().err
+    assert "broken.py: syntax error" in err and "(loaded: twice)" in err
+    assert cli(daq, "routine", "run", "twice", "x=21", "--json", *b) == 0
+    outcome = json.loads(capsys.readouterr().out)
+    assert outcome["status"] == "success" and outcome["result"] == {"y": 42}
+    assert cli(daq, "routine", "run", "twice", "z=1", *b) == 1
+    assert "bad parameters for routine twice" in capsys.readouterr().err
+
+
+def test_no_core_is_a_clear_error(capsys):
+    assert main(["config", "show", "--core", "tcp://127.0.0.1:9", "--timeout", "0.3"]) == 1
+    assert "is `larpix-daq core` running there?" in capsys.readouterr().err
