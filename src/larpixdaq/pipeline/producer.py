@@ -16,9 +16,11 @@ run`` (flagged ``last``) at end, in order with the data. Sending needs credit fr
 aggregator; without credit the producer waits (the board's own buffers then fill: that is
 the only place where data can be lost, and the PACMAN client counts it).
 
-A source that can tell its chips' registers (the simulated board) has them sent as a
-``configs`` frame just before each run marker, so the file holds the configuration at the
-beginning and at the end of the run.
+The software copy of the chips' configuration (see :mod:`larpixdaq.pipeline.boardactions`;
+for a simulated board, what its chips hold at start-up) is sent as a ``configs`` frame just
+before each run marker, so the file holds the configuration at the beginning and at the end
+of the run. Configuration actions and routines run in another thread while data flows; the
+sources share their board with them through ``source.lock``.
 """
 
 from __future__ import annotations
