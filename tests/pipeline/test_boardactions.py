@@ -153,3 +153,27 @@ def test_readout_continues_while_a_routine_runs_and_configs_reach_the_file(daq, 
     assert int(row["registers"][64]) == soft["threshold_global"]
     assert b"slow routine done" in messages
     assert np.count_nonzero(configs["io_group"] == 1) == 200
+
+
+def test_routine_timeout_aborts_it_and_the_next_one_runs(daq, tmp_path):
+    (tmp_path / "forever.py").write_text(
+        "import time\n"
+        "def routine(ctx):\n"
+        "    while True:\n"
+        "        time.sleep(0.05)\n"
+        "        yield {'tick': 1}\n")
+    assert daq.op.load_routines(tmp_path).wait().success
+    final = daq.op.run_routine("forever", routine_timeout=0.5).wait()
+    assert not final.success and "routine forever aborted" in final.message
+    assert daq.op.run_routine("hello_world").wait().success
+
+
+def test_a_source_without_a_board_says_so():
+    from types import SimpleNamespace
+
+    from larpixdaq.pipeline.boardactions import session_for
+
+    session = session_for(SimpleNamespace(io_group=3))
+    assert session.info()["kind"] == "replay"
+    with pytest.raises(Exception, match="no board"):
+        session.read()

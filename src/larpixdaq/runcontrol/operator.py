@@ -388,6 +388,12 @@ class Operator:
         """Run routine ``name`` on a board with its ``params``; progress, then the result
         (``data["result"]``: status, message, result). ``routine_timeout`` stops it early;
         ``routine_params`` passes parameters whose names clash with these (e.g. ``board``)."""
-        extra = {} if routine_timeout is None else {"timeout": routine_timeout}
-        return self.board_action("run_routine", board, timeout=timeout, name=name,
-                                 params={**(routine_params or {}), **params}, **extra)
+        target = self._producer(board, timeout)
+        if isinstance(target, Reply):
+            return target
+        action_params: dict[str, Any] = {"name": name,
+                                         "params": {**(routine_params or {}), **params}}
+        if routine_timeout is not None:
+            action_params["timeout"] = routine_timeout
+        return self.request("invoke", {"component": target, "action": "run_routine",
+                                       "params": action_params}, timeout=timeout)
