@@ -83,7 +83,8 @@ def configure_core(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ack-timeout", type=float, default=5.0,
                    help="time each group of components has to acknowledge a transition (s)")
     p.add_argument("--rejoin-grace", type=float, default=3.0,
-                   help="after a restart, time for a run's components to register again (s)")
+                   help="time for a run's components to register again after a core restart "
+                        "or after one is lost (s); 0: ERROR at once")
 
 
 def run_core(args: argparse.Namespace) -> int:
