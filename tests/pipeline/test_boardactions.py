@@ -147,7 +147,13 @@ def test_readout_continues_while_a_routine_runs_and_configs_reach_the_file(daq, 
     with h5py.File(path, "r") as f:
         configs = f["configs"][:]
         messages = [bytes(m).rstrip(b"\0") for m in f["messages"]["message"]]
+        packets = f["packets"][:]
     assert len(configs) == 200  # 100 chips at begin and at end
+    # What the board sent while the routine read chip 11 is part of the run, as a real
+    # board's output would be: its config-read replies are in the file.
+    replies = packets[(packets["packet_type"] == 3) & (packets["chip_id"] == 11)
+                      & (packets["io_channel"] == 1)]
+    assert len(np.unique(replies["register_address"])) == 237
     soft = daq.op.retrieve_configuration(CHIP).wait().data["result"]["registers"]
     row = configs[(configs["io_channel"] == 1) & (configs["chip_id"] == 11)][-1]
     assert int(row["registers"][64]) == soft["threshold_global"]

@@ -18,7 +18,7 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Generator, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -68,10 +68,12 @@ class BoardSession:
     # ---- board and network -----------------------------------------------------------------
     @classmethod
     def for_sim(cls, board: Any, lock: threading.Lock | threading.RLock | None = None,
-                adopt: bool = True) -> BoardSession:
+                adopt: bool = True,
+                on_message: Callable[[bytes], None] | None = None) -> BoardSession:
         """A session on a simulated board with its own network loaded; with ``adopt`` the
-        software copy starts as what the chips hold now (a board set up directly)."""
-        client = SimBoardClient(board, lock)
+        software copy starts as what the chips hold now (a board set up directly).
+        ``on_message`` receives every data message the board sends during operations."""
+        client = SimBoardClient(board, lock, on_message=on_message)
         s = cls(client, board.io_group, kind="sim", lock=client.lock)
         s.load_network(board.network_config(), source="simulated board")
         if adopt:

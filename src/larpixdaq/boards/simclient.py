@@ -18,6 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from typing import Any
 
 from larpixdaq.boards.pacman_client import PacmanClient
@@ -62,7 +63,8 @@ class SimBoardClient(PacmanClient):
     """The PACMAN client's operations on an in-process simulated board (see module doc)."""
 
     def __init__(self, board: Any, lock: threading.Lock | threading.RLock | None = None,
-                 timeout: float = 1.0, retries: int = 3) -> None:
+                 timeout: float = 1.0, retries: int = 3,
+                 on_message: Callable[[bytes], None] | None = None) -> None:
         from larpixdaq.boards.pacman_emulator import PacmanEmulator
 
         self.board = board
@@ -80,6 +82,10 @@ class SimBoardClient(PacmanClient):
         self._subscribed = False
         self._data_on = False
         self._stash: list[bytes] = []
+        # Whatever the board sends while this client advances its time (config-read
+        # replies, physics meanwhile) is also the board's data: a real PACMAN publishes it
+        # to the producer's subscription too. ``on_message`` hands it to the data path.
+        self.on_message = on_message
 
     def __repr__(self) -> str:
         return f"SimBoardClient({self.name})"
@@ -99,7 +105,10 @@ class SimBoardClient(PacmanClient):
             words = self.board.generate(seconds)
         if not len(words):
             return None
-        return P.encode_data_message(int(time.time()), words)
+        msg = P.encode_data_message(int(time.time()), words)
+        if self.on_message is not None:
+            self.on_message(msg)
+        return msg
 
     def collect(self, seconds: float) -> list[bytes]:
         """Data messages the board sends over the next ``seconds`` of simulated time."""

@@ -33,7 +33,8 @@ def session_for(source: Any) -> BoardSession:
     board = getattr(source, "board", None)
     lock = getattr(source, "lock", None)
     if board is not None and hasattr(board, "generate"):
-        return BoardSession.for_sim(board, lock)
+        return BoardSession.for_sim(board, lock,
+                                    on_message=getattr(source, "board_output", None))
     client = getattr(source, "client", None)
     if client is not None:
         return BoardSession(client, source.io_group, kind="pacman", lock=lock)

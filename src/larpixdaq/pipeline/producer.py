@@ -79,6 +79,19 @@ class SimSource:
         self._pool_at = 0
         self._t_last = time.monotonic()
         self._budget = 0.0
+        # Messages the board sent while a configuration action advanced its time.
+        self._operations_output: deque[bytes] = deque()
+        self._flowing = False
+        self.operations_messages_dropped = 0
+
+    def board_output(self, message: bytes) -> None:
+        """Data the board sent during a configuration action or routine: part of the run
+        while data flows (as a real board's would be); outside READY/RUN nothing is
+        recorded, and those messages are counted."""
+        if self._flowing:
+            self._operations_output.append(message)
+        else:
+            self.operations_messages_dropped += 1
 
     def _make(self, n: int) -> bytes:
         with self.lock:
@@ -88,11 +101,17 @@ class SimSource:
     def start(self) -> None:
         self._t_last = time.monotonic()
         self._budget = 0.0
+        self._flowing = True
 
     def stop(self) -> None:
-        pass
+        self._flowing = False
 
     def read(self, wait: float) -> list[bytes]:
+        if self._operations_output:
+            out = []
+            while self._operations_output:
+                out.append(self._operations_output.popleft())
+            return out
         n_msgs = 8
         if self.rate > 0:
             now = time.monotonic()
@@ -441,7 +460,11 @@ class Producer:
             self._recorder = None
 
     def snapshot(self) -> dict[str, float]:
-        return {**self.counters, "seq": self.seq, "run_number": self.run_number}
+        out = {**self.counters, "seq": self.seq, "run_number": self.run_number}
+        outside = getattr(self.source, "operations_messages_dropped", None)
+        if outside is not None:
+            out["board_messages_outside_run"] = outside
+        return out
 
     # -- the data thread ---------------------------------------------------------------------
     def _hello(self) -> None:
