@@ -26,7 +26,6 @@ sources share their board with them through ``source.lock``.
 from __future__ import annotations
 
 import logging
-import queue
 import random
 import threading
 import time
@@ -45,6 +44,7 @@ from larpixdaq.pipeline.aggregator import CREDIT, FRAME, HELLO, pack
 from larpixdaq.pipeline.boardactions import BoardActions
 from larpixdaq.pipeline.component import Component
 from larpixdaq.pipeline.frames import KIND_CONFIGS, KIND_DATA, KIND_INFO, FrameHeader, encode_header
+from larpixdaq.pipeline.threadcalls import ThreadCalls
 from larpixdaq.runcontrol.messages import RunInfo
 
 log = logging.getLogger("larpixdaq.producer")
@@ -354,7 +354,7 @@ class Producer:
             ["frames_sent", "packets_sent", "bytes_sent", "info_frames", "credit_waits",
              "seconds_waiting_credit", "hellos"], 0)
         self._outbox: deque[tuple[str, bytes, bool, Future | None]] = deque()
-        self._calls: queue.SimpleQueue[tuple[Callable[[], Any], Future]] = queue.SimpleQueue()
+        self._calls = ThreadCalls()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -380,9 +380,8 @@ class Producer:
         self._sock.close(0)
 
     def call(self, fn: Callable[[], Any], timeout: float = 10.0) -> Any:
-        fut: Future = Future()
-        self._calls.put((fn, fut))
-        return fut.result(timeout)
+        """Run ``fn`` in the data thread and return its result (or raise its exception)."""
+        return self._calls.call(fn, timeout)
 
     # -- transitions -------------------------------------------------------------------------
     def prepare(self, run_number: int) -> None:
@@ -472,17 +471,6 @@ class Producer:
                                                 "io_group": self.io_group})])
         self.counters["hellos"] += 1
 
-    def _run_calls(self) -> None:
-        while True:
-            try:
-                fn, fut = self._calls.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                fut.set_result(fn())
-            except BaseException as exc:
-                fut.set_exception(exc)
-
     def _take_credit(self, timeout_ms: int) -> None:
         while self._sock.poll(timeout_ms):
             timeout_ms = 0
@@ -502,7 +490,7 @@ class Producer:
         last_hello = t0
         while self.credit <= 0 and not self._stop.is_set():
             self._take_credit(20)
-            self._run_calls()
+            self._calls.run_pending()
             now = time.monotonic()
             if now - last_hello > 1.0:
                 self._hello()  # the aggregator may have restarted and forgotten us
@@ -542,7 +530,7 @@ class Producer:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self._run_calls()
+            self._calls.run_pending()
             self._take_credit(0)
             while self._outbox:
                 kind, payload, last, fut = self._outbox[0]

@@ -19,7 +19,6 @@ that run at once (:mod:`.runfile`), before run control even knows it is back.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -41,6 +40,7 @@ from larpixdaq.pipeline.runfile import (
     read_journal,
     unfinished_runs,
 )
+from larpixdaq.pipeline.threadcalls import ThreadCalls
 from larpixdaq.runcontrol.messages import RunInfo
 
 log = logging.getLogger("larpixdaq.storage")
@@ -76,7 +76,7 @@ class StorageLink:
         self.counters: dict[str, int] = dict.fromkeys(
             ["bad_frames", "frames_outside_run", "write_errors", "hellos"], 0)
         self._extra_acks: dict[Stream, int] = {}
-        self._calls: queue.SimpleQueue[tuple[Callable[[], Any], Future]] = queue.SimpleQueue()
+        self._calls = ThreadCalls()
         self._ending: tuple[Future, float] | None = None
         self._end_patience = 3.0
         self._stop = threading.Event()
@@ -120,9 +120,7 @@ class StorageLink:
 
     def call(self, fn: Callable[[], Any], timeout: float = 10.0) -> Any:
         """Run ``fn`` in the data thread and return its result (or raise its exception)."""
-        fut: Future = Future()
-        self._calls.put((fn, fut))
-        return fut.result(timeout)
+        return self._calls.call(fn, timeout)
 
     # -- run control entry points (called from other threads) ------------------------------
     def prepare(self, run_number: int, metadata: dict[str, Any]) -> dict[str, Any]:
@@ -173,7 +171,7 @@ class StorageLink:
         last_heard = time.monotonic()
         pending_bytes = 0
         while not self._stop.is_set():
-            self._run_calls()
+            self._calls.run_pending()
             batch = []
             size = 0
             if poller.poll(20):
@@ -206,18 +204,7 @@ class StorageLink:
                     self._commit()
                     pending_bytes = 0
                 self._check_end()
-        self._run_calls()
-
-    def _run_calls(self) -> None:
-        while True:
-            try:
-                fn, fut = self._calls.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                fut.set_result(fn())
-            except BaseException as exc:
-                fut.set_exception(exc)
+        self._calls.run_pending()
 
     def _write_batch(self, batch: list[list[zmq.Frame]]) -> None:
         frames = []
