@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from daq_procs import Daq
 
-from larpixdaq.runcontrol.operator import Ack, Progress, Result
+from larpixdaq.runcontrol.operator import Ack, Operator, Progress, Result
 from larpixdaq.runcontrol.testing import wait_for
 
 CHIP = "1-1-11"
@@ -183,3 +183,44 @@ def test_a_source_without_a_board_says_so():
     assert session.info()["kind"] == "replay"
     with pytest.raises(Exception, match="no board"):
         session.read()
+
+
+def test_stop_routine_from_another_operator_aborts_it_and_the_next_one_runs(daq, tmp_path):
+    (tmp_path / "endless.py").write_text(
+        "import time\n"
+        "def routine(ctx):\n"
+        "    n = 0\n"
+        "    while True:\n"
+        "        time.sleep(0.05)\n"
+        "        n += 1\n"
+        "        yield {'tick': n}\n")
+    assert daq.op.load_routines(tmp_path).wait().success
+    idle = daq.op.stop_routine().wait()
+    assert idle.success and idle.data["result"]["stopped"] is False
+    assert idle.data["result"]["message"] == "no routine is running"
+    acts = daq.op.call("actions").data["actions"]["producer-1"]
+    assert acts["stop_routine"]["immediate"] is True
+    assert "immediate" not in acts["run_routine"]
+
+    reply = daq.op.run_routine("endless", timeout=60)
+    assert isinstance(next(reply), Ack)
+    assert isinstance(next(reply), Progress)  # it is running in the action thread
+    with Operator(daq.core.endpoint, timeout=15) as other:
+        stopped = other.stop_routine(board="producer-1").wait()
+    assert stopped.success, stopped.message
+    assert stopped.data["result"]["stopped"] is True
+    assert stopped.data["result"]["routine"] == "endless"
+    responses = list(reply)
+    final = responses[-1]
+    assert isinstance(final, Result) and not final.success
+    assert "routine endless aborted: stopped by the operator" in final.message
+    assert all(isinstance(r, Progress) for r in responses[:-1])
+
+    def counted():
+        comp = next(c for c in daq.clients() if c["name"] == "producer-1")
+        return comp.get("counters", {}).get("routines_failed", 0)
+    wait_for(lambda: counted() > 0, timeout=5)
+    again = daq.op.run_routine("hello_world", name="again").wait()
+    assert again.success, again.message
+    assert again.data["result"]["result"]["greeting"] == "Hello, again!"
+    assert daq.op.stop_routine().wait().data["result"]["stopped"] is False

@@ -210,3 +210,56 @@ def test_stop_while_an_action_runs_and_stop_twice(core):
     time.sleep(0.5)  # the action finishes after the component stopped; its reply goes nowhere
     b.stop()
     assert b._closed and b.control_counters["actions_run"] == 1
+
+
+class HoldingBoard(Board):
+    """A long action that holds the action worker until released by an immediate action."""
+
+    def __init__(self, name, core, **kw):
+        super().__init__(name, core, **kw)
+        self.release_flag = threading.Event()
+
+    @action
+    def hold(self, limit: float = 20.0):
+        """Stands for a long routine: waits until released (or ``limit`` s)."""
+        released = self.release_flag.wait(limit)
+        return "released" if released else "gave up"
+
+    @action(immediate=True)
+    def release(self):
+        """Let go of the held action; answers at once."""
+        was_holding = not self.release_flag.is_set()
+        self.release_flag.set()
+        return {"was_holding": was_holding}
+
+
+def test_an_immediate_action_answers_while_a_long_action_runs(core):
+    b = HoldingBoard("holder", core.endpoint).start()
+    assert b.wait_registered(5)
+    try:
+        with Operator(core.endpoint) as op, Operator(core.endpoint) as other:
+            acts = op.call("actions").data["actions"]["holder"]
+            assert acts["release"]["immediate"] is True
+            assert "immediate" not in acts["hold"]
+            held = op.invoke("holder", "hold", timeout=30)
+            assert isinstance(next(held), Ack)
+            queued = op.invoke("holder", "histogram", bins=2, timeout=30)
+            # The held action occupies the action worker; release jumps the queue.
+            released = other.wait(other.invoke("holder", "release"))
+            assert released.success, released.message
+            assert released.data["result"] == {"was_holding": True}
+            final = op.wait(held)
+            assert final.success and final.data["result"] == "released"
+            after = op.wait(queued)  # the ordinary action waited its turn, then ran
+            assert after.success and after.data["result"]["counts"] == [0, 1]
+        assert b.control_counters["actions_run"] == 3
+    finally:
+        b.stop()
+
+
+def test_register_action_can_declare_an_immediate_action(core):
+    b = Board("b4", core.endpoint)
+    b.register_action("status_now", lambda: "fine", doc="Answers at once.", immediate=True)
+    assert b.actions["status_now"].immediate and not b.actions["scan"].immediate
+    assert b.actions["status_now"].describe()["immediate"] is True
+    b.stop()

@@ -3,8 +3,11 @@
     larpix-daq routine list
     larpix-daq routine load DIR
     larpix-daq routine run NAME [PARAM=VALUE ...] [--stop-after S]
+    larpix-daq routine stop
 
 Progress is printed as it arrives; `run` exits 1 unless the routine ended ``success``.
+`stop` answers at once, even while the routine runs (from another terminal): the routine
+ends ``aborted`` at its next step, and its `run` prints so and exits 1.
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     s.add_argument("--stop-after", type=float, default=None, metavar="S",
                    help="stop the routine at its next step after S seconds (aborted)")
     s.set_defaults(timeout=3600.0)
+    s = sub.add_parser("stop", help="stop the running routine (it ends aborted at its next "
+                                    "step)")
+    _common(s)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,6 +61,11 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(final.data["result"]) if args.json
                   else f"loaded {len(loaded)} routine(s): {', '.join(loaded) or 'none'}")
             return 0
+        if args.what == "stop":
+            final = drive(op.stop_routine(board=args.board), quiet=args.json)
+            result = final.data["result"]
+            print(json.dumps(result) if args.json else result["message"])
+            return 0
         params = parse_assignments(args.params)
         final = drive(op.run_routine(args.name, board=args.board,
                                      routine_timeout=args.stop_after,
@@ -68,5 +79,5 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = [Command("routine", "routines on a board: list, load DIR, run NAME [k=v ...]",
+COMMANDS = [Command("routine", "routines on a board: list, load DIR, run NAME [k=v ...], stop",
                     configure, run)]

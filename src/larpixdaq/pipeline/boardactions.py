@@ -2,10 +2,12 @@
 
 The producer is the one component that owns its board, so everything that touches the
 board - the network, the chips' configuration, routines - runs there, as actions the
-operator invokes through the core. Actions run in the component's action thread: the
-producer's data loop keeps reading meanwhile, and the board is shared through the source's
-lock, taken for one short step at a time on a simulated board and for one operation on a
-PACMAN (whose data arriving meanwhile waits in the client, not lost).
+operator invokes through the core. Actions run in the component's action thread, one at a
+time, except ``stop_routine``, an immediate action that answers at once even while a
+routine occupies the action thread. The producer's data loop keeps reading meanwhile, and
+the board is shared through the source's lock, taken for one short step at a time on a
+simulated board and for one operation on a PACMAN (whose data arriving meanwhile waits in
+the client, not lost).
 
 Chip selections (``chip_keys``) take one key (``"1-1-11"``), a list, or None for all.
 """
@@ -25,6 +27,27 @@ from larpixdaq.routines.registry import RoutineError, RoutineRegistry, execute
 
 class RoutineFailed(LarpixDaqError):
     """A routine ended failed or aborted (the message says which, and why)."""
+
+
+class _Running:
+    """The routine in the action thread now: its name, its stop flag and why it was set.
+
+    Read and set from the immediate lane (``stop_routine``) while the action thread runs the
+    routine, so it only holds an Event and a reason written once, before the Event is set.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.stop = threading.Event()
+        self.reason = ""
+
+    def request_stop(self, reason: str) -> bool:
+        """Set the stop flag with ``reason`` (the first reason wins); False if already set."""
+        if self.stop.is_set():
+            return False
+        self.reason = reason
+        self.stop.set()
+        return True
 
 
 def session_for(source: Any) -> BoardSession:
@@ -52,17 +75,24 @@ class BoardActions:
         if self.board_session.client is not None:
             producer.config_rows = self.board_session.config_rows
         self.routine_registry = RoutineRegistry()
-        self._routine_stop: threading.Event | None = None
+        self._routine: _Running | None = None
         self._routine_counts = {"routines_run": 0, "routines_failed": 0}
 
     def board_counters(self) -> dict[str, int]:
         return {**{f"board_{k}": v for k, v in self.board_session.counters.items()},
                 **self._routine_counts}
 
-    def stop_routine(self) -> None:
-        """Ask a running routine to stop (it ends ``aborted`` at its next step)."""
-        if self._routine_stop is not None:
-            self._routine_stop.set()
+    @action(immediate=True)
+    def stop_routine(self) -> dict[str, Any]:
+        """Stop the running routine: it ends aborted at its next step (answers at once)."""
+        running = self._routine
+        if running is None:
+            return {"stopped": False, "routine": None, "message": "no routine is running"}
+        first = running.request_stop("stopped by the operator")
+        return {"stopped": True, "routine": running.name,
+                "message": f"routine {running.name} asked to stop; it ends aborted at its "
+                           "next step" if first else
+                           f"routine {running.name} was already asked to stop"}
 
     def _busy(self) -> str | None:
         producer = getattr(self, "producer", None)
@@ -145,12 +175,14 @@ class BoardActions:
         ``timeout`` (seconds) stops it at its next step once passed (status aborted).
         """
         spec = self.routine_registry.get(name)
-        stop = threading.Event()
-        self._routine_stop = stop
-        timer = threading.Timer(timeout, stop.set) if timeout else None
+        running = _Running(name)
+        self._routine = running
+        timer = (threading.Timer(timeout, running.request_stop,
+                                 (f"its time limit of {timeout:g} s passed",))
+                 if timeout else None)
         producer = getattr(self, "producer", None)
         ctx = RoutineContext(
-            self.board_session, stop=stop,
+            self.board_session, stop=running.stop,
             log=getattr(self, "log", None) and self.log.getChild(f"routine.{name}"),
             info=producer.send_info if producer is not None else None,
             data=producer.send_data if producer is not None else None,
@@ -163,10 +195,13 @@ class BoardActions:
         finally:
             if timer is not None:
                 timer.cancel()
-            self._routine_stop = None
+            self._routine = None
         self._routine_counts["routines_run"] += 1
         if not outcome.ok:
             self._routine_counts["routines_failed"] += 1
             detail = f"\n{outcome.traceback}" if outcome.traceback else ""
-            raise RoutineFailed(f"{outcome.message}{detail}")
+            message = outcome.message
+            if outcome.status == "aborted" and running.reason:
+                message = f"routine {name} aborted: {running.reason}"
+            raise RoutineFailed(f"{message}{detail}")
         return outcome.to_dict()

@@ -32,6 +32,12 @@ Threads, and why there are three:
 * the *action* worker runs invoked actions, so a long action (a scan, a calibration) stalls
   neither heartbeats nor transitions nor the component's own data path, which the subclass
   runs in threads of its own (started in a hook, or in :meth:`Component.main`).
+
+Actions run one at a time, in order, so a second long action waits for the first. That would
+make "stop what you are doing" useless, so an action can be declared *immediate*
+(``@action(immediate=True)``): it runs at once in a lane of its own, never queued behind a
+long action. Immediate actions must be short and thread-safe (set a flag, read a status):
+they run concurrently with whatever the action worker is doing.
 """
 
 from __future__ import annotations
@@ -79,11 +85,13 @@ class ActionSpec:
     func: Callable[..., Any]
     params: tuple[Param, ...]
     doc: str
+    immediate: bool = False
 
     def describe(self) -> dict[str, Any]:
         """The wire form sent to the core at registration."""
         return {
             "doc": self.doc,
+            **({"immediate": True} if self.immediate else {}),
             "params": [
                 {"name": p.name, "required": p.required, "annotation": p.annotation,
                  **({"default": p.default} if not p.required and _wire_safe(p.default) else {})}
@@ -115,23 +123,30 @@ def _wire_safe(value: Any) -> bool:
     return value is None or isinstance(value, (bool, int, float, str))
 
 
-def action(func: Callable | None = None, *, name: str | None = None) -> Any:
+def action(func: Callable | None = None, *, name: str | None = None,
+           immediate: bool = False) -> Any:
     """Mark a method of a :class:`Component` subclass as an action operators can invoke.
 
     The action's name is the method name unless ``name`` is given; its parameters and
     docstring are shown to operators. It may return a value (sent as ``data["result"]``) or
     be a generator: each yielded dict is sent to the operator as progress and the generator's
     ``return`` value is the result.
+
+    ``immediate=True``: run at once in the immediate lane instead of queueing behind the
+    action worker (see the module doc); only for short, thread-safe actions (stop, abort,
+    status). Advertised as ``"immediate": true`` in the action's description.
     """
 
     def mark(f: Callable) -> Callable:
         f._larpix_action = name or f.__name__  # type: ignore[attr-defined]
+        f._larpix_immediate = immediate  # type: ignore[attr-defined]
         return f
 
     return mark(func) if func is not None else mark
 
 
-def _spec(name: str, func: Callable[..., Any], doc: str | None = None) -> ActionSpec:
+def _spec(name: str, func: Callable[..., Any], doc: str | None = None,
+          immediate: bool = False) -> ActionSpec:
     params = []
     for p in inspect.signature(func).parameters.values():
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
@@ -142,7 +157,7 @@ def _spec(name: str, func: Callable[..., Any], doc: str | None = None) -> Action
             str(p.annotation))
         params.append(Param(p.name, required, None if required else p.default, ann))
     text = doc if doc is not None else inspect.getdoc(func) or ""
-    return ActionSpec(name, func, tuple(params), text.strip())
+    return ActionSpec(name, func, tuple(params), text.strip(), immediate)
 
 
 class ComponentError(RuntimeError):
@@ -206,7 +221,8 @@ class Component:
             fn = getattr(type(self), attr, None)
             tag = getattr(fn, "_larpix_action", None)
             if tag:
-                self._actions[tag] = _spec(tag, getattr(self, attr))
+                self._actions[tag] = _spec(tag, getattr(self, attr),
+                                           immediate=getattr(fn, "_larpix_immediate", False))
         self._outbox: queue.SimpleQueue[m.Message] = queue.SimpleQueue()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)  # a full pipe already means "wake up"
@@ -217,6 +233,8 @@ class Component:
         self._threads: list[threading.Thread] = []
         self._transitions = ThreadPoolExecutor(1, thread_name_prefix=f"{name}-transition")
         self._action_pool = ThreadPoolExecutor(1, thread_name_prefix=f"{name}-action")
+        self._immediate_pool = ThreadPoolExecutor(1, thread_name_prefix=f"{name}-immediate")
+        self._count_lock = threading.Lock()  # two lanes count actions
         self._state_lock = threading.Lock()
         self._seen_error = False
 
@@ -257,10 +275,11 @@ class Component:
     def actions(self) -> dict[str, ActionSpec]:
         return dict(self._actions)
 
-    def register_action(self, name: str, func: Callable[..., Any], doc: str | None = None
-                        ) -> None:
-        """Offer ``func`` as action ``name`` (call before :meth:`start`)."""
-        self._actions[name] = _spec(name, func, doc)
+    def register_action(self, name: str, func: Callable[..., Any], doc: str | None = None,
+                        *, immediate: bool = False) -> None:
+        """Offer ``func`` as action ``name`` (call before :meth:`start`); ``immediate`` as
+        for :func:`action`."""
+        self._actions[name] = _spec(name, func, doc, immediate)
 
     # --- life cycle -----------------------------------------------------------------------
 
@@ -305,6 +324,7 @@ class Component:
             logcollector.uninstall_forwarding(self._log_address)
             self._log_address = None
         self._action_pool.shutdown(wait=False, cancel_futures=True)
+        self._immediate_pool.shutdown(wait=False, cancel_futures=True)
         with self._wake_lock:  # an action still running must not write to a reused fd
             if not self._closed:
                 self._closed = True
@@ -552,7 +572,8 @@ class Component:
                                         f"{accepted}"))
             return
         self._post(m.Ack(id=msg.id))
-        self._action_pool.submit(self._run_action, spec, msg)
+        pool = self._immediate_pool if spec.immediate else self._action_pool
+        pool.submit(self._run_action, spec, msg)
 
     def _run_action(self, spec: ActionSpec, msg: m.Invoke) -> None:
         try:
@@ -568,12 +589,14 @@ class Component:
                     self._post(m.Progress(id=msg.id, data=plain(
                         step if isinstance(step, dict) else {"value": step})))
         except Exception as exc:
-            self.control_counters["actions_failed"] += 1
+            with self._count_lock:
+                self.control_counters["actions_failed"] += 1
             self.log.exception("action %s failed", spec.name)
             self._post(m.Result(id=msg.id, success=False,
                                 message=f"{spec.name} failed: {type(exc).__name__}: {exc}"))
             return
-        self.control_counters["actions_run"] += 1
+        with self._count_lock:
+            self.control_counters["actions_run"] += 1
         self._post(m.Result(id=msg.id, success=True, message=f"{spec.name} done",
                             data={"result": plain(value)}))
 

@@ -397,3 +397,10 @@ class Operator:
             action_params["timeout"] = routine_timeout
         return self.request("invoke", {"component": target, "action": "run_routine",
                                        "params": action_params}, timeout=timeout)
+
+    def stop_routine(self, board: str | None = None, *, timeout: float | None = None) -> Reply:
+        """Stop the routine running on ``board`` (default: the only one). Answers at once,
+        even while the routine runs (an immediate action); the routine's own reply then
+        ends with a failed ``Result``, ``routine NAME aborted: stopped by the operator``.
+        ``data["result"]``: ``stopped`` (False when no routine ran), ``routine``, ``message``."""
+        return self.board_action("stop_routine", board, timeout=timeout)

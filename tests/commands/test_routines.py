@@ -1,0 +1,55 @@
+"""`larpix-daq routine stop` against a real core and a producer process with a simulated
+board: it answers while a routine runs, and the routine ends aborted."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from daq_procs import Proc
+
+from larpixdaq.cli import main
+from larpixdaq.runcontrol.operator import Ack, Operator, Progress
+from larpixdaq.runcontrol.testing import CoreProcess, wait_for
+
+
+@pytest.fixture
+def daq(tmp_path):
+    core = CoreProcess(tmp_path / "runs.sqlite").start()
+    producer = None
+    try:
+        producer = Proc(["producer", "--core", core.endpoint, "--aggregator",
+                         "tcp://127.0.0.1:9", "--io-group", "1", "--sim-rate", "1000"],
+                        tmp_path / "producer.log").start()
+        with Operator(core.endpoint) as op:
+            wait_for(lambda: len(op.producers()) == 1, timeout=15)
+        yield core.endpoint
+    finally:
+        if producer is not None:
+            producer.stop()
+        core.terminate()
+
+
+def test_routine_stop_aborts_the_running_routine(daq, capsys, tmp_path):
+    (tmp_path / "spin.py").write_text(
+        "import time\n"
+        "def routine(ctx):\n"
+        "    while True:\n"
+        "        time.sleep(0.05)\n"
+        "        yield {'spin': 1}\n")
+    assert main(["routine", "load", str(tmp_path), "--core", daq]) == 0
+    assert main(["routine", "stop", "--core", daq]) == 0
+    assert "no routine is running" in capsys.readouterr().out
+    with Operator(daq, timeout=30) as op:
+        reply = op.run_routine("spin")
+        assert isinstance(next(reply), Ack)
+        assert isinstance(next(reply), Progress)
+        assert main(["routine", "stop", "--core", daq, "--board", "producer-1"]) == 0
+        assert "routine spin asked to stop" in capsys.readouterr().out
+        final = reply.wait()
+    assert not final.success
+    assert "routine spin aborted: stopped by the operator" in final.message
+    assert main(["routine", "stop", "--json", "--core", daq]) == 0
+    assert json.loads(capsys.readouterr().out)["stopped"] is False
+    assert main(["routine", "stop", "--board", "nope", "--core", daq]) == 1
+    assert "no producer 'nope'" in capsys.readouterr().err
