@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from larpixdaq.commands import Command
+from larpixdaq.commands.common import parse_assignments
 from larpixdaq.commands.runcontrol import _client_args, _final, _operator
 from larpixdaq.errors import CommandError
 
@@ -41,20 +42,6 @@ def shown(reply: Any, quiet: bool = False) -> Iterator[Any]:
 def drive(reply: Any, quiet: bool = False) -> Any:
     """Progress printed, then the final result (a failure is a one-line CommandError)."""
     return _final(shown(reply, quiet), quiet=True)
-
-
-def parse_assignments(items: list[str]) -> dict[str, Any]:
-    """``NAME=VALUE`` words; values are JSON when they parse (``[1,2]``, ``3``), else text."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise CommandError(f"{item!r} is not NAME=VALUE")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
 
 
 def _common(p: argparse.ArgumentParser) -> None:

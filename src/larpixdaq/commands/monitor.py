@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
 from larpixdaq.commands import Command
+from larpixdaq.commands.common import add_core_argument, add_keys_argument
 from larpixdaq.errors import CommandError
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--core", default=os.environ.get("LARPIX_DAQ_CORE", "tcp://127.0.0.1:5550"),
-                   help="address of the core (default: $LARPIX_DAQ_CORE or tcp://127.0.0.1:5550)")
-    p.add_argument("--keys", default=os.environ.get("LARPIX_DAQ_KEYS"),
-                   help="CURVE key directory for a core that demands keys (default: "
-                        "$LARPIX_DAQ_KEYS)")
+    add_core_argument(p)
+    add_keys_argument(p, "for a core that demands keys")
     p.add_argument("--name", default="monitor", help="component name")
     p.add_argument("--aggregator", default=None,
                    help="the aggregator's monitor address (default: as advertised to the core)")

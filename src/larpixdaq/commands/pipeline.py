@@ -9,21 +9,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 
 from larpixdaq.commands import Command
+from larpixdaq.commands.common import add_core_argument
 from larpixdaq.errors import CommandError
 
 DEFAULT_INLET = "tcp://127.0.0.1:5560"
 DEFAULT_OUTLET = "tcp://127.0.0.1:5561"
 DEFAULT_MONITOR = "tcp://127.0.0.1:5562"
-
-
-def _core_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--core", default=os.environ.get("LARPIX_DAQ_CORE", "tcp://127.0.0.1:5550"),
-                   help="address of the core (default: $LARPIX_DAQ_CORE or tcp://127.0.0.1:5550)")
 
 
 def _logging() -> None:
@@ -65,7 +60,7 @@ def _aggregator_address(args: argparse.Namespace, key: str, default: str) -> str
 # --- aggregator ------------------------------------------------------------------------------
 
 def configure_aggregator(p: argparse.ArgumentParser) -> None:
-    _core_arg(p)
+    add_core_argument(p)
     p.add_argument("--name", default="aggregator", help="component name")
     p.add_argument("--inlet", default=DEFAULT_INLET, help="where producers connect")
     p.add_argument("--outlet", default=DEFAULT_OUTLET, help="where storage connects")
@@ -95,7 +90,7 @@ def run_aggregator(args: argparse.Namespace) -> int:
 # --- storage ---------------------------------------------------------------------------------
 
 def configure_storage(p: argparse.ArgumentParser) -> None:
-    _core_arg(p)
+    add_core_argument(p)
     p.add_argument("--name", default="storage", help="component name")
     p.add_argument("--aggregator", default=None,
                    help="the aggregator's storage address (default: as advertised to the core)")
@@ -125,7 +120,7 @@ def run_storage(args: argparse.Namespace) -> int:
 # --- producer --------------------------------------------------------------------------------
 
 def configure_producer(p: argparse.ArgumentParser) -> None:
-    _core_arg(p)
+    add_core_argument(p)
     p.add_argument("--name", default=None, help="component name (default producer-IOGROUP)")
     p.add_argument("--aggregator", default=None,
                    help="the aggregator's producer address (default: as advertised)")

@@ -16,26 +16,15 @@ import time
 from typing import Any
 
 from larpixdaq.commands import Command
+from larpixdaq.commands.common import add_core_argument, add_keys_argument, parse_assignments
 from larpixdaq.errors import CommandError
 
 DEFAULT_DB = "larpix-runs.sqlite"
 
 
-def _core_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--core", default=os.environ.get("LARPIX_DAQ_CORE", "tcp://127.0.0.1:5550"),
-        help="address of the core (default: $LARPIX_DAQ_CORE or tcp://127.0.0.1:5550)")
-
-
-def _keys_arg(parser: argparse.ArgumentParser, who: str) -> None:
-    parser.add_argument(
-        "--keys", default=os.environ.get("LARPIX_DAQ_KEYS"),
-        help=f"CURVE key directory ({who}; default $LARPIX_DAQ_KEYS; none: no encryption)")
-
-
 def _client_args(parser: argparse.ArgumentParser) -> None:
-    _core_arg(parser)
-    _keys_arg(parser, "made by `larpix-daq keys`")
+    add_core_argument(parser)
+    add_keys_argument(parser, "made by `larpix-daq keys`")
     parser.add_argument("--timeout", type=float, default=10.0,
                         help="seconds to wait for the core's answer (default 10)")
 
@@ -72,8 +61,8 @@ def _final(reply, quiet: bool = False):
 
 
 def configure_core(p: argparse.ArgumentParser) -> None:
-    _core_arg(p)
-    _keys_arg(p, "admit only the clients in DIR/authorized")
+    add_core_argument(p)
+    add_keys_argument(p, "admit only the clients in DIR/authorized")
     p.add_argument("--db", default=os.environ.get("LARPIX_DAQ_DB", DEFAULT_DB),
                    help=f"run database file (default: $LARPIX_DAQ_DB or {DEFAULT_DB})")
     p.add_argument("--data-dir", default=".", help="where components should write run files")
@@ -276,15 +265,7 @@ def configure_invoke(p: argparse.ArgumentParser) -> None:
 
 
 def run_invoke(args: argparse.Namespace) -> int:
-    params: dict[str, Any] = {}
-    for item in args.params:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise CommandError(f"parameter {item!r} is not NAME=VALUE")
-        try:
-            params[key] = json.loads(value)
-        except json.JSONDecodeError:
-            params[key] = value
+    params = parse_assignments(args.params)
     with _operator(args) as op:
         final = _final(op.invoke(args.component, args.action, **params))
     print(final.message)
@@ -311,8 +292,8 @@ COMMANDS = [
 
 
 def configure_logs(p: argparse.ArgumentParser) -> None:
-    _core_arg(p)
-    _keys_arg(p, "to talk to the core")
+    add_core_argument(p)
+    add_keys_argument(p, "to talk to the core")
     p.add_argument("--bind", default="tcp://*:5551", help="where to receive log records")
     p.add_argument("--file", default="larpix-daq.log", help="JSON-lines log file to append to")
     p.add_argument("--name", default="logs", help="component name (unique in the DAQ)")

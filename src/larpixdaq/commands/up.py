@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
 from pathlib import Path
 
 from larpixdaq.commands import Command
+from larpixdaq.commands.common import DEFAULT_CORE, add_core_argument
 from larpixdaq.errors import CommandError
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--core", default=os.environ.get("LARPIX_DAQ_CORE", "tcp://127.0.0.1:5550"),
-                   help="address the core listens on (default: $LARPIX_DAQ_CORE or "
-                        "tcp://127.0.0.1:5550); the data path uses the next ports")
+    add_core_argument(p, help=f"address the core listens on (default: $LARPIX_DAQ_CORE or "
+                              f"{DEFAULT_CORE}); the data path uses the next ports")
     p.add_argument("--data-dir", default="data", help="run files, run database and log")
     p.add_argument("--board", action="append", default=None,
                    help="sim | pacman:HOST[:CMD_PORT:DATA_PORT] | replay:FILE; repeat for "

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import argparse
 import errno
-import os
 import signal
 import socket
 
 from larpixdaq.commands import Command
+from larpixdaq.commands.common import add_core_argument, add_keys_argument
 from larpixdaq.errors import CommandError
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--core", default=os.environ.get("LARPIX_DAQ_CORE", "tcp://127.0.0.1:5550"),
-                   help="address of the core (default: $LARPIX_DAQ_CORE or tcp://127.0.0.1:5550)")
-    p.add_argument("--keys", default=os.environ.get("LARPIX_DAQ_KEYS"),
-                   help="CURVE key directory for a core that demands keys (default: "
-                        "$LARPIX_DAQ_KEYS)")
+    add_core_argument(p)
+    add_keys_argument(p, "for a core that demands keys")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to serve on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8080, help="port to serve on (0: any free one)")
