@@ -133,7 +133,10 @@ class PacmanClient:
         self._cmd: zmq.Socket | None = None
         self._sub = self._ctx.socket(zmq.SUB)
         self._sub.setsockopt(zmq.LINGER, 0)
-        self._sub.setsockopt(zmq.RCVHWM, 10000)
+        # A PACMAN board cannot be slowed down, and its PUB socket drops silently once the
+        # subscriber's queue is full. No receive limit here: while the DAQ is slower than
+        # the board, messages wait in this process's memory instead of being lost unseen.
+        self._sub.setsockopt(zmq.RCVHWM, 0)
         self._sub.connect(self.data_endpoint)
         self._subscribed = False
         self._data_on = False
