@@ -4,6 +4,7 @@ core, aggregator, storage, a simulated board, the monitor and the web server."""
 from __future__ import annotations
 
 import re
+import shutil
 
 import pytest
 from daq_procs import Daq, Proc
@@ -200,4 +201,92 @@ def test_configuration_editor_and_action_runner(config_daq, page, tmp_path):
     expect(page.locator("#banner")).to_contain_text("invoke")
     expect(page.locator("#log")).to_contain_text("failed")
     page.locator("#config-card").screenshot(path=str(tmp_path / "config.png"))
+    assert not errors, errors
+
+
+def test_configuration_and_routines_against_the_real_daq(web_daq, page, tmp_path):
+    """The editor and the routine runner with the producer's real actions, through the
+    core: software copy, edit, apply, verify (differs), write, verify (match); a routine
+    run and one stopped from the page."""
+    daq, url = web_daq
+    chip = "1-1-11"
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(url)
+    expect(page.locator("#components tbody tr")).to_have_count(4, timeout=10_000)
+    card = page.locator("#config-card")
+    expect(card).to_contain_text("configuration of chips on producer-1", timeout=10_000)
+    page.fill("#config-chip", chip)
+    card.get_by_role("button", name="Software copy").click()
+    threshold = page.locator("#config-regs input[data-reg=threshold_global]")
+    expect(threshold).to_have_count(1)
+    before = int(threshold.input_value())
+    new = 41 if before != 41 else 42
+    threshold.fill(str(new))
+    # A list register (one value per channel) is edited as numbers separated by spaces.
+    trims = page.locator("#config-regs input[data-reg=pixel_trim_dac]")
+    values = trims.input_value().split()
+    assert len(values) == 64
+    values[3] = str((int(values[3]) + 1) % 32)
+    trims.fill(" ".join(values))
+    card.get_by_role("button", name="Apply edits").click()
+    result = page.locator("#config-result")
+    expect(result).to_contain_text(f'"{chip}"')
+    soft = daq.op.retrieve_configuration(chip).wait().data["result"]["registers"]
+    assert soft["threshold_global"] == new and soft["pixel_trim_dac"][3] == int(values[3])
+    card.get_by_role("button", name="Verify").click()
+    expect(page.locator("#config-regs td.diff")).to_have_text(["pixel_trim_dac",
+                                                               "threshold_global"])
+    expect(result).to_contain_text('"match": false')
+    trims.fill("1 2 3")  # the wrong number of values: refused in the page, nothing sent
+    card.get_by_role("button", name="Apply edits").click()
+    expect(page.locator("#banner")).to_contain_text("pixel_trim_dac: give 64 whole numbers")
+    page.locator("#banner button").click()
+    trims.fill(" ".join(values))
+    card.get_by_role("button", name="Write to chip").click()
+    expect(result).to_contain_text('"written"')
+    card.get_by_role("button", name="Verify").click()
+    expect(result).to_contain_text('"match": true')
+    expect(page.locator("#config-regs td.diff")).to_have_count(0)
+    assert daq.op.validate_configuration(chip).wait().data["result"]["match"] is True
+    card.screenshot(path=str(tmp_path / "config-real.png"))
+
+    # The routine runner: hello_world, its result in the command log.
+    page.select_option("#action-component", "producer-1")
+    page.select_option("#action-name", "run_routine")
+    page.fill("#action-params input[name=name]", "hello_world")
+    page.fill("#action-params input[name=params]", '{"name": "browser"}')
+    page.click("#btn-invoke")
+    log = page.locator("#log")
+    expect(log.locator("li.ok").filter(has_text="run_routine").first).to_contain_text(
+        "Hello, browser!", timeout=15_000)
+    expect(page.locator("#action-result")).to_contain_text('"status": "success"')
+
+    # A routine that runs until stopped: Stop is enabled while it runs and stops it.
+    (tmp_path / "routines").mkdir()
+    (tmp_path / "routines" / "endless.py").write_text(
+        "import time\n"
+        "def routine(ctx):\n"
+        "    while True:\n"
+        "        time.sleep(0.05)\n"
+        "        yield {'tick': 1}\n")
+    assert daq.op.load_routines(tmp_path / "routines").wait().success
+    stop = page.locator("#btn-stop-routine")
+    expect(stop).to_be_disabled()
+    page.fill("#action-params input[name=name]", "endless")
+    page.fill("#action-params input[name=params]", "")
+    page.click("#btn-invoke")
+    expect(stop).to_be_enabled(timeout=10_000)
+    stop.click()
+    expect(page.locator("#action-result")).to_contain_text(
+        "routine endless aborted: stopped by the operator", timeout=15_000)
+    expect(log.locator("li.failed").filter(has_text="run_routine").first).to_contain_text(
+        "stopped by the operator")
+    expect(log.locator("li.ok").filter(has_text="stop_routine").first).to_contain_text(
+        "routine endless asked to stop")
+    expect(stop).to_be_disabled()
+    assert daq.op.run_routine("hello_world").wait().success  # the producer goes on
+    page.screenshot(path=str(tmp_path / "routines-real.png"), full_page=True)
+    shutil.copy(tmp_path / "routines-real.png", "/tmp/routines-real.png")
+    shutil.copy(tmp_path / "config-real.png", "/tmp/config-real.png")
     assert not errors, errors

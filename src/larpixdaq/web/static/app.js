@@ -59,6 +59,7 @@ function handle(msg) {
       S.log.clear();
       for (const e of msg.log) S.log.set(e.id, e);
       renderLog();
+      renderStopRoutine();
       break;
     case "status":
       S.connected = msg.connected;
@@ -72,7 +73,7 @@ function handle(msg) {
       S.monitor = msg.data; S.monitorNote = msg.message || "";
       renderMonitor();
       break;
-    case "log": S.log.set(msg.entry.id, msg.entry); renderLog(); break;
+    case "log": S.log.set(msg.entry.id, msg.entry); renderLog(); renderStopRoutine(); break;
     case "event":
       S.log.set(`ev-${msg.data.time}-${msg.data.kind}`, { event: true, ...msg.data });
       renderLog();
@@ -356,6 +357,35 @@ async function invoke() {
   $("btn-invoke").disabled = false;
 }
 
+// ------------------------------------------------------------------ stopping a routine
+// A routine occupies its producer's action thread; stop_routine is an immediate action, so it
+// answers at once. Stop is offered while the command log (shared by every open page) shows
+// a run_routine still running; it stops the newest one.
+function runningRoutine() {
+  const running = [...S.log.values()].filter((e) => !e.event && e.status === "running"
+    && e.command === "invoke" && e.params?.action === "run_routine");
+  return running.length ? running.reduce((a, b) => ((b.time || 0) > (a.time || 0) ? b : a)) : null;
+}
+
+function renderStopRoutine() {
+  const r = runningRoutine();
+  const btn = $("btn-stop-routine");
+  btn.disabled = !r || btn.dataset.busy === "1";
+  btn.title = r ? `stop routine ${r.params.params?.name ?? ""} on ${r.params.component}`
+    : "no routine is running";
+}
+
+async function stopRoutine() {
+  const r = runningRoutine();
+  if (!r) return;
+  const btn = $("btn-stop-routine");
+  btn.dataset.busy = "1";
+  btn.disabled = true;
+  await command("invoke", { component: r.params.component, action: "stop_routine", params: {} });
+  btn.dataset.busy = "0";
+  renderStopRoutine();
+}
+
 // ------------------------------------------------------------------ configuration editor
 const CONFIG_ACTIONS = {
   retrieve: ["retrieve_configuration", "get_configuration", "configuration"],
@@ -392,7 +422,7 @@ function renderConfig() {
   body.dataset.target = target;
   const chip = el("input", { id: "config-chip", placeholder: "chip key, e.g. 1-1-11", list: "chip-keys" });
   const table = el("table", { class: "grid small regs", id: "config-regs" });
-  const result = el("pre", { class: "result", hidden: "" });
+  const result = el("pre", { class: "result", id: "config-result", hidden: "" });
   const call = async (role, extra = {}) => {
     const a = found[role];
     const key = chip.value.trim();
@@ -417,10 +447,8 @@ function renderConfig() {
   }
   if (found.send) {
     buttons.append(el("button", { text: "Apply edits", onclick: () => {
-      const updates = {};
-      for (const input of table.querySelectorAll("input[data-reg]")) {
-        if (input.value !== input.dataset.orig) (updates[chip.value.trim()] ||= {})[input.dataset.reg] = Number(input.value);
-      }
+      let updates;
+      try { updates = { [chip.value.trim()]: editedRegisters(table) }; } catch (err) { showError(err.message); return; }
       call("send", { [found.send.spec.params[0]?.name || "updates"]: updates }).then((r) => {
         if (!r.success) return;
         for (const input of table.querySelectorAll("input[data-reg]")) {
@@ -436,10 +464,42 @@ function renderConfig() {
     el("div", { class: "form-row" }, el("label", { text: "Chip " }, chip)), buttons, table, result);
 }
 
-// A register map is {name: number}, possibly under "registers" or "config".
+// A register map is {name: number or list of numbers}, possibly under "registers" or "config".
+// List registers (pixel_trim_dac, channel_mask, ...: one value per channel) are edited as
+// space-separated numbers and sent element by element (`pixel_trim_dac[3]`), the form the
+// producer's send_configuration takes.
 function registersOf(result) {
   const regs = result.registers || result.config || result;
-  return Object.fromEntries(Object.entries(regs).filter(([, v]) => typeof v === "number"));
+  const isNumbers = (v) => Array.isArray(v) && v.length && v.every((x) => typeof x === "number");
+  return Object.fromEntries(Object.entries(regs).filter(([, v]) => typeof v === "number" || isNumbers(v)));
+}
+
+function listValues(input) {
+  const words = input.value.trim().split(/[\s,]+/).filter((w) => w !== "");
+  const values = words.map(Number);
+  const n = input.dataset.orig.split(" ").length;
+  if (values.length !== n || values.some((v) => !Number.isInteger(v))) {
+    throw new Error(`${input.dataset.reg}: give ${n} whole numbers separated by spaces (got ${words.length})`);
+  }
+  return values;
+}
+
+// The registers edited in the table: {name: value} and {"name[i]": value} for list elements.
+function editedRegisters(table) {
+  const out = {};
+  for (const input of table.querySelectorAll("input[data-reg]")) {
+    if (input.value === input.dataset.orig) continue;
+    const reg = input.dataset.reg;
+    if (input.dataset.list !== "1") {
+      const v = Number(input.value);
+      if (input.value.trim() === "" || !Number.isInteger(v)) throw new Error(`${reg}: give a whole number`);
+      out[reg] = v;
+      continue;
+    }
+    const was = input.dataset.orig.split(" ").map(Number);
+    listValues(input).forEach((v, i) => { if (v !== was[i]) out[`${reg}[${i}]`] = v; });
+  }
+  return out;
 }
 
 function showRegisters(table, result) {
@@ -447,8 +507,12 @@ function showRegisters(table, result) {
   table.replaceChildren(el("thead", {}, el("tr", {}, el("th", { text: "register" }), el("th", { text: "value" }))));
   const tb = el("tbody");
   for (const [name, value] of Object.entries(regs)) {
-    const input = el("input", { value: String(value), type: "number", min: "0", max: "255" });
-    input.dataset.reg = name; input.dataset.orig = String(value);
+    const list = Array.isArray(value);
+    const text = list ? value.join(" ") : String(value);
+    const input = list ? el("input", { value: text, class: "reg-list", title: `${value.length} values, one per element` })
+      : el("input", { value: text, type: "number", min: "0" });
+    input.dataset.reg = name; input.dataset.orig = text;
+    if (list) input.dataset.list = "1";
     input.oninput = () => input.parentElement.classList.toggle("changed", input.value !== input.dataset.orig);
     tb.append(el("tr", {}, el("td", { text: name }), el("td", {}, input)));
   }
@@ -486,11 +550,26 @@ function renderLog() {
     }
     const params = Object.keys(e.params || {}).length ? ` ${JSON.stringify(e.params)}` : "";
     const progress = e.progress && e.progress.length ? ` (${e.progress.length} progress)` : "";
+    const outcome = resultSummary(e);
     return el("li", { class: e.status }, el("span", { class: "t", text: t }),
       el("span", { class: "cmd", text: `${e.command}${params}`, title: JSON.stringify(e.params) }),
       el("span", { class: `badge ${e.status}`, text: e.status }),
-      el("span", { class: "msg", text: `${e.message}${progress}${e.elapsed_s ? `  [${e.elapsed_s} s]` : ""}` }));
+      el("span", { class: "msg", text: `${e.message}${progress}${e.elapsed_s ? `  [${e.elapsed_s} s]` : ""}` }),
+      outcome ? el("span", { class: "outcome", text: outcome, title: outcome }) : null);
   }));
+}
+
+// What an action answered, in a line: a routine's message and result, or a short JSON.
+function resultSummary(e) {
+  if (e.command !== "invoke" || e.status !== "ok") return "";
+  const r = e.data?.result;
+  if (r === undefined || r === null) return "";
+  if (typeof r !== "object") return String(r);
+  const short = (v) => { const t = JSON.stringify(v); return t.length > 160 ? `${t.slice(0, 157)}…` : t; };
+  if (typeof r.status === "string" && typeof r.message === "string") {
+    return `${r.message}${r.result === undefined || r.result === null ? "" : ` → ${short(r.result)}`}`;
+  }
+  return typeof r.message === "string" ? r.message : short(r);
 }
 
 // ------------------------------------------------------------------ start
@@ -516,6 +595,7 @@ function start() {
   $("action-component").onchange = renderActionNames;
   $("action-name").onchange = renderParams;
   $("btn-invoke").onclick = invoke;
+  $("btn-stop-routine").onclick = stopRoutine;
   fetch("/api/layout").then((r) => r.json()).then((l) => { S.layout = l; });
   connect();
 }
