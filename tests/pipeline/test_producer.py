@@ -130,6 +130,60 @@ def test_bad_board_specs(board, words):
         make_source(board, 1)
 
 
+class FakeClock:
+    """The wall clock of a physics-rate source, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_physics_rate_follows_the_board_configuration():
+    clock = FakeClock()
+    src = SimSource(1, rate="physics", seed=3, clock=clock)
+    src.start()
+
+    def a_second() -> np.ndarray:
+        """1.1 s of board time, so that exactly one SYNC (each 1e7 ticks) falls in it."""
+        packets = []
+        for _ in range(11):
+            clock.now += 0.1
+            packets.extend(src.read(0))
+        return decode_data_messages(packets, 1).rows
+
+    trimmed = a_second()
+    data = trimmed[trimmed["packet_type"] == 0]
+    assert len(data) > 1000
+    assert np.count_nonzero(trimmed["packet_type"] == 6) == 1  # one SYNC per second
+    src.board.set_threshold(255)  # every channel far above its pedestal: quiet
+    quiet = a_second()
+    assert np.count_nonzero(quiet["packet_type"] == 0) < len(data) / 20
+
+
+def test_physics_rate_catches_up_in_bounded_steps_after_a_stall():
+    clock = FakeClock()
+    src = SimSource(1, rate="physics", seed=3, clock=clock)
+    src.start()
+    clock.now += 3.0  # the producer was held up (no credit) for 3 s
+    reads = 0
+    while clock.now - src._t_last > 1e-9:
+        src.read(0)
+        reads += 1
+    assert reads == 6  # 0.5 s of simulated time a read: nothing skipped, nothing huge
+
+
+@pytest.mark.parametrize("text, words", [("fast", "neither a rate"), ("-5", "negative")])
+def test_bad_sim_rate(text, words):
+    import argparse
+
+    from larpixdaq.commands.pipeline import sim_rate
+
+    with pytest.raises(argparse.ArgumentTypeError, match=words):
+        sim_rate(text)
+
+
 def test_pacman_board_through_the_client(tmp_path, path):
     from larpixdaq.boards.pacman_emulator import PacmanEmulator
     from larpixdaq.formats.rawfile import open_raw

@@ -127,8 +127,9 @@ def configure_producer(p: argparse.ArgumentParser) -> None:
     p.add_argument("--board", default="sim", help="sim | pacman:HOST[:CMD_PORT:DATA_PORT] | "
                                                   "replay:FILE")
     p.add_argument("--io-group", type=int, default=1, help="io_group of the board")
-    p.add_argument("--sim-rate", type=float, default=100_000,
-                   help="simulated packets per second (0: as fast as possible)")
+    p.add_argument("--sim-rate", type=sim_rate, default=100_000,
+                   help="simulated packets per second (0: as fast as possible), or 'physics': "
+                        "the rate the board's configuration gives")
     p.add_argument("--sim-pool", type=int, default=0,
                    help="pre-generate this many messages and send them in a loop (benchmarks)")
     p.add_argument("--seed", type=int, default=None, help="simulation seed (default io_group)")
@@ -140,7 +141,22 @@ def configure_producer(p: argparse.ArgumentParser) -> None:
                         "('{run}' in the name is replaced by the run number)")
 
 
-def make_source(board: str, io_group: int, *, sim_rate: float = 100_000, seed: int | None = None,
+def sim_rate(text: str) -> float | str:
+    """A ``--sim-rate`` value: packets per second (>= 0) or ``physics``."""
+    if text == "physics":
+        return text
+    try:
+        rate = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a rate in packets/s nor 'physics'") from None
+    if rate < 0:
+        raise argparse.ArgumentTypeError(f"a rate cannot be negative ({text})")
+    return rate
+
+
+def make_source(board: str, io_group: int, *, sim_rate: float | str = 100_000,
+                seed: int | None = None,
                 words_per_message: int = 4096, sim_pool: int = 0, replay_speed: float = 1.0):
     """A message source from a ``--board`` value; CommandError on a bad value."""
     from larpixdaq.pipeline.producer import PacmanSource, ReplaySource, SimSource

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from larpixdaq.commands import Command
 from larpixdaq.commands.common import DEFAULT_CORE, add_core_argument
+from larpixdaq.commands.pipeline import sim_rate
 from larpixdaq.errors import CommandError
 
 
@@ -18,8 +19,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--board", action="append", default=None,
                    help="sim | pacman:HOST[:CMD_PORT:DATA_PORT] | replay:FILE; repeat for "
                         "several boards (io_group 1, 2, ...); default one sim board")
-    p.add_argument("--sim-rate", type=float, default=100_000,
-                   help="packets per second of each simulated board (0: as fast as possible)")
+    p.add_argument("--sim-rate", type=sim_rate, default=100_000,
+                   help="packets per second of each simulated board (0: as fast as possible), "
+                        "or 'physics': the rate the board's configuration gives")
     p.add_argument("--replay-speed", type=float, default=1.0,
                    help="replay at this multiple of real time (0: as fast as possible)")
     p.add_argument("--part-mb", type=float, default=4096, help="run file part size (MB)")

@@ -61,16 +61,28 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
+PHYSICS_RATE = "physics"
+"""``SimSource(rate=PHYSICS_RATE)``: the simulated board sends at the rate its physics and
+configuration give, not at a rate fixed by the operator."""
+PHYSICS_STEP = 0.01
+MAX_PHYSICS_STEP = 0.5
+
+
 class SimSource:
     """Messages from a :class:`~larpixdaq.boards.simboard.SimulatedBoard` (see module doc)."""
 
-    def __init__(self, io_group: int = 1, *, rate: float = 0.0, seed: int = 0,
+    def __init__(self, io_group: int = 1, *, rate: float | str = 0.0, seed: int = 0,
                  words_per_message: int = DEFAULT_WORDS_PER_MESSAGE, tiles: int = 1,
-                 pool: int = 0) -> None:
+                 pool: int = 0, clock: Callable[[], float] = time.monotonic) -> None:
+        """``rate``: packets per second (0: as fast as possible), or ``"physics"``: the
+        board's own rate, which follows its configuration (thresholds, masks, test pulses),
+        with simulated time kept to the wall clock."""
         from larpixdaq.boards.simboard import SimulatedBoard
 
         self.io_group = io_group
-        self.rate = float(rate)
+        self.physics = rate == PHYSICS_RATE
+        self.rate = 0.0 if self.physics else float(rate)
+        self._clock = clock
         self.words_per_message = int(words_per_message)
         self.board = SimulatedBoard(io_group, tiles=tiles, seed=seed).bring_up_all()
         # The board is shared with configuration actions and routines (another thread).
@@ -99,7 +111,7 @@ class SimSource:
         return encode_data_message(int(time.time()), words)
 
     def start(self) -> None:
-        self._t_last = time.monotonic()
+        self._t_last = self._clock()
         self._budget = 0.0
         self._flowing = True
 
@@ -112,6 +124,8 @@ class SimSource:
             while self._operations_output:
                 out.append(self._operations_output.popleft())
             return out
+        if self.physics:
+            return self._read_physics(wait)
         n_msgs = 8
         if self.rate > 0:
             now = time.monotonic()
@@ -143,6 +157,24 @@ class SimSource:
         k = self.words_per_message
         return [encode_data_message(stamp, words[i:i + k])
                 for i in range(0, n_msgs * k, k)]
+
+    def _read_physics(self, wait: float) -> list[bytes]:
+        """Everything the board sent since the last read, its time advanced to the wall
+        clock (at most ``MAX_PHYSICS_STEP`` at once: after a long stall the simulation
+        falls behind the wall clock rather than losing what it would have sent)."""
+        dt = self._clock() - self._t_last
+        if dt < PHYSICS_STEP:
+            time.sleep(max(0.0, min(wait, PHYSICS_STEP - dt)))
+            dt = self._clock() - self._t_last
+        dt = min(dt, MAX_PHYSICS_STEP)
+        if dt <= 0:
+            return []
+        self._t_last += dt
+        with self.lock:
+            words = self.board.generate(dt)
+        stamp = int(time.time())
+        k = self.words_per_message
+        return [encode_data_message(stamp, words[i:i + k]) for i in range(0, len(words), k)]
 
     def close(self) -> None:
         pass
