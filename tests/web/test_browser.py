@@ -276,6 +276,9 @@ def test_configuration_and_routines_against_the_real_daq(web_daq, page, tmp_path
     page.fill("#action-params input[name=params]", "")
     page.click("#btn-invoke")
     expect(stop).to_be_enabled(timeout=10_000)
+    # Once it reports progress it is running in the producer (not merely sent).
+    expect(log.locator("li.running").filter(has_text="endless").first).to_contain_text(
+        "progress", timeout=10_000)
     stop.click()
     expect(page.locator("#action-result")).to_contain_text(
         "routine endless aborted: stopped by the operator", timeout=15_000)

@@ -32,22 +32,24 @@ class RoutineFailed(LarpixDaqError):
 class _Running:
     """The routine in the action thread now: its name, its stop flag and why it was set.
 
-    Read and set from the immediate lane (``stop_routine``) while the action thread runs the
-    routine, so it only holds an Event and a reason written once, before the Event is set.
+    Set from the immediate lane (``stop_routine``) and the time-limit timer while the action
+    thread runs the routine; the reason is written once, before the Event is set.
     """
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.stop = threading.Event()
         self.reason = ""
+        self._lock = threading.Lock()
 
     def request_stop(self, reason: str) -> bool:
         """Set the stop flag with ``reason`` (the first reason wins); False if already set."""
-        if self.stop.is_set():
-            return False
-        self.reason = reason
-        self.stop.set()
-        return True
+        with self._lock:
+            if self.stop.is_set():
+                return False
+            self.reason = reason
+            self.stop.set()
+            return True
 
 
 def session_for(source: Any) -> BoardSession:
