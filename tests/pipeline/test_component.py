@@ -22,6 +22,7 @@ class Board(Component):
         self.errors: list[str] = []
         self.loops = 0
         self.fail_prepare = False
+        self.sleeping = threading.Event()
 
     def counters(self):
         return {"loops": self.loops, "loops_numpy": np.int64(self.loops)}
@@ -47,6 +48,7 @@ class Board(Component):
     @action(name="sleep")
     def long_action(self, seconds: float = 1.0):
         """Stands for a long calibration."""
+        self.sleeping.set()
         time.sleep(seconds)
         return "slept"
 
@@ -206,6 +208,9 @@ def test_stop_while_an_action_runs_and_stop_twice(core):
     with Operator(core.endpoint) as op:
         running = op.invoke("b3", "sleep", seconds=0.3)
         assert isinstance(next(running), Ack)
+        # The Ack says the action was accepted, not that it started: a stop before the
+        # worker picks it up cancels it instead. Stop only once it really runs.
+        assert b.sleeping.wait(5)
     b.stop()
     time.sleep(0.5)  # the action finishes after the component stopped; its reply goes nowhere
     b.stop()
