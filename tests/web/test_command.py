@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 
-import httpx
+import httpx2
 
 from larpixdaq.runcontrol.testing import CoreProcess
 
@@ -26,7 +26,7 @@ def test_web_serves_and_stops_on_sigterm(tmp_path):
             line = proc.stdout.readline()
             url = re.search(r"http://\S+", line).group(0)
             assert core.endpoint in line
-            st = httpx.get(url + "api/status", timeout=10).json()
+            st = httpx2.get(url + "api/status", timeout=10).json()
             assert st["success"] and st["data"]["state"] == "STOP"
         finally:
             proc.terminate()
@@ -76,7 +76,7 @@ def test_web_talks_to_a_core_that_demands_keys(tmp_path):
             line = proc.stdout.readline()
             assert "CURVE keys" in line
             url = re.search(r"http://\S+", line).group(0)
-            st = httpx.get(url + "api/status", timeout=10).json()
+            st = httpx2.get(url + "api/status", timeout=10).json()
             assert st["success"] and st["data"]["state"] == "STOP"
         finally:
             proc.terminate()
