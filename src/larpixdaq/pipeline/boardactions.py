@@ -87,10 +87,14 @@ class BoardActions:
     @action(immediate=True)
     def stop_routine(self) -> dict[str, Any]:
         """Stop the running routine: it ends aborted at its next step (answers at once)."""
+        return self.abort_routine("stopped by the operator")
+
+    def abort_routine(self, reason: str) -> dict[str, Any]:
+        """Ask the running routine, if any, to end aborted with ``reason``."""
         running = self._routine
         if running is None:
             return {"stopped": False, "routine": None, "message": "no routine is running"}
-        first = running.request_stop("stopped by the operator")
+        first = running.request_stop(reason)
         return {"stopped": True, "routine": running.name,
                 "message": f"routine {running.name} asked to stop; it ends aborted at its "
                            "next step" if first else

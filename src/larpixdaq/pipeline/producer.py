@@ -614,6 +614,6 @@ class ProducerComponent(BoardActions, Component):
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        self.stop_routine()
+        self.abort_routine("the producer is shutting down")
         super().stop(timeout)
         self.producer.stop()
