@@ -1,3 +1,4 @@
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -89,6 +90,27 @@ def test_decode_errors_counted_by_kind(tmp_path):
     assert c["decode_errors_not_data_message"] == 1
     assert c["decode_errors_truncated_header"] == 1
     assert c["decode_errors"] == 4  # the truncated message also miscounts its words
+
+
+def test_configs_frame_of_partial_rows_is_rejected_and_counted(tmp_path):
+    from larpixdaq.formats.rows import CONFIGS_DTYPE
+    from larpixdaq.pipeline.frames import FrameHeader
+
+    msgs = make_messages(6, 2, words=4)
+    frames = make_frames("a", 1, msgs, markers=False)
+    good = np.zeros(2, CONFIGS_DTYPE).tobytes()
+    frames.insert(1, (FrameHeader("a", 7, 1, 1, 1, 2.0, "configs", 4), good[:-5]))
+    frames.insert(2, (FrameHeader("a", 7, 2, 1, 1, 2.0, "configs", 4), good))
+    frames = [(dataclasses.replace(h, seq=i), p) for i, (h, p) in enumerate(frames)]
+    w = RunWriter(tmp_path, 3)
+    w.add(frames)
+    c = w.close()["counters"]
+    assert c["decode_errors_configs_size"] == 1
+    assert c["configs_written"] == 2
+    assert c["frames_written"] == 3  # two data frames and the whole configs frame
+    with Hdf5File(w.files[0]) as f:
+        assert len(f.configs()) == 2
+        assert f.info().run["decode_errors_configs_size"] == 1
 
 
 def test_unwritable_directory_is_a_clear_error(tmp_path):

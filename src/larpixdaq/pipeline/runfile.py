@@ -247,12 +247,22 @@ class RunWriter:
                     self._writer.add_message(text, int(h.t_recv))
                     c.messages_written += 1
                     c.packets_written += 1
+                    c.frames_written += 1
                 elif h.kind == KIND_CONFIGS:
-                    rows = np.frombuffer(bytes(frame[1]), dtype=CONFIGS_DTYPE)
-                    self._writer.add_configs(rows)
-                    self._configs_in_part += len(rows)
-                    c.configs_written += len(rows)
-                c.frames_written += 1
+                    payload = bytes(frame[1])
+                    if len(payload) % CONFIGS_DTYPE.itemsize:
+                        # Not whole rows: a sender's bug, rejected and counted, never fatal.
+                        c.decode_errors["configs_size"] = c.decode_errors.get(
+                            "configs_size", 0) + 1
+                        log.warning("run %d: rejected a configs frame of %d bytes from %s "
+                                    "(not a multiple of the %d-byte row)", self.run_number,
+                                    len(payload), h.source, CONFIGS_DTYPE.itemsize)
+                    else:
+                        rows = np.frombuffer(payload, dtype=CONFIGS_DTYPE)
+                        self._writer.add_configs(rows)
+                        self._configs_in_part += len(rows)
+                        c.configs_written += len(rows)
+                        c.frames_written += 1
                 if h.last:
                     self.finished.add(h.stream)
                     done.append(h.stream)
