@@ -193,3 +193,14 @@ def test_malformed_messages_are_counted_and_ignored(agg):
     prod.send_multipart([HELLO, msgpack.packb({"source": "p"})])
     assert _credit(prod) > 0  # still serving
     assert agg.snapshot()["frames_held"] == 0
+
+
+def test_hello_whose_body_is_not_a_map_is_counted_and_the_loop_goes_on(agg):
+    prod = agg.dealer(agg.inlet)
+    prod.send_multipart([HELLO, msgpack.packb(["p"])])
+    store = agg.dealer(agg.outlet)
+    store.send_multipart([HELLO, msgpack.packb(7)])
+    wait_for(lambda: agg.snapshot()["bad_messages"] == 2)
+    prod.send_multipart([HELLO, msgpack.packb({"source": "p"})])
+    assert _credit(prod) > 0  # the loop survived both
+    assert agg.snapshot()["storage_connected"] == 0

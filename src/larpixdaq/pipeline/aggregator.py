@@ -175,7 +175,8 @@ class Aggregator:
                 return
             try:
                 handler(parts)
-            except (FrameError, ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
+            except (FrameError, ValueError, TypeError, KeyError, AttributeError,
+                    msgpack.UnpackException) as exc:  # AttributeError: a body not a map
                 self.counters["bad_messages"] += 1
                 log.warning("aggregator: rejected a malformed message: %s", exc)
 
