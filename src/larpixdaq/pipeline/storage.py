@@ -333,7 +333,9 @@ class StorageComponent(Component):
 
     def on_end(self, run: RunInfo | None) -> dict | None:
         summary = self.link.end()
-        return {"files": summary["files"], "counters": summary["counters"]}
+        # The link's own counts (frames rejected or outside the run) belong in the record too.
+        return {"files": summary["files"],
+                "counters": {**self.link.counters, **summary["counters"]}}
 
     def start(self) -> StorageComponent:
         self.link.start()
