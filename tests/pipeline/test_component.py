@@ -150,6 +150,49 @@ def test_malformed_message_from_core_is_counted(board):
     assert board.control_counters["malformed_messages"] == 1
 
 
+def test_rejected_messages_and_failed_actions_reach_the_run_record(core, board):
+    board._on_payload(None, b"\x00junk")
+    with Operator(core.endpoint) as op:
+        assert not op.wait(op.invoke("board", "broken")).success
+        live = wait_for(lambda: (op.call("status").data["components"][0]["counters"]
+                                 .get("malformed_messages")))
+        assert live == 1
+        assert op.wait(op.prepare_run()).success
+        end = op.wait(op.end_run())
+        assert end.success
+        counters = end.data["run"]["counters"]["board"]
+        assert counters["malformed_messages"] == 1 and counters["actions_failed"] == 1
+        assert "loops" in counters
+
+
+def test_message_the_core_cannot_take_is_counted():
+    import zmq
+
+    from larpixdaq.runcontrol import messages as m
+
+    b = Board("lonely", "tcp://127.0.0.1:9")
+    sock = zmq.Context.instance().socket(zmq.DEALER)  # connected to nothing: Again
+    try:
+        b._send(sock, m.Bye(name="lonely"))
+        assert b._safe_counters()["messages_unsent"] == 1
+    finally:
+        sock.close(0)
+        b.stop()
+
+
+def test_a_failing_counters_is_counted_and_heartbeats_go_on():
+    class Broken(Board):
+        def counters(self):
+            raise RuntimeError("sensor gone")
+
+    b = Broken("broken", "tcp://127.0.0.1:9")
+    try:
+        assert b._safe_counters()["counters_failed"] == 1
+        assert b._safe_counters()["counters_failed"] == 2
+    finally:
+        b.stop()
+
+
 def test_component_waits_for_a_core_that_starts_later(tmp_path):
     probe = CoreProcess(tmp_path / "probe.sqlite").start()
     endpoint = probe.endpoint  # a free port: the core is stopped, the component starts first

@@ -57,7 +57,8 @@ def test_full_cycle_in_role_order(core, components):
     assert rec.comment == "cosmics" and rec.run_type == "physics"
     assert rec.files == [f"/data/run{number}-st.h5"]
     assert rec.packets_written == 10 and rec.packets_lost == 1
-    assert rec.counters["p0"] == {"packets_sent": 10}
+    assert rec.counters["p0"]["packets_sent"] == 10
+    assert rec.counters["p0"]["malformed_messages"] == 0
     assert rec.roles["st"] == "storage"
 
 

@@ -214,7 +214,8 @@ class Component:
         self.services: dict[str, Any] = {}
         self.registrations = 0
         self.control_counters = {"malformed_messages": 0, "actions_run": 0,
-                                 "actions_failed": 0, "reconnects": 0}
+                                 "actions_failed": 0, "reconnects": 0, "messages_unsent": 0,
+                                 "counters_failed": 0}
         self.error: str | None = None
         self._actions: dict[str, ActionSpec] = {}
         for attr in dir(type(self)):
@@ -369,11 +370,19 @@ class Component:
         )
 
     def _safe_counters(self) -> dict[str, Any]:
+        """The subclass's counters with the base's own (rejected messages, failed actions):
+        what every component rejects reaches heartbeats and the run record."""
         try:
-            return plain(dict(self.counters()))
+            own = plain(dict(self.counters()))
         except Exception:  # a broken counters() must not stop heartbeats
+            self.control_counters["counters_failed"] += 1
             log.exception("%s: counters() failed", self.name)
-            return {}
+            own = {}
+        return {**self._control_counts(), **own}
+
+    def _control_counts(self) -> dict[str, int]:
+        with self._count_lock:
+            return dict(self.control_counters)
 
     def _connect(self) -> zmq.Socket:
         sock = self._ctx.socket(zmq.DEALER)
@@ -441,8 +450,8 @@ class Component:
     def _send(self, sock: zmq.Socket, msg: m.Message) -> None:
         try:
             sock.send(m.encode(msg), zmq.NOBLOCK)
-        except zmq.Again:
-            pass  # the core is not connected; heartbeats resume when it is
+        except zmq.Again:  # the core is not connected; heartbeats resume when it is
+            self.control_counters["messages_unsent"] += 1
         except m.MessageError as exc:
             log.error("%s: cannot send %s: %s", self.name, msg.TYPE, exc)
             if isinstance(msg, (m.Result, m.Ack)):
@@ -548,7 +557,8 @@ class Component:
             return {"counters": self._safe_counters(), "files": []}
         out = (self.on_reset(run) if reset else self.on_end(run)) or {}
         out = dict(out)
-        counters = dict(out.pop("counters", None) or self._safe_counters())
+        counters = {**self._control_counts(),
+                    **(out.pop("counters", None) or self._safe_counters())}
         files = [str(f) for f in out.pop("files", None) or []]
         with self._state_lock:
             self.state, self.run = "STOP", None
