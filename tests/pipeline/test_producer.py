@@ -121,6 +121,30 @@ def test_without_credit_the_producer_waits_and_says_so(tmp_path):
         silent.close(0)
 
 
+def test_malformed_messages_from_the_aggregator_are_counted(tmp_path):
+    import msgpack
+
+    from larpixdaq.pipeline.aggregator import CREDIT
+
+    ctx = zmq.Context.instance()
+    agg = ctx.socket(zmq.ROUTER)
+    agg.setsockopt(zmq.LINGER, 0)
+    agg.bind("tcp://127.0.0.1:0")
+    p = Producer("p", SimSource(1, rate=0, words_per_message=100),
+                 agg.getsockopt_string(zmq.LAST_ENDPOINT)).start()
+    try:
+        assert agg.poll(3000)
+        identity = agg.recv_multipart()[0]  # the producer's HELLO
+        agg.send_multipart([identity, CREDIT, b"\xc1"])
+        agg.send_multipart([identity, CREDIT, msgpack.packb({"kilobytes": 1})])
+        agg.send_multipart([identity, b"WHAT", b"x", b"y"])
+        agg.send_multipart([identity, CREDIT, msgpack.packb({"bytes": 1000})])
+        wait_for(lambda: p.snapshot()["bad_messages"] == 3 and p.credit == 1000)
+    finally:
+        p.stop()
+        agg.close(0)
+
+
 @pytest.mark.parametrize("board, words", [
     ("video", "unknown board"), ("pacman:", "needs a host"), ("pacman:h:x", "bad PACMAN ports"),
     ("replay:", "needs a file"), ("replay:/no/such.h5", "does not exist"),

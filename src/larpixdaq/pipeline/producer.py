@@ -384,7 +384,7 @@ class Producer:
         self.credit = 0
         self.counters: dict[str, float] = dict.fromkeys(
             ["frames_sent", "packets_sent", "bytes_sent", "info_frames", "credit_waits",
-             "seconds_waiting_credit", "hellos"], 0)
+             "seconds_waiting_credit", "hellos", "bad_messages"], 0)
         self._outbox: deque[tuple[str, bytes, bool, Future | None]] = deque()
         self._calls = ThreadCalls()
         self._stop = threading.Event()
@@ -511,7 +511,12 @@ class Producer:
                 try:
                     self.credit += int(msgpack.unpackb(parts[1])["bytes"])
                 except (ValueError, KeyError, TypeError, msgpack.UnpackException):
+                    self.counters["bad_messages"] += 1
                     log.warning("%s: ignored a malformed credit message", self.name)
+            else:
+                self.counters["bad_messages"] += 1
+                log.warning("%s: ignored an unexpected message %r of %d parts from the "
+                            "aggregator", self.name, parts[0][:16], len(parts))
 
     def _wait_credit(self) -> bool:
         """Block until there is credit; False if asked to stop meanwhile."""
