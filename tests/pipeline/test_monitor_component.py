@@ -110,3 +110,17 @@ def test_snapshots_are_published(setup):
     mine = next(c for c in services if c["name"] == "monitor")
     assert mine["endpoints"]["monitor_snapshots"] == mon.publish_address
     assert op.call("invoke", {"component": "monitor", "action": "clear", "params": {}}).success
+
+
+def test_decode_errors_reach_the_counters():
+    comp = MonitorComponent("mon-t", "tcp://127.0.0.1:9", publish=None)
+    try:
+        msg = encode_data_message(1, data_words(1, encode_packets(packet_type=0, chip_id=[11, 12])))
+        h = FrameHeader("p", 1, 0, 1, -1, 1.0, "data", 0)
+        comp.monitor.add([h], [msg[:-3]], 1.0)
+        comp.monitor.add_bad("bad_header")
+        c = comp.counters()
+        assert c["decode_errors_truncated_word"] == 1 and c["decode_errors_bad_header"] == 1
+        assert c["decode_errors"] >= 2
+    finally:
+        comp.stop()

@@ -82,6 +82,10 @@ class MonitorComponent(Component):
         with self.state_lock:
             c = dict(self.monitor.counters)
             frac = self.monitor.fraction_seen()["words"]
+            errors = dict(self.monitor.decode_errors)
+        # What the decoder rejected, by kind, as storage reports it (bad frames included).
+        c["decode_errors"] = sum(errors.values())
+        c.update({f"decode_errors_{kind}": n for kind, n in errors.items()})
         c["fraction_seen"] = round(frac, 4) if frac is not None else -1.0
         c["snapshots_published"] = self.snapshots_published
         return c
