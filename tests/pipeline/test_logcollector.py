@@ -129,6 +129,20 @@ def test_forwarder_never_blocks_without_a_collector():
         handler.close()
 
 
+def test_records_a_component_could_not_forward_reach_its_counters():
+    from larpixdaq.pipeline.component import Component
+
+    comp = Component("quiet", "tcp://127.0.0.1:9")
+    try:
+        comp._apply_services({"logs": "tcp://127.0.0.1:1"})  # nobody listens there
+        assert comp._safe_counters()["log_records_dropped"] == 0
+        for i in range(10_050):  # beyond the forwarder's queue limit
+            comp.log.info("record %d", i)
+        assert comp._safe_counters()["log_records_dropped"] >= 50
+    finally:
+        comp.stop()
+
+
 def test_logs_command_runs_a_collector(core, tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "larpixdaq.cli", "logs", "--core", core.endpoint,

@@ -382,7 +382,11 @@ class Component:
 
     def _control_counts(self) -> dict[str, int]:
         with self._count_lock:
-            return dict(self.control_counters)
+            out = dict(self.control_counters)
+        handler = getattr(self, "_log_handler", None)
+        if handler is not None:  # records the collector never got (per process)
+            out["log_records_dropped"] = handler.dropped
+        return out
 
     def _connect(self) -> zmq.Socket:
         sock = self._ctx.socket(zmq.DEALER)
@@ -507,7 +511,7 @@ class Component:
             logcollector.uninstall_forwarding(self._log_address)
             self._log_address = None
         if isinstance(address, str):
-            logcollector.install_forwarding(address, self.name)
+            self._log_handler = logcollector.install_forwarding(address, self.name)
             self._log_address = address
 
     def _call_on_error(self, reason: str) -> None:
