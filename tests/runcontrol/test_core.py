@@ -171,6 +171,22 @@ def test_malformed_messages_counted_and_ignored(core, components):
         bad.close(0)
 
 
+def test_messages_to_a_vanished_peer_are_counted(core):
+    from larpixdaq.runcontrol import messages as m
+
+    ghost = zmq.Context.instance().socket(zmq.DEALER)
+    ghost.setsockopt(zmq.LINGER, 0)
+    ghost.connect(core.endpoint)
+    ghost.send(m.encode(m.Register(name="ghost", role="producer", host="h", pid=1, actions={},
+                                   counters=[], state="STOP", run_number=None,
+                                   endpoints={})))
+    assert ghost.poll(3000)  # welcomed
+    ghost.close(0)  # gone without a goodbye: the core's heartbeats now reach nobody
+    with Operator(core.endpoint) as op:
+        wait_for(lambda: op.call("status").data["counters"]["messages_unsent"] >= 1)
+        assert op.call("ping").success  # and it keeps serving the others
+
+
 def test_duplicate_name_refused(core, components):
     from larpixdaq.pipeline.component import Component
 

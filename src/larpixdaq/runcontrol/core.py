@@ -189,7 +189,7 @@ class Core:
         self._next_heartbeat = 0.0
         self.counters = {"malformed_messages": 0, "unexpected_messages": 0, "late_replies": 0,
                          "components_lost": 0, "components_rejoined": 0,
-                         "components_replaced": 0, "internal_errors": 0}
+                         "components_replaced": 0, "internal_errors": 0, "messages_unsent": 0}
         self.last_malformed = ""
         self._run_failed = False
         self._stop = threading.Event()
@@ -228,6 +228,9 @@ class Core:
         """Bind the ROUTER socket; returns the actual endpoint (port 0 or * picks a free one)."""
         sock = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
+        # A message for a peer that is gone or not reading raises instead of vanishing, so
+        # _send can count it.
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         if self._server_keys is not None:
             self._server_keys.apply(sock, self._ctx)
         address = self.address
@@ -287,7 +290,13 @@ class Core:
         try:
             self._sock.send_multipart([identity, m.encode(msg)], zmq.NOBLOCK)
         except zmq.Again:
+            self.counters["messages_unsent"] += 1
             log.warning("dropped a %s message to a peer that is not reading", msg.TYPE)
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EHOSTUNREACH:
+                raise
+            self.counters["messages_unsent"] += 1
+            log.info("dropped a %s message to a peer that has gone", msg.TYPE)
 
     def _new_id(self) -> str:
         # Unique across restarts: a reply meant for a previous core's request never matches.
