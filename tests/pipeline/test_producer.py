@@ -145,6 +145,33 @@ def test_malformed_messages_from_the_aggregator_are_counted(tmp_path):
         agg.close(0)
 
 
+def test_what_a_stop_leaves_unsent_is_counted():
+    import msgpack
+
+    from larpixdaq.pipeline.aggregator import CREDIT, FRAME
+
+    ctx = zmq.Context.instance()
+    agg = ctx.socket(zmq.ROUTER)  # grants one byte, then nothing
+    agg.setsockopt(zmq.LINGER, 0)
+    agg.bind("tcp://127.0.0.1:0")
+    p = Producer("p", SimSource(1, rate=0, words_per_message=100),
+                 agg.getsockopt_string(zmq.LAST_ENDPOINT)).start()
+    try:
+        assert agg.poll(3000)
+        identity = agg.recv_multipart()[0]  # HELLO
+        p.prepare(1)  # data flows from here
+        # One byte of credit: one frame goes (overdrawing it), then the producer waits.
+        agg.send_multipart([identity, CREDIT, msgpack.packb({"bytes": 1})])
+        assert agg.poll(3000) and agg.recv_multipart()[1] == FRAME
+        # It holds the rest of the batch it read from the board, waiting for credit.
+        wait_for(lambda: p.counters["credit_waits"] >= 2)
+    finally:
+        p.stop()
+        agg.close(0)
+    assert p.counters["frames_sent"] == 1
+    assert p.counters["messages_unsent"] >= 1
+
+
 @pytest.mark.parametrize("board, words", [
     ("video", "unknown board"), ("pacman:", "needs a host"), ("pacman:h:x", "bad PACMAN ports"),
     ("replay:", "needs a file"), ("replay:/no/such.h5", "does not exist"),

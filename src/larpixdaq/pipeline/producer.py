@@ -384,7 +384,7 @@ class Producer:
         self.credit = 0
         self.counters: dict[str, float] = dict.fromkeys(
             ["frames_sent", "packets_sent", "bytes_sent", "info_frames", "credit_waits",
-             "seconds_waiting_credit", "hellos", "bad_messages"], 0)
+             "seconds_waiting_credit", "hellos", "bad_messages", "messages_unsent"], 0)
         self._outbox: deque[tuple[str, bytes, bool, Future | None]] = deque()
         self._calls = ThreadCalls()
         self._stop = threading.Event()
@@ -576,6 +576,8 @@ class Producer:
                 self._outbox.popleft()
                 if fut is not None:
                     fut.set_result(None)
+            if self._stop.is_set():
+                break  # never read from the board what can no longer be sent
             if not self.flowing:
                 self._take_credit(20)
                 continue
@@ -583,9 +585,12 @@ class Producer:
             if not msgs:
                 continue
             self._record(msgs)
-            for msg in msgs:
+            for i, msg in enumerate(msgs):
                 if not self._send(KIND_DATA, msg):
+                    # Stopped while waiting for credit: what the board said is not sent.
+                    self.counters["messages_unsent"] += len(msgs) - i
                     break
+        self.counters["messages_unsent"] += len(self._outbox)
 
 
 class ProducerComponent(BoardActions, Component):
