@@ -185,6 +185,32 @@ def test_a_source_without_a_board_says_so():
         session.read()
 
 
+def test_board_client_time_outs_reach_the_producer_counters():
+    import socket
+    from types import SimpleNamespace
+
+    from larpixdaq.errors import LarpixDaqError
+    from larpixdaq.pipeline.boardactions import BoardActions
+    from larpixdaq.pipeline.producer import PacmanSource
+
+    with socket.socket() as s1, socket.socket() as s2:  # two ports nobody answers on
+        s1.bind(("127.0.0.1", 0))
+        s2.bind(("127.0.0.1", 0))
+        ports = s1.getsockname()[1], s2.getsockname()[1]
+    source = PacmanSource(1, "127.0.0.1", *ports)
+    source.client.timeout = 0.05
+    try:
+        actions = BoardActions()
+        actions.init_board_actions(SimpleNamespace(source=source, config_rows=None))
+        with pytest.raises(LarpixDaqError, match="did not answer"):
+            source.client.ping()
+        c = actions.board_counters()
+        assert c["pacman_timeouts"] == source.client.retries
+        assert c["pacman_retries"] == source.client.retries - 1
+    finally:
+        source.close()
+
+
 def test_stop_routine_from_another_operator_aborts_it_and_the_next_one_runs(daq, tmp_path):
     (tmp_path / "endless.py").write_text(
         "import time\n"

@@ -81,7 +81,10 @@ class BoardActions:
         self._routine_counts = {"routines_run": 0, "routines_failed": 0}
 
     def board_counters(self) -> dict[str, int]:
+        # The board client's own counts (time-outs, retries, bad and error replies) too.
+        client = getattr(self.board_session.client, "counters", None) or {}
         return {**{f"board_{k}": v for k, v in self.board_session.counters.items()},
+                **{f"pacman_{k}": v for k, v in client.items()},
                 **self._routine_counts}
 
     @action(immediate=True)
