@@ -86,3 +86,28 @@ def test_invoke_params_on_the_wire(fake_core):
     assert cmd.command == "invoke"
     assert cmd.params == {"component": "board", "action": "scan",
                           "params": {"steps": 3, "label": "q"}}
+
+
+@pytest.fixture
+def patient_core():
+    sock = zmq.Context.instance().socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, 0)  # queues all it sends (set before bind to apply)
+    sock.bind("tcp://127.0.0.1:*")
+    yield sock
+    sock.close(0)
+
+
+def test_events_nobody_polled_for_are_counted_when_they_fall_out(patient_core):
+    fake_core = patient_core
+    with Operator(_endpoint(fake_core), timeout=5) as op:
+        reply = op.request("ping")
+        ident, cmd = _recv(fake_core)
+        for i in range(op.events.maxlen + 5):
+            fake_core.send_multipart([ident, m.encode(m.Event(kind="k", message=str(i)))])
+        fake_core.send_multipart([ident, m.encode(m.Result(id=cmd.id, success=True,
+                                                           message="pong"))])
+        assert op.wait(reply).success
+        events = op.poll_events()
+        assert op.events_dropped == 5
+        assert len(events) == op.events.maxlen and events[0].message == "5"

@@ -127,6 +127,8 @@ class Operator:
         self.events: collections.deque[m.Event] = collections.deque(maxlen=1000)
         self.late_replies = 0
         self.malformed_replies = 0
+        #: Events pushed out of ``events`` (full: nobody polled) before anyone saw them.
+        self.events_dropped = 0
 
     def close(self) -> None:
         self._sock.close(0)
@@ -181,6 +183,8 @@ class Operator:
                 self.malformed_replies += 1
                 continue
             if isinstance(msg, m.Event):
+                if len(self.events) == self.events.maxlen:
+                    self.events_dropped += 1  # the oldest goes
                 self.events.append(msg)
                 continue
             rid = getattr(msg, "id", None)
