@@ -113,6 +113,20 @@ def test_configs_frame_of_partial_rows_is_rejected_and_counted(tmp_path):
         assert f.info().run["decode_errors_configs_size"] == 1
 
 
+def test_info_text_the_file_cannot_hold_whole_is_counted(tmp_path):
+    from larpixdaq.pipeline.frames import FrameHeader
+
+    texts = [b"Beginning run", b"x" * 70, b"bad \xff byte", b"Ending run"]
+    frames = [(FrameHeader("a", 7, i, 1, 1, 1.0, "info", 0), t) for i, t in enumerate(texts)]
+    w = RunWriter(tmp_path, 4)
+    w.add(frames)
+    c = w.close()["counters"]
+    assert c["messages_written"] == 4 and c["messages_truncated"] == 2
+    with Hdf5File(w.files[0]) as f:
+        assert f.messages()["message"][1] == b"x" * 64
+        assert f.info().run["messages_truncated"] == 2
+
+
 def test_unwritable_directory_is_a_clear_error(tmp_path):
     # Tests run as root here, where permission bits do not stop writes; a path through a
     # regular file cannot be written by anyone.

@@ -86,6 +86,7 @@ class StorageCounters:
     words_received: int = 0
     messages_written: int = 0
     configs_written: int = 0
+    messages_truncated: int = 0
     commits: int = 0
     restarts: int = 0
     decode_errors: dict[str, int] = field(default_factory=dict)
@@ -243,7 +244,10 @@ class RunWriter:
                 self._write_data(segment)
                 segment = []
                 if h.kind == KIND_INFO:
-                    text = bytes(frame[1])[:64].decode("utf-8", "ignore")
+                    raw = bytes(frame[1])
+                    text = raw[:64].decode("utf-8", "ignore")
+                    if len(text.encode("utf-8")) != len(raw):
+                        c.messages_truncated += 1  # the file keeps 64 bytes of UTF-8
                     self._writer.add_message(text, int(h.t_recv))
                     c.messages_written += 1
                     c.packets_written += 1
