@@ -73,11 +73,12 @@ def test_monitor_counts_what_it_is_sent_and_resets_on_prepare(setup):
     send(feed, 3, 60, message(20), run)  # frames 1 and 2 (40 words) were not sampled
     feed.send_multipart([FRAME, b"\xc1not msgpack", b""])
     feed.send_multipart([b"garbage"])
+    feed.send_multipart([STATS, b"\xc1not msgpack"])
     snap = wait_for(lambda: (s := snapshot(op))["counters"]["packets_seen"] == 40
-                    and s["counters"]["bad_frames"] == 2 and s, timeout=10)
+                    and s["counters"]["bad_frames"] == 3 and s, timeout=10)
     assert snap["fraction_seen"]["frames"] == 0.5
     assert snap["fraction_seen"]["words"] == 0.5
-    assert snap["decode_errors"] == {"bad_header": 1, "bad_parts": 1}
+    assert snap["decode_errors"] == {"bad_header": 1, "bad_parts": 1, "bad_stats": 1}
     assert snap["adc"][7] == 40
     assert snap["monitor"] == "monitor"
     counters = wait_for(lambda: next(c for c in op.call("clients").data["components"]

@@ -171,6 +171,21 @@ def test_malformed_messages_counted_and_ignored(core, components):
         bad.close(0)
 
 
+def test_a_message_the_core_does_not_take_is_counted(core):
+    from larpixdaq.runcontrol import messages as m
+
+    peer = zmq.Context.instance().socket(zmq.DEALER)
+    peer.setsockopt(zmq.LINGER, 0)
+    peer.connect(core.endpoint)
+    try:
+        peer.send(m.encode(m.Event(kind="lost", message="core -> operator only")))
+        with Operator(core.endpoint) as op:
+            wait_for(lambda: op.call("status").data["counters"]["unexpected_messages"] == 1)
+            assert op.call("ping").success
+    finally:
+        peer.close(0)
+
+
 def test_messages_to_a_vanished_peer_are_counted(core):
     from larpixdaq.runcontrol import messages as m
 
