@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import queue
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -150,7 +152,7 @@ class Hdf5Writer:
         self._buffered = 0
         self._written = 0
         self._n_messages = 0
-        self._sha = hashlib.sha256()
+        self._sha = _BackgroundDigest()
 
     # -- state -------------------------------------------------------------------------
     @property
@@ -182,7 +184,7 @@ class Hdf5Writer:
             if len(part):
                 part = np.ascontiguousarray(part).view(PACKETS_DTYPE)
                 self._packets.write_direct(part, dest_sel=np.s_[start : start + len(part)])
-                self._sha.update(part.data)
+                self._sha.update(part)
                 start += len(part)
         self._written = start
         if self.swmr:
@@ -292,6 +294,7 @@ class Hdf5Writer:
                     self._buffered = 0
                 self._file["_header"].attrs["modified"] = time.time()
         finally:
+            self._sha.close()
             self._file.close()
             self._closed = True
 
@@ -300,6 +303,46 @@ class Hdf5Writer:
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         self.close(clean=exc_type is None)
+
+
+class _BackgroundDigest:
+    """SHA-256 of everything written, computed on a thread of its own.
+
+    Hashing costs a third of a writer's time per row; hashlib lets go of the GIL for large
+    buffers, so a second core hashes one batch while this thread decodes and writes the
+    next. Each update is a copy (the caller's buffer is reused at once) and the queue is
+    bounded, so the hasher can never fall far behind nor hold much memory.
+    """
+
+    def __init__(self, depth: int = 8) -> None:
+        self._sha = hashlib.sha256()
+        self._queue: queue.Queue[bytes | None] = queue.Queue(depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (data := self._queue.get()) is not None:
+            try:
+                self._sha.update(data)
+            except BaseException as exc:  # kept and raised by hexdigest()
+                self._error = exc
+
+    def update(self, rows: np.ndarray) -> None:
+        if self._thread.is_alive():
+            self._queue.put(rows.tobytes())
+
+    def close(self) -> None:
+        """Wait for everything queued to be hashed; the thread ends."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def hexdigest(self) -> str:
+        self.close()
+        if self._error is not None:
+            raise self._error
+        return self._sha.hexdigest()
 
 
 # ======================================================================================
