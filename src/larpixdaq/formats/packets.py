@@ -122,27 +122,35 @@ def encode_packets(
     silently truncated into a neighbouring field.
     """
     given = {k: v for k, v in locals().items() if k in FIELDS and v is not None}
-    if any(k in given for k in DATA_FIELDS) and any(k in given for k in CONFIG_FIELDS):
+    word = pack_fields(FIELDS, given, DATA_FIELDS, CONFIG_FIELDS)
+    return word if "parity" in given else with_parity(word)
+
+
+def pack_fields(
+    table: dict[str, Field],
+    given: dict[str, np.ndarray | int],
+    data_fields: tuple[str, ...],
+    config_fields: tuple[str, ...],
+) -> np.ndarray:
+    """OR field values (broadcast together) into words by ``table``, refusing what does not
+    fit rather than letting it spill into a neighbouring field; shared by every packet
+    version. A ``parity`` value, if given, is placed like any field."""
+    if not given:
+        raise FormatError("no fields given")
+    if any(k in given for k in data_fields) and any(k in given for k in config_fields):
         raise FormatError("a packet has either data fields or register fields, not both")
     broadcast = np.broadcast_arrays(*(np.asarray(v) for v in given.values()))
-    arrays = dict(zip(given, broadcast, strict=True))
-    shape = next(iter(arrays.values())).shape
-    word = np.zeros(shape, dtype=np.uint64)
-    for name, value in arrays.items():
-        if name == "parity":
-            continue
-        f = FIELDS[name]
+    word = np.zeros(broadcast[0].shape, dtype=np.uint64)
+    for name, value in zip(given, broadcast, strict=True):
+        f = table[name]
         v = value.astype(np.int64) if value.dtype.kind in "iub" else value
         if v.size and (np.any(v < 0) or np.any(v > f.mask)):
+            if name == "parity":
+                raise FormatError("parity must be 0 or 1")
             bad = v[(v < 0) | (v > f.mask)].ravel()[0]
             raise FormatError(f"{name}={bad} does not fit in {f.width} bits (0..{f.mask})")
         word |= v.astype(np.uint64) << np.uint64(f.start)
-    if "parity" in arrays:
-        p = arrays["parity"].astype(np.uint64)
-        if np.any(p > 1):
-            raise FormatError("parity must be 0 or 1")
-        return word | (p << np.uint64(63))
-    return with_parity(word)
+    return word
 
 
 def to_bytes(words: np.ndarray) -> bytes:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from larpixdaq.errors import FormatError
-from larpixdaq.formats.packets import Field, popcount
+from larpixdaq.formats.packets import Field, pack_fields, popcount
 
 PACKET_BYTES = 7
 WORD_BITS = 54
@@ -68,21 +68,8 @@ def encode_packets(**fields: np.ndarray | int) -> np.ndarray:
         raise FormatError(f"unknown v1 packet field(s) {', '.join(sorted(unknown))}; "
                           f"known: {', '.join(FIELDS)}")
     given = {k: v for k, v in fields.items() if v is not None}
-    if any(k in given for k in DATA_FIELDS) and any(k in given for k in CONFIG_FIELDS):
-        raise FormatError("a packet has either data fields or register fields, not both")
-    if not given:
-        raise FormatError("no fields given")
-    arrays = dict(zip(given, np.broadcast_arrays(*(np.asarray(v) for v in given.values())),
-                      strict=True))
-    word = np.zeros(next(iter(arrays.values())).shape, dtype=np.uint64)
-    for name, value in arrays.items():
-        f = FIELDS[name]
-        v = value.astype(np.int64)
-        if v.size and (np.any(v < 0) or np.any(v > f.mask)):
-            bad = v[(v < 0) | (v > f.mask)].ravel()[0]
-            raise FormatError(f"{name}={bad} does not fit in {f.width} bits (0..{f.mask})")
-        word |= v.astype(np.uint64) << np.uint64(f.start)
-    return word if "parity" in arrays else with_parity(word)
+    word = pack_fields(FIELDS, given, DATA_FIELDS, CONFIG_FIELDS)
+    return word if "parity" in given else with_parity(word)
 
 
 def to_bytes(words: np.ndarray) -> bytes:
