@@ -402,8 +402,9 @@ def open_h5_readonly(path: str | Path, swmr: bool = False) -> h5py.File:
         ) from exc
 
 
-class Hdf5File:
-    """An open LArPix+HDF5 v2.x file for reading (optionally while another process writes)."""
+class H5Reader:
+    """An HDF5 file opened for reading and checked to be of the expected kind: the file is
+    closed again at once if ``_validate`` refuses it, so no handle leaks on a bad file."""
 
     def __init__(self, path: str | Path, *, swmr: bool = False) -> None:
         self.path = Path(path)
@@ -414,6 +415,22 @@ class Hdf5File:
         except BaseException:
             self._file.close()
             raise
+
+    def _validate(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> H5Reader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Hdf5File(H5Reader):
+    """An open LArPix+HDF5 v2.x file for reading (optionally while another process writes)."""
 
     def _validate(self) -> None:
         f = self._file
@@ -505,15 +522,6 @@ class Hdf5File:
             return self._file[name][()]
         except (OSError, RuntimeError) as exc:
             raise FormatError(f"{self.path}: cannot read '{name}' ({exc})") from exc
-
-    def close(self) -> None:
-        self._file.close()
-
-    def __enter__(self) -> Hdf5File:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def open_file(path: str | Path, *, swmr: bool = False) -> Hdf5File:

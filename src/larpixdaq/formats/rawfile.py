@@ -27,7 +27,7 @@ import h5py
 import numpy as np
 
 from larpixdaq.errors import FormatError
-from larpixdaq.formats.hdf5file import open_h5_readonly
+from larpixdaq.formats.hdf5file import H5Reader, open_h5_readonly
 
 RAW_VERSION = "0.0"
 IO_VERSION = "0.0"
@@ -130,17 +130,8 @@ class RawWriter:
         self.close()
 
 
-class RawFile:
+class RawFile(H5Reader):
     """An open raw PACMAN message file for reading."""
-
-    def __init__(self, path: str | Path, *, swmr: bool = False) -> None:
-        self.path = Path(path)
-        self._file = open_h5_readonly(self.path, swmr=swmr)
-        try:
-            self._validate()
-        except BaseException:
-            self._file.close()
-            raise
 
     def _validate(self) -> None:
         f = self._file
@@ -203,15 +194,6 @@ class RawFile:
         n = self.n_messages
         for start in range(0, n, chunk_messages):
             yield self.read(start, start + chunk_messages)
-
-    def close(self) -> None:
-        self._file.close()
-
-    def __enter__(self) -> RawFile:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _text(value: Any) -> str:
