@@ -165,6 +165,21 @@ def test_rejected_messages_and_failed_actions_reach_the_run_record(core, board):
         assert "loops" in counters
 
 
+def test_own_counters_come_first_and_win_over_the_base_ones():
+    class Shadowing(Board):
+        def counters(self):
+            return {"loops": 7, "reconnects": 99}  # a name the base also counts
+
+    b = Shadowing("shadow", "tcp://127.0.0.1:9")
+    try:
+        counters = b._safe_counters()
+        assert list(counters)[:2] == ["loops", "reconnects"]
+        assert counters["reconnects"] == 99
+        assert "malformed_messages" in counters and "actions_failed" in counters
+    finally:
+        b.stop()
+
+
 def test_message_the_core_cannot_take_is_counted():
     import zmq
 
@@ -174,7 +189,7 @@ def test_message_the_core_cannot_take_is_counted():
     sock = zmq.Context.instance().socket(zmq.DEALER)  # connected to nothing: Again
     try:
         b._send(sock, m.Bye(name="lonely"))
-        assert b._safe_counters()["messages_unsent"] == 1
+        assert b._safe_counters()["control_messages_unsent"] == 1
     finally:
         sock.close(0)
         b.stop()

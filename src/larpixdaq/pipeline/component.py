@@ -214,7 +214,7 @@ class Component:
         self.services: dict[str, Any] = {}
         self.registrations = 0
         self.control_counters = {"malformed_messages": 0, "actions_run": 0,
-                                 "actions_failed": 0, "reconnects": 0, "messages_unsent": 0,
+                                 "actions_failed": 0, "reconnects": 0, "control_messages_unsent": 0,
                                  "counters_failed": 0}
         self.error: str | None = None
         self._actions: dict[str, ActionSpec] = {}
@@ -378,7 +378,9 @@ class Component:
             self.control_counters["counters_failed"] += 1
             log.exception("%s: counters() failed", self.name)
             own = {}
-        return {**self._control_counts(), **own}
+        # The component's own first (what a display shows before it cuts the list short),
+        # then the base's; an own counter of the same name wins.
+        return {**own, **{k: v for k, v in self._control_counts().items() if k not in own}}
 
     def _control_counts(self) -> dict[str, int]:
         with self._count_lock:
@@ -455,7 +457,7 @@ class Component:
         try:
             sock.send(m.encode(msg), zmq.NOBLOCK)
         except zmq.Again:  # the core is not connected; heartbeats resume when it is
-            self.control_counters["messages_unsent"] += 1
+            self.control_counters["control_messages_unsent"] += 1
         except m.MessageError as exc:
             log.error("%s: cannot send %s: %s", self.name, msg.TYPE, exc)
             if isinstance(msg, (m.Result, m.Ack)):
