@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/larpix-daq up --data-dir data
+	$(BIN)/larpix-daq up --data-dir data --sim-rate physics
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench
