@@ -291,12 +291,12 @@ class Core:
             self._sock.send_multipart([identity, m.encode(msg)], zmq.NOBLOCK)
         except zmq.Again:
             self.counters["messages_unsent"] += 1
-            log.warning("dropped a %s message to a peer that is not reading", msg.TYPE)
+            log.warning("dropped a message (%s) to a peer that is not reading", msg.TYPE)
         except zmq.ZMQError as exc:
             if exc.errno != zmq.EHOSTUNREACH:
                 raise
             self.counters["messages_unsent"] += 1
-            log.info("dropped a %s message to a peer that has gone", msg.TYPE)
+            log.info("dropped a message (%s) to a peer that has gone", msg.TYPE)
 
     def _new_id(self) -> str:
         # Unique across restarts: a reply meant for a previous core's request never matches.
