@@ -140,6 +140,7 @@ def test_readout_continues_while_a_routine_runs_and_configs_reach_the_file(daq, 
     assert len(seen) >= 3 and seen[-1] > seen[0]  # packets kept flowing meanwhile
     refused = daq.op.run_routine("pedestal", seconds=0.1).wait()
     assert not refused.success and "end the run first" in refused.message
+    assert "--sim-rate physics" in refused.message  # the way to take data in a run
     time.sleep(0.3)
     daq.call("end_run")
     run = daq.runs_json()[0]
@@ -250,3 +251,32 @@ def test_stop_routine_from_another_operator_aborts_it_and_the_next_one_runs(daq,
     assert again.success, again.message
     assert again.data["result"]["result"]["greeting"] == "Hello, again!"
     assert daq.op.stop_routine().wait().data["result"]["stopped"] is False
+
+
+def test_a_routine_in_a_run_analyses_what_the_run_records(tmp_path):
+    """With a board whose rate follows its configuration, a data-taking routine may run
+    during a run: it sees a copy of the run's data, which is also in the run's file."""
+    (tmp_path / "routines").mkdir()
+    (tmp_path / "routines" / "count.py").write_text(
+        "def routine(ctx, seconds=1.0):\n"
+        "    rows = ctx.read_data(seconds)\n"
+        "    data = rows[rows['packet_type'] == 0]\n"
+        "    return {'packets': int(len(data)), 'syncs': int((rows['packet_type'] == 6).sum())}\n")
+    d = Daq(tmp_path / "daq", rate="physics").start()
+    try:
+        assert d.op.load_routines(tmp_path / "routines").wait().success
+        d.call("prepare_run", comment="calibration as a run", run_type="calibration")
+        d.call("begin_run")
+        final = d.op.run_routine("count", seconds=1.5, timeout=30).wait()
+        assert final.success, final.message
+        counted = final.data["result"]["result"]
+        assert counted["packets"] > 1000 and counted["syncs"] >= 1
+        d.call("end_run")
+        run = d.runs_json()[0]
+        assert run["exit_status"] == "success" and run["packets_lost"] == 0
+        path = next(f for f in run["files"] if f.endswith(".h5"))
+        with h5py.File(path, "r") as f:
+            in_file = int(np.count_nonzero(f["packets"]["packet_type"] == 0))
+        assert in_file >= counted["packets"]
+    finally:
+        d.close()

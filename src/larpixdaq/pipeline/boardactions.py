@@ -103,12 +103,16 @@ class BoardActions:
                            "next step" if first else
                            f"routine {running.name} was already asked to stop"}
 
-    def _busy(self) -> str | None:
+    def _run_data(self, seconds: float, stop: threading.Event | None) -> list[bytes] | None:
+        """During a run, a routine's data is a copy of what the run records (the board is
+        being read out for it); outside a run, None: the routine reads the board itself."""
         producer = getattr(self, "producer", None)
-        if producer is not None and producer.flowing:
-            return (f"the board is being read out for run {producer.run_number}; end the run "
-                    "first")
-        return None
+        if producer is None or not producer.flowing:
+            return None
+        refusal = producer.tap_refusal()
+        if refusal:
+            raise RuntimeError(refusal)
+        return producer.read_run_data(seconds, stop)
 
     # ---- board -----------------------------------------------------------------------------
     @action
@@ -195,7 +199,7 @@ class BoardActions:
             log=getattr(self, "log", None) and self.log.getChild(f"routine.{name}"),
             info=producer.send_info if producer is not None else None,
             data=producer.send_data if producer is not None else None,
-            busy=self._busy)
+            run_data=self._run_data)
         if timer is not None:
             timer.daemon = True
             timer.start()

@@ -25,7 +25,9 @@ sources share their board with them through ``source.lock``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
 import random
 import threading
 import time
@@ -360,6 +362,32 @@ def rows_to_messages(rows: np.ndarray, max_words: int = 0xFFFF) -> list[bytes]:
     return out
 
 
+class DataTap:
+    """A copy of what a producer forwards, for a routine that analyses a run's data while
+    it is recorded. Bounded, and never waited for (the run comes first): what does not fit
+    is counted in ``dropped`` and the routine says so."""
+
+    def __init__(self, max_messages: int = 4096) -> None:
+        self._queue: queue.Queue[bytes] = queue.Queue(max_messages)
+        self.dropped = 0
+
+    def offer(self, messages: list[bytes]) -> None:
+        for message in messages:
+            try:
+                self._queue.put_nowait(message)
+            except queue.Full:
+                self.dropped += 1
+
+    def take(self, seconds: float, stop: threading.Event | None = None) -> list[bytes]:
+        """Messages forwarded over the next ``seconds`` of wall time."""
+        out: list[bytes] = []
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0 and not (stop and stop.is_set()):
+            with contextlib.suppress(queue.Empty):
+                out.append(self._queue.get(timeout=min(left, 0.05)))
+        return out
+
+
 class Producer:
     """One board's stream to the aggregator; transitions are called from run control."""
 
@@ -387,6 +415,7 @@ class Producer:
              "seconds_waiting_credit", "hellos", "bad_messages", "messages_unsent"], 0)
         self._outbox: deque[tuple[str, bytes, bool, Future | None]] = deque()
         self._calls = ThreadCalls()
+        self._taps: list[DataTap] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -414,6 +443,29 @@ class Producer:
     def call(self, fn: Callable[[], Any], timeout: float = 10.0) -> Any:
         """Run ``fn`` in the data thread and return its result (or raise its exception)."""
         return self._calls.call(fn, timeout)
+
+    def tap_refusal(self) -> str | None:
+        """Why the data this producer forwards in a run would not answer a routine's
+        question (the board's rate does not follow its configuration), or None."""
+        if isinstance(self.source, SimSource) and not self.source.physics:
+            return (f"the simulated board sends at a fixed rate in run {self.run_number}, "
+                    "not at the rate its configuration gives; end the run first, or take "
+                    "runs with --sim-rate physics")
+        if isinstance(self.source, ReplaySource):
+            return f"run {self.run_number} replays a file, whose data ignores the configuration"
+        return None
+
+    def read_run_data(self, seconds: float, stop: threading.Event | None = None) -> list[bytes]:
+        """What this producer forwards to the run over the next ``seconds``: a routine's view
+        of the data while it is being recorded."""
+        tap = DataTap()
+        self._taps.append(tap)
+        try:
+            return tap.take(seconds, stop)
+        finally:
+            self._taps.remove(tap)
+            if tap.dropped:
+                self.counters["tap_messages_dropped"] += tap.dropped
 
     # -- transitions -------------------------------------------------------------------------
     def prepare(self, run_number: int) -> None:
@@ -585,6 +637,8 @@ class Producer:
             if not msgs:
                 continue
             self._record(msgs)
+            for tap in tuple(self._taps):
+                tap.offer(msgs)
             for i, msg in enumerate(msgs):
                 if not self._send(KIND_DATA, msg):
                     # Stopped while waiting for credit: what the board said is not sent.

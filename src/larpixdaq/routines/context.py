@@ -30,14 +30,15 @@ class RoutineContext:
                  stop: threading.Event | None = None,
                  info: Callable[[str], bool] | None = None,
                  data: Callable[[list[bytes]], bool] | None = None,
-                 busy: Callable[[], str | None] | None = None) -> None:
+                 run_data: Callable[[float, threading.Event], list[bytes] | None]
+                 | None = None) -> None:
         self.board = board
         self.log = log or logging.getLogger("larpixdaq.routine")
         self.stop = stop or threading.Event()
         self.infos: list[str] = []
         self._info = info
         self._data = data
-        self._busy = busy
+        self._run_data = run_data
 
     # ---- the DAQ -----------------------------------------------------------------------
     @property
@@ -98,11 +99,16 @@ class RoutineContext:
 
     def read_messages(self, seconds: float) -> list[bytes]:
         """The board's data messages over ``seconds`` (simulated seconds on a simulated
-        board). Refused while the board is being read out for a run."""
-        reason = self._busy() if self._busy is not None else None
-        if reason:
-            raise RuntimeError(f"cannot read the board's data now: {reason}")
+        board). During a run: a copy of what the run records over ``seconds`` of wall time,
+        so a calibration taken as a run is also in the run's file."""
         self.check_stop()
+        if self._run_data is not None:
+            try:
+                msgs = self._run_data(seconds, self.stop)
+            except RuntimeError as exc:
+                raise RuntimeError(f"cannot read the board's data now: {exc}") from None
+            if msgs is not None:
+                return msgs
         return self.board.collect(seconds, self.stop)
 
     def read_data(self, seconds: float) -> np.ndarray:
