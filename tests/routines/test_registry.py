@@ -142,11 +142,34 @@ def test_check_stop_inside_a_routine_aborts_it():
     assert out.status == ABORTED
 
 
-def test_read_data_is_refused_while_the_board_is_read_out():
+def test_read_data_is_refused_when_the_run_data_cannot_answer():
+    def refuse(seconds, stop):
+        raise RuntimeError("the simulated board sends at a fixed rate in run 7")
+
     ctx = RoutineContext(BoardSession.for_sim(SimulatedBoard(1).bring_up_all()),
-                         busy=lambda: "the board is being read out for run 7")
-    with pytest.raises(RuntimeError, match="run 7"):
+                         run_data=refuse)
+    with pytest.raises(RuntimeError, match="cannot read the board's data now: .*run 7"):
         ctx.read_data(0.1)
+
+
+def test_read_data_in_a_run_is_the_run_data_and_outside_it_the_board():
+    from larpixdaq.formats.packets import encode_packets
+    from larpixdaq.formats.pacman import data_words, encode_data_message
+
+    tapped = [encode_data_message(5, data_words(1, encode_packets(
+        packet_type=0, chip_id=[11, 12, 13], channel_id=4, downstream_marker=1)))]
+    in_run = {"flowing": True}
+
+    def run_data(seconds, stop):
+        return tapped if in_run["flowing"] else None
+
+    ctx = RoutineContext(BoardSession.for_sim(SimulatedBoard(1, seed=2).bring_up_all()),
+                         run_data=run_data)
+    rows = ctx.read_data(0.5)
+    assert list(rows["chip_id"][rows["packet_type"] == 0]) == [11, 12, 13]
+    in_run["flowing"] = False
+    rows = ctx.read_data(0.5)  # the board itself: its physics over half a simulated second
+    assert np.count_nonzero(rows["packet_type"] == 0) > 100
 
 
 def test_routine_sees_the_board_data_and_the_software_copy():
