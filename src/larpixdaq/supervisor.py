@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO
 
+from larpixdaq.processes import end_process
+
 CLI = [sys.executable, "-m", "larpixdaq.cli"]
 
 
@@ -140,13 +142,8 @@ class Supervisor:
             proc = child.proc
             if proc is None or proc.poll() is not None:
                 continue
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(self.grace)
-            except subprocess.TimeoutExpired:
-                self.say(f"[up] {child.name} ignored SIGTERM for {self.grace:g} s; killing it")
-                proc.kill()
-                proc.wait(5)
+            if end_process(proc, signal.SIGTERM, self.grace):
+                self.say(f"[up] {child.name} ignored SIGTERM for {self.grace:g} s; killed it")
             self.say(f"[up] {child.name} stopped")
             child.proc = None
 

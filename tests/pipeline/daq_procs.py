@@ -13,6 +13,7 @@ import numpy as np
 
 from larpixdaq.formats.pacman import decode_data_messages
 from larpixdaq.formats.rawfile import open_raw
+from larpixdaq.processes import end_process
 from larpixdaq.runcontrol.operator import Operator
 from larpixdaq.runcontrol.testing import CoreProcess, wait_for
 
@@ -47,12 +48,7 @@ class Proc:
     def stop(self, sig: int = signal.SIGTERM) -> int | None:
         if self.proc is None:
             return None
-        self.send(sig)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        end_process(self.proc, sig, grace=10.0)
         self.proc.stdout.close()
         self._err.close()
         code, self.proc = self.proc.returncode, None

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from larpixdaq.processes import end_process
+
 #: Short timings so that losses and time-outs happen within a test's patience.
 FAST_OPTIONS = ["--heartbeat-interval", "0.05", "--heartbeat-timeout", "0.6",
                 "--ack-timeout", "1.0", "--rejoin-grace", "1.5"]
@@ -54,13 +56,7 @@ class CoreProcess:
     def _end(self, sig: int) -> None:
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        end_process(self.proc, sig, grace=5.0)
         self.proc.stdout.close()
         self.proc = None
 
