@@ -6,8 +6,14 @@ from pathlib import Path
 
 import pytest
 
-GOLDEN_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
-"""Files written by the field's reference library; CI clones ``shared/`` beside the repo."""
+DATA_DIR = Path(__file__).resolve().parent / "data"
+"""Files the tests read, kept in the repository so a clone is all a contributor needs."""
+
+GOLDEN_DIR = DATA_DIR / "golden"
+"""Files written by the field's reference library (larpix-control 3.7.0); see its README."""
+
+REGISTER_TABLE = DATA_DIR / "reference" / "larpix-v2-registers.txt"
+"""The reference library's listing of every v2 register field, checked against our map."""
 
 
 @pytest.fixture(scope="session")
@@ -15,8 +21,17 @@ def golden_dir() -> Path:
     """The folder of golden files, so compatibility tests never hard-code an absolute path."""
     if not (GOLDEN_DIR / "README.md").is_file():
         pytest.fail(
-            f"golden files not found at {GOLDEN_DIR}: clone the 'shared' folder beside the "
-            "repository (…/main and …/shared)",
+            f"golden files not found at {GOLDEN_DIR}: they are part of the repository "
+            "(tests/data/golden); restore them with git",
             pytrace=False,
         )
     return GOLDEN_DIR
+
+
+@pytest.fixture(scope="session")
+def register_table() -> Path:
+    """The reference register listing, failing with where it should be when it is missing."""
+    if not REGISTER_TABLE.is_file():
+        pytest.fail(f"register table not found at {REGISTER_TABLE}: restore it with git",
+                    pytrace=False)
+    return REGISTER_TABLE

@@ -17,8 +17,8 @@ LINE_RE = re.compile(
 )
 
 
-def _reference_lines(golden_dir: Path) -> tuple[str, list[re.Match[str]]]:
-    text = (golden_dir.parent / "reference" / "larpix-v2-registers.txt").read_text()
+def _reference_lines(register_table: Path) -> tuple[str, list[re.Match[str]]]:
+    text = register_table.read_text()
     lines = text.splitlines()
     header = lines[0]
     v2 = []
@@ -31,8 +31,8 @@ def _reference_lines(golden_dir: Path) -> tuple[str, list[re.Match[str]]]:
     return header, v2
 
 
-def test_header_counts_match_reference(golden_dir: Path) -> None:
-    header, lines = _reference_lines(golden_dir)
+def test_header_counts_match_reference(register_table: Path) -> None:
+    header, lines = _reference_lines(register_table)
     assert header.split() == [
         "num_registers",
         str(R.NUM_REGISTERS),
@@ -44,8 +44,8 @@ def test_header_counts_match_reference(golden_dir: Path) -> None:
     assert len(lines) == len(R.FIELDS) == 73
 
 
-def test_every_field_matches_reference_line_by_line(golden_dir: Path) -> None:
-    _, lines = _reference_lines(golden_dir)
+def test_every_field_matches_reference_line_by_line(register_table: Path) -> None:
+    _, lines = _reference_lines(register_table)
     for f, m in zip(R.FIELDS, lines, strict=True):
         assert f.name == m["name"]
         assert (f.first_register, f.last_register) == (int(m["r0"]), int(m["r1"])), f.name
