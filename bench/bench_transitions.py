@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from bench.table import Row
-from larpixdaq.pipeline.component import Component
+from larpixdaq.runcontrol.component import Component
 from larpixdaq.runcontrol.operator import Operator
 from larpixdaq.runcontrol.testing import CoreProcess, wait_for
 
@@ -26,7 +26,7 @@ ROLES = ["storage", "aggregator", "monitor", "producer"]
 DEFAULTS = ["--heartbeat-interval", "0.2", "--heartbeat-timeout", "0.8", "--ack-timeout", "5"]
 _VICTIM = r"""
 import sys, time
-from larpixdaq.pipeline.component import Component
+from larpixdaq.runcontrol.component import Component
 c = Component(sys.argv[1], sys.argv[2], role="producer").start()
 c.wait_registered(10)
 print("registered", flush=True)

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from larpixdaq.cli import main
-from larpixdaq.pipeline.component import Component
+from larpixdaq.runcontrol.component import Component
 from larpixdaq.runcontrol.testing import CoreProcess
 
 

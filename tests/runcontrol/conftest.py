@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from larpixdaq.pipeline.component import Component, action
+from larpixdaq.runcontrol.actions import action
+from larpixdaq.runcontrol.component import Component
 from larpixdaq.runcontrol.testing import CoreProcess
 
 
@@ -65,7 +66,7 @@ class Recorder(Component):
 
 COMPONENT_SCRIPT = r"""
 import sys, time
-from larpixdaq.pipeline.component import Component
+from larpixdaq.runcontrol.component import Component
 class P(Component):
     role = sys.argv[3]
     def counters(self):

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from larpixdaq import Operator
-from larpixdaq.pipeline.component import Component, action, plain
+from larpixdaq.runcontrol.actions import action, plain
+from larpixdaq.runcontrol.component import Component
 from larpixdaq.runcontrol.operator import Ack, Progress, Result
 from larpixdaq.runcontrol.testing import CoreProcess, wait_for
 

@@ -203,7 +203,7 @@ def test_messages_to_a_vanished_peer_are_counted(core):
 
 
 def test_duplicate_name_refused(core, components):
-    from larpixdaq.pipeline.component import Component
+    from larpixdaq.runcontrol.component import Component
 
     components("same", "monitor")
     other = Component("same", core.endpoint, heartbeat_interval=0.05)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from larpixdaq import Operator
-from larpixdaq.pipeline.component import Component
+from larpixdaq.runcontrol.component import Component
 from larpixdaq.runcontrol.core import Core
 from larpixdaq.runcontrol.statemachine import (
     Completed,

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 from larpixdaq import Operator
-from larpixdaq.pipeline.component import Component
+from larpixdaq.runcontrol.component import Component
 from larpixdaq.runcontrol.operator import Ack, Progress, Result
 from larpixdaq.runcontrol.rundb import RunDatabase
 from larpixdaq.runcontrol.testing import wait_for

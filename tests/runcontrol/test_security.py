@@ -6,7 +6,7 @@ import pytest
 
 from larpixdaq import Operator
 from larpixdaq.cli import main
-from larpixdaq.pipeline.component import Component
+from larpixdaq.runcontrol.component import Component
 from larpixdaq.runcontrol.operator import Result, Timeout
 from larpixdaq.runcontrol.security import ClientKeys, KeysError, ServerKeys, create_keys
 from larpixdaq.runcontrol.testing import CoreProcess

@@ -11,7 +11,8 @@ import pytest
 from daq_procs import Daq, Proc
 from playwright.sync_api import expect, sync_playwright
 
-from larpixdaq.pipeline.component import Component, action
+from larpixdaq.runcontrol.actions import action
+from larpixdaq.runcontrol.component import Component
 from larpixdaq.runcontrol.testing import CoreProcess, wait_for
 
 CHROMIUM = os.environ.get("LARPIX_CHROMIUM", "/usr/bin/chromium")

@@ -25,8 +25,8 @@ def configure(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import zmq
 
-    from larpixdaq.pipeline.component import ComponentError
     from larpixdaq.pipeline.monitor import MonitorComponent
+    from larpixdaq.runcontrol.component import ComponentError
     from larpixdaq.runcontrol.security import KeysError
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,

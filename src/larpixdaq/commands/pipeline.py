@@ -27,7 +27,7 @@ def _logging() -> None:
 
 
 def _run_component(comp, what: str) -> int:
-    from larpixdaq.pipeline.component import ComponentError
+    from larpixdaq.runcontrol.component import ComponentError
 
     try:
         comp.run_forever()

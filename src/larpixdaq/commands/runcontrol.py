@@ -303,8 +303,8 @@ def configure_logs(p: argparse.ArgumentParser) -> None:
 def run_logs(args: argparse.Namespace) -> int:
     import zmq
 
-    from larpixdaq.pipeline.component import ComponentError
     from larpixdaq.pipeline.logcollector import LogCollector
+    from larpixdaq.runcontrol.component import ComponentError
     from larpixdaq.runcontrol.security import KeysError
 
     try:

@@ -30,8 +30,8 @@ from typing import Any
 import msgpack
 import zmq
 
-from larpixdaq.pipeline.component import Component
 from larpixdaq.pipeline.frames import FrameError, decode_header
+from larpixdaq.runcontrol.component import Component
 
 log = logging.getLogger("larpixdaq.aggregator")
 

@@ -20,9 +20,9 @@ from typing import Any
 
 from larpixdaq.boards.session import BoardSession
 from larpixdaq.errors import LarpixDaqError
-from larpixdaq.pipeline.component import action
 from larpixdaq.routines.context import RoutineContext
 from larpixdaq.routines.registry import RoutineError, RoutineRegistry, execute
+from larpixdaq.runcontrol.actions import action
 
 
 class RoutineFailed(LarpixDaqError):

@@ -24,9 +24,10 @@ import msgpack
 import zmq
 
 from larpixdaq.pipeline.aggregator import FRAME, STATS
-from larpixdaq.pipeline.component import Component, action
 from larpixdaq.pipeline.frames import FrameError, decode_header
 from larpixdaq.pipeline.monitorstate import MonitorState
+from larpixdaq.runcontrol.actions import action
+from larpixdaq.runcontrol.component import Component
 from larpixdaq.runcontrol.messages import RunInfo
 
 SNAPSHOT = b"snapshot"

@@ -44,9 +44,9 @@ import zmq
 from larpixdaq.formats.pacman import HEADER_BYTES, WORD_BYTES, encode_data_message
 from larpixdaq.pipeline.aggregator import CREDIT, FRAME, HELLO, pack
 from larpixdaq.pipeline.boardactions import BoardActions
-from larpixdaq.pipeline.component import Component
 from larpixdaq.pipeline.frames import KIND_CONFIGS, KIND_DATA, KIND_INFO, FrameHeader, encode_header
 from larpixdaq.pipeline.threadcalls import ThreadCalls
+from larpixdaq.runcontrol.component import Component
 from larpixdaq.runcontrol.messages import RunInfo
 
 log = logging.getLogger("larpixdaq.producer")

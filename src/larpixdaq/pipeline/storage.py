@@ -29,7 +29,6 @@ from typing import Any
 import zmq
 
 from larpixdaq.pipeline.aggregator import ACK, CREDIT, FRAME, HELLO, pack
-from larpixdaq.pipeline.component import Component
 from larpixdaq.pipeline.frames import FrameError, decode_header
 from larpixdaq.pipeline.runfile import (
     DEFAULT_PART_BYTES,
@@ -41,6 +40,7 @@ from larpixdaq.pipeline.runfile import (
     unfinished_runs,
 )
 from larpixdaq.pipeline.threadcalls import ThreadCalls
+from larpixdaq.runcontrol.component import Component
 from larpixdaq.runcontrol.messages import RunInfo
 
 log = logging.getLogger("larpixdaq.storage")

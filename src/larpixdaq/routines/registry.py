@@ -110,7 +110,7 @@ def _json_ok(value: Any) -> bool:
 
 def _jsonable(value: Any) -> Any:
     """``value`` with numpy scalars/arrays turned into plain values; raises if impossible."""
-    from larpixdaq.pipeline.component import plain
+    from larpixdaq.runcontrol.actions import plain
 
     out = plain(value)
     json.dumps(out, allow_nan=False)

@@ -52,112 +52,20 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import zmq
 
+from larpixdaq.runcontrol import logforward
 from larpixdaq.runcontrol import messages as m
+from larpixdaq.runcontrol.actions import ActionSpec, marked_actions, plain, spec_of
 from larpixdaq.runcontrol.messages import RunInfo
 from larpixdaq.runcontrol.security import ClientKeys, client_keys
 
 log = logging.getLogger("larpixdaq.component")
 
 DEFAULT_CORE = "tcp://127.0.0.1:5550"
-
-
-@dataclass(frozen=True)
-class Param:
-    """One parameter of an action, as shown to operators."""
-
-    name: str
-    required: bool
-    default: Any = None
-    annotation: str = ""
-
-
-@dataclass(frozen=True)
-class ActionSpec:
-    """A registered action: its callable, parameters and documentation."""
-
-    name: str
-    func: Callable[..., Any]
-    params: tuple[Param, ...]
-    doc: str
-    immediate: bool = False
-
-    def describe(self) -> dict[str, Any]:
-        """The wire form sent to the core at registration."""
-        return {
-            "doc": self.doc,
-            **({"immediate": True} if self.immediate else {}),
-            "params": [
-                {"name": p.name, "required": p.required, "annotation": p.annotation,
-                 **({"default": p.default} if not p.required and _wire_safe(p.default) else {})}
-                for p in self.params
-            ],
-        }
-
-
-def plain(value: Any) -> Any:
-    """``value`` with numpy scalars/arrays, paths and tuples turned into wire-safe values.
-
-    Counters and results often come from numpy (``np.int64`` counts); msgpack takes only plain
-    Python values, so they are converted here rather than failing a transition.
-    """
-    if value is None or isinstance(value, (str, bytes, bool, int, float)):
-        return value
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [plain(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "dtype") and hasattr(value, "tolist"):
-        return plain(value.tolist())
-    return value
-
-
-def _wire_safe(value: Any) -> bool:
-    return value is None or isinstance(value, (bool, int, float, str))
-
-
-def action(func: Callable | None = None, *, name: str | None = None,
-           immediate: bool = False) -> Any:
-    """Mark a method of a :class:`Component` subclass as an action operators can invoke.
-
-    The action's name is the method name unless ``name`` is given; its parameters and
-    docstring are shown to operators. It may return a value (sent as ``data["result"]``) or
-    be a generator: each yielded dict is sent to the operator as progress and the generator's
-    ``return`` value is the result.
-
-    ``immediate=True``: run at once in the immediate lane instead of queueing behind the
-    action worker (see the module doc); only for short, thread-safe actions (stop, abort,
-    status). Advertised as ``"immediate": true`` in the action's description.
-    """
-
-    def mark(f: Callable) -> Callable:
-        f._larpix_action = name or f.__name__  # type: ignore[attr-defined]
-        f._larpix_immediate = immediate  # type: ignore[attr-defined]
-        return f
-
-    return mark(func) if func is not None else mark
-
-
-def _spec(name: str, func: Callable[..., Any], doc: str | None = None,
-          immediate: bool = False) -> ActionSpec:
-    params = []
-    for p in inspect.signature(func).parameters.values():
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            continue
-        required = p.default is inspect.Parameter.empty
-        ann = p.annotation if isinstance(p.annotation, str) else getattr(
-            p.annotation, "__name__", "" if p.annotation is inspect.Parameter.empty else
-            str(p.annotation))
-        params.append(Param(p.name, required, None if required else p.default, ann))
-    text = doc if doc is not None else inspect.getdoc(func) or ""
-    return ActionSpec(name, func, tuple(params), text.strip(), immediate)
 
 
 class ComponentError(RuntimeError):
@@ -217,13 +125,7 @@ class Component:
                                  "actions_failed": 0, "reconnects": 0, "control_messages_unsent": 0,
                                  "counters_failed": 0}
         self.error: str | None = None
-        self._actions: dict[str, ActionSpec] = {}
-        for attr in dir(type(self)):
-            fn = getattr(type(self), attr, None)
-            tag = getattr(fn, "_larpix_action", None)
-            if tag:
-                self._actions[tag] = _spec(tag, getattr(self, attr),
-                                           immediate=getattr(fn, "_larpix_immediate", False))
+        self._actions: dict[str, ActionSpec] = marked_actions(self)
         self._outbox: queue.SimpleQueue[m.Message] = queue.SimpleQueue()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)  # a full pipe already means "wake up"
@@ -280,7 +182,7 @@ class Component:
                         *, immediate: bool = False) -> None:
         """Offer ``func`` as action ``name`` (call before :meth:`start`); ``immediate`` as
         for :func:`action`."""
-        self._actions[name] = _spec(name, func, doc, immediate)
+        self._actions[name] = spec_of(name, func, doc, immediate)
 
     # --- life cycle -----------------------------------------------------------------------
 
@@ -320,9 +222,7 @@ class Component:
             t.join(timeout)
         self._transitions.shutdown(wait=True, cancel_futures=True)
         if self._log_address is not None:
-            from larpixdaq.pipeline import logcollector
-
-            logcollector.uninstall_forwarding(self._log_address)
+            logforward.uninstall_forwarding(self._log_address)
             self._log_address = None
         self._action_pool.shutdown(wait=False, cancel_futures=True)
         self._immediate_pool.shutdown(wait=False, cancel_futures=True)
@@ -507,13 +407,11 @@ class Component:
         address = services.get("logs")
         if not self.forward_logs or address == self._log_address:
             return
-        from larpixdaq.pipeline import logcollector
-
         if self._log_address is not None:
-            logcollector.uninstall_forwarding(self._log_address)
+            logforward.uninstall_forwarding(self._log_address)
             self._log_address = None
         if isinstance(address, str):
-            self._log_handler = logcollector.install_forwarding(address, self.name)
+            self._log_handler = logforward.install_forwarding(address, self.name)
             self._log_address = address
 
     def _call_on_error(self, reason: str) -> None:

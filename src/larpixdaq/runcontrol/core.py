@@ -247,9 +247,9 @@ class Core:
 
     def close(self) -> None:
         if self._log_address is not None:
-            from larpixdaq.pipeline import logcollector
+            from larpixdaq.runcontrol import logforward
 
-            logcollector.uninstall_forwarding(self._log_address, logger="larpixdaq.core")
+            logforward.uninstall_forwarding(self._log_address, logger="larpixdaq.core")
             self._log_address = None
         if self._sock is not None:
             self._sock.close(0)
@@ -469,13 +469,13 @@ class Core:
         address = self._services().get("logs")
         if address == self._log_address:
             return
-        from larpixdaq.pipeline import logcollector
+        from larpixdaq.runcontrol import logforward
 
         if self._log_address is not None:
-            logcollector.uninstall_forwarding(self._log_address, logger="larpixdaq.core")
+            logforward.uninstall_forwarding(self._log_address, logger="larpixdaq.core")
             self._log_address = None
         if isinstance(address, str):
-            logcollector.install_forwarding(address, "core", logger="larpixdaq.core")
+            logforward.install_forwarding(address, "core", logger="larpixdaq.core")
             self._log_address = address
 
     def _services(self) -> dict[str, Any]:

@@ -1,9 +1,11 @@
-"""Structured logging from every component to one place: a handler and a collector.
+"""Log forwarding: the sending half of structured logging, and the record codec both halves use.
 
 Every component process installs :class:`LogForwarder` (the component base does it by itself
-when the core advertises a ``logs`` service) and its log records travel as msgpack maps over a
-ZeroMQ PUSH socket to the :class:`LogCollector`, a component of role ``log`` that PULLs them,
-appends each as one JSON line to a file, and prints a readable line on the console.
+when the core advertises a ``logs`` service; the core does it for its own records) and its log
+records travel as msgpack maps over a ZeroMQ PUSH socket to the log collector
+(:mod:`larpixdaq.pipeline.logcollector`), a component of role ``log`` that PULLs them.
+This module sits low, beside the messages, because the component base and the core both
+forward: neither may depend on the collector, which is itself a component.
 
 PUSH/PULL rather than PUB/SUB: records queue (up to a bound) while the collector is briefly
 away instead of vanishing, and a record that cannot be queued is counted in
@@ -12,19 +14,14 @@ away instead of vanishing, and a record that cannot be queued is counted in
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
-import sys
 import threading
 import time
-from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import msgpack
 import zmq
-
-from larpixdaq.pipeline.component import Component
 
 RECORD_VERSION = 1
 _COMPONENT_LOGGER = "larpixdaq.component."
@@ -151,69 +148,3 @@ def uninstall_forwarding(address: str, logger: str = "larpixdaq") -> None:
         del _installed[key]
     logging.getLogger(logger).removeHandler(handler)
     handler.close()
-
-
-class LogCollector(Component):
-    """Receives every component's records; writes JSON lines to ``path`` and text to console.
-
-    ``bind`` is where to listen (``tcp://*:5551``; port 0 picks a free one). The actual
-    endpoint is advertised to the core as the ``logs`` service, so components find it.
-    """
-
-    role = "log"
-
-    def __init__(self, name: str = "logs", core: str = "tcp://127.0.0.1:5550", *,
-                 bind: str = "tcp://*:5551", path: str | Path = "larpix-daq.log",
-                 console: TextIO | None = sys.stderr, **kw: Any) -> None:
-        ctx = kw.get("context") or zmq.Context.instance()
-        self._pull = ctx.socket(zmq.PULL)
-        self._pull.setsockopt(zmq.LINGER, 0)
-        if bind.startswith("tcp://") and bind.endswith(":0"):
-            bind = bind[:-2] + ":*"
-        self._pull.bind(bind)
-        endpoint = self._pull.getsockopt_string(zmq.LAST_ENDPOINT)
-        if "0.0.0.0" in endpoint:
-            endpoint = endpoint.replace("0.0.0.0", socket.gethostname())
-        self.endpoint = endpoint
-        # The collector forwards its own records to itself, like any other component.
-        super().__init__(name, core, endpoints={"logs": endpoint}, **kw)
-        self.path = Path(path)
-        self.console = console
-        self.received = 0
-        self.malformed = 0
-        self.written = 0
-        self.last_error = ""
-
-    def counters(self) -> dict[str, int]:
-        return {"records_received": self.received, "records_malformed": self.malformed,
-                "records_written": self.written}
-
-    def main(self, stop: threading.Event) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as out:
-            while not stop.is_set():
-                if not self._pull.poll(100):
-                    continue
-                lines = []
-                while True:
-                    try:
-                        data = self._pull.recv(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    self.received += 1
-                    try:
-                        rec = decode_record(data)
-                    except LogRecordError as exc:
-                        self.malformed += 1
-                        self.last_error = str(exc)
-                        continue
-                    lines.append(rec)
-                if not lines:
-                    continue
-                out.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in lines))
-                out.flush()
-                self.written += len(lines)
-                if self.console is not None:
-                    self.console.write("".join(format_record(r) + "\n" for r in lines))
-                    self.console.flush()
-        self._pull.close(0)
