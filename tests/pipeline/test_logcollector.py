@@ -24,21 +24,31 @@ def core(tmp_path):
         yield c
 
 
+def _records(path) -> list[dict]:
+    """The whole JSON lines of the log file (the collector may be writing the last one)."""
+    text = path.read_text() if path.exists() else ""
+    return [json.loads(x) for x in text[:text.rfind("\n") + 1].splitlines()]
+
+
 def test_records_from_a_component_reach_file_and_console(core, tmp_path):
     console = io.StringIO()
     collector = LogCollector("logs", core.endpoint, bind="tcp://127.0.0.1:0",
                              path=tmp_path / "daq.log", console=console,
                              heartbeat_interval=0.05).start()
     board = Component("board", core.endpoint, role="producer", heartbeat_interval=0.05)
-    board.start()
     try:
-        assert collector.wait_registered(5) and board.wait_registered(5)
+        # The core forwards its records once the collector has registered (the core handles
+        # one message at a time): the board registers after that, so the core's record of
+        # it must reach the file. Started together, the board could register first.
+        assert collector.wait_registered(30)
+        board.start()
+        assert board.wait_registered(30)
         wait_for(lambda: board.services.get("logs") == collector.endpoint)
         board.log.warning("threshold %d too low", 7)
 
         def warnings():
-            lines = [json.loads(x) for x in (tmp_path / "daq.log").read_text().splitlines()]
-            return [r for r in lines if r["message"] == "threshold 7 too low"]
+            return [r for r in _records(tmp_path / "daq.log")
+                    if r["message"] == "threshold 7 too low"]
 
         rec = wait_for(warnings)[0]
         assert rec["level"] == "WARNING" and rec["component"] == "board"
@@ -50,19 +60,16 @@ def test_records_from_a_component_reach_file_and_console(core, tmp_path):
             assert op.wait(op.prepare_run()).success
 
         def prepared_by_both():
-            text = (tmp_path / "daq.log").read_text().splitlines()
-            recs = [json.loads(x) for x in text]
-            return {r["component"] for r in recs if r["message"] == "prepare done (run 1)"}
+            return {r["component"] for r in _records(tmp_path / "daq.log")
+                    if r["message"] == "prepare done (run 1)"}
 
         wait_for(lambda: prepared_by_both() == {"board", "logs"})
 
-        def from_core():
-            text = (tmp_path / "daq.log").read_text().splitlines()
-            return [r for r in map(json.loads, text) if r["component"] == "core"]
+        def board_registered_says_core():
+            return [r for r in _records(tmp_path / "daq.log") if r["component"] == "core"
+                    and "component board (producer) registered" in r["message"]]
 
-        core_records = wait_for(from_core)
-        assert any("component board (producer) registered" in r["message"]
-                   for r in core_records)
+        wait_for(board_registered_says_core)
     finally:
         board.stop()
         collector.stop()

@@ -74,8 +74,17 @@ class CoreProcess:
         self.terminate()
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = 5.0, interval: float = 0.02) -> T:
-    """Poll until ``predicate()`` is truthy and return it; AssertionError after ``timeout``."""
+WAIT_TIMEOUT = 30.0
+"""How long a test waits for a condition by default: only a bound (a condition that holds
+returns at once), so generous enough for a busy 2-core machine."""
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = WAIT_TIMEOUT,
+             interval: float = 0.02) -> T:
+    """Poll until ``predicate()`` is truthy and return it; AssertionError after ``timeout``.
+
+    Tests wait on the condition they need, never a fixed sleep: a sleep is too short on a
+    loaded machine and wasted on an idle one."""
     deadline = time.monotonic() + timeout
     value = predicate()
     while not value and time.monotonic() < deadline:
