@@ -78,6 +78,16 @@ def test_run_with_duration_prints_progress_and_summary(core, store, capsys):
     assert "run 1 ended: success" in out and "packets written 1234, lost 0" in out
 
 
+def test_run_that_lost_packets_exits_nonzero_and_shows_degraded(core, store, capsys):
+    store.counters = lambda: {"packets_written": 1234, "packets_lost": 7}
+    code = main(["run", "--core", core.endpoint, "--duration", "0.3"])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert "run 1 ended: degraded" in out and "lost 7" in out
+    assert main(["runs", "--db", str(core.db)]) == 0
+    assert "degraded" in capsys.readouterr().out
+
+
 def test_errors_exit_nonzero_with_one_line(core, capsys, tmp_path):
     assert main(["begin", "--core", core.endpoint]) == 1
     err = capsys.readouterr().err.strip()

@@ -13,6 +13,7 @@ from daq_procs import Daq
 from larpixdaq.formats.hdf5file import Hdf5File, verify_checksum
 from larpixdaq.formats.rows import MESSAGE
 from larpixdaq.pipeline.runfile import read_run_packets
+from larpixdaq.runcontrol.statemachine import LOSS_COUNTERS
 from larpixdaq.runcontrol.testing import wait_for
 
 
@@ -61,6 +62,12 @@ def test_runs_record_every_packet_sent(daq_factory, boards):
     _check_rows_match_sent(daq, rows, boards, run["run_number"])
     assert run["packets_written"] == len(rows)
     assert run["packets_lost"] == 0
+    assert run["exit_status"] == "success"
+    # Every declared loss counter is reported under its name (a renamed one would be read
+    # as zero by the exit-status rule and hide losses).
+    for name, role in run["roles"].items():
+        for counter in LOSS_COUNTERS.get(role, ()):
+            assert run["counters"][name][counter] == 0, (name, counter)
     texts = _texts(files)
     assert texts.count("Beginning run") == boards and texts.count("Ending run") == boards
     with Hdf5File(files[0]) as f:

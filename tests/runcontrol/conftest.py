@@ -16,19 +16,21 @@ from larpixdaq.runcontrol.testing import CoreProcess
 class Recorder(Component):
     """A component that records every hook call (in a list shared by several)."""
 
-    def __init__(self, name, core, role, journal, *, prepare_delay=0.0, lost=1, **kw):
+    def __init__(self, name, core, role, journal, *, prepare_delay=0.0, lost=0, extra=None,
+                 **kw):
         super().__init__(name, core, role=role, heartbeat_interval=0.05, core_timeout=0.5,
                          **kw)
         self.journal = journal
         self.prepare_delay = prepare_delay
         self.written = 0
         self.lost = lost
+        self.extra = dict(extra or {})  # more counters to report (e.g. refusals)
         self.runs_seen = []
 
     def counters(self):
         if self.role == "storage":
-            return {"packets_written": self.written, "packets_lost": self.lost}
-        return {"packets_sent": self.written}
+            return {"packets_written": self.written, "packets_lost": self.lost, **self.extra}
+        return {"packets_sent": self.written, **self.extra}
 
     def on_prepare(self, run):
         time.sleep(self.prepare_delay)

@@ -56,10 +56,46 @@ def test_full_cycle_in_role_order(core, components):
     assert rec.exit_status == "success" and rec.end_time >= rec.begin_time >= rec.start_time
     assert rec.comment == "cosmics" and rec.run_type == "physics"
     assert rec.files == [f"/data/run{number}-st.h5"]
-    assert rec.packets_written == 10 and rec.packets_lost == 1
+    assert rec.packets_written == 10 and rec.packets_lost == 0
     assert rec.counters["p0"]["packets_sent"] == 10
     assert rec.counters["p0"]["malformed_messages"] == 0
     assert rec.roles["st"] == "storage"
+
+
+def _one_run(core):
+    with Operator(core.endpoint) as op:
+        assert op.wait(op.prepare_run()).success
+        assert op.wait(op.begin_run()).success
+        end = op.wait(op.end_run())
+    assert end.success, end.message
+    return end
+
+
+def test_lost_packets_make_the_run_degraded(core, components):
+    components("st", "storage", lost=1)
+    components("p", "producer")
+    end = _one_run(core)
+    run = end.data["run"]
+    assert run["exit_status"] == "degraded" and run["packets_lost"] == 1
+    assert "(degraded): st.packets_lost 1" in end.message
+    db = RunDatabase(core.db)
+    rec = db.get_run(run["run_number"])
+    db.close()
+    assert rec.exit_status == "degraded"
+
+
+def test_a_refused_frame_or_unfinished_stream_makes_the_run_degraded(core, components):
+    components("st", "storage", extra={"streams_unfinished": 1})
+    agg = components("agg", "aggregator", extra={"run_bad_messages": 2})
+    end = _one_run(core)
+    assert end.data["run"]["exit_status"] == "degraded"
+    assert "agg.run_bad_messages 2" in end.message and "st.streams_unfinished 1" in end.message
+    # A counter that is a loss for one role means nothing for another: a producer's
+    # malformed credit messages lose no data.
+    agg.extra = {}
+    components.made[0].extra = {}
+    components("p", "producer", extra={"run_bad_messages": 5, "bad_messages": 3})
+    assert _one_run(core).data["run"]["exit_status"] == "success"
 
 
 def test_run_numbers_increase_and_aliases(core, components):

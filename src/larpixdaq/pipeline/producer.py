@@ -656,12 +656,14 @@ class ProducerComponent(BoardActions, Component):
     def __init__(self, name: str, core: str, producer: Producer, **kw: Any) -> None:
         super().__init__(name, core, **kw)
         self.producer = producer
+        self._unsent_before = 0.0  # messages_unsent when this run was prepared
         self.init_board_actions(producer)
 
     def counters(self) -> dict[str, Any]:
         return {**self.producer.snapshot(), **self.board_counters()}
 
     def on_prepare(self, run: RunInfo) -> dict | None:
+        self._unsent_before = self.producer.counters["messages_unsent"]
         self.producer.prepare(run.run_number)
         return None
 
@@ -670,7 +672,10 @@ class ProducerComponent(BoardActions, Component):
         return None
 
     def on_end(self, run: RunInfo | None) -> dict | None:
-        return {"counters": self.producer.end()}
+        counters = self.producer.end()
+        # What this run read from the board and never sent (the total covers every run).
+        unsent = counters.get("messages_unsent", 0) - self._unsent_before
+        return {"counters": {**counters, "run_messages_unsent": unsent}}
 
     def start(self) -> ProducerComponent:
         self.producer.start()

@@ -315,6 +315,7 @@ class StorageComponent(Component):
     def __init__(self, name: str, core: str, link: StorageLink, **kw: Any) -> None:
         super().__init__(name, core, **kw)
         self.link = link
+        self._base: dict[str, int] = {}  # the link's counters when this run was prepared
         run = link.resume_unfinished()
         if run is not None:
             # Carry on with the run: run control finds us in it, and its end (or reset after
@@ -329,13 +330,19 @@ class StorageComponent(Component):
         meta = {"run_type": run.run_type, "comment": run.comment,
                 "start_time": run.start_time or time.time(),
                 "config_hash": run.config_hash or ""}
+        self._base = dict(self.link.counters)
         return self.link.prepare(run.run_number, meta)
 
     def on_end(self, run: RunInfo | None) -> dict | None:
         summary = self.link.end()
-        # The link's own counts (frames rejected or outside the run) belong in the record too.
+        # The link's own counts (frames rejected, refused or outside the run) belong in the
+        # record too: as they stand and, as run_*, what this run added.
         return {"files": summary["files"],
-                "counters": {**self.link.counters, **summary["counters"]}}
+                "counters": {**self._run_link_counters(), **summary["counters"]}}
+
+    def _run_link_counters(self) -> dict[str, int]:
+        now = dict(self.link.counters)
+        return {**now, **{f"run_{k}": v - self._base.get(k, 0) for k, v in now.items()}}
 
     def start(self) -> StorageComponent:
         self.link.start()

@@ -58,6 +58,7 @@ from larpixdaq.runcontrol.statemachine import (
     TransitionRefused,
     catch_up_steps,
     run_exit_status,
+    run_losses,
     transition_groups,
 )
 
@@ -758,17 +759,21 @@ class Core:
         if new is State.STOP and self.run is not None:
             number = self.run.run_number
             record = self.db.get_run(number)
+            losses = run_losses(record.counters, record.roles)
             status = run_exit_status(
                 tr.previous, went_through_error=self._run_failed,
                 transition_failures=len(tr.failures), incidents=len(record.incidents),
                 unresolved_incidents=len(record.unresolved_incidents),
-                packets_lost=record.packets_lost if record.storage_reported else None)
+                storage_reported=record.storage_reported,
+                losses=losses)
             record = self.db.finish_run(number, status)
             self.run = None
             self._missing.clear()  # nobody is expected back into a closed run
             self._persist()
             data["run"] = record.to_dict()
             message = f"run {number} ended ({status})"
+            if losses:
+                message += ": " + ", ".join(f"{k} {v}" for k, v in sorted(losses.items()))
         else:
             self._persist()
             message = f"{tr.request} done: state {new}"

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from larpixdaq.errors import LarpixDaqError
+from larpixdaq.runcontrol.statemachine import EXIT_STATUSES
 
-EXIT_STATUSES = ("success", "aborted", "failed")
 STORAGE_ROLE = "storage"
 
 _SCHEMA = """

@@ -226,6 +226,49 @@ TRANSITION_TARGET: dict[str, State] = {
 }
 
 
+#: Every counter that means data of the run was lost or refused, by the role that reports it
+#: at the end of the run (all are counts for that run alone). The exit-status rule reads these
+#: and only these; ``docs/datapath.md`` says what each one counts.
+LOSS_COUNTERS: dict[str, tuple[str, ...]] = {
+    "storage": (
+        "packets_lost",            # packets in holes of a stream's seq (from the offsets)
+        "frames_missing",          # frames in those holes
+        "streams_unfinished",      # streams whose "Ending run" never arrived
+        "decode_errors",           # data words refused by the decoder
+        "run_bad_frames",          # frames refused as malformed
+        "run_write_errors",        # the file could not be written
+        "run_frames_outside_run",  # frames of no open run (written nowhere)
+    ),
+    "aggregator": ("run_bad_messages",),     # producer/storage messages refused as malformed
+    "producer": ("run_messages_unsent",),    # read from the board but never sent
+}
+
+#: Every exit status a run can end with, best first.
+EXIT_STATUSES = ("success", "degraded", "aborted", "failed")
+
+
+def run_losses(counters: Mapping[str, Mapping[str, object]],
+               roles: Mapping[str, str]) -> dict[str, int]:
+    """The run's nonzero loss counters as ``{"component.counter": n}``.
+
+    ``counters`` is what each component reported at the end of the run (by component name)
+    and ``roles`` its role; only the counters :data:`LOSS_COUNTERS` declares for that role
+    count. A value that is not a number counts as one loss: a counter nobody can read cannot
+    vouch that nothing was lost.
+    """
+    out: dict[str, int] = {}
+    for name, values in counters.items():
+        for counter in LOSS_COUNTERS.get(roles.get(name, ""), ()):
+            if counter not in values:
+                continue
+            value = values[counter]
+            n = int(value) if isinstance(value, (int, float)) and not isinstance(
+                value, bool) else 1
+            if n:
+                out[f"{name}.{counter}"] = n
+    return out
+
+
 def run_exit_status(
     ended_from: State,
     *,
@@ -233,21 +276,25 @@ def run_exit_status(
     transition_failures: int,
     incidents: int,
     unresolved_incidents: int,
-    packets_lost: int | None,
+    storage_reported: bool,
+    losses: Mapping[str, int],
 ) -> str:
-    """How a run that is being closed ended: ``success``, ``aborted`` or ``failed``.
+    """How a run that is being closed ended: ``success``, ``degraded``, ``aborted``, ``failed``.
 
-    A run is ``failed`` if it went through ERROR, its closing transition had failures, or it
-    has an incident that was not put right. Incidents that were all put right (a component
-    lost and registered again within its grace) leave the run clean only if storage reported
-    and counted no lost packet: ``packets_lost`` is the storage total, ``None`` when no
-    storage reported, which cannot prove that nothing was lost. Otherwise a run ended from
-    RUN is ``success`` and one ended before it began ``aborted``.
+    * ``failed``: the DAQ did not carry the run through: it went through ERROR, its closing
+      transition had failures, it has an incident that was not put right, or it had
+      incidents (put right) and no storage reported, so nothing shows that nothing was lost;
+    * ``degraded``: carried through, but data was lost or refused: any of ``losses`` (the
+      run's :func:`run_losses`) is nonzero;
+    * ``aborted``: ended before data taking began, nothing lost;
+    * ``success``: ended from RUN, nothing unresolved and every loss counter zero.
     """
     if went_through_error or transition_failures or unresolved_incidents:
         return "failed"
-    if incidents and packets_lost != 0:
+    if incidents and not storage_reported:
         return "failed"
+    if any(losses.values()):
+        return "degraded"
     return "success" if State(ended_from) is State.RUN else "aborted"
 
 

@@ -534,7 +534,8 @@ function when(t) { return t ? new Date(t * 1000).toLocaleString() : "–"; }
 function renderRuns() {
   $("runs").tBodies[0].replaceChildren(...S.runs.map((r) => el("tr", {},
     el("td", { text: String(r.run_number) }), el("td", { text: r.run_type }),
-    el("td", { text: r.exit_status || "open" }), el("td", { text: r.state }),
+    el("td", { text: r.exit_status || "open", class: `exit-${r.exit_status || "open"}` }),
+    el("td", { text: r.state }),
     el("td", { text: when(r.start_time) }), el("td", { text: when(r.end_time) }),
     el("td", { text: r.comment }), el("td", { text: (r.files || []).join(", ") }))));
 }
