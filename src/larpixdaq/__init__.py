@@ -1,6 +1,6 @@
 """larpix-daq: data acquisition for LArPix pixelated charge readout."""
 
-__version__ = "0.1.0"
+from larpixdaq.version import __version__ as __version__
 
 
 def __getattr__(name: str):

@@ -8,27 +8,12 @@ and a non-zero exit status, so that every command fails the same way.
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
-import pkgutil
 import sys
 
-from larpixdaq import __version__
-from larpixdaq import commands as commands_pkg
-from larpixdaq.commands import Command
+from larpixdaq.commands import discover_commands
 from larpixdaq.errors import CommandError
-
-
-def discover_commands() -> list[Command]:
-    """Every :class:`Command` declared by a module of ``larpixdaq.commands``, by name."""
-    found: dict[str, Command] = {}
-    for info in pkgutil.iter_modules(commands_pkg.__path__):
-        module = importlib.import_module(f"{commands_pkg.__name__}.{info.name}")
-        for command in getattr(module, "COMMANDS", []):
-            if command.name in found:
-                raise RuntimeError(f"two modules declare the command {command.name!r}")
-            found[command.name] = command
-    return [found[name] for name in sorted(found)]
+from larpixdaq.version import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:

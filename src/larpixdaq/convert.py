@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from larpixdaq import __version__
 from larpixdaq.formats.hdf5file import DEFAULT_CHUNK_ROWS, Hdf5Writer
 from larpixdaq.formats.pacman import decode_data_messages
 from larpixdaq.formats.rawfile import open_raw
 from larpixdaq.formats.rows import PACKET_TYPE_NAMES
+from larpixdaq.version import __version__
 
 DEFAULT_CHUNK_MESSAGES = 512
 ProgressCallback = Callable[[int, int], None]

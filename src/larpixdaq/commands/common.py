@@ -5,18 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from larpixdaq.errors import CommandError
-
-DEFAULT_CORE = "tcp://127.0.0.1:5550"
+from larpixdaq.runcontrol.addresses import CORE_ENV, DEFAULT_CORE
 
 
 def add_core_argument(parser: argparse.ArgumentParser, help: str | None = None) -> None:
     """``--core``: the core's address, from ``$LARPIX_DAQ_CORE`` when not given."""
     parser.add_argument(
-        "--core", default=os.environ.get("LARPIX_DAQ_CORE", DEFAULT_CORE),
-        help=help or f"address of the core (default: $LARPIX_DAQ_CORE or {DEFAULT_CORE})")
+        "--core", default=os.environ.get(CORE_ENV, DEFAULT_CORE),
+        help=help or f"address of the core (default: ${CORE_ENV} or {DEFAULT_CORE})")
 
 
 def add_keys_argument(parser: argparse.ArgumentParser, who: str) -> None:
@@ -38,3 +38,83 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             out[key] = value
     return out
+
+
+def add_client_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--core``, ``--keys`` and ``--timeout``: what every command that asks the core takes."""
+    add_core_argument(parser)
+    add_keys_argument(parser, "made by `larpix-daq keys`")
+    parser.add_argument("--timeout", type=float, default=10.0,
+                        help="seconds to wait for the core's answer (default 10)")
+
+
+def connect_operator(args: argparse.Namespace) -> Any:
+    """An :class:`~larpixdaq.runcontrol.operator.Operator` for the parsed client arguments;
+    a bad key directory is a one-line CommandError. Imported here so that commands that never
+    talk to the core start without ZeroMQ."""
+    from larpixdaq.runcontrol.operator import Operator
+    from larpixdaq.runcontrol.security import KeysError
+
+    try:
+        return Operator(args.core, timeout=args.timeout, keys=args.keys)
+    except KeysError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def final_reply(reply: Any, quiet: bool = False) -> Any:
+    """Print progress, return the final result, or raise a one-line CommandError."""
+    from larpixdaq.runcontrol.operator import Progress, Timeout
+
+    final = None
+    for response in reply:
+        if isinstance(response, Progress) and not quiet:
+            done = ", ".join(response.data.get("done", []))
+            print(f"  {response.data.get('transition', '')}: acknowledged by {done}"
+                  if done else f"  progress: {response.data}")
+        final = response
+    if isinstance(final, Timeout):
+        raise CommandError(f"{final.message}; is `larpix-daq core` running there?")
+    if not final.success:
+        raise CommandError(final.message)
+    return final
+
+
+def _progress_text(data: dict[str, Any]) -> str:
+    return "  " + " ".join(f"{k}={v}" for k, v in data.items())
+
+
+def shown(reply: Any, quiet: bool = False) -> Iterator[Any]:
+    """Pass a reply's responses on, printing each progress step as it arrives."""
+    from larpixdaq.runcontrol.operator import Progress
+
+    for response in reply:
+        if isinstance(response, Progress) and not quiet:
+            print(_progress_text(response.data), flush=True)
+        yield response
+
+
+def drive(reply: Any, quiet: bool = False) -> Any:
+    """Progress printed, then the final result (a failure is a one-line CommandError)."""
+    return final_reply(shown(reply, quiet), quiet=True)
+
+
+def add_board_arguments(p: argparse.ArgumentParser) -> None:
+    """The client arguments plus ``--board`` and ``--json``: commands that drive a board."""
+    add_client_arguments(p)
+    p.add_argument("--board", default=None,
+                   help="producer (board) name; needed only when several are registered")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def sim_rate(text: str) -> float | str:
+    """A ``--sim-rate`` value: packets per second (>= 0) or ``physics``."""
+    if text == "physics":
+        return text
+    try:
+        rate = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a rate in packets/s nor 'physics'") from None
+    if rate < 0:
+        raise argparse.ArgumentTypeError(f"a rate cannot be negative ({text})")
+    return rate

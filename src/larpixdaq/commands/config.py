@@ -16,39 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Iterator
 from typing import Any
 
 from larpixdaq.commands import Command
-from larpixdaq.commands.common import parse_assignments
-from larpixdaq.commands.runcontrol import _client_args, _final, _operator
+from larpixdaq.commands.common import (
+    add_board_arguments,
+    connect_operator,
+    drive,
+    parse_assignments,
+)
 from larpixdaq.errors import CommandError
-
-
-def _progress_text(data: dict[str, Any]) -> str:
-    return "  " + " ".join(f"{k}={v}" for k, v in data.items())
-
-
-def shown(reply: Any, quiet: bool = False) -> Iterator[Any]:
-    """Pass a reply's responses on, printing each progress step as it arrives."""
-    from larpixdaq.runcontrol.operator import Progress
-
-    for response in reply:
-        if isinstance(response, Progress) and not quiet:
-            print(_progress_text(response.data), flush=True)
-        yield response
-
-
-def drive(reply: Any, quiet: bool = False) -> Any:
-    """Progress printed, then the final result (a failure is a one-line CommandError)."""
-    return _final(shown(reply, quiet), quiet=True)
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    _client_args(p)
-    p.add_argument("--board", default=None,
-                   help="producer (board) name; needed only when several are registered")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -58,24 +35,24 @@ def configure(p: argparse.ArgumentParser) -> None:
                        ("read", "read the chips' registers back"),
                        ("verify", "compare the chips with the software copy")):
         s = sub.add_parser(name, help=text)
-        _common(s)
+        add_board_arguments(s)
         s.add_argument("chips", nargs="*", metavar="CHIP", help="chip keys (default: all)")
     s = sub.add_parser("set", help="change registers of one chip in the software copy")
-    _common(s)
+    add_board_arguments(s)
     s.add_argument("chip", metavar="CHIP")
     s.add_argument("values", nargs="+", metavar="REG=VAL",
                    help="register name (or name[i]) = value (JSON: 3, [1,2,...])")
     s = sub.add_parser("load", help="chip configuration JSON file or directory")
-    _common(s)
+    add_board_arguments(s)
     s.add_argument("path", metavar="FILE")
     s.add_argument("chips", nargs="*", metavar="CHIP",
                    help="chips a file without a chip key in its name applies to (default all)")
     s = sub.add_parser("network", help="load a hydra network JSON file")
-    _common(s)
+    add_board_arguments(s)
     s.add_argument("file", nargs="?", default=None,
                    help="network file (default for a simulated board: its own)")
     s = sub.add_parser("bring-up", help="bring the network up with verification")
-    _common(s)
+    add_board_arguments(s)
     s.add_argument("--no-reset", action="store_true", help="do not reset the chips first")
 
 
@@ -112,7 +89,7 @@ def _print_result(args: argparse.Namespace, final: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    with _operator(args) as op:
+    with connect_operator(args) as op:
         what, board = args.what, args.board
         if what == "show":
             reply = (op.retrieve_configuration(_chips(args), board=board) if args.chips

@@ -13,7 +13,7 @@ import sys
 import time
 
 from larpixdaq.commands import Command
-from larpixdaq.commands.common import add_core_argument
+from larpixdaq.commands.common import add_core_argument, sim_rate
 from larpixdaq.errors import CommandError
 
 DEFAULT_INLET = "tcp://127.0.0.1:5560"
@@ -139,20 +139,6 @@ def configure_producer(p: argparse.ArgumentParser) -> None:
     p.add_argument("--record", default=None,
                    help="also write every data message sent to this raw file, one per run "
                         "('{run}' in the name is replaced by the run number)")
-
-
-def sim_rate(text: str) -> float | str:
-    """A ``--sim-rate`` value: packets per second (>= 0) or ``physics``."""
-    if text == "physics":
-        return text
-    try:
-        rate = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is neither a rate in packets/s nor 'physics'") from None
-    if rate < 0:
-        raise argparse.ArgumentTypeError(f"a rate cannot be negative ({text})")
-    return rate
 
 
 def make_source(board: str, io_group: int, *, sim_rate: float | str = 100_000,

@@ -16,19 +16,23 @@ import argparse
 import json
 
 from larpixdaq.commands import Command
-from larpixdaq.commands.config import _common, drive, parse_assignments
-from larpixdaq.commands.runcontrol import _operator
+from larpixdaq.commands.common import (
+    add_board_arguments,
+    connect_operator,
+    drive,
+    parse_assignments,
+)
 
 
 def configure(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="what", required=True, metavar="ACTION")
     s = sub.add_parser("list", help="routines the board offers, with their parameters")
-    _common(s)
+    add_board_arguments(s)
     s = sub.add_parser("load", help="load routine files (NAME.py with routine(ctx, ...))")
-    _common(s)
+    add_board_arguments(s)
     s.add_argument("directory")
     s = sub.add_parser("run", help="run a routine; progress as it goes, then its result")
-    _common(s)
+    add_board_arguments(s)
     s.add_argument("name")
     s.add_argument("params", nargs="*", metavar="PARAM=VALUE",
                    help="parameters; values are JSON when they parse, else text")
@@ -37,11 +41,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     s.set_defaults(timeout=3600.0)
     s = sub.add_parser("stop", help="stop the running routine (it ends aborted at its next "
                                     "step)")
-    _common(s)
+    add_board_arguments(s)
 
 
 def run(args: argparse.Namespace) -> int:
-    with _operator(args) as op:
+    with connect_operator(args) as op:
         if args.what == "list":
             final = drive(op.list_routines(board=args.board), quiet=args.json)
             routines = final.data["result"]["routines"]

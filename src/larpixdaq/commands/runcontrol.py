@@ -16,45 +16,17 @@ import time
 from typing import Any
 
 from larpixdaq.commands import Command
-from larpixdaq.commands.common import add_core_argument, add_keys_argument, parse_assignments
+from larpixdaq.commands.common import (
+    add_client_arguments,
+    add_core_argument,
+    add_keys_argument,
+    connect_operator,
+    final_reply,
+    parse_assignments,
+)
 from larpixdaq.errors import CommandError
 
 DEFAULT_DB = "larpix-runs.sqlite"
-
-
-def _client_args(parser: argparse.ArgumentParser) -> None:
-    add_core_argument(parser)
-    add_keys_argument(parser, "made by `larpix-daq keys`")
-    parser.add_argument("--timeout", type=float, default=10.0,
-                        help="seconds to wait for the core's answer (default 10)")
-
-
-def _operator(args: argparse.Namespace):
-    from larpixdaq.runcontrol.operator import Operator
-    from larpixdaq.runcontrol.security import KeysError
-
-    try:
-        return Operator(args.core, timeout=args.timeout, keys=args.keys)
-    except KeysError as exc:
-        raise CommandError(str(exc)) from None
-
-
-def _final(reply, quiet: bool = False):
-    """Print progress, return the final result, or raise a one-line CommandError."""
-    from larpixdaq.runcontrol.operator import Progress, Timeout
-
-    final = None
-    for response in reply:
-        if isinstance(response, Progress) and not quiet:
-            done = ", ".join(response.data.get("done", []))
-            print(f"  {response.data.get('transition', '')}: acknowledged by {done}"
-                  if done else f"  progress: {response.data}")
-        final = response
-    if isinstance(final, Timeout):
-        raise CommandError(f"{final.message}; is `larpix-daq core` running there?")
-    if not final.success:
-        raise CommandError(final.message)
-    return final
 
 
 # --- core --------------------------------------------------------------------------------
@@ -114,13 +86,13 @@ def run_core(args: argparse.Namespace) -> int:
 
 
 def configure_status(p: argparse.ArgumentParser) -> None:
-    _client_args(p)
+    add_client_arguments(p)
     p.add_argument("--json", action="store_true", help="print the full status as JSON")
 
 
 def run_status(args: argparse.Namespace) -> int:
-    with _operator(args) as op:
-        final = _final(op.status())
+    with connect_operator(args) as op:
+        final = final_reply(op.status())
     st = final.data
     if args.json:
         print(json.dumps(st, indent=2, sort_keys=True))
@@ -140,23 +112,23 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def configure_prepare(p: argparse.ArgumentParser) -> None:
-    _client_args(p)
+    add_client_arguments(p)
     p.add_argument("--comment", default="", help="operator comment stored with the run")
     p.add_argument("--run-type", default="physics", help="run type (default physics)")
     p.add_argument("--data-dir", default=None, help="where components write run files")
 
 
 def run_prepare(args: argparse.Namespace) -> int:
-    with _operator(args) as op:
-        final = _final(op.prepare_run(args.comment, args.run_type, data_dir=args.data_dir))
+    with connect_operator(args) as op:
+        final = final_reply(op.prepare_run(args.comment, args.run_type, data_dir=args.data_dir))
     print(final.message)
     return 0
 
 
 def _simple(command: str):
     def run(args: argparse.Namespace) -> int:
-        with _operator(args) as op:
-            final = _final(op.request(command))
+        with connect_operator(args) as op:
+            final = final_reply(op.request(command))
         print(final.message)
         return 0
     return run
@@ -181,12 +153,12 @@ def run_run(args: argparse.Namespace) -> int:
 
     if args.duration < 0:
         raise CommandError("--duration must be zero or positive")
-    with _operator(args) as op:
-        prepared = _final(op.prepare_run(args.comment, args.run_type, data_dir=args.data_dir))
+    with connect_operator(args) as op:
+        prepared = final_reply(op.prepare_run(args.comment, args.run_type, data_dir=args.data_dir))
         number = prepared.data.get("run_number")
         print(f"run {number} prepared")
         try:
-            _final(op.begin_run())
+            final_reply(op.begin_run())
             print(f"run {number} started; taking data for {args.duration:g} s")
             t0 = time.monotonic()
             while (elapsed := time.monotonic() - t0) < args.duration:
@@ -205,7 +177,7 @@ def run_run(args: argparse.Namespace) -> int:
                     break
         except KeyboardInterrupt:
             print("interrupted: ending the run", file=sys.stderr)
-        final = _final(op.end_run())
+        final = final_reply(op.end_run())
     run = final.data.get("run", {})
     print(f"run {run.get('run_number')} ended: {run.get('exit_status')}")
     print(f"  packets written {run.get('packets_written', 0)}, lost {run.get('packets_lost', 0)}")
@@ -217,7 +189,7 @@ def run_run(args: argparse.Namespace) -> int:
 
 
 def configure_runs(p: argparse.ArgumentParser) -> None:
-    _client_args(p)
+    add_client_arguments(p)
     p.add_argument("--db", default=None,
                    help="read this run database file directly instead of asking the core")
     p.add_argument("--limit", type=int, default=None, help="only the most recent N runs")
@@ -241,8 +213,8 @@ def run_runs(args: argparse.Namespace) -> int:
         runs = [r.to_dict() for r in db.list_runs(args.limit)]
         db.close()
     else:
-        with _operator(args) as op:
-            runs = _final(op.runs(args.limit)).data["runs"]
+        with connect_operator(args) as op:
+            runs = final_reply(op.runs(args.limit)).data["runs"]
     if args.json:
         print(json.dumps(runs, indent=2, sort_keys=True))
         return 0
@@ -257,7 +229,7 @@ def run_runs(args: argparse.Namespace) -> int:
 
 
 def configure_invoke(p: argparse.ArgumentParser) -> None:
-    _client_args(p)
+    add_client_arguments(p)
     p.add_argument("component")
     p.add_argument("action")
     p.add_argument("params", nargs="*", metavar="NAME=VALUE",
@@ -266,8 +238,8 @@ def configure_invoke(p: argparse.ArgumentParser) -> None:
 
 def run_invoke(args: argparse.Namespace) -> int:
     params = parse_assignments(args.params)
-    with _operator(args) as op:
-        final = _final(op.invoke(args.component, args.action, **params))
+    with connect_operator(args) as op:
+        final = final_reply(op.invoke(args.component, args.action, **params))
     print(final.message)
     if final.data:
         print(json.dumps(final.data, indent=2, sort_keys=True, default=str))
@@ -280,9 +252,10 @@ COMMANDS = [
     Command("status", "show the DAQ state, the run and the components", configure_status,
             run_status),
     Command("prepare", "prepare a run (STOP -> READY)", configure_prepare, run_prepare),
-    Command("begin", "begin data taking (READY -> RUN)", _client_args, _simple("begin_run")),
-    Command("end", "end the run (RUN or READY -> STOP)", _client_args, _simple("end_run")),
-    Command("reset", "leave ERROR for STOP, closing any open run", _client_args,
+    Command("begin", "begin data taking (READY -> RUN)", add_client_arguments,
+            _simple("begin_run")),
+    Command("end", "end the run (RUN or READY -> STOP)", add_client_arguments, _simple("end_run")),
+    Command("reset", "leave ERROR for STOP, closing any open run", add_client_arguments,
             _simple("reset")),
     Command("run", "prepare, begin, take data for --duration seconds, end, print the summary",
             configure_run, run_run),

@@ -6,9 +6,8 @@ import argparse
 import importlib.util
 from pathlib import Path
 
-from larpixdaq.commands import Command
-from larpixdaq.commands.common import DEFAULT_CORE, add_core_argument
-from larpixdaq.commands.pipeline import sim_rate
+from larpixdaq.commands import Command, discover_commands
+from larpixdaq.commands.common import DEFAULT_CORE, add_core_argument, sim_rate
 from larpixdaq.errors import CommandError
 
 
@@ -41,8 +40,6 @@ def _host_port(address: str) -> tuple[str, int]:
 
 
 def _has_command(name: str) -> bool:
-    from larpixdaq.cli import discover_commands
-
     return any(c.name == name for c in discover_commands())
 
 

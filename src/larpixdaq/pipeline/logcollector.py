@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 import zmq
 
+from larpixdaq.runcontrol.addresses import DEFAULT_CORE
 from larpixdaq.runcontrol.component import Component
 from larpixdaq.runcontrol.logforward import LogRecordError, decode_record, format_record
 
@@ -29,7 +30,7 @@ class LogCollector(Component):
 
     role = "log"
 
-    def __init__(self, name: str = "logs", core: str = "tcp://127.0.0.1:5550", *,
+    def __init__(self, name: str = "logs", core: str = DEFAULT_CORE, *,
                  bind: str = "tcp://*:5551", path: str | Path = "larpix-daq.log",
                  console: TextIO | None = sys.stderr, **kw: Any) -> None:
         ctx = kw.get("context") or zmq.Context.instance()

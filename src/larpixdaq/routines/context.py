@@ -14,8 +14,15 @@ from typing import Any
 import numpy as np
 
 from larpixdaq.boards.session import BoardSession
+from larpixdaq.errors import LarpixDaqError
 from larpixdaq.formats.chipconfig import ChipConfig
-from larpixdaq.routines.registry import RoutineAborted
+
+
+class RoutineAborted(LarpixDaqError):  # noqa: N818 - a stop request, not an error
+    """Raised inside a routine (by ``ctx.check_stop()``) when it was asked to stop.
+
+    Defined with the context that raises it; the registry, which turns it into an ``aborted``
+    outcome, imports it from here, so the two modules do not import each other."""
 
 
 class RoutineContext:

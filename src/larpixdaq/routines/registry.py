@@ -27,16 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from larpixdaq.errors import LarpixDaqError
+from larpixdaq.routines import builtin
+from larpixdaq.routines.context import RoutineAborted
+from larpixdaq.runcontrol.actions import plain
 
 SUCCESS, FAILED, ABORTED = "success", "failed", "aborted"
 
 
 class RoutineError(LarpixDaqError):
     """A routine could not be found, loaded or started."""
-
-
-class RoutineAborted(LarpixDaqError):  # noqa: N818 - a stop request, not an error
-    """Raised inside a routine (by ``ctx.check_stop()``) when it was asked to stop."""
 
 
 @dataclass(frozen=True)
@@ -110,8 +109,6 @@ def _json_ok(value: Any) -> bool:
 
 def _jsonable(value: Any) -> Any:
     """``value`` with numpy scalars/arrays turned into plain values; raises if impossible."""
-    from larpixdaq.runcontrol.actions import plain
-
     out = plain(value)
     json.dumps(out, allow_nan=False)
     return out
@@ -123,8 +120,6 @@ class RoutineRegistry:
     def __init__(self, builtins: bool = True) -> None:
         self._routines: dict[str, RoutineSpec] = {}
         if builtins:
-            from larpixdaq.routines import builtin
-
             for name, fn in builtin.BUILTINS.items():
                 self.register(fn, name=name, origin="built-in")
 

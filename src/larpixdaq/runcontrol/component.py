@@ -19,7 +19,7 @@ counters. Subclasses write only the hooks and their actions::
             "Flush buffered rows to disk now."
             ...
 
-    Storage("storage-0", core="tcp://127.0.0.1:5550").run_forever()
+    Storage("storage-0", core=DEFAULT_CORE).run_forever()
 
 Threads, and why there are three:
 
@@ -60,12 +60,11 @@ import zmq
 from larpixdaq.runcontrol import logforward
 from larpixdaq.runcontrol import messages as m
 from larpixdaq.runcontrol.actions import ActionSpec, marked_actions, plain, spec_of
+from larpixdaq.runcontrol.addresses import DEFAULT_CORE
 from larpixdaq.runcontrol.messages import RunInfo
 from larpixdaq.runcontrol.security import ClientKeys, client_keys
 
 log = logging.getLogger("larpixdaq.component")
-
-DEFAULT_CORE = "tcp://127.0.0.1:5550"
 
 
 class ComponentError(RuntimeError):

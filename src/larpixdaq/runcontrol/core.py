@@ -43,6 +43,7 @@ from typing import Any
 import zmq
 
 from larpixdaq.runcontrol import messages as m
+from larpixdaq.runcontrol.addresses import DEFAULT_CORE
 from larpixdaq.runcontrol.rundb import RunDatabase, RunDatabaseError
 from larpixdaq.runcontrol.security import ServerKeys
 from larpixdaq.runcontrol.statemachine import (
@@ -64,18 +65,12 @@ from larpixdaq.runcontrol.statemachine import (
 
 log = logging.getLogger("larpixdaq.core")
 
-DEFAULT_CORE = "tcp://127.0.0.1:5550"
 OPERATOR_TTL = 600.0
 #: How long a process replaced by a newer one of the same name stays refused (it is told to
 #: stop when it next speaks; after this its host/pid pair may belong to someone else).
 SUPERSEDED_TTL = 60.0
 _TRANSITION_REQUESTS = ("prepare_run", "begin_run", "end_run", "reset")
 _PREPARE_PARAMS = ("comment", "run_type", "data_dir", "config_hash", "config_snapshot")
-
-
-def default_core_address() -> str:
-    """The core address from ``LARPIX_DAQ_CORE``, or the default."""
-    return os.environ.get("LARPIX_DAQ_CORE", DEFAULT_CORE)
 
 
 @dataclass

@@ -30,7 +30,7 @@ from typing import Any
 import zmq
 
 from larpixdaq.runcontrol import messages as m
-from larpixdaq.runcontrol.core import default_core_address
+from larpixdaq.runcontrol.addresses import default_core_address
 from larpixdaq.runcontrol.security import ClientKeys, client_keys
 
 
