@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import pytest
@@ -35,3 +36,16 @@ def register_table() -> Path:
         pytest.fail(f"register table not found at {REGISTER_TABLE}: restore it with git",
                     pytrace=False)
     return REGISTER_TABLE
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test marked ``reference`` fails, saying why, when the reference library is missing:
+    it is part of the test set-up, and a skip would quietly drop the compatibility cases."""
+    if not item.get_closest_marker("reference"):
+        return
+    try:
+        importlib.import_module("larpix")
+    except ImportError as err:
+        pytest.fail(f"the reference library larpix-control is missing ({err}); it is part of "
+                    "the test set-up: pip install -e '.[test,reference]' (make test does it)",
+                    pytrace=False)

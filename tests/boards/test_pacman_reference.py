@@ -19,8 +19,11 @@ from larpixdaq.boards.pacman_emulator import PacmanEmulator
 from larpixdaq.boards.simboard import SimulatedBoard
 from larpixdaq.formats import pacman as P
 
-larpix = pytest.importorskip("larpix")
-from larpix.io import PACMAN_IO  # noqa: E402
+try:
+    import larpix
+    from larpix.io import PACMAN_IO
+except ImportError:  # every test here is marked reference: the conftest fails it, saying why
+    larpix = PACMAN_IO = None
 
 pytestmark = pytest.mark.reference
 
