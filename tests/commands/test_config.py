@@ -4,6 +4,7 @@ processes with simulated boards."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from daq_procs import Proc
@@ -96,6 +97,53 @@ def test_bring_up_shows_progress_per_io_channel(daq, capsys):
     assert len(lines) == 4 and all("ok=True" in ln and "chips=25" in ln for ln in lines)
     assert cli(daq, "config", "write", "--board", "producer-2") == 0
     assert cli(daq, "config", "verify", "--board", "producer-2") == 0
+
+
+def _said_value(text: str, name: str) -> int:
+    """The number printed right after ``name`` in ``text``."""
+    return int(re.search(rf"\b{name} (\d+)", text).group(1))
+
+
+def test_bring_up_says_what_the_chips_now_hold_and_it_is_true(daq, capsys):
+    b = ["--board", "producer-2"]
+    assert cli(daq, "config", "bring-up", *b) == 0
+    out = capsys.readouterr().out
+    assert "power-on configuration" in out and "routine run quickstart" in out
+    # What it says the chips hold is what they answer when read back.
+    assert cli(daq, "config", "read", "2-1-12", "--json", *b) == 0
+    chip = json.loads(capsys.readouterr().out)["chips"]["2-1-12"]
+    assert chip["threshold_global"] == _said_value(out, "threshold_global")
+    assert chip["channel_mask"] == [_said_value(out, "channel_mask")] * 64
+    assert chip["pixel_trim_dac"] == [_said_value(out, "pixel_trim_dac")] * 64
+    assert "every channel masked" in out and set(chip["channel_mask"]) == {1}
+    assert cli(daq, "config", "bring-up", "--no-reset", *b) == 0
+    assert "were not reset" in capsys.readouterr().out
+    assert cli(daq, "config", "write", *b) == 0
+
+
+def test_set_says_the_chips_are_unchanged_and_how_to_write(daq, capsys):
+    b = ["--board", "producer-2"]
+    assert cli(daq, "config", "set", "2-1-13", "threshold_global=91", *b) == 0
+    out = capsys.readouterr().out
+    assert "software copy only: 2-1-13 threshold_global" in out
+    assert "larpix-daq config write 2-1-13 --board producer-2" in out
+    assert cli(daq, "config", "verify", "2-1-13", *b) == 1  # as it said: not on the chip
+    capsys.readouterr()
+    assert cli(daq, "config", "write", "2-1-13", *b) == 0
+    assert cli(daq, "config", "verify", "2-1-13", *b) == 0
+
+
+def test_show_help_says_what_show_shows(daq, capsys):
+    with pytest.raises(SystemExit):
+        main(["config", "show", "--help"])
+    helptext = " ".join(capsys.readouterr().out.split())
+    assert "(default: all)" not in helptext
+    assert "without CHIP: each board's summary" in helptext
+    assert "not read from the chips" in helptext
+    # ... and that is what it does: no registers without a CHIP.
+    assert cli(daq, "config", "show", "--board", "producer-1") == 0
+    out = capsys.readouterr().out
+    assert "producer-1: sim io_group 1, 100 chips" in out and "threshold_global" not in out
 
 
 def test_routine_list_run_and_load(daq, capsys, tmp_path):
