@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -164,3 +165,47 @@ def test_files_being_recorded_by_another_process(tmp_path: Path, golden_dir: Pat
     assert live_raw["format"] == "raw PACMAN messages" and live_raw["rows"] == 228
     assert live["rows"] == 228 and live["clean_close"] is False
     assert inspect_file(v24)["clean_close"] is True
+
+
+def test_text_is_key_value_with_readable_times_and_the_config_hash(tmp_path: Path,
+                                                                  golden_dir: Path) -> None:
+    import datetime as dt
+
+    from larpixdaq.pipeline.runfile import RunWriter
+
+    with h5py.File(golden_dir / "reference-v2.4.h5", "r") as f:
+        configs = f["configs"][()]
+    w = RunWriter(tmp_path, 12, {"start_time": 1_796_154_881.5, "comment": ""})
+    w._ensure_part()
+    w._writer.add_configs(configs)  # as storage adds a producer's snapshot
+    w._configs_seen.append(configs)
+    w.close()
+    s = inspect_file(w.files[0])
+    text = render_text(s)
+    meta = {}
+    for line in text.splitlines():
+        if line.startswith(("  run.", "  header.")):
+            key, _, value = line.strip().partition(" ")
+            assert key and not key[-1].isdigit(), line  # never `run.messages_truncated0`
+            meta[key] = value.strip()
+    for key in ("run.start_time", "run.end_time", "header.created", "header.modified"):
+        raw = s["run" if key.startswith("run.") else "header"][key.split(".", 1)[1]]
+        shown = dt.datetime.fromisoformat(meta[key].replace("Z", "+00:00"))
+        assert shown.tzinfo is not None and abs(shown.timestamp() - raw) < 0.001, key
+    assert meta["run.start_time"] == "2026-12-01T19:54:41.500Z"
+    assert re.fullmatch(r"[0-9a-f]{64}", meta["run.config_hash"])
+
+
+def test_a_file_without_a_recorded_hash_gets_it_from_its_configs_table(tmp_path: Path,
+                                                                       golden_dir: Path) -> None:
+    with h5py.File(golden_dir / "reference-v2.4.h5", "r") as f:
+        configs = f["configs"][()]
+    paths = []
+    for name, rows in (("a.h5", configs), ("b.h5", configs[::-1]), ("c.h5", configs[:1])):
+        with Hdf5Writer(tmp_path / name, run_metadata={"run_number": 7}) as w:
+            w.add_configs(rows)
+        paths.append(tmp_path / name)
+    a, b, c = (inspect_file(p) for p in paths)
+    assert a["config_hash_from"] == "configs table" and len(a["config_hash"]) == 64
+    assert a["config_hash"] == b["config_hash"] != c["config_hash"]  # order-free, content-bound
+    assert f"run.config_hash       {a['config_hash']} (from the configs table)" in render_text(a)

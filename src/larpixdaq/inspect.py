@@ -21,7 +21,14 @@ from larpixdaq.errors import FormatError
 from larpixdaq.formats.hdf5file import Hdf5File, is_hdf5_file, packets_digest
 from larpixdaq.formats.pacman import decode_data_messages
 from larpixdaq.formats.rawfile import RawFile, is_raw_file
-from larpixdaq.formats.rows import DATA, PACKET_TYPE_NAMES, SYNC, TIMESTAMP, TRIGGER
+from larpixdaq.formats.rows import (
+    DATA,
+    PACKET_TYPE_NAMES,
+    SYNC,
+    TIMESTAMP,
+    TRIGGER,
+    configs_hash,
+)
 
 FORMAT_HDF5 = "LArPix+HDF5"
 FORMAT_RAW = "raw PACMAN messages"
@@ -143,6 +150,11 @@ def _inspect_hdf5(path: Path, chunk_rows: int, verify: bool) -> dict[str, Any]:
             for m in messages[:20]
         ],
     }
+    # The configuration the run started with: as recorded, else (files written before the
+    # hash was recorded, or by another writer) the same hash computed from the table.
+    out["config_hash"] = out["run"].get("config_hash") or configs_hash(configs)
+    out["config_hash_from"] = ("run metadata" if out["run"].get("config_hash")
+                               else "configs table" if out["config_hash"] else None)
     keys = sorted({f"{c['io_group']}-{c['io_channel']}-{c['chip_id']}" for c in configs})
     out["configs"] = {
         "count": len(configs),
@@ -221,6 +233,29 @@ def inspect_file(
     raise FormatError(f"{path}: neither a LArPix+HDF5 file nor a raw PACMAN message file")
 
 
+#: Header and run attributes that hold Unix times (seconds), shown as ISO 8601 UTC.
+_TIME_KEYS = ("created", "modified", "start_time", "end_time", "begin_time")
+
+
+def iso_utc(seconds: Any) -> str:
+    """A Unix time as ISO 8601 UTC (``2026-12-01T19:54:41.971Z``); other values as they are."""
+    if isinstance(seconds, (bool, str)) or not isinstance(seconds, (int, float, np.number)):
+        return str(seconds)
+    try:
+        when = dt.datetime.fromtimestamp(float(seconds), dt.timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return f"{seconds} (not a time)"
+    whole = float(seconds).is_integer()
+    return when.isoformat(timespec="seconds" if whole else "milliseconds").replace("+00:00", "Z")
+
+
+def _kv(key: str, value: Any) -> str:
+    """One ``key value`` line (a space between them, however long the key)."""
+    name = key.rsplit(".", 1)[-1]
+    shown = iso_utc(value) if name in _TIME_KEYS else value
+    return f"  {key:<21} {shown}"
+
+
 def _fmt_count(n: int) -> str:
     return f"{n:,}"
 
@@ -276,7 +311,7 @@ def render_text(summary: dict[str, Any]) -> str:
         msgs = s["messages"]
         lines.append(f"  messages      {msgs['count']}")
         for m in msgs["texts"][:5]:
-            lines.append(f"    [{m['index']}] {m['timestamp']} {m['message']}")
+            lines.append(f"    [{m['index']}] {iso_utc(m['timestamp'])} {m['message']}")
         cfg = s["configs"]
         lines.append(
             f"  configs       {cfg['count']} (chips {_list(cfg['chips'], 8)}; "
@@ -291,12 +326,17 @@ def render_text(summary: dict[str, Any]) -> str:
         lines.append(f"  chunks        {s['chunk_rows']} rows, compression {s['compression']}")
         for key, value in s["header"].items():
             if key not in ("packets_sha256", "clean_close", "checksum_algorithm"):
-                lines.append(f"  {'header.' + key:<22}{value}")
+                lines.append(_kv(f"header.{key}", value))
+        computed = (f"{s['config_hash']} (from the configs table)"
+                    if s.get("config_hash_from") == "configs table" else None)
         for key, value in s["run"].items():
-            lines.append(f"  {'run.' + key:<22}{value}")
+            lines.append(_kv(f"run.{key}", computed if key == "config_hash" and computed
+                             else value))
+        if computed and "config_hash" not in s["run"]:
+            lines.append(_kv("run.config_hash", computed))
     else:
         for key, value in s["header"].items():
-            lines.append(f"  {'meta.' + key:<22}{value}")
+            lines.append(_kv(f"meta.{key}", value))
     return "\n".join(lines)
 
 

@@ -268,3 +268,43 @@ def test_a_resume_cut_short_leaves_no_empty_part(tmp_path):
     assert [Path(p).name for p in files] == ["run-000008.h5", "run-000008-p001.h5"]
     rows = read_run_packets(files)
     assert np.array_equal(_chip_rows(rows, 1), expected_rows(msgs, 1))
+
+
+def _run_with_configs(tmp_path, run, start_threshold, end_threshold):
+    """A run file whose configs table holds a start and an end snapshot of two chips."""
+    from larpixdaq.formats.chipconfig import ChipConfig
+    from larpixdaq.formats.rows import CONFIGS_DTYPE
+    from larpixdaq.pipeline.frames import FrameHeader
+
+    def snapshot(threshold, stamp):
+        rows = np.zeros(2, CONFIGS_DTYPE)
+        rows["timestamp"] = stamp
+        rows["io_group"], rows["io_channel"], rows["chip_id"] = 1, 1, [11, 12]
+        cfg = ChipConfig()
+        cfg["threshold_global"] = threshold
+        rows["registers"][:, :237] = cfg.to_registers()
+        return rows.tobytes()
+
+    frames = [(FrameHeader("a", 7, 0, 0, 0, 1.0, "configs", 0), snapshot(start_threshold, run)),
+              (FrameHeader("a", 7, 1, 0, 0, 2.0, "configs", 0), snapshot(end_threshold, 99))]
+    w = RunWriter(tmp_path / str(run), run)
+    w.add(frames)
+    w.close()
+    with Hdf5File(w.files[0]) as f:
+        return f.info().run["config_hash"]
+
+
+def test_the_run_records_the_hash_of_the_configuration_it_started_with(tmp_path):
+    a = _run_with_configs(tmp_path, 1, 40, 40)
+    assert len(a) == 64 and int(a, 16) >= 0
+    # Same start configuration (taken at another time, ended differently): same hash.
+    assert _run_with_configs(tmp_path, 2, 40, 77) == a
+    # One register different at the start: another hash.
+    assert _run_with_configs(tmp_path, 3, 41, 40) != a
+
+
+def test_an_operator_given_config_hash_is_kept(tmp_path):
+    w = RunWriter(tmp_path, 4, {"config_hash": "abc123"})
+    w.close()
+    with Hdf5File(w.files[0]) as f:
+        assert f.info().run["config_hash"] == "abc123"

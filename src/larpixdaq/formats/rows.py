@@ -66,3 +66,27 @@ PACKET_TYPE_NAMES = {
     SYNC: "sync",
     TRIGGER: "trigger",
 }
+
+
+def configs_hash(rows: np.ndarray) -> str | None:
+    """SHA-256 (hex) of the configuration a ``configs`` table starts with: the first row of
+    each chip, in chip-key order, chip key and registers only (not the time it was taken).
+
+    A run file holds the chips' configuration at the start and again at the end; hashing the
+    first row per chip names the configuration the run was taken with, so two runs with the
+    same hash had the same registers on the same chips. None for a table without rows.
+    """
+    import hashlib
+
+    if len(rows) == 0:
+        return None
+    key = (rows["io_group"].astype(np.uint32) << 16 | rows["io_channel"].astype(np.uint32) << 8
+           | rows["chip_id"].astype(np.uint32))
+    _, first = np.unique(key, return_index=True)  # sorted by key; first occurrence of each
+    chosen = rows[first]
+    digest = hashlib.sha256()
+    # Column by column: a multi-field view would carry the other fields' bytes (the time).
+    ids = np.stack([chosen["io_group"], chosen["io_channel"], chosen["chip_id"]], axis=1)
+    digest.update(np.ascontiguousarray(ids, dtype=np.uint8).tobytes())
+    digest.update(np.ascontiguousarray(chosen["registers"]).tobytes())
+    return digest.hexdigest()

@@ -33,7 +33,7 @@ import numpy as np
 
 from larpixdaq.formats.hdf5file import Hdf5File, Hdf5Writer
 from larpixdaq.formats.pacman import HEADER_BYTES, WORD_BYTES, decode_data_messages
-from larpixdaq.formats.rows import CONFIGS_DTYPE, PACKETS_DTYPE
+from larpixdaq.formats.rows import CONFIGS_DTYPE, PACKETS_DTYPE, configs_hash
 from larpixdaq.pipeline.frames import KIND_CONFIGS, KIND_DATA, KIND_INFO, FrameHeader, SeqTracker
 from larpixdaq.pipeline.h5recover import truncate_to_commit
 
@@ -138,6 +138,7 @@ class RunWriter:
         self._uncommitted = False
         self._last_commit = (0, 0, 0)
         self.closed = False
+        self._configs_seen: list[np.ndarray] = []  # for the run's config_hash at close
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             if self._journal_path.exists():
@@ -209,11 +210,31 @@ class RunWriter:
             later = part_path(self.data_dir, self.run_number, stale)
             if later.exists():
                 later.unlink()
+        self._configs_read_back()
         self._journal = open(self._journal_path, "a", encoding="utf-8")  # noqa: SIM115
         # The next part is created with the first frame (or at close): a restart that is
         # itself cut short leaves no empty part behind.
         self.part = part + 1
         self._writer = None
+
+    def _configs_read_back(self) -> None:
+        """The configuration rows committed before a restart (the run's start is in them)."""
+        for path in self.files:
+            try:
+                with Hdf5File(path) as f:
+                    self._configs_seen.append(f.configs())
+            except Exception as exc:  # a part cut short: its configs are only for the hash
+                log.warning("run %d: configs of %s not read back: %s", self.run_number,
+                            path.name, exc)
+
+    def config_hash(self) -> str:
+        """The operator's hash given at prepare, else that of the start configuration
+        received (:func:`~larpixdaq.formats.rows.configs_hash`); '' if neither."""
+        given = self.metadata.get("config_hash")
+        if given:
+            return str(given)
+        seen = [c for c in self._configs_seen if len(c)]
+        return configs_hash(np.concatenate(seen)) if seen else ""
 
     # -- frames --------------------------------------------------------------------------
     def _ensure_part(self) -> None:
@@ -264,6 +285,7 @@ class RunWriter:
                     else:
                         rows = np.frombuffer(payload, dtype=CONFIGS_DTYPE)
                         self._writer.add_configs(rows)
+                        self._configs_seen.append(rows.copy())
                         self._configs_in_part += len(rows)
                         c.configs_written += len(rows)
                         c.frames_written += 1
@@ -367,7 +389,8 @@ class RunWriter:
             self.commit()
             unfinished = [s for s in self.trackers if s not in self.finished]
             attrs = {**self._part_attrs(), "streams_unfinished": len(unfinished),
-                     "parts": [str(p.name) for p in self.files], **(extra or {})}
+                     "parts": [str(p.name) for p in self.files],
+                     "config_hash": self.config_hash(), **(extra or {})}
             self._writer.set_run_metadata(attrs)
             self._writer.close(clean=clean)
             self._log({"closed": True, "clean": clean, "counters": self.counters.as_dict()})
