@@ -16,8 +16,16 @@ from larpixdaq.errors import CommandError
 from larpixdaq.version import __version__
 
 
+class _Parser(argparse.ArgumentParser):
+    """A parser whose refusals are one line (the reason, and where to read the usage), as
+    every other error of the command is; sub-commands' parsers are of this class too."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="larpix-daq",
         description="Data acquisition for LArPix: run control, boards, files.",
     )

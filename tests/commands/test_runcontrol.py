@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -134,3 +135,73 @@ def test_second_core_on_the_same_database_refused(core):
         capture_output=True, text=True, timeout=30,
     )
     assert proc.returncode == 1 and "in use by another core" in proc.stderr
+
+
+def _cli_proc(args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "larpixdaq.cli", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_ctrl_c_on_run_ends_the_run_as_ended_by_the_operator(core, store):
+    import signal
+
+    from larpixdaq.runcontrol.rundb import RunDatabase
+
+    proc = _cli_proc(["run", "--core", core.endpoint, "--duration", "120"])
+    try:
+        for line in proc.stdout:  # wait until it is taking data
+            if "taking data" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted (SIGINT)" in err
+    assert "ended by the operator" in out
+    db = RunDatabase(core.db)
+    try:
+        run = db.get_run(1)
+    finally:
+        db.close()
+    assert run.end_time is not None and run.state == "STOP"
+    assert "ended by the operator" in run.end_reason and "SIGINT" in run.end_reason
+    assert run.packets_written == 1234  # the End transition ran: storage reported
+
+
+def test_runs_reads_the_database_itself_while_the_daq_is_down(tmp_path, capsys):
+    data = tmp_path / "data"
+    with CoreProcess(data / "runs.sqlite") as c:  # where `larpix-daq up` keeps it
+        endpoint = c.endpoint
+        assert main(["prepare", "--core", endpoint, "--comment", "before the outage"]) == 0
+        assert main(["end", "--core", endpoint]) == 0
+    capsys.readouterr()
+    env = {k: v for k, v in os.environ.items() if k != "LARPIX_DAQ_DB"}
+    proc = subprocess.run([sys.executable, "-m", "larpixdaq.cli", "runs", "--core", endpoint,
+                           "--json"], capture_output=True, text=True, timeout=60,
+                          cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert f"reading the run database {os.path.join('data', 'runs.sqlite')} directly" \
+        in proc.stderr
+    runs = json.loads(proc.stdout)
+    assert [(r["run_number"], r["comment"], r["exit_status"]) for r in runs] == [
+        (1, "before the outage", "aborted")]
+    # Nowhere to read from: one line that says what to do.
+    proc = subprocess.run([sys.executable, "-m", "larpixdaq.cli", "runs", "--core", endpoint],
+                          capture_output=True, text=True, timeout=60, cwd=data, env=env)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1
+    assert "does not answer" in proc.stderr and "give --db FILE" in proc.stderr
+
+
+def test_core_address_without_scheme_is_accepted_and_nonsense_refused_in_one_line(core,
+                                                                                  capsys):
+    host_port = core.endpoint.removeprefix("tcp://")
+    assert main(["status", "--core", host_port, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["state"] == "STOP"
+    for bad in ("localhost", "tcp://127.0.0.1:port", "udp://127.0.0.1:5550"):
+        proc = subprocess.run([sys.executable, "-m", "larpixdaq.cli", "status", "--core", bad],
+                              capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+        assert "is not an address of the core" in proc.stderr and "Traceback" not in proc.stderr

@@ -11,12 +11,33 @@ from typing import Any
 from larpixdaq.errors import CommandError
 from larpixdaq.runcontrol.addresses import CORE_ENV, DEFAULT_CORE
 
+RUNS_DB_NAME = "runs.sqlite"
+"""The run database's file name in a data directory (where `larpix-daq up` keeps it)."""
+
+
+def core_address(text: str) -> str:
+    """A ``--core`` value as ZeroMQ wants it: ``HOST:PORT`` gains ``tcp://``; anything that is
+    not ``tcp://HOST:PORT`` (or ``ipc://PATH``) is refused with the reason, in one line."""
+    text = text.strip()
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "tcp", text
+    if scheme == "ipc" and rest:
+        return text
+    host, colon, port = rest.rpartition(":")
+    if scheme != "tcp" or not colon or not host or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an address of the core: give tcp://HOST:PORT or HOST:PORT, "
+            f"e.g. {DEFAULT_CORE}")
+    return f"tcp://{host}:{port}"
+
 
 def add_core_argument(parser: argparse.ArgumentParser, help: str | None = None) -> None:
     """``--core``: the core's address, from ``$LARPIX_DAQ_CORE`` when not given."""
     parser.add_argument(
-        "--core", default=os.environ.get(CORE_ENV, DEFAULT_CORE),
-        help=help or f"address of the core (default: ${CORE_ENV} or {DEFAULT_CORE})")
+        "--core", type=core_address, default=os.environ.get(CORE_ENV, DEFAULT_CORE),
+        help=help or f"address of the core: tcp://HOST:PORT or HOST:PORT (default: "
+                     f"${CORE_ENV} or {DEFAULT_CORE})")
 
 
 def add_keys_argument(parser: argparse.ArgumentParser, who: str) -> None:

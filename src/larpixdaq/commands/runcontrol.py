@@ -17,6 +17,7 @@ from typing import Any
 
 from larpixdaq.commands import Command
 from larpixdaq.commands.common import (
+    RUNS_DB_NAME,
     add_client_arguments,
     add_core_argument,
     add_keys_argument,
@@ -148,50 +149,123 @@ def _packets(status: dict[str, Any]) -> str:
     return " ".join(f"{k}={v:g}" for k, v in totals.items())
 
 
-def run_run(args: argparse.Namespace) -> int:
+def interrupted_reason(signal_name: str) -> str:
+    """The end reason recorded when `larpix-daq run` is interrupted by ``signal_name``."""
+    how = "Ctrl-C, SIGINT" if signal_name == "SIGINT" else signal_name
+    return f"ended by the operator: `larpix-daq run` interrupted ({how})"
+
+
+class _Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived while `larpix-daq run` was taking data."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    raise _Interrupted(signal.Signals(signum).name)
+
+
+_SETTLED = ("STOP", "READY", "RUN", "ERROR")
+
+
+def _take_data(op, args: argparse.Namespace, started: list[int]) -> None:
+    """Prepare, begin and take data for ``--duration`` s; ``started`` gets the run number
+    as soon as it is known (so an interruption knows which run to end)."""
     from larpixdaq.runcontrol.operator import Timeout
 
+    prepared = final_reply(op.prepare_run(args.comment, args.run_type, data_dir=args.data_dir))
+    number = prepared.data.get("run_number")
+    started.append(number)
+    print(f"run {number} prepared", flush=True)
+    final_reply(op.begin_run())
+    print(f"run {number} started; taking data for {args.duration:g} s", flush=True)
+    t0 = time.monotonic()
+    while (elapsed := time.monotonic() - t0) < args.duration:
+        time.sleep(min(1.0, args.duration - elapsed))
+        st = op.call("status", timeout=args.timeout)
+        if isinstance(st, Timeout):
+            print("  (no status from the core)", flush=True)
+            continue
+        state = st.data.get("state")
+        print(f"  {time.monotonic() - t0:6.1f} s  {state}  {_packets(st.data)}", flush=True)
+        for ev in op.poll_events():
+            if ev.kind != "state":  # our own transitions; already shown
+                print(f"  ! {ev.message}", flush=True)
+        if state != "RUN":
+            break
+
+
+def _open_run_after_interrupt(op, args: argparse.Namespace) -> bool:
+    """Whether there is a run to end after an interruption that came before the prepare
+    answered: wait for a transition under way to settle, then READY or RUN has one."""
+    from larpixdaq.runcontrol.operator import Timeout
+
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        st = op.call("status", timeout=args.timeout)
+        if isinstance(st, Timeout):
+            return False
+        if st.data.get("state") in _SETTLED:
+            return st.data.get("state") in ("READY", "RUN")
+        time.sleep(0.1)
+    return False
+
+
+def run_run(args: argparse.Namespace) -> int:
     if args.duration < 0:
         raise CommandError("--duration must be zero or positive")
+    # Ctrl-C, or a SIGTERM from whoever started us, ends the run before we exit. (A shell
+    # that starts us in the background with SIGINT ignored is obeyed: not taken over.)
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for sig, handler in before.items():
+            if handler is not signal.SIG_IGN:
+                signal.signal(sig, _raise_interrupted)
+        return _run_and_end(args)
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
+def _run_and_end(args: argparse.Namespace) -> int:
+    started: list[int] = []
+    interrupted: str | None = None
     with connect_operator(args) as op:
-        prepared = final_reply(op.prepare_run(args.comment, args.run_type, data_dir=args.data_dir))
-        number = prepared.data.get("run_number")
-        print(f"run {number} prepared")
         try:
-            final_reply(op.begin_run())
-            print(f"run {number} started; taking data for {args.duration:g} s")
-            t0 = time.monotonic()
-            while (elapsed := time.monotonic() - t0) < args.duration:
-                time.sleep(min(1.0, args.duration - elapsed))
-                st = op.call("status", timeout=args.timeout)
-                if isinstance(st, Timeout):
-                    print("  (no status from the core)", flush=True)
-                    continue
-                state = st.data.get("state")
-                print(f"  {time.monotonic() - t0:6.1f} s  {state}  {_packets(st.data)}",
-                      flush=True)
-                for ev in op.poll_events():
-                    if ev.kind != "state":  # our own transitions; already shown
-                        print(f"  ! {ev.message}", flush=True)
-                if state != "RUN":
-                    break
-        except KeyboardInterrupt:
-            print("interrupted: ending the run", file=sys.stderr)
-        final = final_reply(op.end_run())
+            _take_data(op, args, started)
+        except KeyboardInterrupt as exc:
+            interrupted = getattr(exc, "signal_name", "SIGINT")
+            # Ending is what the operator asked for: a second signal must not cut it short.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            print(f"interrupted ({interrupted}): ending the run as ended by the operator",
+                  file=sys.stderr, flush=True)
+            if not started and not _open_run_after_interrupt(op, args):
+                print("no run was started", file=sys.stderr)
+                return 130
+        final = final_reply(op.end_run(
+            reason=interrupted_reason(interrupted) if interrupted else None))
     run = final.data.get("run", {})
-    print(f"run {run.get('run_number')} ended: {run.get('exit_status')}")
+    print(f"run {run.get('run_number')} ended: {run.get('exit_status')}"
+          + (f" ({run['end_reason']})" if run.get("end_reason") else ""))
     print(f"  packets written {run.get('packets_written', 0)}, lost {run.get('packets_lost', 0)}")
     for f in run.get("files", []):
         print(f"  file {f}")
     for inc in run.get("incidents", []):
         print(f"  incident {inc}")
+    if interrupted:
+        return 130
     return 0 if run.get("exit_status") == "success" else 1
 
 
 def configure_runs(p: argparse.ArgumentParser) -> None:
     add_client_arguments(p)
     p.add_argument("--db", default=None,
-                   help="read this run database file directly instead of asking the core")
+                   help="read this run database file directly instead of asking the core "
+                        "(when the core does not answer, the first of $LARPIX_DAQ_DB, "
+                        f"data/{RUNS_DB_NAME} and {DEFAULT_DB} that exists is read)")
     p.add_argument("--limit", type=int, default=None, help="only the most recent N runs")
     p.add_argument("--json", action="store_true", help="print the records as JSON")
 
@@ -200,21 +274,51 @@ def _fmt_time(t: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
 
 
-def run_runs(args: argparse.Namespace) -> int:
-    if args.db:
-        from larpixdaq.runcontrol.rundb import RunDatabase, RunDatabaseError
+def _read_runs(path: str, limit: int | None) -> list[dict[str, Any]]:
+    from larpixdaq.runcontrol.rundb import RunDatabase, RunDatabaseError
 
-        if not os.path.exists(args.db):
-            raise CommandError(f"no run database at {args.db}")
-        try:
-            db = RunDatabase(args.db)
-        except RunDatabaseError as exc:
-            raise CommandError(str(exc)) from None
-        runs = [r.to_dict() for r in db.list_runs(args.limit)]
+    if not os.path.exists(path):
+        raise CommandError(f"no run database at {path}")
+    try:
+        db = RunDatabase(path)
+    except RunDatabaseError as exc:
+        raise CommandError(str(exc)) from None
+    try:
+        return [r.to_dict() for r in db.list_runs(limit)]
+    finally:
         db.close()
+
+
+def local_run_databases() -> list[str]:
+    """Where a run database of this machine may be, in the order `runs` looks: the core's
+    ``$LARPIX_DAQ_DB``, then `larpix-daq up`'s ``data/``, then the core's default."""
+    env = os.environ.get("LARPIX_DAQ_DB")
+    return [*([env] if env else []), os.path.join("data", RUNS_DB_NAME), DEFAULT_DB]
+
+
+#: How long `runs` waits for the core before reading the database itself (s).
+RUNS_PING_TIMEOUT = 2.0
+
+
+def run_runs(args: argparse.Namespace) -> int:
+    from larpixdaq.runcontrol.operator import Timeout
+
+    if args.db:
+        runs = _read_runs(args.db, args.limit)
     else:
         with connect_operator(args) as op:
-            runs = final_reply(op.runs(args.limit)).data["runs"]
+            alive = not isinstance(op.call("ping", timeout=min(args.timeout, RUNS_PING_TIMEOUT)),
+                                   Timeout)
+            runs = final_reply(op.runs(args.limit)).data["runs"] if alive else None
+        if runs is None:
+            found = [p for p in local_run_databases() if os.path.exists(p)]
+            if not found:
+                raise CommandError(
+                    f"the core at {args.core} does not answer and there is no run database "
+                    f"at {' or '.join(local_run_databases())} here; give --db FILE")
+            print(f"the core at {args.core} does not answer: reading the run database "
+                  f"{found[0]} directly (what the core last recorded)", file=sys.stderr)
+            runs = _read_runs(found[0], args.limit)
     if args.json:
         print(json.dumps(runs, indent=2, sort_keys=True))
         return 0
@@ -224,7 +328,8 @@ def run_runs(args: argparse.Namespace) -> int:
         print(f"{r['run_number']:>5}  {_fmt_time(r['start_time']):<19}  "
               f"{_fmt_time(r['end_time']):<19}  {r['exit_status'] or r['state']:<8} "
               f"{r['run_type']:<10} {r['packets_written']:>9} {r['packets_lost']:>6}  "
-              f"{' '.join(r['files'])}")
+              f"{' '.join(r['files'])}"
+              + (f"  ({r['end_reason']})" if r.get("end_reason") else ""))
     return 0
 
 

@@ -7,7 +7,7 @@ import importlib.util
 from pathlib import Path
 
 from larpixdaq.commands import Command, discover_commands
-from larpixdaq.commands.common import DEFAULT_CORE, add_core_argument, sim_rate
+from larpixdaq.commands.common import DEFAULT_CORE, RUNS_DB_NAME, add_core_argument, sim_rate
 from larpixdaq.errors import CommandError
 
 
@@ -65,7 +65,7 @@ def build(args: argparse.Namespace):
             raise CommandError(f"replay file {rest} does not exist")
     core = ["--core", args.core]
     sup = Supervisor()
-    sup.add("core", ["core", *core, "--db", str(data / "runs.sqlite"), "--data-dir", str(data)])
+    sup.add("core", ["core", *core, "--db", str(data / RUNS_DB_NAME), "--data-dir", str(data)])
     sup.add("logs", ["logs", *core, "--bind", addr(1), "--file", str(data / "larpix-daq.log"),
                      "--quiet"])
     sup.add("aggregator", ["aggregator", *core, "--inlet", addr(10), "--outlet", addr(11),

@@ -132,6 +132,7 @@ class _Transition:
     rejoining: set[str] = field(default_factory=set)  # members of this group still missing
     rejoined: set[str] = field(default_factory=set)  # members to bring with catch-up steps
     step_of: dict[str, str] = field(default_factory=dict)  # request id -> catch-up step
+    reason: str = ""  # why the operator ends the run (end_run's `reason`), kept with the run
 
 
 @dataclass
@@ -623,6 +624,10 @@ class Core:
                             f"prepare_run parameters {', '.join(wrong + unknown)} are not "
                             f"accepted; give text for {', '.join(_PREPARE_PARAMS)}")
                 return
+        if cmd.command == "end_run" and (
+                set(cmd.params) - {"reason"} or not isinstance(cmd.params.get("reason", ""), str)):
+            self._reply(identity, cmd, False, "end_run takes only `reason`, as text")
+            return
         try:
             new = self.sm.request(cmd.command)
         except TransitionRefused as exc:
@@ -660,7 +665,7 @@ class Core:
         self._transition = _Transition(
             request=cmd.command, transition=transition, operator=(identity, cmd.id),
             groups=transition_groups(transition, roles), started=time.monotonic(),
-            previous=previous,
+            previous=previous, reason=str(cmd.params.get("reason") or ""),
         )
         self._advance()
 
@@ -761,7 +766,7 @@ class Core:
                 unresolved_incidents=len(record.unresolved_incidents),
                 storage_reported=record.storage_reported,
                 losses=losses)
-            record = self.db.finish_run(number, status)
+            record = self.db.finish_run(number, status, end_reason=tr.reason)
             self.run = None
             self._missing.clear()  # nobody is expected back into a closed run
             self._persist()
@@ -769,6 +774,8 @@ class Core:
             message = f"run {number} ended ({status})"
             if losses:
                 message += ": " + ", ".join(f"{k} {v}" for k, v in sorted(losses.items()))
+            if tr.reason:
+                message += f" ({tr.reason})"
         else:
             self._persist()
             message = f"{tr.request} done: state {new}"

@@ -233,8 +233,11 @@ class Operator:
     def begin_run(self, *, timeout: float | None = None) -> Reply:
         return self.request("begin_run", timeout=timeout)
 
-    def end_run(self, *, timeout: float | None = None) -> Reply:
-        return self.request("end_run", timeout=timeout)
+    def end_run(self, *, reason: str | None = None, timeout: float | None = None) -> Reply:
+        """End the run; ``reason`` (why, e.g. "interrupted by the operator") is kept with it
+        in the run database."""
+        return self.request("end_run", {"reason": reason} if reason else None,
+                            timeout=timeout)
 
     def reset(self, *, timeout: float | None = None) -> Reply:
         """Leave ERROR for STOP; any open run is closed as failed."""

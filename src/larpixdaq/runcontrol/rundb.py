@@ -44,7 +44,8 @@ CREATE TABLE IF NOT EXISTS runs (
     incidents TEXT NOT NULL DEFAULT '[]',
     resolved_incidents TEXT NOT NULL DEFAULT '[]',
     packets_written INTEGER NOT NULL DEFAULT 0,
-    packets_lost INTEGER NOT NULL DEFAULT 0
+    packets_lost INTEGER NOT NULL DEFAULT 0,
+    end_reason TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS core_state (
     key TEXT PRIMARY KEY,
@@ -52,7 +53,8 @@ CREATE TABLE IF NOT EXISTS core_state (
 );
 """
 #: Columns added after the first release: (name, declaration) added to older databases.
-_ADDED_COLUMNS = (("resolved_incidents", "TEXT NOT NULL DEFAULT '[]'"),)
+_ADDED_COLUMNS = (("resolved_incidents", "TEXT NOT NULL DEFAULT '[]'"),
+                  ("end_reason", "TEXT NOT NULL DEFAULT ''"))
 
 
 class RunDatabaseError(LarpixDaqError):
@@ -84,6 +86,8 @@ class RunRecord:
     resolved_incidents: list[int] = field(default_factory=list)
     packets_written: int = 0
     packets_lost: int = 0
+    #: Why the operator ended the run, when they said (e.g. interrupted with Ctrl-C).
+    end_reason: str = ""
 
     @property
     def unresolved_incidents(self) -> list[str]:
@@ -259,7 +263,8 @@ class RunDatabase:
         )
 
     def finish_run(
-        self, run_number: int, exit_status: str, end_time: float | None = None
+        self, run_number: int, exit_status: str, end_time: float | None = None,
+        end_reason: str = "",
     ) -> RunRecord:
         if exit_status not in EXIT_STATUSES:
             raise ValueError(f"exit status {exit_status!r} is not one of {EXIT_STATUSES}")
@@ -268,6 +273,7 @@ class RunDatabase:
             state="STOP",
             exit_status=exit_status,
             end_time=time.time() if end_time is None else end_time,
+            end_reason=end_reason,
         )
         return self.get_run(run_number)
 
