@@ -57,6 +57,7 @@ from typing import Any, ClassVar
 
 import zmq
 
+from larpixdaq.errors import LarpixDaqError
 from larpixdaq.runcontrol import logforward
 from larpixdaq.runcontrol import messages as m
 from larpixdaq.runcontrol.actions import ActionSpec, marked_actions, plain, spec_of
@@ -504,7 +505,12 @@ class Component:
         except Exception as exc:
             with self._count_lock:
                 self.control_counters["actions_failed"] += 1
-            self.log.exception("action %s failed", spec.name)
+            if isinstance(exc, LarpixDaqError):
+                # Refused with a reason (a missing directory, an unknown chip): the reason is
+                # the whole story, for the operator and for this console alike.
+                self.log.warning("action %s failed: %s", spec.name, exc)
+            else:  # a bug: where it happened matters
+                self.log.exception("action %s failed", spec.name)
             self._post(m.Result(id=msg.id, success=False,
                                 message=f"{spec.name} failed: {type(exc).__name__}: {exc}"))
             return
