@@ -137,3 +137,21 @@ def test_unwritable_data_directory_fails_the_prepare_clearly(daq_factory, tmp_pa
     assert not final.success
     assert "storage" in final.message and "cannot write run" in final.message
     assert "a-file" in final.message
+
+
+def test_a_run_whose_file_is_already_there_is_refused_and_the_file_kept(daq_factory, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    theirs = data / "run-000001.h5"
+    theirs.write_bytes(b"a file this DAQ did not write")
+    daq = daq_factory(boards=1, data=data)
+    final = daq.op.prepare_run().wait()
+    assert not final.success
+    assert "run-000001.h5 already in" in final.message and "not touching it" in final.message
+    assert theirs.read_bytes() == b"a file this DAQ did not write"
+
+    def refused():
+        storage = next(c for c in daq.clients() if c["role"] == "storage")
+        return storage["counters"]["files_refused"] == 1
+
+    wait_for(refused, timeout=10)  # the counter travels in the next heartbeat

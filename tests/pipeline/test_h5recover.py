@@ -5,7 +5,7 @@ import h5py
 import pytest
 
 from larpixdaq.errors import FormatError
-from larpixdaq.formats.hdf5file import Hdf5File
+from larpixdaq.formats.hdf5file import Hdf5File, verify_checksum
 from larpixdaq.pipeline.h5recover import clear_write_flags, lookup3, truncate_to_commit
 
 
@@ -52,7 +52,11 @@ def test_truncate_cuts_back_to_the_commit(killed_file):
     with Hdf5File(killed_file) as f:
         rows = f.read_packets()
         assert rows["timestamp"].tolist() == list(range(120))
-        assert f.info().header["recovered"] > 0
+        info = f.info()
+        assert info.header["recovered"] > 0
+        # Repaired means complete: the clean-close mark and the checksum of what it keeps.
+        assert info.clean_close is True
+    assert verify_checksum(killed_file) is True
 
 
 def test_not_hdf5_is_refused(tmp_path):

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from larpixdaq.formats.hdf5file import Hdf5File, verify_checksum
 from larpixdaq.formats.rows import MESSAGE
 from larpixdaq.pipeline.runfile import (
+    RunFileExists,
     RunWriter,
     StorageError,
     read_journal,
@@ -169,7 +170,12 @@ def test_resume_after_kill_writes_every_frame_once(tmp_path):
     assert np.array_equal(_chip_rows(rows, 1), expected_rows(msgs, 1))
     assert c["packets_written"] == len(rows)
     with Hdf5File(summary["files"][0]) as f:
-        assert f.info().header["recovered"] > 0 and not f.info().clean_close
+        assert f.info().header["recovered"] > 0 and f.info().clean_close
+    # The repaired part is complete: its checksum covers exactly the rows it kept, and
+    # like every finished part it is read-only.
+    for p in summary["files"]:
+        assert verify_checksum(p) is True
+        assert Path(p).stat().st_mode & 0o777 == 0o444
 
 
 _FULL_DISK = """
@@ -308,3 +314,79 @@ def test_an_operator_given_config_hash_is_kept(tmp_path):
     w.close()
     with Hdf5File(w.files[0]) as f:
         assert f.info().run["config_hash"] == "abc123"
+
+
+def test_finished_parts_and_journal_are_read_only(tmp_path):
+    frames = make_frames("a", 1, make_messages(4, 40, words=200))
+    w = RunWriter(tmp_path, 6, part_bytes=2000 * 36, chunk_rows=512)
+    for i in range(0, len(frames), 8):
+        w.add(frames[i:i + 8])
+        w.commit()
+        if i == 0:
+            assert w.path.stat().st_mode & 0o222, "the part being written is writable"
+    files = [Path(p) for p in w.close()["files"]]
+    assert len(files) > 2  # rolled over, so parts were finished before the close too
+    for p in [*files, tmp_path / "run-000006.journal"]:
+        assert p.stat().st_mode & 0o777 == 0o444, p
+    assert all(verify_checksum(p) for p in files)
+
+
+def test_a_run_whose_file_exists_without_its_journal_is_refused_untouched(tmp_path):
+    # Run 7 was written and closed; then its journal went (deleted by hand, or another
+    # DAQ with a fresh run database hands out 7 again).
+    w = RunWriter(tmp_path, 7)
+    w.add(make_frames("a", 1, make_messages(5, 10, words=20)))
+    first = w.close()["files"][0]
+    (tmp_path / "run-000007.journal").unlink()
+    before = Path(first).read_bytes()
+    stat = Path(first).stat()
+    with pytest.raises(RunFileExists, match=r"run 7: run-000007.h5 already in .*not touching"):
+        RunWriter(tmp_path, 7)
+    after = Path(first).stat()
+    assert Path(first).read_bytes() == before
+    assert (after.st_ino, after.st_mtime_ns) == (stat.st_ino, stat.st_mtime_ns)
+    assert not (tmp_path / "run-000007.journal").exists()  # no journal claims it now
+    assert unfinished_runs(tmp_path) == []
+
+
+def test_resume_takes_a_new_part_name_and_leaves_a_file_it_did_not_write(tmp_path):
+    tests = str(Path(__file__).resolve().parent)
+    proc = subprocess.run([sys.executable, "-c", _KILLED_WRITER.format(tests=tests,
+                                                                       d=str(tmp_path))])
+    assert proc.returncode == -9
+    foreign = tmp_path / "run-000005-p001.h5"
+    foreign.write_bytes(b"somebody else's file")
+    msgs = make_messages(9, 60, words=200)
+    frames = make_frames("a", 1, msgs)
+    w = RunWriter(tmp_path, 5, chunk_rows=512)
+    w.add(frames[10:])
+    summary = w.close()
+    assert foreign.read_bytes() == b"somebody else's file"
+    names = [Path(p).name for p in summary["files"]]
+    assert names == ["run-000005.h5", "run-000005-p002.h5"]
+    assert summary["counters"]["part_names_taken"] == 1
+    rows = read_run_packets(summary["files"])
+    assert np.array_equal(_chip_rows(rows, 1), expected_rows(msgs, 1))
+
+
+def test_a_part_the_journal_names_but_never_committed_is_removed_on_resume(tmp_path):
+    # Killed after a rollover created the next part and before the commit that names it:
+    # that part is this run's own (the journal says it opened it) and holds nothing
+    # acknowledged, so it goes; the data comes again.
+    w = RunWriter(tmp_path, 8, chunk_rows=512)
+    frames = make_frames("a", 1, make_messages(6, 20, words=50))
+    w.add(frames[:10])
+    w.commit()
+    w._writer.flush()
+    w._open_part(1)  # what a rollover does before the commit line that names the new part
+    own = w.path
+    assert own.exists()
+    w._writer.close(clean=False)
+    w._journal.close()
+    w.closed = True
+    again = RunWriter(tmp_path, 8, chunk_rows=512)
+    assert not own.exists()
+    again.add(frames)
+    summary = again.close()
+    assert summary["counters"]["frames_duplicate"] == 10
+    assert [Path(p).name for p in summary["files"]] == ["run-000008.h5", "run-000008-p002.h5"]

@@ -108,11 +108,16 @@ class Hdf5Writer:
         self.chunk_rows = int(chunk_rows)
         self.compression = _normalise_compression(compression)
         self.swmr = swmr
-        if self.path.exists() and not overwrite:
-            raise FileExistsError(f"{self.path} exists (pass overwrite=True to replace it)")
         opts = compression_level if self.compression == "gzip" else None
         self._closed = False
-        self._file = h5py.File(self.path, "w", libver="latest" if swmr else None)
+        # Without overwrite the file is created exclusively (O_EXCL): an existing file, even
+        # one that appears between a check and the open, is never replaced.
+        try:
+            self._file = h5py.File(self.path, "w" if overwrite else "x",
+                                   libver="latest" if swmr else None)
+        except FileExistsError:
+            raise FileExistsError(
+                f"{self.path} exists (pass overwrite=True to replace it)") from None
         try:
             now = time.time()
             header = self._file.create_group("_header")
@@ -295,8 +300,23 @@ class Hdf5Writer:
                 self._file["_header"].attrs["modified"] = time.time()
         finally:
             self._sha.close()
-            self._file.close()
             self._closed = True
+            self._file.close()
+
+    def release(self) -> bool:
+        """Let go of the file after :meth:`close` failed; True once the library has.
+
+        A close that cannot flush (a full disk) leaves the HDF5 library holding the file open
+        for write, so nothing else in this process can open it and its data stays in the
+        library's cache. Called again once there is room, the close goes through.
+        """
+        if not self._file.id.valid:
+            return True
+        try:
+            self._file.close()
+        except Exception:  # still no room
+            return False
+        return True
 
     def __enter__(self) -> Hdf5Writer:
         return self

@@ -8,17 +8,22 @@ the flags itself: one byte and the superblock's Jenkins lookup3 checksum.
 
 After clearing, :func:`truncate_to_commit` cuts the datasets back to the last point the
 storage recorded as committed, so frames that are sent again after a restart are written
-exactly once.
+exactly once. The part is then as complete as it will ever be, so it gets what a clean close
+gives (``clean_close = 1`` and the ``packets_sha256`` of the rows it keeps) and a
+``recovered`` time that says it was repaired.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 
 import h5py
+import numpy as np
 
 from larpixdaq.errors import FormatError
+from larpixdaq.formats.hdf5file import CHECKSUM_ATTR
 
 SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _M = 0xFFFFFFFF
@@ -95,10 +100,15 @@ def truncate_to_commit(
 
     Returns how many rows each dataset held beyond the commit (they were not acknowledged,
     so their frames are delivered again) and, as negative numbers, rows missing below it.
-    The part is marked ``recovered`` with the time; it keeps ``clean_close = 0``.
+    The part is marked ``recovered`` with the time and, being complete now, gets
+    ``clean_close = 1`` and the checksum of the rows it keeps.
     """
     clear_write_flags(path)
     cut: dict[str, int] = {}
+    digest = None
+    with h5py.File(path, "r") as f:  # the rows kept, read before anything is changed
+        if "packets" in f:
+            digest = _digest(f["packets"], min(packets, int(f["packets"].shape[0])))
     with h5py.File(path, "r+") as f:
         for name, keep in (("packets", packets), ("messages", messages), ("configs", configs)):
             if name not in f:
@@ -108,6 +118,22 @@ def truncate_to_commit(
             cut[name] = have - keep
             if have > keep:
                 ds.resize((keep,))
-        f["_header"].attrs["recovered"] = time.time()
-        f["_header"].attrs["clean_close"] = 0
+        header = f["_header"]
+        header.attrs["recovered"] = time.time()
+        if digest is not None:
+            # Fixed-length bytes, stored in the header itself: a variable-length string
+            # would need a new heap block, and after a kill the file's end address cannot
+            # be trusted to place one ("duplicate entry in cache").
+            header.attrs[CHECKSUM_ATTR] = np.bytes_(digest.encode("ascii"))
+        header.attrs["modified"] = time.time()
+        header.attrs["clean_close"] = 1
     return cut
+
+
+def _digest(ds: h5py.Dataset, stop: int, rows: int = 1 << 20) -> str:
+    """SHA-256 of a ``packets`` dataset's first ``stop`` rows' bytes, as a clean close
+    computes it."""
+    sha = hashlib.sha256()
+    for start in range(0, stop, rows):
+        sha.update(np.ascontiguousarray(ds[start:min(stop, start + rows)]).data)
+    return sha.hexdigest()

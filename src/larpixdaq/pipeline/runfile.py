@@ -10,19 +10,28 @@ exactly which frames are on disk:
   one reaches ``part_bytes`` of rows, and after every restart);
 * ``run-000042.journal`` holds JSON lines: one ``open`` line with the run metadata, one line
   per commit (part, row counts, per-stream last seq and next word offset, counters) and a
-  ``closed`` line at the end. A torn last line (a crash while writing it) is ignored.
+  ``closed`` line at the end; an ``opened_part`` line names each part as it is created. A
+  torn line (a crash or a full disk while writing it) is skipped.
 
 Resuming (a ``RunWriter`` opened on a run whose journal is not closed): the last committed
-part gets its write flags cleared and is cut back to the committed row counts, parts
-started after the last commit are removed (nothing in them was acknowledged), and writing
-continues in a new part. Frames the aggregator sends again are then either already
-committed (dropped as duplicates) or new.
+part gets its write flags cleared, is cut back to the committed row counts and gets its
+clean-close mark and checksum; parts the journal says this run opened after the last commit
+are removed (nothing in them was acknowledged), and writing continues in a new part. Frames
+the aggregator sends again are then either already committed (dropped as duplicates) or new.
+
+Files are never taken from anyone: every part is created exclusively (``O_EXCL``), a file
+the journal does not name as this run's own is never opened for writing, cut or removed (a
+new run whose first part name is taken is refused, :class:`RunFileExists`; a later part
+takes the next free name), and a part that is finished (closed clean, or repaired) is made
+read-only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +44,7 @@ from larpixdaq.formats.hdf5file import Hdf5File, Hdf5Writer
 from larpixdaq.formats.pacman import HEADER_BYTES, WORD_BYTES, decode_data_messages
 from larpixdaq.formats.rows import CONFIGS_DTYPE, PACKETS_DTYPE, configs_hash
 from larpixdaq.pipeline.frames import KIND_CONFIGS, KIND_DATA, KIND_INFO, FrameHeader, SeqTracker
-from larpixdaq.pipeline.h5recover import truncate_to_commit
+from larpixdaq.pipeline.h5recover import clear_write_flags, truncate_to_commit
 
 log = logging.getLogger("larpixdaq.storage")
 
@@ -48,6 +57,24 @@ Frame = tuple[FrameHeader, bytes | memoryview]
 
 class StorageError(RuntimeError):
     """The run's files cannot be written (unwritable directory, full disk, ...)."""
+
+
+class RunFileExists(StorageError):
+    """A new run's files would take the name of files that are already there."""
+
+
+#: A finished part (and a closed journal): read-only for everyone.
+SEALED_MODE = 0o444
+
+
+def seal(path: Path) -> None:
+    """Make a finished file read-only, so no later writer (of this DAQ or any other
+    program) can change it by mistake."""
+    os.chmod(path, SEALED_MODE)
+
+
+def is_sealed(path: Path) -> bool:
+    return (path.stat().st_mode & 0o777) == SEALED_MODE
 
 
 def run_stem(run_number: int) -> str:
@@ -89,6 +116,7 @@ class StorageCounters:
     messages_truncated: int = 0
     commits: int = 0
     restarts: int = 0
+    part_names_taken: int = 0  # part names skipped because a file not of this run had them
     decode_errors: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -137,6 +165,7 @@ class RunWriter:
         self._journal_path = journal_path(self.data_dir, self.run_number)
         self._uncommitted = False
         self._last_commit = (0, 0, 0)
+        self._held = False  # the HDF5 library still holds the part after a failed close
         self.closed = False
         self._configs_seen: list[np.ndarray] = []  # for the run's config_hash at close
         try:
@@ -144,10 +173,7 @@ class RunWriter:
             if self._journal_path.exists():
                 self._resume()
             else:
-                self._journal = open(self._journal_path, "a", encoding="utf-8")  # noqa: SIM115
-                self._log({"open": True, "run_number": self.run_number,
-                           "metadata": self.metadata})
-                self._open_part(0)
+                self._start()
         except OSError as exc:
             raise StorageError(
                 f"cannot write run {self.run_number} in {self.data_dir}: {exc.strerror or exc}"
@@ -159,23 +185,70 @@ class RunWriter:
     def path(self) -> Path:
         return part_path(self.data_dir, self.run_number, self.part)
 
+    def _start(self) -> None:
+        """A new run: refused if any file of its name is there (another DAQ's, or this one's
+        from before its run database was replaced); otherwise journal first, then part 0."""
+        stem = run_stem(self.run_number)
+        taken = sorted(p.name for p in self.data_dir.glob(f"{stem}*")
+                       if p.name == f"{stem}.h5" or p.name.startswith(f"{stem}-p"))
+        if taken:
+            raise RunFileExists(
+                f"run {self.run_number}: {', '.join(taken)} already in {self.data_dir} and "
+                "not written by this run (no journal names it); not touching it: move it "
+                "away or write to another data directory")
+        self._journal = open(self._journal_path, "x", encoding="utf-8")  # noqa: SIM115
+        self._log({"open": True, "run_number": self.run_number, "metadata": self.metadata})
+        try:
+            self._open_part(0)
+        except RunFileExists:
+            self._log({"closed": True, "clean": False, "refused": True})
+            self._journal.close()
+            raise
+
     def _open_part(self, part: int) -> None:
+        """Create part ``part`` exclusively, or the next free name after it."""
+        while True:
+            path = part_path(self.data_dir, self.run_number, part)
+            meta = {**self.metadata, "run_number": self.run_number, "part": part,
+                    "start_time": self.metadata.get("start_time", time.time())}
+            try:
+                writer = Hdf5Writer(path, chunk_rows=self.chunk_rows,
+                                    compression=self.compression, swmr=True, run_metadata=meta)
+            except FileExistsError:
+                if part == 0:
+                    raise RunFileExists(
+                        f"run {self.run_number}: {path} already exists and was not written "
+                        "by this run; not touching it") from None
+                self.counters.part_names_taken += 1
+                log.warning("run %d: %s exists and is not this run's; writing the next part "
+                            "name instead", self.run_number, path.name)
+                part += 1
+                continue
+            break
         self.part = part
-        path = self.path
-        if path.exists():
-            path.unlink()  # never acknowledged (a crash before its first commit)
-        meta = {**self.metadata, "run_number": self.run_number, "part": part,
-                "start_time": self.metadata.get("start_time", time.time())}
+        self._writer = writer
         self._configs_in_part = 0
         self._last_commit = (0, 0, 0)
-        self._writer = Hdf5Writer(path, chunk_rows=self.chunk_rows,
-                                  compression=self.compression, swmr=True, run_metadata=meta)
+        # The journal names every part this run created: only those may ever be repaired
+        # or removed by a restart.
+        self._log({"opened_part": part, "path": str(path)})
         if path not in self.files:
             self.files.append(path)
 
     def _log(self, record: dict[str, Any]) -> None:
         self._journal.write(json.dumps(record, sort_keys=True) + "\n")
         self._journal.flush()
+
+    def _reopen_journal(self) -> None:
+        """Append to the journal; a line torn by a crash (or a full disk) is ended first, so
+        the next record starts on a line of its own."""
+        self._journal = open(self._journal_path, "a+", encoding="utf-8")  # noqa: SIM115
+        if self._journal.tell():
+            self._journal.seek(self._journal.tell() - 1)
+            last = self._journal.read(1)
+            if last != "\n":
+                self._journal.write("\n")
+                self._journal.flush()
 
     def _resume(self) -> None:
         records = read_journal(self._journal_path)
@@ -196,25 +269,31 @@ class RunWriter:
             if done:
                 self.finished.add(stream)
         self.files = [Path(p) for p in last.get("files", [])]
+        opened = {int(r["opened_part"]): Path(r["path"]) for r in records if "opened_part" in r}
+        own = set(self.files) | set(opened.values())
         part = int(last["part"])
         path = part_path(self.data_dir, self.run_number, part)
-        if path.exists():
-            cut = truncate_to_commit(path, last["packets"], last["messages"], last["configs"])
-            # Rows below the commit that did not survive are lost, and said so.
-            self.counters.packets_lost += max(0, -cut.get("packets", 0))
+        if path.exists() and path in own:
+            if not is_sealed(path):  # a finished part (closed at a rollover) stays as it is
+                cut = truncate_to_commit(path, last["packets"], last["messages"],
+                                         last["configs"])
+                seal(path)
+                # Rows below the commit that did not survive are lost, and said so.
+                self.counters.packets_lost += max(0, -cut.get("packets", 0))
             if path not in self.files:
                 self.files.append(path)
         elif last["packets"]:
             self.counters.packets_lost += int(last["packets"])
-        for stale in range(part + 1, part + 64):
-            later = part_path(self.data_dir, self.run_number, stale)
-            if later.exists():
-                later.unlink()
+        for number, stale in sorted(opened.items()):
+            # Parts this run opened after its last commit: nothing in them was acknowledged
+            # (their frames come again), and no one else's file is among them.
+            if number > part and stale.exists():
+                stale.unlink()
         self._configs_read_back()
-        self._journal = open(self._journal_path, "a", encoding="utf-8")  # noqa: SIM115
+        self._reopen_journal()
         # The next part is created with the first frame (or at close): a restart that is
         # itself cut short leaves no empty part behind.
-        self.part = part + 1
+        self.part = max([part, *opened]) + 1
         self._writer = None
 
     def _configs_read_back(self) -> None:
@@ -376,6 +455,7 @@ class RunWriter:
     def _rollover(self) -> None:
         self._writer.set_run_metadata(self._part_attrs())
         self._writer.close(clean=True)
+        seal(self.path)
         self._open_part(self.part + 1)
         self._commit_record()
 
@@ -393,51 +473,104 @@ class RunWriter:
                      "config_hash": self.config_hash(), **(extra or {})}
             self._writer.set_run_metadata(attrs)
             self._writer.close(clean=clean)
+            if clean:
+                seal(self.path)
             self._log({"closed": True, "clean": clean, "counters": self.counters.as_dict()})
         finally:
             self.closed = True
-            self._journal.close()
+            with contextlib.suppress(OSError):
+                self._journal.close()
+        seal(self._journal_path)
         return self.summary()
 
     def abort(self) -> None:
-        """Close after a write error: keep what is on disk readable, no clean-close mark.
+        """Close after a write error: keep what is on disk readable.
 
         The part is cut back to the last commit, the state the journal (and the aggregator's
-        acknowledgements) describe; a later start resumes from there.
+        acknowledgements) describe, and gets its checksum and clean-close mark. If the HDF5
+        library cannot even close it (a full disk: it has nowhere to flush), the part's
+        "open for write" flags are cleared in place at once, so any other program opens it
+        as of the last commit, and :meth:`release` finishes the job once there is room.
         """
         if self.closed:
             return
         self.closed = True
+        with contextlib.suppress(OSError):  # a full disk cannot take the buffered tail
+            self._journal.close()
+        if self._writer is None:
+            return
         try:
-            if self._writer is not None and not self._writer.closed:
+            if not self._writer.closed:
                 self._writer.close(clean=False)
         except Exception as exc:  # the HDF5 library could not finish (full disk)
-            # The library still holds the file; a reader sees it as of the last SWMR flush,
-            # which is the last commit, and a restart cuts it back from the journal.
             log.warning("closing %s after a write error failed too: %s", self.path, exc)
+            self._held = True
+            try:
+                clear_write_flags(self.path)  # rewrites bytes in place: needs no room
+            except Exception as err:
+                log.error("could not clear the write flags of %s: %s", self.path, err)
             return
-        finally:
-            self._journal.close()
-        last = self._last_commit
+        self._repair()
+
+    @property
+    def held(self) -> bool:
+        """The part is still held by the HDF5 library (see :meth:`abort`)."""
+        return self._held
+
+    def release(self) -> bool:
+        """After :meth:`abort`: let go of a part the library still held and repair it.
+
+        True when nothing is held any more (tried again later otherwise: while the disk is
+        full this fails and changes nothing).
+        """
+        if self._held:
+            if not self._writer.release():
+                return False
+            self._held = False
+            self._repair()
+        return True
+
+    def _repair(self) -> None:
+        """Cut the part back to its last commit, mark it complete, make it read-only."""
         try:
             if self.path.exists():
-                truncate_to_commit(self.path, *last)
+                truncate_to_commit(self.path, *self._last_commit)
+                seal(self.path)
         except Exception as exc:
             log.error("could not cut %s back to its last commit: %s", self.path, exc)
+
+    def mark_failed(self, reason: str) -> bool:
+        """Say in the journal that the run ended without this writer (a write error): a
+        restart then does not take the run up again. False if the journal cannot be
+        written (still no room); the journal stays open and a restart repairs the part."""
+        if not self.closed or self._held:
+            return False
+        try:
+            self._reopen_journal()
+            self._log({"closed": True, "clean": False, "error": reason,
+                       "counters": self.counters.as_dict()})
+            self._journal.close()
+        except OSError as exc:
+            log.warning("run %d: cannot close the journal yet: %s", self.run_number, exc)
+            with contextlib.suppress(OSError):
+                self._journal.close()
+            return False
+        seal(self._journal_path)
+        return True
 
     def summary(self) -> dict[str, Any]:
         return {"files": [str(p) for p in self.files], "counters": self.counters.as_dict()}
 
 
 def read_journal(path: str | Path) -> list[dict[str, Any]]:
-    """The journal's records; a torn final line is dropped."""
+    """The journal's records; a torn line is skipped."""
     records = []
     with open(path, encoding="utf-8") as f:
         for line in f:
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError:
-                break
+                continue  # a line torn by a crash or a full disk; the next one is whole
     return records
 
 

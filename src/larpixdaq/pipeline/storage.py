@@ -32,6 +32,7 @@ from larpixdaq.pipeline.aggregator import ACK, CREDIT, FRAME, HELLO, pack
 from larpixdaq.pipeline.frames import FrameError, decode_header
 from larpixdaq.pipeline.runfile import (
     DEFAULT_PART_BYTES,
+    RunFileExists,
     RunWriter,
     StorageError,
     Stream,
@@ -74,7 +75,7 @@ class StorageLink:
         self.writer: RunWriter | None = None
         self.error: str | None = None
         self.counters: dict[str, int] = dict.fromkeys(
-            ["bad_frames", "frames_outside_run", "write_errors", "hellos"], 0)
+            ["bad_frames", "frames_outside_run", "write_errors", "files_refused", "hellos"], 0)
         self._extra_acks: dict[Stream, int] = {}
         self._calls = ThreadCalls()
         self._ending: tuple[Future, float] | None = None
@@ -130,7 +131,11 @@ class StorageLink:
                     return {"files": [str(p) for p in self.writer.files], "resumed": True}
                 self.writer.close(clean=False)
             self.error = None
-            self.writer = self._new_writer(run_number, metadata)
+            try:
+                self.writer = self._new_writer(run_number, metadata)
+            except RunFileExists:
+                self.counters["files_refused"] += 1
+                raise
             return {"files": [str(p) for p in self.writer.files]}
         return self.call(do)
 
