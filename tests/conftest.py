@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -49,3 +51,54 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pytest.fail(f"the reference library larpix-control is missing ({err}); it is part of "
                     "the test set-up: pip install -e '.[test,reference]' (make test does it)",
                     pytrace=False)
+
+
+class SmallDisk:
+    """A real file system of a few MB (tmpfs) that tests fill up and free again."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fillers: list[Path] = []
+
+    def fill(self) -> Path:
+        """Write a file until the disk says ENOSPC; returns it (remove it with :meth:`free`)."""
+        filler = self.path / f".filler-{len(self._fillers)}"
+        self._fillers.append(filler)
+        block = b"\xa5" * (64 << 10)
+        with open(filler, "wb", buffering=0) as f:
+            try:
+                while True:
+                    f.write(block)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+        # A partial block may still fit: take the last bytes too.
+        with open(filler, "ab", buffering=0) as f:
+            for size in (4096, 512, 1):
+                try:
+                    while True:
+                        f.write(b"\xa5" * size)
+                except OSError:
+                    pass
+        return filler
+
+    def free(self) -> None:
+        for filler in self._fillers:
+            filler.unlink(missing_ok=True)
+        self._fillers.clear()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """An 8 MB tmpfs mounted for the test (we run as root); skipped, saying why, where a
+    mount is not permitted."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount an 8 MB tmpfs to fill up: {proc.stderr.strip()}")
+    try:
+        yield SmallDisk(mount)
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)

@@ -121,3 +121,39 @@ def test_logs_command_runs_a_collector(core, tmp_path):
         proc.terminate()
         assert proc.wait(10) == 0
         proc.stdout.close()
+
+
+def test_a_full_disk_costs_records_counted_never_the_collector(core, small_disk):
+    path = small_disk.path / "daq.log"
+    collector = LogCollector("logs", core.endpoint, bind="tcp://127.0.0.1:0", path=path,
+                             console=None).start()
+    push = zmq.Context.instance().socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 0)
+    push.connect(collector.endpoint)
+
+    def send(text):
+        rec = logging.LogRecord("larpixdaq.x", logging.INFO, __file__, 1, text, (), None)
+        push.send(encode_record(rec, "tester"))
+
+    def written(text):
+        return [r for r in _records(path) if r["message"] == text]
+
+    try:
+        send("before")
+        wait_for(lambda: written("before"))
+        small_disk.fill()
+        # The log file's last page may still take a few lines; 200 of 1 kB cannot fit.
+        for i in range(200):
+            send(f"while full {i} " + "x" * 1000)
+        wait_for(lambda: collector.counters()["records_received"] >= 201)
+        assert collector.counters()["records_dropped"] > 150
+        assert "No space left on device" in collector.last_error
+        small_disk.free()
+        send("after")  # the same collector writes again, no restart
+        wait_for(lambda: written("after"))
+        assert any(t.name.endswith("-main") and t.is_alive() for t in collector._threads)
+        c = collector.counters()
+        assert c["records_received"] == c["records_written"] + c["records_dropped"]
+    finally:
+        push.close(0)
+        collector.stop()

@@ -7,7 +7,9 @@ line to a file, and prints a readable line on the console.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import socket
 import sys
 import threading
@@ -50,15 +52,15 @@ class LogCollector(Component):
         self.received = 0
         self.malformed = 0
         self.written = 0
+        self.dropped = 0
         self.last_error = ""
 
     def counters(self) -> dict[str, int]:
         return {"records_received": self.received, "records_malformed": self.malformed,
-                "records_written": self.written}
+                "records_written": self.written, "records_dropped": self.dropped}
 
     def main(self, stop: threading.Event) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as out:
+        try:
             while not stop.is_set():
                 if not self._pull.poll(100):
                     continue
@@ -76,12 +78,43 @@ class LogCollector(Component):
                         self.last_error = str(exc)
                         continue
                     lines.append(rec)
-                if not lines:
-                    continue
-                out.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in lines))
-                out.flush()
-                self.written += len(lines)
-                if self.console is not None:
-                    self.console.write("".join(format_record(r) + "\n" for r in lines))
-                    self.console.flush()
-        self._pull.close(0)
+                if lines:
+                    self._write(lines)
+        finally:
+            self._pull.close(0)
+
+    def _write(self, lines: list[dict[str, Any]]) -> None:
+        """Append records to the file, whole lines in one ``write``; a file that cannot take
+        them (a full disk, a removed directory) costs those records, counted, never the
+        collector: it writes again as soon as the file can take them."""
+        data = "".join(json.dumps(r, sort_keys=True) + "\n" for r in lines).encode("utf-8")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                size = os.lseek(fd, 0, os.SEEK_END)
+                view = memoryview(data)
+                try:
+                    while view:
+                        view = view[os.write(fd, view):]
+                except OSError:
+                    # Take back the part of a line that did fit: the file keeps whole lines,
+                    # and the next batch starts on a line of its own.
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, size)
+                    raise
+            finally:
+                os.close(fd)
+            self.written += len(lines)
+        except OSError as exc:
+            first = not self.dropped
+            self.dropped += len(lines)
+            self.last_error = f"cannot write {self.path}: {exc}"
+            if first and self.console is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    self.console.write(f"log collector: {self.last_error}; records are "
+                                       "counted as records_dropped until it can\n")
+        if self.console is not None:
+            with contextlib.suppress(OSError, ValueError):  # a console on a full disk too
+                self.console.write("".join(format_record(r) + "\n" for r in lines))
+                self.console.flush()
