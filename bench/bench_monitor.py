@@ -9,8 +9,8 @@ import numpy as np
 from bench.table import Row, best_time
 from larpixdaq.formats import packets as K
 from larpixdaq.formats import pacman as P
-from larpixdaq.pipeline.frames import FrameHeader
 from larpixdaq.pipeline.monitorstate import MonitorState
+from larpixdaq.pipeline.protocol import FrameHeader
 
 TITLE = "Online monitor accumulators (decode, count, snapshot)"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from larpixdaq.formats.pacman import data_words, decode_data_messages, encode_data_message
-from larpixdaq.pipeline.frames import FrameHeader
+from larpixdaq.pipeline.protocol import FrameHeader
 
 
 def make_messages(seed: int, n_messages: int, words: int = 50) -> list[bytes]:

@@ -8,8 +8,16 @@ import pytest
 import zmq
 from datagen import make_frames, make_messages
 
-from larpixdaq.pipeline.aggregator import ACK, CREDIT, FRAME, HELLO, STATS, Aggregator
-from larpixdaq.pipeline.frames import decode_header, encode_header
+from larpixdaq.pipeline.aggregator import Aggregator
+from larpixdaq.pipeline.protocol import (
+    ACK,
+    CREDIT,
+    FRAME,
+    HELLO,
+    STATS,
+    decode_header,
+    encode_header,
+)
 from larpixdaq.runcontrol.testing import wait_for
 
 

@@ -175,24 +175,31 @@ def test_routine_timeout_aborts_it_and_the_next_one_runs(daq, tmp_path):
     assert daq.op.run_routine("hello_world").wait().success
 
 
-def test_a_source_without_a_board_says_so():
-    from types import SimpleNamespace
+def test_a_source_without_a_board_says_so(tmp_path):
+    from larpixdaq.formats.rawfile import write_raw
+    from larpixdaq.pipeline.boardactions import BoardActions
+    from larpixdaq.pipeline.producer import Producer
+    from larpixdaq.pipeline.sources.replay import ReplaySource
 
-    from larpixdaq.pipeline.boardactions import session_for
-
-    session = session_for(SimpleNamespace(io_group=3))
-    assert session.info()["kind"] == "replay"
+    write_raw(tmp_path / "in.raw", [], 3)
+    source = ReplaySource(tmp_path / "in.raw", io_group=3)
+    producer = Producer("p", source, "tcp://127.0.0.1:1")  # never started: no socket
+    actions = BoardActions(producer, name="p")
+    assert actions.get_boards()["kind"] == "replay"
+    assert actions.get_boards()["reading_out"] is False
     with pytest.raises(Exception, match="no board"):
-        session.read()
+        actions.session.read()
+    assert producer.config_rows is None  # its run snapshot is what the source says: none
+    assert source.configs() is None
 
 
 def test_board_client_time_outs_reach_the_producer_counters():
     import socket
-    from types import SimpleNamespace
 
     from larpixdaq.errors import LarpixDaqError
     from larpixdaq.pipeline.boardactions import BoardActions
-    from larpixdaq.pipeline.producer import PacmanSource
+    from larpixdaq.pipeline.producer import Producer
+    from larpixdaq.pipeline.sources.pacman import PacmanSource
 
     with socket.socket() as s1, socket.socket() as s2:  # two ports nobody answers on
         s1.bind(("127.0.0.1", 0))
@@ -201,11 +208,10 @@ def test_board_client_time_outs_reach_the_producer_counters():
     source = PacmanSource(1, "127.0.0.1", *ports)
     source.client.timeout = 0.05
     try:
-        actions = BoardActions()
-        actions.init_board_actions(SimpleNamespace(source=source, config_rows=None))
+        actions = BoardActions(Producer("p", source, "tcp://127.0.0.1:1"), name="p")
         with pytest.raises(LarpixDaqError, match="did not answer"):
             source.client.ping()
-        c = actions.board_counters()
+        c = actions.counters()
         assert c["pacman_timeouts"] == source.client.retries
         assert c["pacman_retries"] == source.client.retries - 1
     finally:

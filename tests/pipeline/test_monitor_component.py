@@ -11,9 +11,8 @@ import zmq
 
 from larpixdaq.formats.packets import encode_packets
 from larpixdaq.formats.pacman import data_words, encode_data_message
-from larpixdaq.pipeline.aggregator import FRAME, STATS
-from larpixdaq.pipeline.frames import FrameHeader, encode_header
 from larpixdaq.pipeline.monitor import SNAPSHOT, MonitorComponent
+from larpixdaq.pipeline.protocol import FRAME, STATS, FrameHeader, encode_header
 from larpixdaq.runcontrol.operator import Operator
 from larpixdaq.runcontrol.testing import CoreProcess, wait_for
 

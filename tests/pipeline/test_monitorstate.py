@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import msgpack
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -12,8 +13,8 @@ from hypothesis import strategies as st
 from larpixdaq.boards import geometry as geo
 from larpixdaq.formats.packets import encode_packets
 from larpixdaq.formats.pacman import data_words, encode_data_message
-from larpixdaq.pipeline.frames import FrameHeader
 from larpixdaq.pipeline.monitorstate import MonitorState, tile_of
+from larpixdaq.pipeline.protocol import STATS, FrameHeader, parse_monitor_message
 
 T0 = 1000.0
 
@@ -218,8 +219,9 @@ def test_mismatched_batch_is_refused(state):
 
 
 def test_aggregator_stats_are_kept(state):
-    state.add_stats({"counters": {"frames_in": 12, "junk": "x"}})
-    state.add_stats("not a map")
+    state.add_stats(parse_monitor_message(
+        [STATS, msgpack.packb({"counters": {"frames_in": 12, "junk": "x"}})]))
+    state.add_stats(parse_monitor_message([STATS, msgpack.packb("not a map")]))
     assert state.snapshot(T0)["aggregator"] == {"frames_in": 12}
 
 

@@ -16,8 +16,11 @@ from larpixdaq.formats.pacman import decode_data_messages, encode_data_message
 from larpixdaq.formats.rawfile import write_raw
 from larpixdaq.formats.rows import MESSAGE
 from larpixdaq.pipeline.aggregator import Aggregator
-from larpixdaq.pipeline.producer import Producer, ReplaySource, SimSource, rows_to_messages
+from larpixdaq.pipeline.producer import Producer
+from larpixdaq.pipeline.protocol import CREDIT, FRAME
 from larpixdaq.pipeline.runfile import read_run_packets
+from larpixdaq.pipeline.sources.replay import ReplaySource
+from larpixdaq.pipeline.sources.sim import SimSource
 from larpixdaq.pipeline.storage import StorageLink
 from larpixdaq.runcontrol.testing import wait_for
 
@@ -30,14 +33,6 @@ def _board_messages() -> list[bytes]:
         msgs.append(encode_data_message(int(board.time), words))
     msgs.append(encode_data_message(9, board.generate_packets(300)[:300]))
     return msgs
-
-
-def test_rows_to_messages_rebuilds_what_the_board_sent():
-    msgs = _board_messages()
-    rows = decode_data_messages(msgs, 2).rows
-    assert (rows["packet_type"] == 6).any() and (rows["packet_type"] == 0).any()
-    again = decode_data_messages(rows_to_messages(rows), 2).rows
-    assert np.array_equal(again, rows)
 
 
 @pytest.fixture
@@ -94,13 +89,13 @@ def test_sim_source_keeps_its_rate_and_stream_is_complete(path):
     src = SimSource(1, rate=40_000, words_per_message=500)
     p = make_producer(src)
     t0 = time.monotonic()
-    summary = _run(store, p, 3, lambda: p.counters["packets_sent"] >= 20_000)
+    summary = _run(store, p, 3, lambda: p.counters.packets_sent >= 20_000)
     elapsed = time.monotonic() - t0
     c = summary["counters"]
     assert c["packets_lost"] == 0 and c["frames_missing"] == 0
-    assert c["words_received"] == p.counters["packets_sent"]
+    assert c["words_received"] == p.counters.packets_sent
     # Paced, not flat out: a generous bound that only a missing rate limit breaks.
-    assert p.counters["packets_sent"] < 40_000 * elapsed * 3 + 20_000
+    assert p.counters.packets_sent < 40_000 * elapsed * 3 + 20_000
 
 
 def test_without_credit_the_producer_waits_and_says_so(tmp_path):
@@ -115,7 +110,7 @@ def test_without_credit_the_producer_waits_and_says_so(tmp_path):
         p.begin()
         with pytest.raises(TimeoutError, match="no credit for the end-of-run marker"):
             p.end(timeout=0.3)
-        assert p.counters["frames_sent"] == 0 and p.counters["credit_waits"] >= 1
+        assert p.counters.frames_sent == 0 and p.counters.credit_waits >= 1
     finally:
         p.stop()
         silent.close(0)
@@ -123,8 +118,6 @@ def test_without_credit_the_producer_waits_and_says_so(tmp_path):
 
 def test_malformed_messages_from_the_aggregator_are_counted(tmp_path):
     import msgpack
-
-    from larpixdaq.pipeline.aggregator import CREDIT
 
     ctx = zmq.Context.instance()
     agg = ctx.socket(zmq.ROUTER)
@@ -148,8 +141,6 @@ def test_malformed_messages_from_the_aggregator_are_counted(tmp_path):
 def test_what_a_stop_leaves_unsent_is_counted():
     import msgpack
 
-    from larpixdaq.pipeline.aggregator import CREDIT, FRAME
-
     ctx = zmq.Context.instance()
     agg = ctx.socket(zmq.ROUTER)  # grants one byte, then nothing
     agg.setsockopt(zmq.LINGER, 0)
@@ -164,12 +155,12 @@ def test_what_a_stop_leaves_unsent_is_counted():
         agg.send_multipart([identity, CREDIT, msgpack.packb({"bytes": 1})])
         assert agg.poll(3000) and agg.recv_multipart()[1] == FRAME
         # It holds the rest of the batch it read from the board, waiting for credit.
-        wait_for(lambda: p.counters["credit_waits"] >= 2)
+        wait_for(lambda: p.counters.credit_waits >= 2)
     finally:
         p.stop()
         agg.close(0)
-    assert p.counters["frames_sent"] == 1
-    assert p.counters["messages_unsent"] >= 1
+    assert p.counters.frames_sent == 1
+    assert p.counters.messages_unsent >= 1
 
 
 @pytest.mark.parametrize("board, words", [
@@ -238,7 +229,7 @@ def test_bad_sim_rate(text, words):
 def test_pacman_board_through_the_client(tmp_path, path):
     from larpixdaq.boards.pacman_emulator import PacmanEmulator
     from larpixdaq.formats.rawfile import open_raw
-    from larpixdaq.pipeline.producer import PacmanSource
+    from larpixdaq.pipeline.sources.pacman import PacmanSource
 
     make_producer, store = path
     emu = PacmanEmulator(SimulatedBoard(1, seed=2).bring_up_all(), cmd_port=0, data_port=0,
@@ -248,7 +239,7 @@ def test_pacman_board_through_the_client(tmp_path, path):
         src = PacmanSource(1, "127.0.0.1", ports["cmd"], ports["data"])
         p = make_producer(src)
         p.record_path = tmp_path / "got-{run}.raw"
-        summary = _run(store, p, 4, lambda: p.counters["packets_sent"] > 2000)
+        summary = _run(store, p, 4, lambda: p.counters.packets_sent > 2000)
     finally:
         emu.stop()
     with open_raw(tmp_path / "got-4.raw") as f:
@@ -256,3 +247,39 @@ def test_pacman_board_through_the_client(tmp_path, path):
     rows = read_run_packets(summary["files"])
     assert np.array_equal(rows[rows["packet_type"] != MESSAGE], decode_data_messages(msgs, 1).rows)
     assert summary["counters"]["packets_lost"] == 0
+
+
+def test_a_tap_keeps_what_fits_and_counts_the_rest():
+    from larpixdaq.pipeline.producer import DataTap
+
+    tap = DataTap(max_messages=2)
+    assert tap.offer([b"a", b"b", b"c"]) == 1
+    assert tap.offer([b"d"]) == 1
+    assert tap.dropped == 2
+    assert tap.take(0.2) == [b"a", b"b"]
+
+
+def test_a_routine_tap_that_overflows_counts_the_drop_and_the_run_goes_on(path):
+    """A routine reading the run's data slower than the board sends: its copy drops what
+    does not fit, the producer counts it, nothing raises, and the run loses nothing."""
+    make_producer, store = path
+    src = SimSource(1, rate=0, words_per_message=20, pool=16)
+    p = make_producer(src)
+    p.tap_messages = 4
+    store.prepare(5, {"run_type": "tap"})
+    p.prepare(5)
+    p.begin()
+    wait_for(lambda: p.counters.frames_sent > 100, timeout=15)
+    got = p.read_run_data(0.5)
+    assert len(got) > 0
+    dropped = p.counters.tap_messages_dropped
+    assert dropped > 0
+    assert p.snapshot()["tap_messages_dropped"] == dropped
+    # Data kept flowing past the overflow, and nothing more is counted once the tap is gone.
+    sent = p.counters.packets_sent
+    wait_for(lambda: p.counters.packets_sent > sent, timeout=15)
+    assert p.counters.tap_messages_dropped == dropped
+    p.end()
+    summary = store.end()
+    assert summary["counters"]["packets_lost"] == 0
+    assert summary["counters"]["words_received"] == p.counters.packets_sent

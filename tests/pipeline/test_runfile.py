@@ -95,7 +95,7 @@ def test_decode_errors_counted_by_kind(tmp_path):
 
 def test_configs_frame_of_partial_rows_is_rejected_and_counted(tmp_path):
     from larpixdaq.formats.rows import CONFIGS_DTYPE
-    from larpixdaq.pipeline.frames import FrameHeader
+    from larpixdaq.pipeline.protocol import FrameHeader
 
     msgs = make_messages(6, 2, words=4)
     frames = make_frames("a", 1, msgs, markers=False)
@@ -115,7 +115,7 @@ def test_configs_frame_of_partial_rows_is_rejected_and_counted(tmp_path):
 
 
 def test_info_text_the_file_cannot_hold_whole_is_counted(tmp_path):
-    from larpixdaq.pipeline.frames import FrameHeader
+    from larpixdaq.pipeline.protocol import FrameHeader
 
     texts = [b"Beginning run", b"x" * 70, b"bad \xff byte", b"Ending run"]
     frames = [(FrameHeader("a", 7, i, 1, 1, 1.0, "info", 0), t) for i, t in enumerate(texts)]
@@ -280,7 +280,7 @@ def _run_with_configs(tmp_path, run, start_threshold, end_threshold):
     """A run file whose configs table holds a start and an end snapshot of two chips."""
     from larpixdaq.formats.chipconfig import ChipConfig
     from larpixdaq.formats.rows import CONFIGS_DTYPE
-    from larpixdaq.pipeline.frames import FrameHeader
+    from larpixdaq.pipeline.protocol import FrameHeader
 
     def snapshot(threshold, stamp):
         rows = np.zeros(2, CONFIGS_DTYPE)

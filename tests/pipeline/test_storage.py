@@ -8,8 +8,7 @@ import pytest
 import zmq
 from datagen import make_frames, make_messages
 
-from larpixdaq.pipeline.aggregator import FRAME, HELLO
-from larpixdaq.pipeline.frames import encode_header
+from larpixdaq.pipeline.protocol import FRAME, HELLO, encode_header
 from larpixdaq.pipeline.storage import StorageComponent, StorageLink
 from larpixdaq.runcontrol.messages import RunInfo
 from larpixdaq.runcontrol.testing import wait_for

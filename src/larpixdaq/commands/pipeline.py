@@ -145,7 +145,9 @@ def make_source(board: str, io_group: int, *, sim_rate: float | str = 100_000,
                 seed: int | None = None,
                 words_per_message: int = 4096, sim_pool: int = 0, replay_speed: float = 1.0):
     """A message source from a ``--board`` value; CommandError on a bad value."""
-    from larpixdaq.pipeline.producer import PacmanSource, ReplaySource, SimSource
+    from larpixdaq.pipeline.sources.pacman import PacmanSource
+    from larpixdaq.pipeline.sources.replay import ReplaySource
+    from larpixdaq.pipeline.sources.sim import SimSource
 
     kind, _, rest = board.partition(":")
     if kind == "sim":

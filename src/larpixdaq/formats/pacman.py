@@ -26,6 +26,7 @@ import numpy as np
 
 from larpixdaq.errors import FormatError
 from larpixdaq.formats import rows as R
+from larpixdaq.formats.packets import encode_packets
 
 HEADER = struct.Struct("<cLxH")
 HEADER_BYTES = HEADER.size  # 8
@@ -334,6 +335,73 @@ def message_words(message: bytes) -> np.ndarray:
     """The whole words of one message as WORD_DTYPE (header ignored), a zero-copy view."""
     n = max(0, (len(message) - HEADER_BYTES) // WORD_BYTES)
     return np.frombuffer(message, dtype=WORD_DTYPE, count=n, offset=HEADER_BYTES)
+
+
+def rows_to_messages(rows: np.ndarray, max_words: int = MAX_WORDS) -> list[bytes]:
+    """Rebuild PACMAN ``D`` messages from ``packets`` rows of a v2.4 file.
+
+    Each type-4 row starts a message (its timestamp is the message time); chip rows become
+    DATA words (packet bits rebuilt from the columns), type-6/7 rows SYNC/TRIG words; type-5
+    rows (logged text) are skipped. Rows before the first type-4 row form a message of time 0.
+    Config packets come back with their unused bits zero (v2.4 rows do not keep them).
+    The inverse of :func:`decode_data_messages` (a recorded file replayed as the board's
+    messages).
+    """
+    ptype = rows["packet_type"]
+    keep = ptype != R.MESSAGE
+    rows, ptype = rows[keep], ptype[keep]
+    starts = np.flatnonzero(ptype == R.TIMESTAMP)
+    words_sel = ptype != R.TIMESTAMP
+    words = np.zeros(int(words_sel.sum()), dtype=WORD_DTYPE)
+    wr = rows[words_sel]
+    wt = ptype[words_sel]
+    chip = wt < R.TIMESTAMP
+    if chip.any():
+        c = wr[chip]
+        data = c["packet_type"] == 0
+        pk = np.zeros(len(c), np.uint64)
+        if data.any():
+            d = c[data]
+            pk[data] = encode_packets(
+                packet_type=0, chip_id=d["chip_id"], channel_id=d["channel_id"],
+                timestamp=d["timestamp"] & 0x7FFFFFFF, first_packet=d["first_packet"],
+                dataword=d["dataword"], trigger_type=d["trigger_type"],
+                local_fifo=d["local_fifo"], shared_fifo=d["shared_fifo"],
+                downstream_marker=d["downstream_marker"], parity=d["parity"])
+        if (~data).any():
+            g = c[~data]
+            pk[~data] = encode_packets(
+                packet_type=g["packet_type"], chip_id=g["chip_id"],
+                register_address=g["register_address"], register_data=g["register_data"],
+                downstream_marker=g["downstream_marker"], parity=g["parity"])
+        cw = words[chip]
+        cw["type"] = WORD_DATA
+        cw["io_channel"] = c["io_channel"]
+        cw["receipt_timestamp"] = c["receipt_timestamp"]
+        cw["packet"] = pk
+        words[chip] = cw
+    for kind, code in ((R.SYNC, WORD_SYNC), (R.TRIGGER, WORD_TRIG)):
+        sel = wt == kind
+        if sel.any():
+            tw = words[sel]
+            tw["type"] = code
+            tw["sub"] = wr["trigger_type"][sel]
+            tw["time"] = wr["timestamp"][sel].astype(np.uint32)
+            if kind == R.SYNC:
+                tw["clk_source"] = wr["dataword"][sel] & 1
+            words[sel] = tw
+    # Word index where each message begins: rows before it that are words.
+    word_pos = np.cumsum(words_sel) - words_sel
+    bounds = [0, *word_pos[starts].tolist(), len(words)]
+    stamps = [0, *rows["timestamp"][starts].tolist()]
+    out = []
+    for i in range(len(bounds) - 1):
+        a, b = bounds[i], bounds[i + 1]
+        if i == 0 and a == b:
+            continue  # no words before the first type-4 row
+        for s in range(a, max(b, a + 1), max_words):
+            out.append(encode_data_message(int(stamps[i]), words[s:min(b, s + max_words)]))
+    return out
 
 
 # ------------------------------------------------------------------- requests and replies

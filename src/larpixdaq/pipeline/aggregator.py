@@ -14,7 +14,8 @@ aggregator forgets what is already on disk and sends the rest again, in order.
 
 Monitors get a sampled copy on a PUB socket (at most ``monitor_rate`` frames a second per
 stream, with the original headers, so a monitor sees from the seq numbers how much it
-missed) and a ``stats`` message every second. See ``docs/datapath.md`` for the message table.
+missed) and a ``stats`` message every second. The messages are built and parsed by
+:mod:`larpixdaq.pipeline.protocol` (see also ``docs/datapath.md``).
 """
 
 from __future__ import annotations
@@ -27,15 +28,27 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
 import zmq
 
-from larpixdaq.pipeline.frames import FrameError, decode_header
+from larpixdaq.pipeline.counters import Counters
+from larpixdaq.pipeline.protocol import (
+    KIND_DATA,
+    Ack,
+    Credit,
+    Frame,
+    FrameHeader,
+    ProducerHello,
+    ProtocolError,
+    Stats,
+    StorageHello,
+    parse_producer_message,
+    parse_storage_message,
+    stream_seqs,
+)
 from larpixdaq.runcontrol.component import Component
 
 log = logging.getLogger("larpixdaq.aggregator")
 
-HELLO, CREDIT, ACK, FRAME, STATS = b"HELLO", b"CREDIT", b"ACK", b"FRAME", b"stats"
 DEFAULT_WINDOW = 64 << 20
 """Bytes held for storage at most: enough to ride over storage's commit interval at full
 rate, small enough that storage drains it in well under a second at the end of a run."""
@@ -44,10 +57,14 @@ Stream = tuple[str, int]
 
 @dataclass(slots=True)
 class _Held:
+    """A frame held until storage acknowledges it: its header part as the producer sent it
+    (forwarded unchanged) and its payload part, with what the bookkeeping needs."""
+
     stream: Stream
     seq: int
     size: int
-    header: Any
+    header: FrameHeader
+    raw_header: Any
     payload: Any
 
 
@@ -59,12 +76,21 @@ class _Producer:
     last_heard: float = field(default_factory=time.monotonic)
 
 
-def pack(obj: Any) -> bytes:
-    return msgpack.packb(obj)
+@dataclass
+class AggregatorCounters(Counters):
+    """What the aggregator counts (these names are what heartbeats, the stats the monitors
+    get and the run record show)."""
 
-
-def unpack(raw: Any) -> Any:
-    return msgpack.unpackb(bytes(raw), raw=False)
+    frames_in: int = 0
+    bytes_in: int = 0
+    frames_out: int = 0
+    frames_resent: int = 0
+    frames_acked: int = 0
+    frames_to_monitor: int = 0
+    frames_not_to_monitor: int = 0
+    bad_messages: int = 0
+    producer_hellos: int = 0
+    storage_hellos: int = 0
 
 
 class Aggregator:
@@ -97,10 +123,7 @@ class Aggregator:
         self.storage: bytes | None = None
         self.storage_credit = 0
         self._last_monitor: dict[Stream, float] = {}
-        self.counters: dict[str, int] = dict.fromkeys(
-            ["frames_in", "bytes_in", "frames_out", "frames_resent", "frames_acked",
-             "frames_to_monitor", "frames_not_to_monitor", "bad_messages", "producer_hellos",
-             "storage_hellos"], 0)
+        self.counters = AggregatorCounters()
         self.per_stream: dict[Stream, int] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -174,41 +197,38 @@ class Aggregator:
             except zmq.Again:
                 return
             try:
-                handler(parts)
-            except (FrameError, ValueError, TypeError, KeyError, AttributeError,
-                    msgpack.UnpackException) as exc:  # AttributeError: a body not a map
-                self.counters["bad_messages"] += 1
+                handler(parts[0].bytes, parts[1:])
+            except ProtocolError as exc:
+                self.counters.bad_messages += 1
                 log.warning("aggregator: rejected a malformed message: %s", exc)
 
     # -- producers -------------------------------------------------------------------------
-    def _on_producer(self, parts: list[zmq.Frame]) -> None:
-        identity, kind = parts[0].bytes, parts[1].bytes
-        if kind == FRAME and len(parts) == 4:
-            header = decode_header(parts[2].buffer)
-            size = len(parts[3])
-            held = _Held(header.stream, header.seq, size, parts[2], parts[3])
+    def _on_producer(self, identity: bytes, parts: list[zmq.Frame]) -> None:
+        msg = parse_producer_message(parts)
+        if isinstance(msg, Frame):
+            header, size = msg.header, msg.size
+            held = _Held(header.stream, header.seq, size, header, msg.raw_header, msg.payload)
             with self._lock:
                 self.unsent.append(held)
                 self.held_bytes += size
             c = self.counters
-            c["frames_in"] += 1
-            c["bytes_in"] += size
+            c.frames_in += 1
+            c.bytes_in += size
             self.per_stream[header.stream] = header.seq
             p = self.producers.get(identity)
             if p is not None:
                 p.credit_out = max(0, p.credit_out - size)
                 p.last_heard = time.monotonic()
-            self._sample(header.stream, parts[2], parts[3], header.kind)
-        elif kind == HELLO and len(parts) == 3:
-            meta = unpack(parts[2].buffer)
-            source = str(meta.get("source", ""))
-            for ident, p in list(self.producers.items()):
-                if p.source == source:
-                    del self.producers[ident]  # the same producer, reconnected
-            self.producers[identity] = _Producer(identity, source)
-            self.counters["producer_hellos"] += 1
+            self._sample(msg)
         else:
-            raise ValueError(f"unexpected producer message {kind[:16]!r} of {len(parts)} parts")
+            self._producer_hello(identity, msg)
+
+    def _producer_hello(self, identity: bytes, hello: ProducerHello) -> None:
+        for ident, p in list(self.producers.items()):
+            if p.source == hello.source:
+                del self.producers[ident]  # the same producer, reconnected
+        self.producers[identity] = _Producer(identity, hello.source)
+        self.counters.producer_hellos += 1
 
     def _grant(self) -> None:
         """Top producers up to their share of the window, in chunks worth a message."""
@@ -223,72 +243,67 @@ class Aggregator:
             if want >= max(1, share // 8):
                 p.credit_out += want
                 room -= want
-                self._in.send_multipart([p.identity, CREDIT, pack({"bytes": want})])
+                self._in.send_multipart([p.identity, *Credit(want).parts()])
 
-    def _sample(
-        self, stream: Stream, header: zmq.Frame, payload: zmq.Frame, kind: str = "data"
-    ) -> None:
+    def _sample(self, frame: Frame) -> None:
         """Publish a copy to monitors: data frames at most ``monitor_rate`` a second per
         stream; the rare run markers and config snapshots always, so monitors show them."""
         if self._pub is None:
             return
         now = time.monotonic()
-        is_data = kind == "data"
+        stream = frame.header.stream
+        is_data = frame.header.kind == KIND_DATA
         if is_data and now - self._last_monitor.get(stream, -1e9) < self.monitor_interval:
-            self.counters["frames_not_to_monitor"] += 1
+            self.counters.frames_not_to_monitor += 1
             return
         try:
-            self._pub.send_multipart([FRAME, header, payload], zmq.NOBLOCK, copy=False)
+            self._pub.send_multipart(frame.parts(), zmq.NOBLOCK, copy=False)
         except zmq.Again:
-            self.counters["frames_not_to_monitor"] += 1
+            self.counters.frames_not_to_monitor += 1
             return
         if is_data:
             self._last_monitor[stream] = now
-        self.counters["frames_to_monitor"] += 1
+        self.counters.frames_to_monitor += 1
 
     def _publish_stats(self) -> None:
         if self._pub is None:
             return
-        body = {"counters": dict(self.counters),
-                "last_seq": [[s[0], s[1], q] for s, q in self.per_stream.items()]}
+        stats = Stats(self.counters.as_dict(), stream_seqs(self.per_stream))
         with contextlib.suppress(zmq.Again):
-            self._pub.send_multipart([STATS, pack(body)], zmq.NOBLOCK)
+            self._pub.send_multipart(stats.parts(), zmq.NOBLOCK)
 
     # -- storage ---------------------------------------------------------------------------
-    def _on_storage(self, parts: list[zmq.Frame]) -> None:
-        identity, kind = parts[0].bytes, parts[1].bytes
-        body = unpack(parts[2].buffer) if len(parts) > 2 else {}
-        if kind == HELLO:
-            self._storage_hello(identity, body)
+    def _on_storage(self, identity: bytes, parts: list[zmq.Frame]) -> None:
+        msg = parse_storage_message(parts)
+        if isinstance(msg, StorageHello):
+            self._storage_hello(identity, msg)
         elif identity != self.storage:
-            self.counters["bad_messages"] += 1  # a storage we no longer talk to
-        elif kind == CREDIT:
-            self.storage_credit += int(body["bytes"])
-        elif kind == ACK:
-            for source, epoch, seq in body["streams"]:
-                stream = (str(source), int(epoch))
+            self.counters.bad_messages += 1  # a storage we no longer talk to
+        elif isinstance(msg, Credit):
+            self.storage_credit += msg.nbytes
+        elif isinstance(msg, Ack):
+            for source, epoch, seq in msg.streams:
+                stream = (source, epoch)
                 if seq > self.acked.get(stream, -1):
-                    self.acked[stream] = int(seq)
+                    self.acked[stream] = seq
             self._release()
-        else:
-            raise ValueError(f"unexpected storage message {kind[:16]!r}")
 
-    def _storage_hello(self, identity: bytes, body: dict) -> None:
+    def _storage_hello(self, identity: bytes, hello: StorageHello) -> None:
         """A (new or restarted) storage: forget what it has, send it all the rest again."""
-        for source, epoch, seq in body.get("committed", []):
-            stream = (str(source), int(epoch))
-            self.acked[stream] = max(self.acked.get(stream, -1), int(seq))
+        for source, epoch, seq in hello.committed:
+            stream = (source, epoch)
+            self.acked[stream] = max(self.acked.get(stream, -1), seq)
         with self._lock:
             resend = [h for h in self.inflight if h.seq > self.acked.get(h.stream, -1)]
-            self.counters["frames_resent"] += len(resend)
+            self.counters.frames_resent += len(resend)
             dropped = len(self.inflight) - len(resend)
-            self.counters["frames_acked"] += dropped
+            self.counters.frames_acked += dropped
             self.held_bytes -= sum(h.size for h in self.inflight) - sum(h.size for h in resend)
             self.inflight.clear()
             self.unsent.extendleft(reversed(resend))
         self.storage = identity
-        self.storage_credit = int(body.get("credit", 0))
-        self.counters["storage_hellos"] += 1
+        self.storage_credit = hello.credit
+        self.counters.storage_hellos += 1
 
     def _release(self) -> None:
         with self._lock:
@@ -298,7 +313,7 @@ class Aggregator:
                     break
                 self.inflight.popleft()
                 self.held_bytes -= h.size
-                self.counters["frames_acked"] += 1
+                self.counters.frames_acked += 1
 
     def _send_to_storage(self) -> None:
         if self.storage is None:
@@ -307,9 +322,10 @@ class Aggregator:
             with self._lock:
                 h = self.unsent.popleft()
                 self.inflight.append(h)
-            self._out.send_multipart([self.storage, FRAME, h.header, h.payload], copy=False)
+            frame = Frame(h.header, h.payload, h.raw_header)
+            self._out.send_multipart([self.storage, *frame.parts()], copy=False)
             self.storage_credit -= h.size
-            self.counters["frames_out"] += 1
+            self.counters.frames_out += 1
 
     # -- reporting -------------------------------------------------------------------------
     def snapshot(self) -> dict[str, int]:
@@ -317,7 +333,7 @@ class Aggregator:
         with self._lock:
             held = {"frames_held": len(self.inflight) + len(self.unsent),
                     "bytes_held": self.held_bytes}
-        return {**self.counters, **held, "producers": len(self.producers),
+        return {**self.counters.as_dict(), **held, "producers": len(self.producers),
                 "storage_connected": int(self.storage is not None)}
 
 
@@ -329,19 +345,18 @@ class AggregatorComponent(Component):
     def __init__(self, name: str, core: str, aggregator: Aggregator, **kw: Any) -> None:
         self.aggregator = aggregator.bind() if not hasattr(aggregator, "_in") else aggregator
         super().__init__(name, core, endpoints=aggregator.endpoints(), **kw)
-        self._base: dict[str, int] = {}
+        self._base = AggregatorCounters()
 
     def counters(self) -> dict[str, int]:
         return self.aggregator.snapshot()
 
     def on_prepare(self, run: Any) -> dict | None:
-        self._base = dict(self.aggregator.counters)
+        self._base = self.aggregator.counters.copy()
         return None
 
     def on_end(self, run: Any) -> dict | None:
         now = self.aggregator.snapshot()
-        per_run = {k: v - self._base.get(k, 0) for k, v in now.items()
-                   if k in self.aggregator.counters}
+        per_run = self.aggregator.counters.since(self._base)
         return {"counters": {**now, **{f"run_{k}": v for k, v in per_run.items()}}}
 
     def start(self) -> AggregatorComponent:

@@ -1,25 +1,31 @@
-"""The producer's configuration and routine actions (a mixin of ``ProducerComponent``).
+"""The producer's configuration and routine actions (a part of ``ProducerComponent``).
 
 The producer is the one component that owns its board, so everything that touches the
 board - the network, the chips' configuration, routines - runs there, as actions the
-operator invokes through the core. Actions run in the component's action thread, one at a
-time, except ``stop_routine``, an immediate action that answers at once even while a
-routine occupies the action thread. The producer's data loop keeps reading meanwhile, and
-the board is shared through the source's lock, taken for one short step at a time on a
-simulated board and for one operation on a PACMAN (whose data arriving meanwhile waits in
-the client, not lost).
+operator invokes through the core. :class:`BoardActions` holds the board session of the
+producer's source and the routines; the component offers its actions as its own.
+
+Actions run in the component's action thread, one at a time, except ``stop_routine``, an
+immediate action that answers at once even while a routine occupies the action thread. The
+producer's data loop keeps reading meanwhile, and the board is shared through the source's
+lock, taken for one short step at a time on a simulated board and for one operation on a
+PACMAN (whose data arriving meanwhile waits in the client, not lost).
 
 Chip selections (``chip_keys``) take one key (``"1-1-11"``), a list, or None for all.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Generator
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from larpixdaq.boards.session import BoardSession
 from larpixdaq.errors import LarpixDaqError
+from larpixdaq.pipeline.counters import Counters
+from larpixdaq.pipeline.sources import Source
 from larpixdaq.routines.context import RoutineContext
 from larpixdaq.routines.registry import RoutineError, RoutineRegistry, execute
 from larpixdaq.runcontrol.actions import action
@@ -52,40 +58,56 @@ class _Running:
             return True
 
 
-def session_for(source: Any) -> BoardSession:
-    """The board session of a producer's source: the simulated board, the PACMAN client,
-    or none (a replayed file has no board)."""
-    board = getattr(source, "board", None)
-    lock = getattr(source, "lock", None)
-    if board is not None and hasattr(board, "generate"):
-        return BoardSession.for_sim(board, lock,
-                                    on_message=getattr(source, "board_output", None))
-    client = getattr(source, "client", None)
-    if client is not None:
-        return BoardSession(client, source.io_group, kind="pacman", lock=lock)
-    return BoardSession(None, source.io_group, kind="replay")
+class RunStream(Protocol):
+    """What board actions use of the producer (:class:`~.producer.Producer`): its source,
+    whether data flows, and the stream a routine adds to or reads a copy of."""
+
+    source: Source
+    flowing: bool
+    config_rows: Any
+
+    def tap_refusal(self) -> str | None: ...
+    def read_run_data(self, seconds: float,
+                      stop: threading.Event | None = None) -> list[bytes]: ...
+    def send_info(self, text: str) -> bool: ...
+    def send_data(self, messages: list[bytes]) -> bool: ...
+
+
+@dataclass
+class RoutineCounters(Counters):
+    """Routines run on this board, and those that did not end in success."""
+
+    routines_run: int = 0
+    routines_failed: int = 0
 
 
 class BoardActions:
-    """Mixin: configuration and routine actions of a producer (see module doc)."""
+    """Configuration and routine actions on a producer's board (see module doc).
 
-    board_session: BoardSession
-    routine_registry: RoutineRegistry
+    ``name`` and ``log`` are the component's (the board is named after it, a routine logs
+    under it).
+    """
 
-    def init_board_actions(self, producer: Any) -> None:
-        self.board_session = session_for(producer.source)
-        if self.board_session.client is not None:
-            producer.config_rows = self.board_session.config_rows
+    def __init__(self, producer: RunStream, *, name: str = "",
+                 log: logging.Logger | None = None) -> None:
+        self.producer = producer
+        self.name = name
+        self.log = log or logging.getLogger(f"larpixdaq.boardactions.{name}")
+        self.session: BoardSession = producer.source.session()
+        if self.session.client is not None:
+            # A board's run snapshot is the software copy the operator edits and writes.
+            producer.config_rows = self.session.config_rows
         self.routine_registry = RoutineRegistry()
         self._routine: _Running | None = None
-        self._routine_counts = {"routines_run": 0, "routines_failed": 0}
+        self.routine_counters = RoutineCounters()
 
-    def board_counters(self) -> dict[str, int]:
-        # The board client's own counts (time-outs, retries, bad and error replies) too.
-        client = getattr(self.board_session.client, "counters", None) or {}
-        return {**{f"board_{k}": v for k, v in self.board_session.counters.items()},
+    def counters(self) -> dict[str, int]:
+        """The session's counts (``board_``), its client's (``pacman_``: time-outs,
+        retries, bad and error replies) and the routines'."""
+        client = self.session.client.counters if self.session.client is not None else {}
+        return {**{f"board_{k}": v for k, v in self.session.counters.items()},
                 **{f"pacman_{k}": v for k, v in client.items()},
-                **self._routine_counts}
+                **self.routine_counters.as_dict()}
 
     @action(immediate=True)
     def stop_routine(self) -> dict[str, Any]:
@@ -106,8 +128,8 @@ class BoardActions:
     def _run_data(self, seconds: float, stop: threading.Event | None) -> list[bytes] | None:
         """During a run, a routine's data is a copy of what the run records (the board is
         being read out for it); outside a run, None: the routine reads the board itself."""
-        producer = getattr(self, "producer", None)
-        if producer is None or not producer.flowing:
+        producer = self.producer
+        if not producer.flowing:
             return None
         refusal = producer.tap_refusal()
         if refusal:
@@ -118,50 +140,49 @@ class BoardActions:
     @action
     def get_boards(self) -> dict[str, Any]:
         """This producer's board: io_group, kind (sim, pacman, replay), chips known."""
-        producer = getattr(self, "producer", None)
-        return {"name": getattr(self, "name", ""), **self.board_session.info(),
-                "reading_out": bool(producer is not None and producer.flowing)}
+        return {"name": self.name, **self.session.info(),
+                "reading_out": bool(self.producer.flowing)}
 
     @action
     def load_board(self, network_file: str | None = None) -> dict[str, Any]:
         """Load a hydra network JSON (default for a simulated board: its own network)."""
-        return self.board_session.load_board(network_file)
+        return self.session.load_board(network_file)
 
     @action
     def bring_up(self, reset: bool = True) -> Generator[dict[str, Any], None, dict[str, Any]]:
         """Bring the network up, verifying every chip; progress after each io_channel."""
-        return (yield from self.board_session.bring_up(reset=reset))
+        return (yield from self.session.bring_up(reset=reset))
 
     # ---- configuration ---------------------------------------------------------------------
     @action
     def write_configuration(self, chip_keys: Any = None) -> dict[str, Any]:
         """Write the software copy to the chips (one key, a list, or all)."""
-        return self.board_session.write(chip_keys)
+        return self.session.write(chip_keys)
 
     @action
     def read_configuration(self, chip_keys: Any = None) -> dict[str, Any]:
         """Read the chips' registers back, by name."""
-        return self.board_session.read(chip_keys)
+        return self.session.read(chip_keys)
 
     @action
     def validate_configuration(self, chip_keys: Any = None) -> dict[str, Any]:
         """Compare the chips with the software copy: match, and the registers that differ."""
-        return self.board_session.validate(chip_keys)
+        return self.session.validate(chip_keys)
 
     @action
     def retrieve_configuration(self, chip_keys: Any = None) -> dict[str, Any]:
         """The software copy, as register values by name."""
-        return self.board_session.retrieve(chip_keys)
+        return self.session.retrieve(chip_keys)
 
     @action
     def send_configuration(self, updates: dict) -> dict[str, Any]:
         """Change the software copy: {chip_key: {register_name: value}}; all or nothing."""
-        return self.board_session.update(updates)
+        return self.session.update(updates)
 
     @action
     def load_configuration(self, path: str, chip_keys: Any = None) -> dict[str, Any]:
         """Chip configuration JSON file(s) into the software copy (a file or a directory)."""
-        return self.board_session.load_configuration(path, chip_keys)
+        return self.session.load_configuration(path, chip_keys)
 
     # ---- routines --------------------------------------------------------------------------
     @action
@@ -193,12 +214,9 @@ class BoardActions:
         timer = (threading.Timer(timeout, running.request_stop,
                                  (f"its time limit of {timeout:g} s passed",))
                  if timeout else None)
-        producer = getattr(self, "producer", None)
         ctx = RoutineContext(
-            self.board_session, stop=running.stop,
-            log=getattr(self, "log", None) and self.log.getChild(f"routine.{name}"),
-            info=producer.send_info if producer is not None else None,
-            data=producer.send_data if producer is not None else None,
+            self.session, stop=running.stop, log=self.log.getChild(f"routine.{name}"),
+            info=self.producer.send_info, data=self.producer.send_data,
             run_data=self._run_data)
         if timer is not None:
             timer.daemon = True
@@ -209,9 +227,9 @@ class BoardActions:
             if timer is not None:
                 timer.cancel()
             self._routine = None
-        self._routine_counts["routines_run"] += 1
+        self.routine_counters.routines_run += 1
         if not outcome.ok:
-            self._routine_counts["routines_failed"] += 1
+            self.routine_counters.routines_failed += 1
             detail = f"\n{outcome.traceback}" if outcome.traceback else ""
             message = outcome.message
             if outcome.status == "aborted" and running.reason:

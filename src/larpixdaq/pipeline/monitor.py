@@ -1,7 +1,7 @@
 """The online monitor: a component that watches a sample of the data and says what it sees.
 
 It subscribes to the aggregator's monitor feed (a sampled copy of the data frames plus a
-``stats`` message a second, see :mod:`larpixdaq.pipeline.aggregator`), feeds batches of
+``stats`` message a second, see :mod:`larpixdaq.pipeline.protocol`), feeds batches of
 frames to :class:`~larpixdaq.pipeline.monitorstate.MonitorState` (which does all the
 arithmetic) and offers the result two ways:
 
@@ -20,18 +20,19 @@ import threading
 import time
 from typing import Any
 
-import msgpack
 import zmq
 
-from larpixdaq.pipeline.aggregator import FRAME, STATS
-from larpixdaq.pipeline.frames import FrameError, decode_header
 from larpixdaq.pipeline.monitorstate import MonitorState
+from larpixdaq.pipeline.protocol import Frame, ProtocolError, Stats, parse_monitor_message
 from larpixdaq.runcontrol.actions import action
 from larpixdaq.runcontrol.component import Component
 from larpixdaq.runcontrol.messages import RunInfo
 
 SNAPSHOT = b"snapshot"
 BATCH_FRAMES = 512
+BAD_KINDS = {"header": "bad_header", "body": "bad_stats", "parts": "bad_parts"}
+"""What the monitor calls a feed message it could not read (a ``decode_errors_`` kind), by
+the part of it that was wrong (:attr:`ProtocolError.part`)."""
 
 
 class MonitorComponent(Component):
@@ -81,7 +82,7 @@ class MonitorComponent(Component):
 
     def counters(self) -> dict[str, Any]:
         with self.state_lock:
-            c = dict(self.monitor.counters)
+            c: dict[str, Any] = self.monitor.counters.as_dict()
             frac = self.monitor.fraction_seen()["words"]
             errors = dict(self.monitor.decode_errors)
         # What the decoder rejected, by kind, as storage reports it (bad frames included).
@@ -156,34 +157,27 @@ class MonitorComponent(Component):
         """Read what is waiting (up to a batch) and hand it to the state in one call."""
         headers, payloads = [], []
         bad: list[str] = []
-        stats: list[dict] = []
+        stats: list[Stats] = []
         for _ in range(BATCH_FRAMES):
             try:
                 parts = sub.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 break
-            kind = parts[0]
-            if kind == FRAME and len(parts) == 3:
-                try:
-                    headers.append(decode_header(parts[1]))
-                except FrameError:
-                    bad.append("bad_header")
-                    continue
-                payloads.append(parts[2])
-            elif kind == STATS and len(parts) == 2:
-                try:
-                    body = msgpack.unpackb(parts[1], raw=False)
-                except Exception:  # msgpack raises several unrelated types
-                    bad.append("bad_stats")
-                    continue
-                stats.append(body)
+            try:
+                msg = parse_monitor_message(parts)
+            except ProtocolError as exc:
+                bad.append(BAD_KINDS[exc.part])
+                continue
+            if isinstance(msg, Frame):
+                headers.append(msg.header)
+                payloads.append(msg.payload)
             else:
-                bad.append("bad_parts")
+                stats.append(msg)
         with self.state_lock:
             for kind in bad:
                 self.monitor.add_bad(kind)
-            for body in stats:
-                self.monitor.add_stats(body)
+            for st in stats:
+                self.monitor.add_stats(st)
             if headers:
                 self.monitor.add(headers, payloads, time.time())
             else:

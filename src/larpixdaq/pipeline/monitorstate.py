@@ -32,7 +32,8 @@ import numpy as np
 from larpixdaq.boards import geometry as geo
 from larpixdaq.formats import rows as R
 from larpixdaq.formats.pacman import HEADER_BYTES, WORD_BYTES, decode_data_messages
-from larpixdaq.pipeline.frames import KIND_DATA, KIND_INFO, FrameHeader
+from larpixdaq.pipeline.counters import Counters
+from larpixdaq.pipeline.protocol import KIND_DATA, KIND_INFO, FrameHeader, Stats
 
 CHIP_IDS = 256
 CHANNELS = geo.CHANNELS
@@ -83,6 +84,24 @@ class _Second:
     fifo_full: int = 0
     decode_errors: int = 0
     counts: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class MonitorCounters(Counters):
+    """What the monitor counts (these names are what heartbeats and snapshots show)."""
+
+    frames_seen: int = 0
+    data_frames: int = 0
+    info_frames: int = 0
+    other_frames: int = 0
+    duplicate_frames: int = 0
+    frames_other_run: int = 0
+    packets_seen: int = 0
+    data_packets_seen: int = 0
+    parity_errors: int = 0
+    fifo_full_packets: int = 0
+    off_tile_hits: int = 0
+    bad_frames: int = 0
 
 
 @dataclass(frozen=True)
@@ -143,10 +162,7 @@ class MonitorState:
         self.messages: collections.deque[dict[str, Any]] = collections.deque(
             maxlen=self.messages_len)
         self.decode_errors: dict[str, int] = {}
-        self.counters = dict.fromkeys(
-            ["frames_seen", "data_frames", "info_frames", "other_frames", "duplicate_frames",
-             "frames_other_run", "packets_seen", "data_packets_seen", "parity_errors",
-             "fifo_full_packets", "off_tile_hits", "bad_frames"], 0)
+        self.counters = MonitorCounters()
         self.packets_estimate = 0.0
         self.last_second: dict[str, float] = {"rate": 0.0, "packets": 0, "scale": 1.0,
                                               "parity": 0, "fifo_full": 0, "data": 0,
@@ -157,15 +173,15 @@ class MonitorState:
 
     def add_bad(self, kind: str, n: int = 1) -> None:
         """A frame that could not even be read (bad header, wrong parts): counted by kind."""
-        self.counters["bad_frames"] += n
+        self.counters.bad_frames += n
         self.decode_errors[kind] = self.decode_errors.get(kind, 0) + n
         self.cur.decode_errors += n
 
-    def add_stats(self, body: dict[str, Any]) -> None:
-        """The aggregator's once-a-second statistics (kept for display)."""
-        counters = body.get("counters") if isinstance(body, dict) else None
-        if isinstance(counters, dict):
-            self.aggregator = {str(k): v for k, v in counters.items()
+    def add_stats(self, stats: Stats) -> None:
+        """The aggregator's once-a-second statistics (its numeric counters kept for display;
+        a message without counters leaves what was kept)."""
+        if stats.counters is not None:
+            self.aggregator = {str(k): v for k, v in stats.counters.items()
                                if isinstance(v, (int, float))}
 
     def add(self, headers: Sequence[FrameHeader], payloads: Sequence[bytes | memoryview],
@@ -179,13 +195,13 @@ class MonitorState:
         c = self.counters
         for h, payload in zip(headers, payloads, strict=True):
             if self.run_number is not None and h.run not in (self.run_number, -1):
-                c["frames_other_run"] += 1
+                c.frames_other_run += 1
                 continue
             stream = self.streams.get(h.stream)
             if stream is None:
                 stream = self.streams[h.stream] = _Stream(h.source, h.epoch, h.io_group)
             if h.seq <= stream.last_seq:
-                c["duplicate_frames"] += 1
+                c.duplicate_frames += 1
                 continue
             words = 0
             if h.kind == KIND_DATA:
@@ -198,19 +214,19 @@ class MonitorState:
             stream.frames_seen += 1
             stream.words_seen += words
             stream.last_seen = now
-            c["frames_seen"] += 1
+            c.frames_seen += 1
             if h.kind == KIND_DATA:
-                c["data_frames"] += 1
+                c.data_frames += 1
                 data_msgs.append(payload)
                 data_groups.append(h.io_group)
                 self.group_last_data[h.io_group] = now
             elif h.kind == KIND_INFO:
-                c["info_frames"] += 1
+                c.info_frames += 1
                 text = bytes(payload).decode("utf-8", "replace")
                 self.messages.append({"t": h.t_recv, "source": h.source,
                                       "io_group": h.io_group, "run": h.run, "text": text})
             else:
-                c["other_frames"] += 1
+                c.other_frames += 1
         if data_msgs:
             self._add_rows(data_msgs, data_groups)
 
@@ -229,10 +245,10 @@ class MonitorState:
         full = int(np.count_nonzero(((data["local_fifo"] | data["shared_fifo"]) & _FIFO_FULL)
                                     != 0))
         c = self.counters
-        c["packets_seen"] += len(chip)
-        c["data_packets_seen"] += len(data)
-        c["parity_errors"] += parity_bad
-        c["fifo_full_packets"] += full
+        c.packets_seen += len(chip)
+        c.data_packets_seen += len(data)
+        c.parity_errors += parity_bad
+        c.fifo_full_packets += full
         cur = self.cur
         cur.packets += len(chip)
         cur.data += len(data)
@@ -257,7 +273,7 @@ class MonitorState:
             else:
                 cur.counts[k] = counts
         on_tile = geo.is_tile_chip(data["chip_id"]) & geo.ROUTED[data["channel_id"] & 63]
-        c["off_tile_hits"] += int(len(data) - np.count_nonzero(on_tile))
+        c.off_tile_hits += int(len(data) - np.count_nonzero(on_tile))
 
     # --- time -----------------------------------------------------------------------------
 
@@ -407,7 +423,7 @@ class MonitorState:
                      "scale": round(self.last_second["scale"], 4)},
             "history": [[s, round(r, 2), n] for s, r, n, _ in hist],
             "packets_estimate": round(self.packets_estimate),
-            "counters": dict(self.counters),
+            "counters": self.counters.as_dict(),
             "decode_errors": dict(self.decode_errors),
             "adc": self.adc.tolist(),
             "tiles": self.tiles(),

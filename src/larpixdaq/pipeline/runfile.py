@@ -43,8 +43,9 @@ import numpy as np
 from larpixdaq.formats.hdf5file import Hdf5File, Hdf5Writer
 from larpixdaq.formats.pacman import HEADER_BYTES, WORD_BYTES, decode_data_messages
 from larpixdaq.formats.rows import CONFIGS_DTYPE, PACKETS_DTYPE, configs_hash
-from larpixdaq.pipeline.frames import KIND_CONFIGS, KIND_DATA, KIND_INFO, FrameHeader, SeqTracker
 from larpixdaq.pipeline.h5recover import clear_write_flags, truncate_to_commit
+from larpixdaq.pipeline.protocol import KIND_CONFIGS, KIND_DATA, KIND_INFO, FrameHeader
+from larpixdaq.pipeline.sequence import SeqTracker
 
 log = logging.getLogger("larpixdaq.storage")
 

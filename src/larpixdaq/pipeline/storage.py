@@ -28,8 +28,15 @@ from typing import Any
 
 import zmq
 
-from larpixdaq.pipeline.aggregator import ACK, CREDIT, FRAME, HELLO, pack
-from larpixdaq.pipeline.frames import FrameError, decode_header
+from larpixdaq.pipeline.protocol import (
+    Ack,
+    Credit,
+    FrameError,
+    ProtocolError,
+    StorageHello,
+    parse_frame,
+    stream_seqs,
+)
 from larpixdaq.pipeline.runfile import (
     DEFAULT_PART_BYTES,
     RunFileExists,
@@ -163,9 +170,7 @@ class StorageLink:
         committed: dict[Stream, int] = dict(self._extra_acks)
         if self.writer is not None:
             committed.update(self.writer.committed())
-        self._sock.send_multipart([HELLO, pack({
-            "committed": [[s[0], s[1], q] for s, q in committed.items()],
-            "credit": self.window})])
+        self._sock.send_multipart(StorageHello(stream_seqs(committed), self.window).parts())
         self.counters["hellos"] += 1
 
     def _loop(self) -> None:
@@ -193,7 +198,7 @@ class StorageLink:
                 if self._ending is not None:
                     self._ending = (self._ending[0], now + self._end_patience)
                 self._write_batch(batch)
-                self._sock.send_multipart([CREDIT, pack({"bytes": size})])
+                self._sock.send_multipart(Credit(size).parts())
                 pending_bytes += size
             elif now - last_heard > 2.0:
                 # Nothing for a while: the aggregator may have restarted and not know us.
@@ -214,16 +219,14 @@ class StorageLink:
     def _write_batch(self, batch: list[list[zmq.Frame]]) -> None:
         frames = []
         for parts in batch:
-            if len(parts) != 3 or parts[0].bytes != FRAME:
-                self.counters["bad_frames"] += 1
-                continue
             try:
-                h = decode_header(parts[1].buffer)
-            except FrameError as exc:
+                frame = parse_frame(parts)
+            except ProtocolError as exc:
                 self.counters["bad_frames"] += 1
-                log.warning("storage: rejected a frame: %s", exc)
+                if isinstance(exc, FrameError):
+                    log.warning("storage: rejected a frame: %s", exc)
                 continue
-            frames.append((h, parts[2].buffer))
+            frames.append((frame.header, frame.payload.buffer))
         w = self.writer
         if w is None or w.closed or self.error:
             self._ack_unwritten(frames)
@@ -265,8 +268,7 @@ class StorageLink:
 
     def _send_ack(self, committed: dict[Stream, int]) -> None:
         merged = {**self._extra_acks, **committed}
-        self._sock.send_multipart([ACK, pack({"streams": [[s[0], s[1], q]
-                                                          for s, q in merged.items()]})])
+        self._sock.send_multipart(Ack(stream_seqs(merged)).parts())
 
     def _check_end(self) -> None:
         assert self._ending is not None

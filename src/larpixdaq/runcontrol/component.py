@@ -184,6 +184,11 @@ class Component:
         for :func:`action`."""
         self._actions[name] = spec_of(name, func, doc, immediate)
 
+    def register_actions_of(self, obj: object) -> None:
+        """Offer every method of ``obj`` marked with :func:`action` (call before
+        :meth:`start`): how a component offers the actions of a part it is composed of."""
+        self._actions.update(marked_actions(obj))
+
     # --- life cycle -----------------------------------------------------------------------
 
     def start(self) -> Component:

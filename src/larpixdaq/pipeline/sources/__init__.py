@@ -1,0 +1,71 @@
+"""Where a producer's PACMAN messages come from: a board, or a recorded file.
+
+Every source gives whole PACMAN ``D`` messages, bytes unchanged, between :meth:`Source.start`
+and :meth:`Source.stop`. What a producer may ask of a source beyond that is part of the
+:class:`Source` interface, so nothing sniffs a source's type or attributes:
+
+* :meth:`Source.session` - the board operations (configuration, routines) on its board;
+  a source without a board gives a session that says so;
+* :meth:`Source.configs` - the chips' registers as ``configs`` rows, if the source knows them
+  (the producer prefers the board session's software copy when it has one);
+* :meth:`Source.ignores_configuration` - why its data in a run does not follow the chips'
+  configuration (a fixed-rate simulation, a replay), so a routine cannot analyse it;
+* :meth:`Source.counters` - what the source itself counted.
+
+The sources: :class:`~.sim.SimSource` (the simulated board in this process),
+:class:`~.pacman.PacmanSource` (a PACMAN board or its emulator) and
+:class:`~.replay.ReplaySource` (a raw message file or a LArPix+HDF5 v2.4 file).
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from larpixdaq.boards.session import BoardSession
+
+
+class Source(ABC):
+    """A producer's source of PACMAN messages (see the package docstring)."""
+
+    io_group: int
+    lock: threading.RLock
+    """Taken around every use of the board: board actions run in another thread."""
+
+    @abstractmethod
+    def start(self) -> None:
+        """Data flows from now (a prepare)."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Data stops (the end of a run)."""
+
+    @abstractmethod
+    def read(self, wait: float) -> list[bytes]:
+        """The messages available now, waiting at most about ``wait`` seconds for some."""
+
+    def close(self) -> None:
+        """Let go of the board or file (the producer is shutting down)."""
+        return None
+
+    @abstractmethod
+    def session(self) -> BoardSession:
+        """A board session on this source's board (called once, by the producer's board
+        actions); it shares :attr:`lock` with the data loop."""
+
+    def configs(self) -> np.ndarray | None:
+        """The chips' registers now as ``configs`` rows, or None if the source cannot say."""
+        return None
+
+    def ignores_configuration(self, run_number: int) -> str | None:
+        """Why the data this source gives in run ``run_number`` does not follow the chips'
+        configuration, or None when it does (a routine may then analyse it)."""
+        return None
+
+    def counters(self) -> dict[str, int]:
+        """The source's own counts, by the names heartbeats and the run record show."""
+        return {}
