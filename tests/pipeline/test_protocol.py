@@ -160,7 +160,9 @@ GOOD_HEADER = _fields()
 
 
 @pytest.mark.parametrize("parse, parts, part, words", [
-    (parse_frame, [FRAME, GOOD_HEADER], "parts", "of 2 parts"),
+    (parse_frame, [FRAME, GOOD_HEADER], "parts", "has 2 parts"),
+    (parse_credit, [CREDIT, msgpack.packb({"bytes": 1}), b""], "parts", "has 3 parts"),
+    (parse_monitor_message, [STATS], "parts", "has 1 parts"),
     (parse_frame, [b"FRAMES", GOOD_HEADER, b""], "parts", "FRAMES"),
     (parse_producer_message, [b"WHAT"], "parts", "unexpected producer message"),
     (parse_producer_message, [HELLO, msgpack.packb(["p"])], "body", "must be a map"),

@@ -34,7 +34,7 @@ came so they can be forwarded without a copy. Nothing here touches a socket.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -298,46 +298,22 @@ def stream_seqs(seqs: Mapping[tuple[str, int], int]) -> tuple[StreamSeq, ...]:
 # ------------------------------------------------------------------ parsers, per receiver
 
 
+def _need(parts: Sequence[Part], n: int, layout: str) -> None:
+    if len(parts) != n:
+        raise ProtocolError(f"{_verb(parts[0])!r} is {layout}; this one has {len(parts)} parts")
+
+
 def _frame(parts: Sequence[Part]) -> Frame:
+    _need(parts, 3, "FRAME, header, payload")
     return Frame(decode_header(parts[1]), parts[2], parts[1])
 
 
-def parse_frame(parts: Sequence[Part]) -> Frame:
-    """A ``FRAME`` message (what storage receives from the aggregator)."""
-    if len(parts) != 3 or _verb(parts[0]) != FRAME:
-        raise ProtocolError(f"expected a frame (FRAME, header, payload), got "
-                            f"{_verb(parts[0]) if parts else b''!r} of {len(parts)} parts")
-    return _frame(parts)
-
-
-def parse_producer_message(parts: Sequence[Part]) -> Frame | ProducerHello:
-    """What the aggregator receives from a producer (after the identity)."""
-    verb = _verb(parts[0]) if parts else b""
-    if verb == FRAME and len(parts) == 3:
-        return _frame(parts)
-    if verb == HELLO and len(parts) == 2:
-        body = _map(parts[1])
-        io_group = body.get("io_group")
-        return ProducerHello(str(body.get("source", "")),
-                             io_group if isinstance(io_group, int) else None)
-    raise ProtocolError(f"unexpected producer message {verb!r} of {len(parts)} parts")
-
-
-def parse_storage_message(parts: Sequence[Part]) -> StorageHello | Credit | Ack:
-    """What the aggregator receives from storage (after the identity). A message of the
-    verb alone has an empty body."""
-    verb = _verb(parts[0]) if parts else b""
-    body = _map(parts[1]) if len(parts) > 1 else {}
-    if verb == HELLO:
-        return StorageHello(_stream_seqs(body.get("committed", []), "committed"),
-                            _int(body.get("credit", 0), "credit"))
-    if verb == CREDIT:
-        return _credit(body)
-    if verb == ACK:
-        if "streams" not in body:
-            raise BodyError("an ACK body lacks streams")
-        return Ack(_stream_seqs(body["streams"], "streams"))
-    raise ProtocolError(f"unexpected storage message {verb!r}")
+def _producer_hello(parts: Sequence[Part]) -> ProducerHello:
+    _need(parts, 2, "HELLO, body")
+    body = _map(parts[1])
+    io_group = body.get("io_group")
+    return ProducerHello(str(body.get("source", "")),
+                         io_group if isinstance(io_group, int) else None)
 
 
 def _credit(body: dict) -> Credit:
@@ -346,28 +322,84 @@ def _credit(body: dict) -> Credit:
     return Credit(_int(body["bytes"], "bytes"))
 
 
+def _credit_message(parts: Sequence[Part]) -> Credit:
+    _need(parts, 2, "CREDIT, body")
+    return _credit(_map(parts[1]))
+
+
+def _storage_body(parts: Sequence[Part]) -> dict:
+    """Storage's messages: the body may be left out (an empty map); parts after it are
+    ignored."""
+    return _map(parts[1]) if len(parts) > 1 else {}
+
+
+def _storage_hello(parts: Sequence[Part]) -> StorageHello:
+    body = _storage_body(parts)
+    return StorageHello(_stream_seqs(body.get("committed", []), "committed"),
+                        _int(body.get("credit", 0), "credit"))
+
+
+def _ack(parts: Sequence[Part]) -> Ack:
+    body = _storage_body(parts)
+    if "streams" not in body:
+        raise BodyError("an ACK body lacks streams")
+    return Ack(_stream_seqs(body["streams"], "streams"))
+
+
+def _stats(parts: Sequence[Part]) -> Stats:
+    _need(parts, 2, "stats, body")
+    body = unpack(parts[1])
+    # Monitors only display stats: a body without counters (or a malformed last_seq) is no
+    # error, the monitor keeps what it had.
+    if not isinstance(body, dict):
+        return Stats()
+    counters = body.get("counters")
+    try:
+        last_seq = _stream_seqs(body.get("last_seq", []), "last_seq")
+    except BodyError:
+        last_seq = ()
+    return Stats(counters if isinstance(counters, dict) else None, last_seq)
+
+
+Parser = Callable[[Sequence[Part]], Any]
+
+
+def _parse(parts: Sequence[Part], accepted: Mapping[bytes, Parser], who: str) -> Any:
+    verb = _verb(parts[0]) if parts else b""
+    take = accepted.get(verb)
+    if take is None:
+        raise ProtocolError(f"unexpected {who} {verb!r} of {len(parts)} parts")
+    return take(parts)
+
+
+_FROM_PRODUCER: dict[bytes, Parser] = {FRAME: _frame, HELLO: _producer_hello}
+_FROM_STORAGE: dict[bytes, Parser] = {HELLO: _storage_hello, ACK: _ack,
+                                      CREDIT: lambda parts: _credit(_storage_body(parts))}
+_TO_PRODUCER: dict[bytes, Parser] = {CREDIT: _credit_message}
+_TO_STORAGE: dict[bytes, Parser] = {FRAME: _frame}
+_TO_MONITOR: dict[bytes, Parser] = {FRAME: _frame, STATS: _stats}
+
+
+def parse_producer_message(parts: Sequence[Part]) -> Frame | ProducerHello:
+    """What the aggregator receives from a producer (after the identity)."""
+    return _parse(parts, _FROM_PRODUCER, "producer message")
+
+
+def parse_storage_message(parts: Sequence[Part]) -> StorageHello | Credit | Ack:
+    """What the aggregator receives from storage (after the identity)."""
+    return _parse(parts, _FROM_STORAGE, "storage message")
+
+
 def parse_credit(parts: Sequence[Part]) -> Credit:
     """What a producer receives from the aggregator: only ``CREDIT``."""
-    if len(parts) != 2 or _verb(parts[0]) != CREDIT:
-        raise ProtocolError(f"unexpected message {_verb(parts[0]) if parts else b''!r} of "
-                            f"{len(parts)} parts from the aggregator")
-    return _credit(_map(parts[1]))
+    return _parse(parts, _TO_PRODUCER, "message from the aggregator")
+
+
+def parse_frame(parts: Sequence[Part]) -> Frame:
+    """What storage receives from the aggregator: only ``FRAME``."""
+    return _parse(parts, _TO_STORAGE, "message where a frame belongs")
 
 
 def parse_monitor_message(parts: Sequence[Part]) -> Frame | Stats:
     """What a monitor receives on the aggregator's feed: sampled frames and stats."""
-    verb = _verb(parts[0]) if parts else b""
-    if verb == FRAME and len(parts) == 3:
-        return _frame(parts)
-    if verb == STATS and len(parts) == 2:
-        body = unpack(parts[1])
-        # Monitors only display stats: a body without counters is no error (as before).
-        if not isinstance(body, dict):
-            return Stats()
-        counters = body.get("counters")
-        try:
-            last_seq = _stream_seqs(body.get("last_seq", []), "last_seq")
-        except BodyError:
-            last_seq = ()
-        return Stats(counters if isinstance(counters, dict) else None, last_seq)
-    raise ProtocolError(f"unexpected monitor feed message {verb!r} of {len(parts)} parts")
+    return _parse(parts, _TO_MONITOR, "message on the monitor feed")
