@@ -105,9 +105,12 @@ def _int(value: Any, what: str) -> int:
     if not isinstance(value, (int, float)):
         raise BodyError(f"{what} must be a number, got {type(value).__name__}")
     try:
-        return int(value)
+        n = int(value)
     except (OverflowError, ValueError) as exc:  # inf, nan
         raise BodyError(f"{what} is {value!r}") from exc
+    if not -(2**63) <= n < 2**64:  # what msgpack carries
+        raise BodyError(f"{what} {value!r} is out of range")
+    return n
 
 
 def _stream_seqs(value: Any, what: str) -> tuple[StreamSeq, ...]:
