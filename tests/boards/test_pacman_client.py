@@ -23,6 +23,7 @@ from larpixdaq.formats import packets as K
 from larpixdaq.formats import pacman as P
 from larpixdaq.formats.chipconfig import ChipConfig
 from larpixdaq.formats.network import load_network
+from larpixdaq.runcontrol.testing import wait_for
 
 
 def port_of(endpoint: str) -> int:
@@ -353,7 +354,9 @@ def test_a_flooding_board_is_configured_over_the_wire_then_floods(start_emulator
                                                 network))
     client.start_data()
     messages: list[bytes] = []
+    deadline = time.monotonic() + 60
     while len(messages) < 20:
+        assert time.monotonic() < deadline, f"only {len(messages)} data messages"
         messages += client.recv_messages(timeout=2.0)
     client.stop_data()
     counts = [P.HEADER.unpack_from(m)[2] for m in messages]
@@ -369,9 +372,27 @@ def test_late_replies_of_an_earlier_read_are_not_taken_for_new_ones(tile):
     key = keys[7]
     _, ch, cid = (int(x) for x in key.split("-"))
     client.start_data()
-    # replies to a read nobody collects yet: value 255 (power-on threshold)
-    client.transmit(ch, K.encode_packets(packet_type=3, chip_id=cid, register_address=64))
-    time.sleep(0.3)  # let them arrive and wait in the queue
+    # A second subscriber sees what the board publishes: the stale reply is waiting in the
+    # client's queue once it has been published (one PUB send reaches both).
+    watcher = zmq.Context.instance().socket(zmq.SUB)
+    watcher.setsockopt(zmq.LINGER, 0)
+    watcher.setsockopt(zmq.SUBSCRIBE, b"")
+    watcher.connect(emu.data_endpoint)
+    try:
+        wait_for(lambda: watcher.poll(100))  # subscribed: the board's stream reaches it
+        # replies to a read nobody collects yet: value 255 (power-on threshold)
+        client.transmit(ch, K.encode_packets(packet_type=3, chip_id=cid, register_address=64))
+        seen: list[bytes] = []
+
+        def stale_reply_published() -> bool:
+            while watcher.poll(0):
+                seen.append(watcher.recv())
+            rows = P.decode_data_messages(seen, 1).rows
+            return bool(((rows["packet_type"] == 3) & (rows["register_address"] == 64)).any())
+
+        wait_for(stale_reply_published)
+    finally:
+        watcher.close()
     board.chips[(ch, cid)][64] = 99
     assert client.read_configs([key], registers=[64])[key].tolist() == [99]
     # the data stream still hands over everything received meanwhile, in order

@@ -3,6 +3,8 @@ storage restart, monitor sampling, malformed input."""
 
 from __future__ import annotations
 
+import time
+
 import msgpack
 import pytest
 import zmq
@@ -135,7 +137,9 @@ def test_monitor_gets_samples_and_stats(agg):
         seen_frame = seen_stats = False
         frames = _frames(200)
         i = 0
+        deadline = time.monotonic() + 30
         while not (seen_frame and seen_stats):
+            assert time.monotonic() < deadline, f"monitor got frame {seen_frame} stats {seen_stats}"
             if i < len(frames):
                 h, payload = frames[i]
                 prod.send_multipart([FRAME, encode_header(h), payload])

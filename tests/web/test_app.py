@@ -3,6 +3,8 @@ each its own process; the app itself runs in the test through Starlette's TestCl
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from daq_procs import Daq
 from starlette.testclient import TestClient
@@ -76,8 +78,10 @@ def test_a_run_through_the_page_api_fills_the_monitor(client):
         assert len(snap["tiles"][0]["rate"]) == 4900
         # The WebSocket pushed status, monitor and the log of the commands just sent.
         kinds, log_commands = set(), set()
+        deadline = time.monotonic() + 30  # status is pushed every interval: the check runs
         while not ({"status", "monitor"} <= kinds and {"prepare_run", "begin_run"}
                    <= log_commands):
+            assert time.monotonic() < deadline, f"pushed only {kinds}, logged {log_commands}"
             msg = ws.receive_json()
             kinds.add(msg["type"])
             if msg["type"] == "log" and msg["entry"]["status"] == "ok":
