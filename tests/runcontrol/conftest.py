@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -26,6 +27,7 @@ class Recorder(Component):
         self.lost = lost
         self.extra = dict(extra or {})  # more counters to report (e.g. refusals)
         self.runs_seen = []
+        self.preparing = threading.Event()  # set when on_prepare starts (a test waits on it)
 
     def counters(self):
         if self.role == "storage":
@@ -33,6 +35,7 @@ class Recorder(Component):
         return {"packets_sent": self.written, **self.extra}
 
     def on_prepare(self, run):
+        self.preparing.set()
         time.sleep(self.prepare_delay)
         self.runs_seen.append(run)
         self.journal.append((self.name, "prepare", run.run_number))
@@ -76,6 +79,7 @@ class P(Component):
             return {"packets_written": 5, "packets_lost": 0}
         return {"packets_sent": 1}
     def on_prepare(self, run):
+        print("preparing", flush=True)
         time.sleep(float(sys.argv[4]))
 c = P(sys.argv[1], sys.argv[2], heartbeat_interval=0.05, core_timeout=0.5)
 c.start()

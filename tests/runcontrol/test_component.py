@@ -271,7 +271,8 @@ def test_stop_while_an_action_runs_and_stop_twice(core):
         # worker picks it up cancels it instead. Stop only once it really runs.
         assert b.sleeping.wait(5)
     b.stop()
-    time.sleep(0.5)  # the action finishes after the component stopped; its reply goes nowhere
+    # The action finishes after the component stopped; its reply goes nowhere.
+    wait_for(lambda: b.control_counters["actions_run"] == 1 and b._outbox.qsize() > 0)
     b.stop()
     assert b._closed and b.control_counters["actions_run"] == 1
 

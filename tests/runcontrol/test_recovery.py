@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import select
 import signal
-import time
 
 from larpixdaq import Operator
 from larpixdaq.runcontrol.operator import Ack, Timeout
@@ -16,7 +16,8 @@ def test_component_lost_during_transition_fails_it_by_name(core, components, spa
     with Operator(core.endpoint) as op:
         pending = op.prepare_run()
         assert isinstance(next(pending), Ack)
-        time.sleep(0.2)
+        wait_for(lambda: select.select([proc.stdout], [], [], 0.1)[0])
+        assert proc.stdout.readline().strip() == "preparing"  # killed inside its prepare
         proc.send_signal(signal.SIGKILL)
         final = op.wait(pending)
         assert not final.success
@@ -79,7 +80,7 @@ def test_core_killed_mid_transition_restarts_in_error(components_factory_for_res
     with Operator(core.endpoint) as op:
         pending = op.prepare_run()
         assert isinstance(next(pending), Ack)
-        time.sleep(0.2)
+        wait_for(slow.preparing.is_set)  # the core dies while the transition is under way
         core.kill()
     restarted = CoreProcess(core.db, endpoint=core.endpoint).start()
     try:
