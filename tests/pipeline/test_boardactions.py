@@ -25,6 +25,19 @@ def daq(tmp_path_factory):
         d.close()
 
 
+def producer_counter(daq, name: str) -> int:
+    """``name`` of producer-1 as of now: from a heartbeat the core received at least a
+    quarter second after this call began, so no earlier change is still on its way."""
+    t0 = time.monotonic()
+
+    def fresh():
+        asked = time.monotonic() - t0
+        comp = next(c for c in daq.clients() if c["name"] == "producer-1")
+        return comp if asked - comp["last_seen_s"] > 0.25 else None
+
+    return wait_for(fresh)["counters"].get(name, 0)
+
+
 def final_of(reply):
     responses = list(reply)
     assert isinstance(responses[-1], Result), responses[-1]
@@ -64,26 +77,20 @@ def test_send_configuration_then_validate_names_the_differences(daq):
     assert daq.op.validate_configuration(CHIP).wait().data["result"]["match"] is True
 
 
-@pytest.mark.parametrize("updates, words", [
-    ({"9-9-99": {"threshold_global": 1}}, "unknown chip"),
-    ({CHIP: {"no_such_register": 1}}, "unknown register"),
-    ({CHIP: {"threshold_global": 300}}, "out of range"),
-    ({"not a key": {"threshold_global": 1}}, "bad chip key"),
+@pytest.mark.parametrize("updates, words, counter", [
+    ({"9-9-99": {"threshold_global": 1}}, "unknown chip", "board_unknown_chips"),
+    ({CHIP: {"no_such_register": 1}}, "unknown register", "board_unknown_registers"),
+    ({CHIP: {"threshold_global": 300}}, "out of range", "board_bad_values"),
+    ({"not a key": {"threshold_global": 1}}, "bad chip key", "board_bad_chip_keys"),
 ])
-def test_send_configuration_refuses_bad_updates_and_counts_them(daq, updates, words):
+def test_send_configuration_refuses_bad_updates_and_counts_them(daq, updates, words, counter):
+    count_before = producer_counter(daq, counter)
     before = daq.op.retrieve_configuration(CHIP).wait().data["result"]["registers"]
     final = daq.op.send_configuration(updates).wait()
     assert not final.success and words in final.message
     after = daq.op.retrieve_configuration(CHIP).wait().data["result"]["registers"]
     assert after == before
-
-    def counted():
-        comp = next(c for c in daq.clients() if c["name"] == "producer-1")
-        counters = comp.get("counters", {})
-        return sum(v for k, v in counters.items()
-                   if k in ("board_unknown_chips", "board_unknown_registers",
-                            "board_bad_values", "board_bad_chip_keys"))
-    wait_for(lambda: counted() > 0, timeout=5)
+    assert producer_counter(daq, counter) == count_before + 1
 
 
 def test_run_routine_progress_arrives_before_the_result(daq):
@@ -235,6 +242,7 @@ def test_stop_routine_from_another_operator_aborts_it_and_the_next_one_runs(daq,
     assert acts["stop_routine"]["immediate"] is True
     assert "immediate" not in acts["run_routine"]
 
+    failed_before = producer_counter(daq, "routines_failed")
     reply = daq.op.run_routine("endless", timeout=60)
     assert isinstance(next(reply), Ack)
     assert isinstance(next(reply), Progress)  # it is running in the action thread
@@ -249,10 +257,7 @@ def test_stop_routine_from_another_operator_aborts_it_and_the_next_one_runs(daq,
     assert "routine endless aborted: stopped by the operator" in final.message
     assert all(isinstance(r, Progress) for r in responses[:-1])
 
-    def counted():
-        comp = next(c for c in daq.clients() if c["name"] == "producer-1")
-        return comp.get("counters", {}).get("routines_failed", 0)
-    wait_for(lambda: counted() > 0, timeout=5)
+    assert producer_counter(daq, "routines_failed") == failed_before + 1
     again = daq.op.run_routine("hello_world", name="again").wait()
     assert again.success, again.message
     assert again.data["result"]["result"]["greeting"] == "Hello, again!"
