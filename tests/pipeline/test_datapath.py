@@ -39,6 +39,11 @@ def _texts(files) -> list[str]:
     return out
 
 
+def _counter(daq: Daq, role: str, name: str) -> int:
+    """The sum of counter ``name`` over the components of ``role``, as last reported."""
+    return sum(c.get("counters", {}).get(name, 0) for c in daq.clients() if c["role"] == role)
+
+
 def _check_rows_match_sent(daq: Daq, rows: np.ndarray, boards: int, run: int) -> None:
     for g in range(1, boards + 1):
         sent = daq.sent_rows(g, run)
@@ -99,23 +104,26 @@ def test_storage_killed_mid_run_loses_nothing(tmp_path):
         daq.start()
         daq.call("prepare_run")
         daq.call("begin_run")
-        time.sleep(0.7)
+        wait_for(lambda: _counter(daq, "storage", "packets_written") > 0)
         daq.storage.stop(signal.SIGKILL)
         # Run control notices the loss and holds the run; meanwhile the producers go on and
         # the aggregator keeps every frame.
-        wait_for(lambda: all(c["role"] != "storage" for c in daq.clients()), timeout=10)
+        wait_for(lambda: all(c["role"] != "storage" for c in daq.clients()))
         assert daq.op.call("status").data["state"] == "RUN"
-        time.sleep(0.3)
+        sent = _counter(daq, "producer", "packets_sent")
+        wait_for(lambda: _counter(daq, "producer", "packets_sent") > sent)  # sent meanwhile
         daq.start_storage()
-        wait_for(lambda: any(c["role"] == "storage" for c in daq.clients()), timeout=10)
-        time.sleep(0.5)
+        wait_for(lambda: _counter(daq, "storage", "packets_written") > 0)  # the new storage
         assert daq.op.call("status").data["state"] == "RUN"
         final = daq.op.call("end_run")
         assert final.success, final.message
         run = daq.runs_json()[0]
         assert run["exit_status"] == "success"
-        assert len(run["incidents"]) == 1 and run["resolved_incidents"] == [0]
-        assert "storage" in run["incidents"][0] and "registered again" in run["incidents"][0]
+        # The storage's loss is an incident, resolved when it registered again. (Another
+        # component whose heartbeat came late on a loaded machine may add its own.)
+        (storage,) = (i for i, text in enumerate(run["incidents"]) if "storage" in text)
+        assert "registered again" in run["incidents"][storage]
+        assert storage in run["resolved_incidents"]
         files = run["files"]
         assert len(files) >= 2  # the part written before the kill, and the one after
         rows = read_run_packets(files)
