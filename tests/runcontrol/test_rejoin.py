@@ -22,12 +22,18 @@ class Events:
         self.op = op
         self.seen: list = []
 
-    def wait(self, kind: str, text: str = "", timeout: float = 8.0):
+    def wait(self, kind: str, text: str = "", timeout: float = 30.0):
         def found():
             self.seen.extend(self.op.poll_events(0.05))
             return [e for e in self.seen if e.kind == kind and text in e.message]
 
         return wait_for(found, timeout)[0]
+
+
+def _naming(incidents: list[str], name: str) -> int:
+    """The index of the first incident about component ``name`` (its loss). Others may
+    exist: on a loaded machine a late heartbeat makes its own incident, not the point here."""
+    return next(i for i, text in enumerate(incidents) if f"component {name} (" in text)
 
 
 def _status(op):
@@ -57,7 +63,7 @@ def test_storage_killed_and_restarted_within_grace_run_succeeds(make_core, recor
         held = _status(op)
         assert held["state"] == "RUN"
         assert [x["name"] for x in held["missing"]] == ["st"]
-        assert len(held["incidents"]) == 1 and "st (storage) lost" in held["incidents"][0]
+        assert "st (storage) lost" in held["incidents"][_naming(held["incidents"], "st")]
 
         spawn_component("st", core.endpoint, role="storage")  # same name and role, new pid
         rejoined = events.wait("rejoined", "st")
@@ -66,19 +72,21 @@ def test_storage_killed_and_restarted_within_grace_run_succeeds(make_core, recor
         st = _status(op)
         assert st["state"] == "RUN" and st["missing"] == []
         assert {c["name"]: c["state"] for c in st["components"]} == {"p": "RUN", "st": "RUN"}
-        assert "resolved" in st["incidents"][0] and "registered again after" in \
-            st["incidents"][0]
+        incident = st["incidents"][_naming(st["incidents"], "st")]
+        assert "resolved" in incident and "registered again after" in incident
         assert st["counters"]["components_rejoined"] == 1
         end = op.wait(op.end_run())
         assert end.success, end.message
         run = end.data["run"]
         assert run["exit_status"] == "success"
-        assert run["resolved_incidents"] == [0] and len(run["incidents"]) == 1
+        assert _naming(run["incidents"], "st") in run["resolved_incidents"]
         assert run["packets_lost"] == 0 and run["counters"]["st"]["packets_lost"] == 0
         assert p.state == "STOP"
     listed = _runs_json(core.endpoint)[0]
     assert listed["run_number"] == number and listed["exit_status"] == "success"
-    assert "st (storage) lost" in listed["incidents"][0] and listed["resolved_incidents"] == [0]
+    index = _naming(listed["incidents"], "st")
+    assert "st (storage) lost" in listed["incidents"][index]
+    assert index in listed["resolved_incidents"]
 
 
 def test_not_restarted_goes_to_error_after_the_grace_naming_it(make_core, recorders,
@@ -98,8 +106,9 @@ def test_not_restarted_goes_to_error_after_the_grace_naming_it(make_core, record
         assert "state is now ERROR" in error.message
         st = _status(op)
         assert st["state"] == "ERROR" and st["missing"] == []
-        assert len(st["incidents"]) == 2
-        assert all("board" in i and "resolved" not in i for i in st["incidents"])
+        about_board = [i for i in st["incidents"] if "board" in i]
+        assert len(about_board) == 2  # lost, then did not register again
+        assert all("resolved" not in i for i in about_board)
         end = op.wait(op.end_run())
         assert end.success
         assert end.data["run"]["exit_status"] == "failed"
@@ -150,7 +159,8 @@ def test_replacement_while_the_old_one_seems_alive(make_core, recorders):
         assert st["counters"]["components_replaced"] == 1
         end = op.wait(op.end_run())
         assert end.data["run"]["exit_status"] == "success", end.data["run"]
-        assert end.data["run"]["resolved_incidents"] == [0]
+        run = end.data["run"]
+        assert _naming(run["incidents"], "p") in run["resolved_incidents"]
 
 
 def test_another_host_or_role_cannot_take_the_name(make_core, recorders, spawn_component):
@@ -202,30 +212,33 @@ def test_end_run_waits_for_a_missing_component(make_core, recorders, spawn_compo
         final = op.wait(pending)
         assert isinstance(final, Result) and final.success, final.message
         assert final.data["run"]["exit_status"] == "success"
-        assert "resolved" in final.data["run"]["incidents"][0]
+        incidents = final.data["run"]["incidents"]
+        assert "resolved" in incidents[_naming(incidents, "board")]
 
 
 def test_end_run_fails_naming_a_component_that_does_not_return(make_core, recorders,
                                                                 spawn_component):
-    core = make_core("--rejoin-grace", "1.5")
+    # The grace is long enough that end_run, sent as soon as the loss is known, arrives
+    # within it even on a loaded machine: end_run waits for the board, then fails naming it.
+    core = make_core("--rejoin-grace", "4")
     recorders("st", "storage", core.endpoint, lost=0)
     board = spawn_component("board", core.endpoint)
-    with Operator(core.endpoint) as op:
+    with Operator(core.endpoint, timeout=30) as op:
         op.wait(op.prepare_run())
         assert op.wait(op.begin_run()).success
         board.send_signal(signal.SIGKILL)
         Events(op).wait("lost", "board")
         final = op.wait(op.end_run())
-        if final.success:  # the grace ran out before the request arrived: ERROR, then end
-            assert final.data["run"]["exit_status"] == "failed"
-        else:
-            assert "end_run failed: component board (producer) lost and did not register " \
-                   "again within 1.5 s; state is now ERROR" in final.message
-            assert op.wait(op.end_run()).data["run"]["exit_status"] == "failed"
+        assert not final.success
+        assert "end_run failed: component board (producer) lost and did not register " \
+               "again within 4 s; state is now ERROR" in final.message
+        assert op.wait(op.end_run()).data["run"]["exit_status"] == "failed"
     db = RunDatabase(core.db)
     rec = db.list_runs()[0]
     db.close()
-    assert rec.exit_status == "failed" and rec.resolved_incidents == []
+    assert rec.exit_status == "failed"
+    about_board = [i for i, text in enumerate(rec.incidents) if "board" in text]
+    assert about_board and not set(about_board) & set(rec.resolved_incidents)
 
 
 def test_begin_run_brings_a_returning_component_along(make_core, recorders, spawn_component):
@@ -249,5 +262,5 @@ def test_begin_run_brings_a_returning_component_along(make_core, recorders, spaw
         assert status["state"] == "RUN"
         assert {c["name"]: (c["state"], c["run_number"]) for c in status["components"]} == {
             "st": ("RUN", number), "board": ("RUN", number)}
-        assert "resolved" in status["incidents"][0]
+        assert "resolved" in status["incidents"][_naming(status["incidents"], "board")]
         assert op.wait(op.end_run()).data["run"]["exit_status"] == "success"
