@@ -22,7 +22,8 @@ def daq(tmp_path_factory):
     procs = []
     try:
         for g in (1, 2):
-            procs.append(Proc(["producer", "--core", core.endpoint, "--aggregator",
+            procs.append(Proc(["producer", "--core", core.endpoint, "--data-dir", str(tmp),
+                               "--aggregator",
                                "tcp://127.0.0.1:9", "--io-group", str(g), "--sim-rate", "1000"],
                               tmp / f"producer-{g}.log").start())
         with Operator(core.endpoint) as op:

@@ -4,6 +4,7 @@ board: it answers while a routine runs, and the routine ends aborted."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from daq_procs import Proc
@@ -18,7 +19,8 @@ def daq(tmp_path):
     core = CoreProcess(tmp_path / "runs.sqlite").start()
     producer = None
     try:
-        producer = Proc(["producer", "--core", core.endpoint, "--aggregator",
+        producer = Proc(["producer", "--core", core.endpoint, "--data-dir", str(tmp_path),
+                         "--aggregator",
                          "tcp://127.0.0.1:9", "--io-group", "1", "--sim-rate", "1000"],
                         tmp_path / "producer.log").start()
         with Operator(core.endpoint) as op:
@@ -67,3 +69,34 @@ def test_loading_a_missing_directory_is_one_line_here_and_in_the_daq_console(daq
     assert "Traceback" not in text
     assert [ln for ln in text.splitlines() if "no routine directory" in ln][0].count(
         "load_routines failed") == 1
+
+
+def test_results_are_kept_listed_and_summarised_and_nonsense_is_refused(daq, capsys, tmp_path):
+    import numpy as np
+
+    assert main(["routine", "run", "pedestal", "seconds=-1", "--core", daq]) == 1
+    cap = capsys.readouterr()
+    assert "seconds must be > 0, got -1" in cap.err and "success" not in cap.out
+    assert main(["routine", "run", "pedestal", "seconds=0.2", "--core", daq]) == 0
+    out = capsys.readouterr().out
+    assert len(out.splitlines()) < 30  # a summary, not 6,400 numbers
+    assert "chips.mean  [100 x 64 float64 array]" in out
+    kept = out.split("kept in ")[1].split(" (arrays: ")
+    summary_file, arrays_file = kept[0], kept[1].rstrip(")\n")
+    assert summary_file.startswith(str(tmp_path / "routines"))
+    record = json.loads(Path(summary_file).read_text())
+    assert record["routine"] == "pedestal" and record["params"] == {"seconds": 0.2}
+    with np.load(arrays_file) as npz:
+        assert npz["chips.mean"].shape == (100, 64) and len(npz["chips.keys"]) == 100
+    (tmp_path / "plug").mkdir()
+    (tmp_path / "plug" / "boom.py").write_text("def routine(ctx):\n    raise KeyError('x')\n")
+    assert main(["routine", "load", str(tmp_path / "plug"), "--core", daq]) == 0
+    assert main(["routine", "run", "boom", "--core", daq]) == 1
+    assert "(kept in " in capsys.readouterr().err
+    assert main(["routine", "results", "--json", "--core", daq]) == 0
+    listed = json.loads(capsys.readouterr().out)["results"]
+    assert [(r["routine"], r["status"]) for r in listed] == [("boom", "failed"),
+                                                               ("pedestal", "success")]
+    assert main(["routine", "results", "pedestal", "--core", daq]) == 0
+    text = capsys.readouterr().out
+    assert "1 result(s) in" in text and "pedestal" in text and "seconds=0.2" in text

@@ -88,7 +88,8 @@ class Daq:
             self._proc(f"producer-{g}", [
                 "producer", *c, *self._agg(self.inlet), "--io-group", str(g),
                 "--sim-rate", str(self.rate), "--words-per-message", "1000",
-                "--record", str(self.tmp / f"sent-{g}-{{run}}.raw")])
+                "--record", str(self.tmp / f"sent-{g}-{{run}}.raw"),
+                "--data-dir", str(self.data)])
         self.op = Operator(self.core.endpoint, timeout=15)
         wait_for(lambda: len(self.clients()) == 2 + self.boards, timeout=15)
         return self

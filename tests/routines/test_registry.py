@@ -32,7 +32,8 @@ def test_builtins_are_listed_with_their_parameters():
     assert reg.names() == ["hello_world", "pedestal", "quickstart", "testpulse",
                            "threshold_scan", "trim"]
     hello = next(d for d in reg.describe() if d["name"] == "hello_world")
-    assert hello["params"] == [{"name": "name", "required": False, "default": "world"}]
+    assert hello["params"] == [{"name": "name", "required": False, "default": "world",
+                                "type": "str"}]
     assert hello["origin"] == "built-in" and hello["doc"]
 
 

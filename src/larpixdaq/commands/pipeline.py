@@ -11,11 +11,14 @@ import argparse
 import logging
 import sys
 import time
+from pathlib import Path
 
 from larpixdaq.commands import Command
 from larpixdaq.commands.common import add_core_argument, sim_rate
 from larpixdaq.errors import CommandError
 
+ROUTINE_RESULTS_DIR = "routines"
+"""Where in its data directory a producer keeps routine results."""
 DEFAULT_INLET = "tcp://127.0.0.1:5560"
 DEFAULT_OUTLET = "tcp://127.0.0.1:5561"
 DEFAULT_MONITOR = "tcp://127.0.0.1:5562"
@@ -139,6 +142,9 @@ def configure_producer(p: argparse.ArgumentParser) -> None:
     p.add_argument("--record", default=None,
                    help="also write every data message sent to this raw file, one per run "
                         "('{run}' in the name is replaced by the run number)")
+    p.add_argument("--data-dir", default="data",
+                   help=f"routine results are kept in DATA_DIR/{ROUTINE_RESULTS_DIR} "
+                        "(default data)")
 
 
 def make_source(board: str, io_group: int, *, sim_rate: float | str = 100_000,
@@ -184,7 +190,9 @@ def run_producer(args: argparse.Namespace) -> int:
     address = _aggregator_address(args, "aggregator_in", DEFAULT_INLET)
     producer = Producer(name, source, address, record=args.record)
     print(f"producer {name}: {args.board} io_group {args.io_group} -> {address}", flush=True)
-    return _run_component(ProducerComponent(name, args.core, producer), "producer")
+    comp = ProducerComponent(name, args.core, producer)
+    comp.board.keep_routine_results_in(Path(args.data_dir) / ROUTINE_RESULTS_DIR)
+    return _run_component(comp, "producer")
 
 
 COMMANDS = [

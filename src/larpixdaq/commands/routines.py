@@ -4,8 +4,11 @@
     larpix-daq routine load DIR
     larpix-daq routine run NAME [PARAM=VALUE ...] [--stop-after S]
     larpix-daq routine stop
+    larpix-daq routine results [NAME] [--limit N]
 
-Progress is printed as it arrives; `run` exits 1 unless the routine ended ``success``.
+Progress is printed as it arrives; `run` exits 1 unless the routine ended ``success``, and
+prints a short summary (arrays by their shape): the whole result is in the files the
+producer keeps in its data directory (``routines/``), listed by `results`, and in ``--json``.
 `stop` answers at once, even while the routine runs (from another terminal): the routine
 ends ``aborted`` at its next step, and its `run` prints so and exits 1.
 """
@@ -42,6 +45,52 @@ def configure(p: argparse.ArgumentParser) -> None:
     s = sub.add_parser("stop", help="stop the running routine (it ends aborted at its next "
                                     "step)")
     add_board_arguments(s)
+    s = sub.add_parser("results", help="the routine results the board's producer kept "
+                                       "(newest first): time, status, parameters, files")
+    add_board_arguments(s)
+    s.add_argument("routine", nargs="?", default=None, help="only this routine's results")
+    s.add_argument("--limit", type=int, default=20, help="at most N results (default 20)")
+
+
+def _accepts(p: dict) -> str:
+    """What a parameter accepts beyond its type, in words ('' if nothing more)."""
+    bits = [f"> {p['above']:g}" if "above" in p else "",
+            f">= {p['minimum']:g}" if "minimum" in p else "",
+            f"<= {p['maximum']:g}" if "maximum" in p else "",
+            f"one of {', '.join(map(str, p['choices']))}" if "choices" in p else "",
+            f"each >= {p['item_minimum']:g}, <= {p['item_maximum']:g}"
+            if "item_minimum" in p and "item_maximum" in p else ""]
+    return " ".join(b for b in bits if b)
+
+
+def _print_results(result: dict) -> None:
+    rows = result["results"]
+    if result.get("directory") is None:
+        print(result.get("message", "no results kept"))
+        return
+    print(f"{len(rows)} result(s) in {result['directory']}" + (":" if rows else ""))
+    for r in rows:
+        params = " ".join(f"{k}={json.dumps(v)}" for k, v in (r.get("params") or {}).items())
+        print(f"  {r.get('finished', '?')}  {r.get('routine', '?'):<15} "
+              f"{r.get('status', '?'):<8} {params}")
+        print(f"      {r.get('summary_file')}"
+              + (f" + {r['arrays_file']}" if r.get("arrays_file") else ""))
+
+
+def _print_outcome(outcome: dict) -> None:
+    """The outcome in a few lines: the message, the summary (arrays by shape), the files."""
+    from larpixdaq.routines.results import split_result, summary_lines
+
+    print(f"{outcome['message']} ({outcome['status']}, {outcome['seconds']:.2f} s)")
+    kept = outcome.get("kept")
+    summary = kept["summary"] if kept else split_result(outcome["result"])[0]
+    for line in summary_lines(summary):
+        print(f"  {line}")
+    if kept:
+        print(f"kept in {kept['summary_file']}"
+              + (f" (arrays: {kept['arrays_file']})" if kept.get("arrays_file") else ""))
+    else:
+        print("not kept on disk (the producer has no data directory); --json prints it all")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,12 +107,24 @@ def run(args: argparse.Namespace) -> int:
                     for p in r["params"])
                 first = r["doc"].splitlines()[0] if r["doc"] else ""
                 print(f"{r['name']}({params})  [{r['origin']}]\n    {first}")
+                accepts = [f"{p['name']} {_accepts(p)}" for p in r["params"] if _accepts(p)]
+                if accepts:
+                    print(f"    accepts: {'; '.join(accepts)}")
             return 0
         if args.what == "load":
             final = drive(op.load_routines(args.directory, board=args.board), quiet=args.json)
             loaded = final.data["result"]["loaded"]
             print(json.dumps(final.data["result"]) if args.json
                   else f"loaded {len(loaded)} routine(s): {', '.join(loaded) or 'none'}")
+            return 0
+        if args.what == "results":
+            final = drive(op.routine_results(args.limit, args.routine, board=args.board),
+                          quiet=args.json)
+            result = final.data["result"]
+            if args.json:
+                print(json.dumps(result, indent=2, sort_keys=True))
+            else:
+                _print_results(result)
             return 0
         if args.what == "stop":
             final = drive(op.stop_routine(board=args.board), quiet=args.json)
@@ -78,10 +139,10 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(outcome, indent=2, sort_keys=True))
     else:
-        print(f"{outcome['message']} ({outcome['status']}, {outcome['seconds']:.2f} s)")
-        print(json.dumps(outcome["result"], indent=2, sort_keys=True))
+        _print_outcome(outcome)
     return 0
 
 
-COMMANDS = [Command("routine", "routines on a board: list, load DIR, run NAME [k=v ...], stop",
+COMMANDS = [Command("routine", "routines on a board: list, load DIR, run NAME [k=v ...], stop, "
+                               "results",
                     configure, run)]

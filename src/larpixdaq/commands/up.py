@@ -75,7 +75,8 @@ def build(args: argparse.Namespace):
     for i, board in enumerate(boards, start=1):
         sup.add(f"producer-{i}", ["producer", *core, "--aggregator", addr(10), "--board", board,
                                   "--io-group", str(i), "--sim-rate", str(args.sim_rate),
-                                  "--replay-speed", str(args.replay_speed)])
+                                  "--replay-speed", str(args.replay_speed),
+                                  "--data-dir", str(data)])
     if _has_command("monitor"):
         sup.add("monitor", ["monitor", *core, "--aggregator", addr(12)])
     if not args.no_web and _has_command("web") and importlib.util.find_spec("larpixdaq.web.app"):

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Generator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from larpixdaq.boards.session import BoardSession
@@ -27,7 +29,8 @@ from larpixdaq.errors import LarpixDaqError
 from larpixdaq.pipeline.counters import Counters
 from larpixdaq.pipeline.sources import Source
 from larpixdaq.routines.context import RoutineContext
-from larpixdaq.routines.registry import RoutineError, RoutineRegistry, execute
+from larpixdaq.routines.registry import RoutineError, RoutineRegistry, RoutineResult, execute
+from larpixdaq.routines.results import ResultStore
 from larpixdaq.runcontrol.actions import action
 
 
@@ -79,6 +82,8 @@ class RoutineCounters(Counters):
 
     routines_run: int = 0
     routines_failed: int = 0
+    routines_refused: int = 0  # parameters that make no sense: refused before running
+    routine_results_unsaved: int = 0  # outcomes that could not be kept on disk
 
 
 class BoardActions:
@@ -100,6 +105,26 @@ class BoardActions:
         self.routine_registry = RoutineRegistry()
         self._routine: _Running | None = None
         self.routine_counters = RoutineCounters()
+        self._results_store: ResultStore | None = None
+
+    def keep_routine_results_in(self, directory: str | Path) -> None:
+        """Write every routine's outcome (summary JSON + arrays) into ``directory``."""
+        self._results_store = ResultStore(directory)
+
+    def _keep(self, outcome: RoutineResult) -> dict[str, Any] | None:
+        """The outcome kept on disk (its record), or None: not kept, counted and logged."""
+        if self._results_store is None:
+            return None
+        try:
+            return self._results_store.save(
+                outcome.to_dict(), finished=time.time(),
+                extra={"board": self.name, "io_group": self.session.io_group,
+                       "in_run": bool(self.producer.flowing)})
+        except (OSError, TypeError, ValueError) as exc:
+            self.routine_counters.routine_results_unsaved += 1
+            self.log.warning("routine %s: result not kept in %s: %s", outcome.name,
+                             self._results_store.directory, exc)
+            return None
 
     def counters(self) -> dict[str, int]:
         """The session's counts (``board_``), its client's (``pacman_``: time-outs,
@@ -209,6 +234,11 @@ class BoardActions:
         ``timeout`` (seconds) stops it at its next step once passed (status aborted).
         """
         spec = self.routine_registry.get(name)
+        try:
+            spec.check(params or {})  # refused before anything touches the board
+        except RoutineError:
+            self.routine_counters.routines_refused += 1
+            raise
         running = _Running(name)
         self._routine = running
         timer = (threading.Timer(timeout, running.request_stop,
@@ -228,11 +258,27 @@ class BoardActions:
                 timer.cancel()
             self._routine = None
         self.routine_counters.routines_run += 1
+        if outcome.status == "aborted" and running.reason:
+            outcome.message = f"routine {name} aborted: {running.reason}"
+        kept = self._keep(outcome)
+        where = f" (kept in {kept['summary_file']})" if kept else ""
         if not outcome.ok:
             self.routine_counters.routines_failed += 1
             detail = f"\n{outcome.traceback}" if outcome.traceback else ""
-            message = outcome.message
-            if outcome.status == "aborted" and running.reason:
-                message = f"routine {name} aborted: {running.reason}"
-            raise RoutineFailed(f"{message}{detail}")
-        return outcome.to_dict()
+            raise RoutineFailed(f"{outcome.message}{where}{detail}")
+        out = outcome.to_dict()
+        if kept is not None:
+            out["kept"] = {"summary_file": kept["summary_file"],
+                           "arrays_file": kept["arrays_file"], "summary": kept["summary"]}
+        return out
+
+    @action
+    def routine_results(self, limit: int = 20, routine: str | None = None) -> dict[str, Any]:
+        """The routine results this producer kept, newest first (``limit`` of them, only
+        ``routine``'s if given): time, routine, status, parameters, files."""
+        store = self._results_store
+        if store is None:
+            return {"directory": None, "results": [],
+                    "message": "this producer keeps no routine results (no data directory)"}
+        return {"directory": str(store.directory),
+                "results": store.list(int(limit) if limit else None, routine)}

@@ -15,7 +15,9 @@ import numpy as np
 
 from larpixdaq.boards import geometry as geo
 from larpixdaq.formats.chipkey import parse_chip_key
+from larpixdaq.formats.registers import field
 from larpixdaq.routines.context import RoutineContext
+from larpixdaq.routines.params import CHIP_KEYS, Param, params
 
 CHANNELS = 64
 Progress = Generator[dict[str, Any], None, dict[str, Any]]
@@ -79,6 +81,16 @@ def _read_in_slices(ctx: RoutineContext, seconds: float, slices: int = 4
     return np.concatenate(chunks) if chunks else chunks
 
 
+# What the parameters accept: register values within the register's own range.
+def _register(name: str, **kw: Any) -> Param:
+    f = field(name)
+    return Param(int, minimum=max(f.minimum, kw.pop("minimum", f.minimum)),
+                 maximum=f.maximum, **kw)
+
+
+_POSITIVE = Param(float, above=0)
+
+
 # ---- routines -------------------------------------------------------------------------------
 def hello_world(ctx: RoutineContext, name: str = "world") -> dict[str, Any]:
     """Say hello into the data flow (the smallest routine there is)."""
@@ -87,6 +99,8 @@ def hello_world(ctx: RoutineContext, name: str = "world") -> dict[str, Any]:
     return {"greeting": text, "sent_to_data_flow": sent}
 
 
+@params(threshold_global=_register("threshold_global"),
+        unmask=Param(str, choices=("routed", "all", "none")))
 def quickstart(ctx: RoutineContext, threshold_global: int = 45, unmask: str = "routed",
                bring_up: bool = True, verify: bool = True) -> Progress:
     """Bring the network up, write a working configuration to every chip, verify it.
@@ -94,8 +108,6 @@ def quickstart(ctx: RoutineContext, threshold_global: int = 45, unmask: str = "r
     The configuration: ``threshold_global`` on every chip, trims at mid-range (16), the
     bonded channels (``unmask="routed"``; ``"all"`` or ``"none"``) unmasked, CSAs on.
     """
-    if unmask not in ("routed", "all", "none"):
-        raise ValueError(f"unmask must be 'routed', 'all' or 'none', got {unmask!r}")
     if bring_up:
         up = yield from ctx.bring_up()
         yield {"stage": "bring-up done", "chips": up["chips_up"]}
@@ -117,6 +129,8 @@ def quickstart(ctx: RoutineContext, threshold_global: int = 45, unmask: str = "r
     return out
 
 
+@params(seconds=_POSITIVE, cycles=_register("periodic_trigger_cycles", minimum=1),
+        chip_keys=CHIP_KEYS)
 def pedestal(ctx: RoutineContext, seconds: float = 2.0, cycles: int = 1_000_000,
              chip_keys: list[str] | None = None, restore: bool = True) -> Progress:
     """Per-channel pedestal: mean and standard deviation of the ADC under periodic triggers.
@@ -143,12 +157,13 @@ def pedestal(ctx: RoutineContext, seconds: float = 2.0, cycles: int = 1_000_000,
             "mean_adc": float(np.nanmean(mean)) if (count > 0).any() else None}
 
 
+@params((lambda p: p["start"] <= p["stop"], "start must not be above stop"),
+        start=_register("threshold_global"), stop=_register("threshold_global"),
+        step=Param(int, minimum=1), dwell=_POSITIVE, chip_keys=CHIP_KEYS)
 def threshold_scan(ctx: RoutineContext, start: int = 20, stop: int = 60, step: int = 5,
                    dwell: float = 0.2, chip_keys: list[str] | None = None,
                    restore: bool = True) -> Progress:
     """Self-trigger rate of every channel versus ``threshold_global`` (start..stop by step)."""
-    if step <= 0 or not 0 <= start <= stop <= 255:
-        raise ValueError("need 0 <= start <= stop <= 255 and step > 0")
     keys = ctx.board.keys(chip_keys)
     thresholds = list(range(int(start), int(stop) + 1, int(step)))
     per_chip = np.zeros((len(thresholds), len(keys), CHANNELS))
@@ -168,6 +183,9 @@ def threshold_scan(ctx: RoutineContext, start: int = 20, stop: int = 60, step: i
             "chips": {k: _listed(per_chip[:, j, :], 2) for j, k in enumerate(keys)}}
 
 
+@params((lambda p: len(list(p["amplitudes"])) > 0, "amplitudes must not be empty"),
+        amplitudes=Param(list, item=_register("csa_testpulse_dac", minimum=1)),
+        pulses=Param(int, minimum=1), spacing=_POSITIVE, chip_keys=CHIP_KEYS)
 def testpulse(ctx: RoutineContext, amplitudes: Iterable[int] = (20, 50, 80, 110, 140, 170),
               pulses: int = 5, spacing: float = 0.01, chip_keys: list[str] | None = None,
               restore: bool = True) -> Progress:
@@ -177,8 +195,6 @@ def testpulse(ctx: RoutineContext, amplitudes: Iterable[int] = (20, 50, 80, 110,
     get their test-pulse input enabled, thresholds and masks stay as configured.
     """
     amps = [int(a) for a in amplitudes]
-    if not amps or min(amps) < 1 or max(amps) > 255:
-        raise ValueError("amplitudes must be 1..255")
     keys = ctx.board.keys(chip_keys)
     means = np.full((len(amps), len(keys), CHANNELS), np.nan)
     overall, hits = [], []
@@ -207,6 +223,10 @@ def testpulse(ctx: RoutineContext, amplitudes: Iterable[int] = (20, 50, 80, 110,
             "chips": {k: _listed(means[:, j, :], 2) for j, k in enumerate(keys)}}
 
 
+@params(target_rate=_POSITIVE, dwell=_POSITIVE,
+        threshold_global=Param(int, minimum=0, maximum=field("threshold_global").maximum,
+                               optional=True),
+        max_iterations=Param(int, minimum=1), chip_keys=CHIP_KEYS)
 def trim(ctx: RoutineContext, target_rate: float = 5.0, dwell: float = 0.5,
          threshold_global: int | None = None, max_iterations: int = 32,
          chip_keys: list[str] | None = None) -> Progress:
@@ -217,8 +237,6 @@ def trim(ctx: RoutineContext, target_rate: float = 5.0, dwell: float = 0.5,
     Only unmasked channels with their CSA on are trimmed; the result stays in the software
     copy and on the chips.
     """
-    if target_rate <= 0 or dwell <= 0:
-        raise ValueError("target_rate and dwell must be positive")
     keys = ctx.board.keys(chip_keys)
     if threshold_global is not None:
         ctx.set_all({"threshold_global": int(threshold_global)}, keys)

@@ -29,6 +29,7 @@ from typing import Any
 from larpixdaq.errors import LarpixDaqError
 from larpixdaq.routines import builtin
 from larpixdaq.routines.context import RoutineAborted
+from larpixdaq.routines.params import check_params, describe_params
 from larpixdaq.runcontrol.actions import plain
 
 SUCCESS, FAILED, ABORTED = "success", "failed", "aborted"
@@ -48,16 +49,17 @@ class RoutineSpec:
     origin: str
 
     def params(self) -> list[dict[str, Any]]:
-        """The routine's own parameters (after ``ctx``), as shown to operators."""
-        out = []
-        for i, p in enumerate(inspect.signature(self.func).parameters.values()):
-            if i == 0 or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-                continue
-            item: dict[str, Any] = {"name": p.name, "required": p.default is p.empty}
-            if p.default is not p.empty and _json_ok(p.default):
-                item["default"] = p.default
-            out.append(item)
-        return out
+        """The routine's own parameters (after ``ctx``), as shown to operators: name,
+        required, default and what each accepts (type, range, choices)."""
+        return describe_params(self.func, _json_ok)
+
+    def check(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The parameters as the routine gets them; RoutineError with every reason when
+        they make no sense. The one check every way of running a routine goes through."""
+        try:
+            return check_params(self.func, params)
+        except ValueError as exc:
+            raise RoutineError(f"bad parameters for routine {self.name}: {exc}") from None
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "doc": self.doc, "params": self.params(),
@@ -215,14 +217,12 @@ def execute(spec: RoutineSpec, ctx: Any, params: dict[str, Any] | None = None
                              time.monotonic() - t0, tb)
 
     try:
-        inspect.signature(spec.func).bind(ctx, **params)
-    except TypeError as exc:
-        accepted = ", ".join(p["name"] for p in spec.params()) or "none"
-        return done(FAILED, f"bad parameters for routine {spec.name}: {exc}; accepted: "
-                            f"{accepted}")
+        checked = spec.check(params)
+    except RoutineError as exc:
+        return done(FAILED, str(exc))
     stop = getattr(ctx, "stop", None)
     try:
-        value = spec.func(ctx, **params)
+        value = spec.func(ctx, **checked)
         if inspect.isgenerator(value):
             gen = value
             while True:

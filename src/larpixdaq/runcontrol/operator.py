@@ -384,6 +384,13 @@ class Operator:
     def list_routines(self, *, board: str | None = None, timeout: float | None = None) -> Reply:
         return self.board_action("list_routines", board, timeout=timeout)
 
+    def routine_results(self, limit: int = 20, routine: str | None = None, *,
+                        board: str | None = None, timeout: float | None = None) -> Reply:
+        """The routine results a board's producer kept, newest first (``data["result"]``:
+        ``directory`` and ``results``, each with time, routine, status, params, files)."""
+        return self.board_action("routine_results", board, timeout=timeout, limit=limit,
+                                 routine=routine)
+
     def load_routines(self, directory: str | Path, *, board: str | None = None,
                       timeout: float | None = None) -> Reply:
         return self.board_action("load_routines", board, timeout=timeout,
