@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -61,3 +63,28 @@ def test_a_reader_that_goes_away_is_not_a_crash() -> None:
             proc.wait()
     assert proc.returncode == 141
     assert b"Traceback" not in err
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_the_readme_lists_exactly_the_commands_the_cli_has() -> None:
+    """Regenerate with: python -c 'from larpixdaq.cli import commands_markdown as c; print(c())'
+    and paste between the `commands:` markers of README.md."""
+    text = README.read_text()
+    start = text.index("<!-- commands: generated")
+    section = text[text.index("\n", start) + 1:text.index("<!-- commands: end -->")]
+    assert section.strip() == cli.commands_markdown().strip()
+    # ... and that table names every command of the dispatcher, and only those.
+    listed = set(re.findall(r"^\| `larpix-daq ([a-z-]+)", section, flags=re.M))
+    assert listed == {c.name for c in cli.discover_commands()}
+    assert {"demo", "keys", "routine", "runs"} <= listed
+
+
+def test_the_readme_names_every_built_in_routine() -> None:
+    from larpixdaq.routines import RoutineRegistry
+
+    text = README.read_text()
+    for name in RoutineRegistry().names():
+        assert f"`{name}`" in text, name
+    assert "larpix-daq routine run quickstart" in text

@@ -38,6 +38,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _actions(parser: argparse.ArgumentParser) -> list[str]:
+    """The sub-actions of a command (`config show`, ...), in the order it declares them."""
+    for act in parser._actions:  # argparse keeps its sub-parsers here, and nowhere public
+        if isinstance(act, argparse._SubParsersAction):
+            return list(act.choices)
+    return []
+
+
+def commands_markdown() -> str:
+    """The README's table of commands, from the dispatcher itself (a test compares them, so
+    the README cannot list a command that is not there or miss one that is)."""
+    parser = build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    lines = ["| command | what it does |", "|---|---|"]
+    for command in discover_commands():
+        actions = _actions(subs.choices[command.name])
+        # A table cell keeps a | only escaped, even inside backquotes.
+        shown = command.name
+        if actions:
+            shown += " " + "\\|".join(actions)
+        lines.append(f"| `larpix-daq {shown}` | {command.help} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
