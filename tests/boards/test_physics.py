@@ -5,10 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from larpixdaq.boards import geometry as geo
 from larpixdaq.boards import physics as ph
 from larpixdaq.boards.simboard import SimulatedBoard
 from larpixdaq.formats import packets as pk
+from larpixdaq.geometry import standard_tile
+
+ROUTED = standard_tile().routed
+PITCH_MM = 4.434  # the v2 tile's pixel pitch (layout 2.4.0)
 
 
 @pytest.fixture(scope="module")
@@ -39,18 +42,18 @@ def test_rate_follows_threshold() -> None:
 
 def test_sensible_configuration_is_a_few_hz(board: SimulatedBoard) -> None:
     rates = board.physics.channel_rates(board._active())
-    live = rates[:, list(geo.ROUTED_CHANNELS)]
+    live = rates[:, np.flatnonzero(ROUTED)]
     live = live[live > 0]
     assert 0.5 < np.median(live) < 10.0
     # unrouted channels are masked by the set-up
-    assert (rates[:, list(geo.UNROUTED_CHANNELS)] == 0).all()
+    assert (rates[:, np.flatnonzero(~ROUTED)] == 0).all()
 
 
 def test_hot_and_dead_channels(board: SimulatedBoard) -> None:
     p = board.physics
     assert p.hot.sum() > 0 and p.dead.sum() > 0
     rates = p.channel_rates(board._active())
-    routed = np.broadcast_to(geo.ROUTED, rates.shape)
+    routed = np.broadcast_to(ROUTED, rates.shape)
     assert (rates[p.dead] == 0).all()
     hot = p.hot & routed
     assert np.median(rates[hot]) > 100 * np.median(rates[routed & ~p.hot & ~p.dead])
@@ -126,8 +129,8 @@ def test_cosmic_tracks_give_clustered_hits() -> None:
     tick, flat, adc, ttype = p._cosmics(state, 0, 20 * ph.TICKS_PER_SECOND)
     assert tick.size > 200 and (ttype == 0).all()
     chip_rows, chans = flat // 64, flat % 64
-    assert geo.ROUTED[chans].all()
-    x, y = geo.pixel_xy(b.chips.design_id[chip_rows], chans)
+    assert ROUTED[chans].all()
+    x, y = standard_tile().chip_xy(b.chips.design_id[chip_rows], chans)
     order = np.argsort(tick)
     tick, x, y, adc = tick[order], x[order], y[order], adc[order]
     split = np.flatnonzero(np.diff(tick) > 5000) + 1
@@ -138,7 +141,7 @@ def test_cosmic_tracks_give_clustered_hits() -> None:
         dx = x[idx, None] - x[None, idx]
         dy = y[idx, None] - y[None, idx]
         d = np.hypot(dx, dy) + np.eye(idx.size) * 1e9
-        clustered += int((d.min(axis=1) < 1.5 * geo.PIXEL_PITCH_MM).sum())
+        clustered += int((d.min(axis=1) < 1.5 * PITCH_MM).sum())
         total += idx.size
         n_clusters += 1
         short += int(np.ptp(tick[idx]) <= ph.DRIFT_MM * ph.TICKS_PER_MM + 1)
@@ -150,7 +153,7 @@ def test_cosmic_tracks_give_clustered_hits() -> None:
 
 def test_test_pulse_charge_sets_adc() -> None:
     b = fresh()
-    c = int(np.flatnonzero(~b.physics.dead[0] & geo.ROUTED)[0])
+    c = int(np.flatnonzero(~b.physics.dead[0] & ROUTED)[0])
     only_c = np.ones(64, int)
     only_c[c] = 0
     b.chips.write_field("csa_testpulse_enable", only_c, [0])

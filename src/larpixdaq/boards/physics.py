@@ -20,7 +20,9 @@ A channel, chip or link loaded to half its capacity sets bit 0 of ``local_fifo``
 ``shared_fifo`` in the packets, a full one bits 0 and 1.
 
 **Signals.** Cosmic muons cross each tile at ~16 Hz (1 /cm^2/min on 31 x 31 cm): each is a
-straight segment across the pixel plane with a drift coordinate varying along it, giving a
+straight segment across the tile's pixel plane (the real layout, :mod:`larpixdaq.geometry`:
+the pixels it crosses are looked up on the 70 x 70 grid and mapped to their chip and channel
+as wired) with a drift coordinate varying along it, giving a
 cluster of hits on neighbouring pixels whose ADC grows with the path length in the pixel and
 whose timestamps follow the drift time. A falling step of ``csa_testpulse_dac`` injects a
 charge proportional to the step into channels with ``csa_testpulse_enable`` 0. A signal is
@@ -42,8 +44,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from larpixdaq.boards import geometry as geo
 from larpixdaq.boards.chipmodel import CHIP_ID_REG, ChipNetwork, field_values
+from larpixdaq.geometry import CHANNELS, TileLayout, standard_tile
 
 TICKS_PER_SECOND = 10_000_000
 SYNC_PERIOD = TICKS_PER_SECOND
@@ -92,6 +94,7 @@ class Physics:
         n_tiles: int,
         seed: int = 0,
         rate_scale: float = 1.0,
+        tile_layout: TileLayout | None = None,
     ) -> None:
         if rate_scale < 0:
             raise ValueError(f"rate_scale must be >= 0, got {rate_scale}")
@@ -99,9 +102,10 @@ class Physics:
         self.tile = np.asarray(tile_of_chip, dtype=np.int64)
         self.n_tiles = int(n_tiles)
         self.rate_scale = float(rate_scale)
+        self.layout = standard_tile() if tile_layout is None else tile_layout
         truth = np.random.default_rng([int(seed), 0x5EED])
         n = chips.n
-        shape = (n, geo.CHANNELS)
+        shape = (n, CHANNELS)
         chip_offset = truth.normal(0.0, 3.0, size=(n, 1))
         self.pedestal_dac = 28.0 + chip_offset + truth.normal(0.0, 2.5, size=shape)
         self.typical_sigma_dac = 1.6 * np.exp(truth.normal(0.0, 0.15, size=shape))
@@ -110,11 +114,11 @@ class Physics:
         self.dead = (u >= HOT_FRACTION) & (u < HOT_FRACTION + DEAD_FRACTION)
         self.sigma_dac = np.where(self.hot, HOT_NOISE_FACTOR, 1.0) * self.typical_sigma_dac
         self.pedestal_adc = np.clip(truth.normal(75.0, 8.0, size=shape), 20.0, 140.0)
-        self.routed = np.broadcast_to(geo.ROUTED, shape)
+        self.routed = self.layout.pixel_of[chips.design_id & 0xFF] >= 0
         # (tile, chip id on the tile) -> chip row, for mapping pixels hit by tracks
-        self._chip_at = np.full((max(self.n_tiles, 1), geo.LAST_CHIP_ID + 1), -1, dtype=np.int64)
-        on_tile = geo.is_tile_chip(chips.design_id)
-        self._chip_at[self.tile[on_tile], chips.design_id[on_tile]] = np.flatnonzero(on_tile)
+        self._chip_at = np.full((max(self.n_tiles, 1) + 1, 256), -1, dtype=np.int64)
+        ok = (self.tile >= 0) & (self.tile < self.n_tiles) & (chips.design_id < 256)
+        self._chip_at[self.tile[ok], chips.design_id[ok]] = np.flatnonzero(ok)
         self.rng = np.random.default_rng([int(seed), 0xDA7A])
         self.link_capacity = np.full(N_LINKS, link_capacity(DEFAULT_UART_RATIO))
         """Packets/s each PACMAN UART (index = io_channel) can receive; set by the board."""
@@ -227,11 +231,11 @@ class Physics:
     def channel_rates(self, active: np.ndarray) -> np.ndarray:
         """Self-trigger rate of every channel (Hz), ``(n_chips, 64)``, after FIFO losses."""
         s = self._state(active)
-        out = np.zeros(self.chips.n * geo.CHANNELS)
+        out = np.zeros(self.chips.n * CHANNELS)
         if len(s["live"]):
             w = _alias_weights(s["alias_prob"], s["alias"])
             out[s["live"]] = w * s["total_rate"]
-        return out.reshape(self.chips.n, geo.CHANNELS)
+        return out.reshape(self.chips.n, CHANNELS)
 
     # ---- sampling --------------------------------------------------------------------------
     def window(self, t0: int, t1: int, active: np.ndarray
@@ -253,7 +257,7 @@ class Physics:
                 | (rare_ticks % SYNC_PERIOD).astype(np.uint64) << np.uint64(16)
                 | adc[order].astype(np.uint64) << np.uint64(48)
                 | ttype[order].astype(np.uint64) << np.uint64(56))
-        rare_chip = flat[order] // geo.CHANNELS
+        rare_chip = flat[order] // CHANNELS
         noise_ticks, noise_packets, noise_chip = self.noise(s, t0, t1)
         return _merge(noise_ticks, noise_packets, noise_chip, rare_ticks, rare, rare_chip)
 
@@ -296,7 +300,7 @@ class Physics:
             w |= (t % SYNC_PERIOD).astype(np.uint64) << np.uint64(16)
             w |= (base_adc[pick] + jitter) << np.uint64(48)
             with_parity(w)
-            np.floor_divide(live[pick], geo.CHANNELS, out=chip[a:b])
+            np.floor_divide(live[pick], CHANNELS, out=chip[a:b])
         return ticks, words, chip
 
     def _cosmics(self, s: dict[str, np.ndarray], t0: int, t1: int) -> tuple[np.ndarray, ...]:
@@ -305,10 +309,12 @@ class Physics:
         m = int(rng.poisson(lam)) if lam > 0 else 0
         if m == 0:
             return _empty()
-        w = geo.TILE_WIDTH_MM
+        lay = self.layout
+        w, h = lay.width_mm, lay.height_mm
         tile = rng.integers(0, self.n_tiles, m)
         start = rng.integers(t0, t1, m)
-        x0, y0, x1, y1 = (rng.random(m) * w for _ in range(4))
+        x0, x1 = rng.random(m) * w, rng.random(m) * w
+        y0, y1 = rng.random(m) * h, rng.random(m) * h
         z0, z1 = rng.random(m) * DRIFT_MM, rng.random(m) * DRIFT_MM
         length = np.hypot(x1 - x0, y1 - y0)
         steps = np.maximum(np.ceil(length / STEP_MM).astype(np.int64), 1)
@@ -318,19 +324,20 @@ class Physics:
         x = x0[track] + frac * (x1 - x0)[track]
         y = y0[track] + frac * (y1 - y0)[track]
         z = z0[track] + frac * (z1 - z0)[track]
-        col = np.clip((x / geo.PIXEL_PITCH_MM).astype(np.int64), 0, geo.PIXELS_PER_SIDE - 1)
-        row = np.clip((y / geo.PIXEL_PITCH_MM).astype(np.int64), 0, geo.PIXELS_PER_SIDE - 1)
-        key = track * geo.PIXELS_PER_TILE + row * geo.PIXELS_PER_SIDE + col
+        # x, y measured from the tile's corner: grid column and row of the layout file
+        col = np.clip((x / lay.pitch_mm).astype(np.int64), 0, lay.columns - 1)
+        row = np.clip((y / lay.pitch_mm).astype(np.int64), 0, lay.rows - 1)
+        key = track * lay.pixels + lay.pixel_number(col, row)
         # a straight line crosses each (convex) pixel once: runs of equal keys are the hits
         first_idx = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
         counts = np.diff(np.append(first_idx, key.size))
-        trk = key[first_idx] // geo.PIXELS_PER_TILE
-        pixel = key[first_idx] % geo.PIXELS_PER_TILE
+        trk = key[first_idx] // lay.pixels
+        pixel = key[first_idx] % lay.pixels
         step3d = (length / steps) * np.sqrt(1 + ((z1 - z0) / np.maximum(length, 1e-9)) ** 2)
         path = counts * step3d[trk]
         signal = ADC_PER_MM * path * np.exp(rng.normal(0.0, 0.25, trk.size))
-        chip_id, channel = geo.pixel_chip_channel(pixel)
-        chip = self._chip_at[tile[trk], chip_id]
+        chip_id, channel = lay.pixel_chip[pixel], lay.pixel_channel[pixel]
+        chip = np.where(chip_id >= 0, self._chip_at[tile[trk], chip_id], -1)
         tick = start[trk] + (z[first_idx] * TICKS_PER_MM).astype(np.int64)
         return self._signals(s, chip, channel, signal, tick, t1)
 
@@ -356,7 +363,7 @@ class Physics:
         keep = s["selftrig"][chip, channel] & crosses & (tick < t1)
         chip, channel, signal_adc, tick = chip[keep], channel[keep], signal_adc[keep], tick[keep]
         adc = np.clip(np.round(self.pedestal_adc[chip, channel] + signal_adc), 0, 255)
-        flat = chip * geo.CHANNELS + channel
+        flat = chip * CHANNELS + channel
         return tick, flat, adc.astype(np.int64), np.full(tick.size, _TYPE_SELF, np.int64)
 
     def _periodic(self, s: dict[str, np.ndarray], t0: int, t1: int) -> tuple[np.ndarray, ...]:
@@ -370,7 +377,7 @@ class Physics:
             t = np.arange(first, t1, p, dtype=np.int64)
             chans = np.flatnonzero(s["periodic_ch"][c])
             ticks.append(np.repeat(t, chans.size))
-            flats.append(np.tile(c * geo.CHANNELS + chans, t.size))
+            flats.append(np.tile(c * CHANNELS + chans, t.size))
         tick = np.concatenate(ticks)
         flat = np.concatenate(flats)
         ped = self.pedestal_adc.ravel()[flat]

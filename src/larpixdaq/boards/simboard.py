@@ -1,4 +1,11 @@
-"""A simulated PACMAN board with up to 8 standard LArPix-v2 tiles behind it.
+"""A simulated PACMAN board with up to 8 LArPix-v2 tiles behind it, wired as the real ones.
+
+Each tile's chips sit on its io_channels as the field's layout file says and form the hydra
+trees :func:`~larpixdaq.formats.network.make_tile_network` derives from it; each channel's
+pixel is the real one (:mod:`larpixdaq.geometry`), so a simulated track is a straight line in
+the field's own reconstruction. By default every tile is the standard v2 tile; given a
+:class:`~larpixdaq.geometry.Detector` (:meth:`SimulatedBoard.for_detector`), the board is that
+detector's io_group, tile by tile as built (some 2x2 tiles use 2 or 3 io_channels).
 
 Pure and deterministic: no sockets, threads or wall clock; simulated time moves only through
 :meth:`SimulatedBoard.generate` (and :meth:`~SimulatedBoard.generate_packets`), and a seed
@@ -21,7 +28,6 @@ from typing import Any
 
 import numpy as np
 
-from larpixdaq.boards import geometry as geo
 from larpixdaq.boards.chipmodel import N_UARTS, ChipNetwork
 from larpixdaq.boards.physics import (
     DEFAULT_UART_RATIO,
@@ -33,6 +39,7 @@ from larpixdaq.boards.physics import (
 )
 from larpixdaq.formats.network import load_network, make_tile_network
 from larpixdaq.formats.pacman import WORD_DATA, WORD_DTYPE, WORD_SYNC
+from larpixdaq.geometry import CHANNELS, Detector, standard_tile
 
 MAX_TILES = 8
 UARTS_PER_TILE = 4
@@ -89,6 +96,7 @@ class SimulatedBoard:
         strict_parity: bool = False,
         tile_enable: int = 0,
         rx_enable: int = 0xFFFFFFFF,
+        detector: Detector | None = None,
     ) -> None:
         if isinstance(io_group, bool) or not isinstance(io_group, int) or not 0 <= io_group <= 255:
             raise ValueError(f"io_group must be an integer 0..255, got {io_group!r}")
@@ -100,9 +108,14 @@ class SimulatedBoard:
         self.io_group = io_group
         self.tiles = tiles
         self.seed = int(seed)
+        self.detector = detector
+        if detector is not None and not detector.board_chips(io_group):
+            raise ValueError(f"detector {detector.name!r} has no chips on io_group {io_group} "
+                             f"(it has io_groups {detector.io_groups})")
         self.chips = ChipNetwork(load_network(self.network_config()), io_group, strict_parity)
         self.tile_of_chip = (self.chips.io_channel - 1) // UARTS_PER_TILE
-        self.physics = Physics(self.chips, self.tile_of_chip, tiles, seed, rate_scale)
+        layout = standard_tile() if detector is None else detector.tile_layout
+        self.physics = Physics(self.chips, self.tile_of_chip, tiles, seed, rate_scale, layout)
         self.counters: dict[str, int] = {"bad_pacman_access": 0, "bad_transmit": 0,
                                          "replies_dropped": 0}
         self._regs: dict[int, int] = {
@@ -120,13 +133,30 @@ class SimulatedBoard:
         self.pacman_write(REG_RX_ENABLE, rx_enable)
         self.pacman_write(REG_TILE_ENABLE, tile_enable)
 
+    @classmethod
+    def for_detector(cls, detector: Detector, io_group: int = 1, **kwargs: Any
+                     ) -> SimulatedBoard:
+        """The board serving ``io_group`` of ``detector``, with as many tiles as it has."""
+        chans = detector.board_chips(io_group)
+        tiles = max(chans) // UARTS_PER_TILE + (max(chans) % UARTS_PER_TILE > 0) if chans else 1
+        return cls(io_group, tiles=min(max(tiles, 1), MAX_TILES), detector=detector, **kwargs)
+
     # ---- description ---------------------------------------------------------------------
     def network_config(self) -> dict[str, Any]:
         """The controller (hydra network) JSON dict of this board's tiles."""
         group: dict[str, Any] = {}
         first: dict[str, Any] | None = None
+        board = None if self.detector is None else self.detector.board_chips(self.io_group)
         for t in range(self.tiles):
-            net = make_tile_network(self.io_group, t)
+            if board is None:
+                net = make_tile_network(self.io_group, t)
+            else:
+                chans = [c for c in range(UARTS_PER_TILE * t + 1, UARTS_PER_TILE * (t + 1) + 1)
+                         if c in board]
+                if not chans:
+                    continue
+                net = make_tile_network(self.io_group, t, io_channels=chans,
+                                        chips=[board[c].tolist() for c in chans])
             group.update(net["network"][str(self.io_group)])
             first = first or net
         assert first is not None
@@ -343,11 +373,11 @@ class SimulatedBoard:
             if not 0 <= int(threshold) <= 255:
                 raise ValueError(f"threshold must be 0..255, got {threshold!r}")
             glob = np.full(self.chips.n, int(threshold))
-            trim = np.full((self.chips.n, geo.CHANNELS), 16)
+            trim = np.full((self.chips.n, CHANNELS), 16)
         self.chips.write_field("threshold_global", glob[:, None])
         self.chips.write_field("pixel_trim_dac", trim)
-        mask = {"routed": ~geo.ROUTED, "all": np.zeros(geo.CHANNELS, bool),
-                "none": np.ones(geo.CHANNELS, bool)}[unmask]
+        mask = {"routed": ~self.physics.routed, "all": np.zeros((self.chips.n, CHANNELS), bool),
+                "none": np.ones((self.chips.n, CHANNELS), bool)}[unmask]
         self.chips.write_field("channel_mask", mask.astype(np.int64))
         return self
 

@@ -669,6 +669,11 @@ def network_registers(
 # ---- a standard tile ----------------------------------------------------------------------
 TILE_SIZE = 10
 TILE_FIRST_CHIP_ID = 11
+TILE_ROOT_CHIPS = (11, 41, 71, 101)
+"""The chips of a v2 tile wired to the PACMAN connector, one per io_channel (in order): the
+first column's chips of rows 0, 3, 6 and 9."""
+_STEP = {0: 1, 1: -TILE_SIZE, 2: -1, 3: TILE_SIZE}
+"""Neighbour of a tile chip at each UART position: 0 = +x, 1 = -y, 2 = -x, 3 = +y."""
 
 
 def tile_chip_id(x: int, y: int) -> int:
@@ -676,88 +681,104 @@ def tile_chip_id(x: int, y: int) -> int:
     return TILE_FIRST_CHIP_ID + x + TILE_SIZE * y
 
 
+def _grid_neighbour(chip: int, pos: int) -> int | None:
+    col = (chip - TILE_FIRST_CHIP_ID) % TILE_SIZE
+    if (pos == 0 and col == TILE_SIZE - 1) or (pos == 2 and col == 0):
+        return None  # no wrap from one row's end to the next row
+    return chip + _STEP[pos]
+
+
+def tile_tree_links(chips: Iterable[int], root: int) -> dict[int, list[int | None]]:
+    """Upstream links (``miso_us`` by position) of a breadth-first spanning tree of ``chips``
+    over grid neighbours, from ``root``: every chip at its fewest hops from the PACMAN.
+
+    Raises ConfigError if some chips cannot be reached through neighbours in the set.
+    """
+    members = set(chips)
+    if root not in members:
+        raise ConfigError(f"root chip {root} is not among the io_channel's chips")
+    links: dict[int, list[int | None]] = {root: [None] * 4}
+    level = [root]
+    while level:
+        nxt: list[int] = []
+        for cid in level:
+            for pos in (0, 3, 2, 1):
+                nb = _grid_neighbour(cid, pos)
+                if nb in members and nb not in links:
+                    links[cid][pos] = nb
+                    links[nb] = [None] * 4
+                    nxt.append(nb)
+        level = nxt
+    missing = sorted(members - set(links))
+    if missing:
+        raise ConfigError(f"chips {missing} are not connected to root {root} through "
+                          "neighbouring chips of the same io_channel")
+    return links
+
+
+def _root_of(chips: Iterable[int], k: int) -> int:
+    members = set(chips)
+    for r in (TILE_ROOT_CHIPS[k % 4], *TILE_ROOT_CHIPS):
+        if r in members:
+            return r
+    return min(members, key=lambda c: ((c - TILE_FIRST_CHIP_ID) % TILE_SIZE, c))
+
+
 def make_tile_network(
     io_group: int,
     tile_index: int = 0,
     io_channels: Iterable[int] | None = None,
     name: str | None = None,
+    chips: Iterable[Iterable[int]] | None = None,
 ) -> dict[str, Any]:
-    """The network file of one standard 10 x 10 chip tile (chip ids 11..110).
+    """The network file of one LArPix-v2 tile (chip ids 11..110), as it is wired.
 
-    Each of the 4 io_channels serves one 5 x 5 quarter as a tree: the root sits on the
-    tile's outer edge (row 0 for the lower quarters, row 9 for the upper ones) in the
-    quarter's middle column, a spine runs inward along that column and every spine chip
-    feeds a chain to each side along its row. Positions: 0 = +x (id + 1), 1 = -y (id - 10),
-    2 = -x (id - 1), 3 = +y (id + 10); maps are the reference defaults. ``io_channels``
-    defaults to tile ``tile_index``'s four UARTs, ``4 * tile_index + 1 .. + 4``.
+    ``chips`` lists the chips on each of the tile's io_channels; by default the standard tile's
+    four sets from the packaged layout file (:func:`larpixdaq.geometry.standard_tile_chips`:
+    24, 26, 26 and 24 chips). Each set is one hydra tree rooted at its chip wired to the PACMAN
+    (:data:`TILE_ROOT_CHIPS`), spanning the set breadth first over grid neighbours; the PACMAN
+    sees its root at position 0. Maps are the reference defaults. ``io_channels`` defaults to
+    tile ``tile_index``'s UARTs, ``4 * tile_index + 1 ..``; a tile wired with fewer
+    io_channels (as some tiles of the 2x2 are) gives one chip set per io_channel it uses, and
+    the k-th UART of a tile (``(io_channel - 1) % 4``) prefers the k-th root chip.
     """
     if isinstance(tile_index, bool) or not isinstance(tile_index, int) or not 0 <= tile_index <= 7:
         raise ConfigError(f"tile_index {tile_index!r} is out of range 0..7")
+    if chips is None:
+        from larpixdaq.geometry import standard_tile_chips
+
+        chips = standard_tile_chips()
+    sets = [sorted(int(c) for c in s) for s in chips]
     if io_channels is None:
         chans = tuple(4 * tile_index + k for k in range(1, 5))
     else:
         chans = tuple(io_channels)
-    if len(chans) != 4 or len(set(chans)) != 4:
-        raise ConfigError(f"a tile needs 4 distinct io_channels, got {chans!r}")
+    if not 1 <= len(sets) <= 4 or any(not s for s in sets):
+        raise ConfigError(f"a tile has 1..4 non-empty chip sets (one per io_channel), "
+                          f"got {len(sets)}")
+    if len(chans) != len(sets) or len(set(chans)) != len(chans):
+        raise ConfigError(f"a tile needs {len(sets)} distinct io_channels, one per chip set, "
+                          f"got {chans!r}")
     chip_key(io_group, chans[0], TILE_FIRST_CHIP_ID)  # range checks
     for ch in chans:
         chip_key(io_group, ch, TILE_FIRST_CHIP_ID)
-    half = TILE_SIZE // 2
-    quarters = [(0, 0), (half, 0), (0, half), (half, half)]
     group: dict[str, Any] = {}
-    for ch, (x0, y0) in zip(chans, quarters, strict=True):
-        lower = y0 == 0
-        spine_x = x0 + half // 2
-        rows = list(range(y0, y0 + half)) if lower else list(range(y0 + half - 1, y0 - 1, -1))
-        inward = 3 if lower else 1  # +y for the lower quarters, -y for the upper ones
-        ext_pos = 3 if lower else 1  # the root seen from the PACMAN
-        root_id = tile_chip_id(spine_x, rows[0])
-        ext_us: list[int | None] = [None] * 4
-        ext_us[ext_pos] = root_id
-        nodes: list[dict[str, Any]] = [{"chip_id": "ext", "root": True, "miso_us": ext_us}]
-        links: dict[int, list[int | None]] = {}
-        for i, y in enumerate(rows):
-            spine = tile_chip_id(spine_x, y)
-            us: list[int | None] = [None] * 4
-            if i + 1 < len(rows):
-                us[inward] = tile_chip_id(spine_x, rows[i + 1])
-            if spine_x + 1 < x0 + half:
-                us[0] = tile_chip_id(spine_x + 1, y)
-            if spine_x - 1 >= x0:
-                us[2] = tile_chip_id(spine_x - 1, y)
-            links[spine] = us
-            for x in range(spine_x + 1, x0 + half):
-                links[tile_chip_id(x, y)] = [
-                    tile_chip_id(x + 1, y) if x + 1 < x0 + half else None,
-                    None,
-                    None,
-                    None,
-                ]
-            for x in range(spine_x - 1, x0 - 1, -1):
-                links[tile_chip_id(x, y)] = [
-                    None,
-                    None,
-                    tile_chip_id(x - 1, y) if x - 1 >= x0 else None,
-                    None,
-                ]
-        # list nodes breadth first so file order is bring-up order
-        level = [root_id]
-        while level:
-            nxt: list[int] = []
-            for cid in level:
-                us = links[cid]
-                node: dict[str, Any] = {"chip_id": cid}
-                if any(u is not None for u in us):
-                    node["miso_us"] = us
-                    nxt.extend(u for u in us if u is not None)
-                nodes.append(node)
-            level = nxt
+    for ch, members in zip(chans, sets, strict=True):
+        root = _root_of(members, (ch - 1) % 4)
+        links = tile_tree_links(members, root)
+        nodes: list[dict[str, Any]] = [{"chip_id": "ext", "root": True,
+                                        "miso_us": [root, None, None, None]}]
+        for cid, us in links.items():  # breadth first: file order is bring-up order
+            node: dict[str, Any] = {"chip_id": cid}
+            if any(u is not None for u in us):
+                node["miso_us"] = us
+            nodes.append(node)
         group[str(ch)] = {"nodes": nodes}
     return {
         "_config_type": "controller",
         "name": name if name is not None else f"tile-{io_group}-{tile_index}",
         "asic_version": 2,
-        "layout": None,
+        "layout": "2.4.0",
         "network": {
             str(io_group): group,
             "miso_uart_map": list(DEFAULT_MISO_UART_MAP),

@@ -16,7 +16,10 @@ the time the caller passes in, so tests choose the clock.
 
 Channel counts are kept per (io_group, io_channel) as a 256 x 64 array (chip id x channel),
 so any chip id on any UART is counted; the pixel hit map of a tile (io_channels
-``4t+1..4t+4``) is derived from those arrays through :mod:`larpixdaq.boards.geometry`.
+``4t+1..4t+4``) is derived from those arrays through the v2 tile's real pixel layout
+(:func:`larpixdaq.geometry.standard_tile`: pixel number = row from the top * 70 + column, as
+the field's layout file places each chip's channels). A packet whose (chip, channel) is no
+pixel of that layout counts as ``off_tile_hits``.
 """
 
 from __future__ import annotations
@@ -29,19 +32,16 @@ from typing import Any
 
 import numpy as np
 
-from larpixdaq.boards import geometry as geo
 from larpixdaq.formats import rows as R
 from larpixdaq.formats.pacman import HEADER_BYTES, WORD_BYTES, decode_data_messages
+from larpixdaq.geometry import CHANNELS, standard_tile
 from larpixdaq.pipeline.counters import Counters
 from larpixdaq.pipeline.protocol import KIND_DATA, KIND_INFO, FrameHeader, Stats
 
 CHIP_IDS = 256
-CHANNELS = geo.CHANNELS
 ADC_BINS = 256
 UARTS_PER_TILE = 4
 
-# Every routed pixel of a tile and the (chip id, channel) behind it, for the hit map.
-_PIX_CHIP, _PIX_CHANNEL = geo.pixel_chip_channel(np.arange(geo.PIXELS_PER_TILE))
 _FIFO_FULL = 0b10  # bit 1 of the 2-bit local/shared FIFO fields: the FIFO is full
 
 
@@ -272,7 +272,7 @@ class MonitorState:
                 cur.counts[k] += counts
             else:
                 cur.counts[k] = counts
-        on_tile = geo.is_tile_chip(data["chip_id"]) & geo.ROUTED[data["channel_id"] & 63]
+        on_tile = standard_tile().on_pixel(data["chip_id"], data["channel_id"])
         c.off_tile_hits += int(len(data) - np.count_nonzero(on_tile))
 
     # --- time -----------------------------------------------------------------------------
@@ -332,15 +332,20 @@ class MonitorState:
         for g, ch in self.max:
             by_tile.setdefault((g, tile_of(ch)), []).append((g, ch))
         out = []
+        layout = standard_tile()
+        # every pixel of a tile and the (chip id, channel) behind it (none: chip 0 channel 0,
+        # then zeroed)
+        has = layout.pixel_chip >= 0
+        pc, pch = np.where(has, layout.pixel_chip, 0), np.where(has, layout.pixel_channel, 0)
         for (g, t), uarts in sorted(by_tile.items()):
-            rate = np.zeros(geo.PIXELS_PER_TILE)
-            peak = np.zeros(geo.PIXELS_PER_TILE)
-            total = np.zeros(geo.PIXELS_PER_TILE, dtype=np.int64)
+            rate = np.zeros(layout.pixels)
+            peak = np.zeros(layout.pixels)
+            total = np.zeros(layout.pixels, dtype=np.int64)
             for k in uarts:
                 if k in self.last:
-                    rate += self.last[k][_PIX_CHIP, _PIX_CHANNEL]
-                peak = np.maximum(peak, self.max[k][_PIX_CHIP, _PIX_CHANNEL])
-                total += self.total[k][_PIX_CHIP, _PIX_CHANNEL]
+                    rate += np.where(has, self.last[k][pc, pch], 0.0)
+                peak = np.maximum(peak, np.where(has, self.max[k][pc, pch], 0.0))
+                total += np.where(has, self.total[k][pc, pch], 0)
             out.append({"io_group": g, "tile": t, "io_channels": sorted(ch for _, ch in uarts),
                         "rate": _rounded(rate), "max": _rounded(peak),
                         "hits": total.tolist()})

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from larpixdaq.boards import geometry as geo
 from larpixdaq.formats.chipkey import parse_chip_key
 from larpixdaq.formats.registers import field
+from larpixdaq.geometry import standard_tile
 from larpixdaq.routines.context import RoutineContext
 from larpixdaq.routines.params import CHIP_KEYS, Param, params
 
@@ -111,7 +111,7 @@ def quickstart(ctx: RoutineContext, threshold_global: int = 45, unmask: str = "r
     if bring_up:
         up = yield from ctx.bring_up()
         yield {"stage": "bring-up done", "chips": up["chips_up"]}
-    mask = {"routed": (~geo.ROUTED).astype(int).tolist(), "all": [0] * CHANNELS,
+    mask = {"routed": (~standard_tile().routed).astype(int).tolist(), "all": [0] * CHANNELS,
             "none": [1] * CHANNELS}[unmask]
     ctx.set_all({"threshold_global": int(threshold_global), "pixel_trim_dac": [16] * CHANNELS,
                  "channel_mask": mask, "csa_enable": [1] * CHANNELS})

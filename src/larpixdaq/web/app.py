@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import numpy as np
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -38,7 +39,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from larpixdaq.boards import geometry as geo
+from larpixdaq.geometry import standard_tile
 from larpixdaq.runcontrol.operator import Operator, Progress, Result, Timeout
 from larpixdaq.runcontrol.security import client_keys
 
@@ -374,11 +375,11 @@ async def get_monitor(request: Request) -> Response:
 
 async def get_layout(request: Request) -> Response:
     """Which chip and channel sit at each pixel of a tile (the hit map's geometry)."""
-    layout = geo.tile_layout()
+    tile = standard_tile()
     return JSONResponse({
-        "pixels_per_side": geo.PIXELS_PER_SIDE, "pitch_mm": geo.PIXEL_PITCH_MM,
-        "chip_id": layout["chip_id"].tolist(), "channel": layout["channel"].tolist(),
-        "unrouted_channels": list(geo.UNROUTED_CHANNELS),
+        "pixels_per_side": tile.columns, "pitch_mm": tile.pitch_mm,
+        "chip_id": tile.pixel_chip.tolist(), "channel": tile.pixel_channel.tolist(),
+        "unrouted_channels": np.flatnonzero(~tile.routed).tolist(),
     })
 
 
