@@ -78,9 +78,9 @@ def test_load_configuration_file_and_directory(session, tmp_path):
     d = tmp_path / "dir"
     d.mkdir()
     cfg["threshold_global"] = 43
-    cfg.save(d / "config-1-2-16-2024.json")
-    assert session.load_configuration(d)["loaded"] == {"1-2-16": "config-1-2-16-2024.json"}
-    assert session.retrieve("1-2-16")["registers"]["threshold_global"] == 43
+    cfg.save(d / "config-1-2-41-2024.json")
+    assert session.load_configuration(d)["loaded"] == {"1-2-41": "config-1-2-41-2024.json"}
+    assert session.retrieve("1-2-41")["registers"]["threshold_global"] == 43
     (d / "config-1-9-9.json").write_text(cfg.to_json())
     with pytest.raises(BoardActionError, match="unknown chip"):
         session.load_configuration(d)

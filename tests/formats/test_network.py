@@ -257,6 +257,19 @@ def test_round_trip_preserves_every_link(golden_dir: Path, tmp_path: Path) -> No
 
 
 # ---- the standard tile --------------------------------------------------------------------------
+def _field_tile_chips(tile: int = 1) -> dict[int, set[int]]:
+    """Chips per io_channel of one tile, read straight from the field's multi-tile layout."""
+    import yaml
+
+    from larpixdaq.geometry.files import DATA_DIR, DEFAULT_MULTI_TILE
+
+    doc = yaml.safe_load((DATA_DIR / DEFAULT_MULTI_TILE).read_text())
+    out: dict[int, set[int]] = {}
+    for chip, io in doc["tile_chip_to_io"][tile].items():
+        out.setdefault(io % 1000, set()).add(chip)
+    return out
+
+
 def test_tile_network_covers_the_tile() -> None:
     d = make_tile_network(1, 0)
     net = load_network(json.loads(json.dumps(d)))
@@ -265,10 +278,12 @@ def test_tile_network_covers_the_tile() -> None:
     parsed = [parse_chip_key(k) for k in keys]
     assert {c for _, c, _ in parsed} == {1, 2, 3, 4} and {g for g, _, _ in parsed} == {1}
     assert sorted(i for _, _, i in parsed) == list(range(11, 111))
+    field = _field_tile_chips(1)
+    assert sorted(len(v) for v in field.values()) == [24, 24, 26, 26]
     for c in (1, 2, 3, 4):
         tree = net.tree(1, c)
-        assert len(tree.chip_ids()) == 25 and tree.unreachable() == []
-        assert max(tree.depth().values()) <= 7
+        assert set(tree.chip_ids()) == field[c]  # the chips the field's layout puts there
+        assert tree.unreachable() == []
         steps = net.bring_up_order(1, c)
         assert [s.chip_id for s in steps] == tree.chip_ids()  # file order is bring-up order
 
@@ -276,16 +291,29 @@ def test_tile_network_covers_the_tile() -> None:
 def test_tile_links_join_grid_neighbours() -> None:
     net = load_network(make_tile_network(2, 0))
     step = {0: 1, 1: -10, 2: -1, 3: 10}
-    for tree in net.trees.values():
+    for (_, c), tree in net.trees.items():
         for n in tree.nodes.values():
             for pos, nb in enumerate(n.miso_us):
                 if nb is None or not n.is_chip:
                     continue
                 assert nb - n.chip_id == step[pos]
                 assert abs((nb - 11) % 10 - (n.chip_id - 11) % 10) <= 1  # no row wrap
-        root = tree.order()[1]
-        x, y = (root - 11) % 10, (root - 11) // 10
-        assert y in (0, 9) and x in (2, 7)  # on the outer edge, middle of the quarter
+        # the chips wired to the PACMAN connector: first column, rows 0, 3, 6, 9
+        assert tree.order()[1] == {1: 11, 2: 41, 3: 71, 4: 101}[c]
+
+
+def test_tile_with_fewer_io_channels_as_built() -> None:
+    # tile 4 of the 2x2 module layout uses three io_channels (13, 14, 15)
+    field = _field_tile_chips(4)
+    chans = sorted(field)
+    d = make_tile_network(1, 3, io_channels=chans, chips=[sorted(field[c]) for c in chans])
+    net = load_network(d)
+    assert sorted(c for _, c in net.io_channels()) == [13, 14, 15]
+    for c in chans:
+        tree = net.tree(1, c)
+        assert set(tree.chip_ids()) == field[c] and tree.unreachable() == []
+    with pytest.raises(ConfigError, match="not connected"):
+        make_tile_network(1, 0, io_channels=[1], chips=[[11, 13]])
 
 
 def test_tile_bring_up_directions() -> None:

@@ -10,7 +10,7 @@ from larpixdaq.boards.simboard import SimulatedBoard
 from larpixdaq.formats.chipkey import parse_chip_key
 from larpixdaq.routines.testing import run_routine_offline
 
-KEYS = ["1-1-11", "1-1-12", "1-2-16", "1-3-61", "1-4-96"]
+KEYS = ["1-1-11", "1-1-12", "1-2-41", "1-3-61", "1-4-96"]
 
 
 @pytest.fixture
@@ -40,7 +40,9 @@ def test_quickstart_brings_up_writes_and_verifies(board):
     assert out.result["chips"] == 100 and out.result["match"] is True
     per_channel = [p for p in out.progress if "io_channel" in p]
     assert [p["io_channel"] for p in per_channel] == [1, 2, 3, 4]
-    assert all(p["ok"] and p["chips"] == 25 for p in per_channel)
+    # chips per io_channel of the v2 tile as wired (the field's layout: 24, 26, 26, 24)
+    assert all(p["ok"] for p in per_channel)
+    assert [p["chips"] for p in per_channel] == [24, 26, 26, 24]
     assert (board.chips.registers[:, 64] == 50).all()
 
 
@@ -65,7 +67,9 @@ def test_threshold_scan_rate_falls_with_threshold(board):
     rates = np.array(out.result["total_rate"])
     assert out.result["thresholds"] == [24, 28, 32, 36, 40, 44, 48]
     assert rates[0] > 1000 * max(rates[-1], 1.0)
-    assert (np.diff(rates) <= 0.05 * rates[:-1] + 20).all()  # never rises (within noise)
+    # never rises, within noise and the cosmic rays that cross these chips during a 0.2 s
+    # dwell (one track leaves up to ~10 hits on a chip: 50 Hz)
+    assert (np.diff(rates) <= 0.05 * rates[:-1] + 100).all()
     per_chan = np.array(out.result["chips"][KEYS[0]])
     assert per_chan.shape == (7, 64)
     assert len([p for p in out.progress if "threshold" in p]) == 7

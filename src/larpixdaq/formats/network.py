@@ -702,7 +702,7 @@ def tile_tree_links(chips: Iterable[int], root: int) -> dict[int, list[int | Non
     while level:
         nxt: list[int] = []
         for cid in level:
-            for pos in (0, 3, 2, 1):
+            for pos in range(4):
                 nb = _grid_neighbour(cid, pos)
                 if nb in members and nb not in links:
                     links[cid][pos] = nb
