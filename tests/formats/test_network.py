@@ -265,8 +265,8 @@ def _field_tile_chips(tile: int = 1) -> dict[int, set[int]]:
 
     doc = yaml.safe_load((DATA_DIR / DEFAULT_MULTI_TILE).read_text())
     out: dict[int, set[int]] = {}
-    for chip, io in doc["tile_chip_to_io"][tile].items():
-        out.setdefault(io % 1000, set()).add(chip)
+    for chip, io_key in doc["tile_chip_to_io"][tile].items():
+        out.setdefault(io_key % 1000, set()).add(chip)
     return out
 
 
