@@ -89,3 +89,55 @@ def test_up_runs_restarts_and_stops(up):
     assert proc.wait(30) == 0
     children = subprocess.run(["pgrep", "-f", core], capture_output=True, text=True).stdout
     assert children.strip() == ""
+
+
+def _up_args(tmp_path, *extra: str):
+    import argparse
+
+    from larpixdaq.commands.up import configure
+
+    p = argparse.ArgumentParser()
+    configure(p)
+    return p.parse_args(["--data-dir", str(tmp_path / "d"), "--core", "tcp://127.0.0.1:5990",
+                         *extra])
+
+
+def test_up_detector_2x2_is_eight_sim_boards_on_io_groups_1_to_8(tmp_path):
+    from larpixdaq.commands.up import build
+
+    sup = build(_up_args(tmp_path, "--detector", "2x2", "--no-web"))
+    producers = [c for c in sup.children if c.name.startswith("producer-")]
+    assert [c.name for c in producers] == [f"producer-{g}" for g in range(1, 9)]
+    for g, child in enumerate(producers, start=1):
+        a = child.args
+        assert a[a.index("--io-group") + 1] == str(g) and a[a.index("--board") + 1] == "sim"
+        assert a[a.index("--detector") + 1] == "2x2"
+    # without --detector: one standard sim tile, as before
+    plain = [c for c in build(_up_args(tmp_path, "--no-web")).children
+             if c.name.startswith("producer-")]
+    assert [c.name for c in plain] == ["producer-1"] and "--detector" not in plain[0].args
+
+
+def test_up_refuses_an_unknown_detector(tmp_path):
+    from larpixdaq.commands.up import build
+    from larpixdaq.errors import CommandError
+
+    with pytest.raises(CommandError, match="no detector"):
+        build(_up_args(tmp_path, "--detector", str(tmp_path / "nope.yaml")))
+
+
+def test_sim_producer_source_is_that_io_group_of_the_detector():
+    from larpixdaq.commands.pipeline import make_source
+    from larpixdaq.errors import CommandError
+
+    src = make_source("sim", 2, detector="2x2", sim_rate=0)
+    try:
+        board = src.board
+        assert board.tiles == 8 and board.io_group == 2
+        # io_group 2 is anode 2 of module 1: tile 15 has 85 chips wired (the field's file)
+        assert board.chips.n == 100 * 7 + 85
+        assert set(board.chips.io_channel.tolist()) == set(range(1, 33)) - {27, 28, 30}
+    finally:
+        src.close()
+    with pytest.raises(CommandError, match="no chips on io_group 9"):
+        make_source("sim", 9, detector="2x2")

@@ -136,6 +136,9 @@ def configure_producer(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sim-pool", type=int, default=0,
                    help="pre-generate this many messages and send them in a loop (benchmarks)")
     p.add_argument("--seed", type=int, default=None, help="simulation seed (default io_group)")
+    p.add_argument("--detector", default=None,
+                   help="simulate this io_group of a detector: 2x2, tile, or a layout file "
+                        "(default: standard v2 tiles)")
     p.add_argument("--words-per-message", type=int, default=4096)
     p.add_argument("--replay-speed", type=float, default=1.0,
                    help="replay at this multiple of real time (0: as fast as possible)")
@@ -149,7 +152,8 @@ def configure_producer(p: argparse.ArgumentParser) -> None:
 
 def make_source(board: str, io_group: int, *, sim_rate: float | str = 100_000,
                 seed: int | None = None,
-                words_per_message: int = 4096, sim_pool: int = 0, replay_speed: float = 1.0):
+                words_per_message: int = 4096, sim_pool: int = 0, replay_speed: float = 1.0,
+                detector: str | None = None):
     """A message source from a ``--board`` value; CommandError on a bad value."""
     from larpixdaq.pipeline.sources.pacman import PacmanSource
     from larpixdaq.pipeline.sources.replay import ReplaySource
@@ -157,8 +161,12 @@ def make_source(board: str, io_group: int, *, sim_rate: float | str = 100_000,
 
     kind, _, rest = board.partition(":")
     if kind == "sim":
-        return SimSource(io_group, rate=sim_rate, seed=io_group if seed is None else seed,
-                         words_per_message=words_per_message, pool=sim_pool)
+        try:
+            return SimSource(io_group, rate=sim_rate, seed=io_group if seed is None else seed,
+                             words_per_message=words_per_message, pool=sim_pool,
+                             detector=detector)
+        except ValueError as exc:  # a layout that cannot be used, or no such io_group in it
+            raise CommandError(str(exc)) from None
     if kind == "pacman":
         host, _, ports = rest.partition(":")
         if not host:
@@ -186,6 +194,7 @@ def run_producer(args: argparse.Namespace) -> int:
     name = args.name or f"producer-{args.io_group}"
     source = make_source(args.board, args.io_group, sim_rate=args.sim_rate, seed=args.seed,
                          words_per_message=args.words_per_message, sim_pool=args.sim_pool,
+                         detector=args.detector,
                          replay_speed=args.replay_speed)
     address = _aggregator_address(args, "aggregator_in", DEFAULT_INLET)
     producer = Producer(name, source, address, record=args.record)

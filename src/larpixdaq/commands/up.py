@@ -18,6 +18,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--board", action="append", default=None,
                    help="sim | pacman:HOST[:CMD_PORT:DATA_PORT] | replay:FILE; repeat for "
                         "several boards (io_group 1, 2, ...); default one sim board")
+    p.add_argument("--detector", default=None,
+                   help="simulate a whole detector: 2x2 (8 boards x 8 tiles, io_groups 1-8), "
+                        "tile, or a layout file; one sim board per io_group unless --board "
+                        "is given")
     p.add_argument("--sim-rate", type=sim_rate, default=100_000,
                    help="packets per second of each simulated board (0: as fast as possible), "
                         "or 'physics': the rate the board's configuration gives")
@@ -55,7 +59,15 @@ def build(args: argparse.Namespace):
         data.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CommandError(f"cannot use data directory {data}: {exc.strerror}") from None
-    boards = args.board or ["sim"]
+    io_groups: list[int] = []
+    if args.detector is not None:
+        from larpixdaq.geometry import LayoutError, load_detector
+
+        try:
+            io_groups = load_detector(args.detector).io_groups
+        except LayoutError as exc:
+            raise CommandError(str(exc)) from None
+    boards = args.board or ["sim"] * max(len(io_groups), 1)
     for board in boards:
         kind, _, rest = board.partition(":")
         if kind not in ("sim", "pacman", "replay") or (kind != "sim" and not rest):
@@ -73,10 +85,14 @@ def build(args: argparse.Namespace):
     sup.add("storage", ["storage", *core, "--aggregator", addr(11), "--data-dir", str(data),
                         "--part-mb", str(args.part_mb)])
     for i, board in enumerate(boards, start=1):
-        sup.add(f"producer-{i}", ["producer", *core, "--aggregator", addr(10), "--board", board,
-                                  "--io-group", str(i), "--sim-rate", str(args.sim_rate),
-                                  "--replay-speed", str(args.replay_speed),
-                                  "--data-dir", str(data)])
+        # with a detector, board k serves its k-th io_group (then 1, 2, ... beyond them)
+        group = io_groups[i - 1] if i <= len(io_groups) else i
+        detector = ["--detector", args.detector] if args.detector and board == "sim" else []
+        sup.add(f"producer-{group}", ["producer", *core, "--aggregator", addr(10), "--board",
+                                      board, "--io-group", str(group), "--sim-rate",
+                                      str(args.sim_rate), "--replay-speed",
+                                      str(args.replay_speed), "--data-dir", str(data),
+                                      *detector])
     if _has_command("monitor"):
         sup.add("monitor", ["monitor", *core, "--aggregator", addr(12)])
     if not args.no_web and _has_command("web") and importlib.util.find_spec("larpixdaq.web.app"):

@@ -35,18 +35,25 @@ class SimSource(Source):
 
     def __init__(self, io_group: int = 1, *, rate: float | str = 0.0, seed: int = 0,
                  words_per_message: int = DEFAULT_WORDS_PER_MESSAGE, tiles: int = 1,
-                 pool: int = 0, clock: Callable[[], float] = time.monotonic) -> None:
+                 pool: int = 0, clock: Callable[[], float] = time.monotonic,
+                 detector: str | None = None) -> None:
         """``rate``: packets per second (0: as fast as possible), or ``"physics"``: the
         board's own rate, which follows its configuration (thresholds, masks, test pulses),
-        with simulated time kept to the wall clock."""
+        with simulated time kept to the wall clock. ``detector``: simulate ``io_group`` of
+        this detector (a packaged name or a layout file) instead of ``tiles`` standard tiles."""
         from larpixdaq.boards.simboard import SimulatedBoard
+        from larpixdaq.geometry import load_detector
 
         self.io_group = io_group
         self.physics = rate == PHYSICS_RATE
         self.rate = 0.0 if self.physics else float(rate)
         self._clock = clock
         self.words_per_message = int(words_per_message)
-        self.board = SimulatedBoard(io_group, tiles=tiles, seed=seed).bring_up_all()
+        if detector is None:
+            self.board = SimulatedBoard(io_group, tiles=tiles, seed=seed).bring_up_all()
+        else:
+            self.board = SimulatedBoard.for_detector(load_detector(detector), io_group,
+                                                     seed=seed).bring_up_all()
         # The board is shared with configuration actions and routines (another thread).
         self.lock = threading.RLock()
         self._pool = [self._make(self.words_per_message) for _ in range(pool)]
