@@ -95,7 +95,9 @@ def test_bring_up_shows_progress_per_io_channel(daq, capsys):
     assert cli(daq, "config", "bring-up", "--board", "producer-2") == 0
     out = capsys.readouterr().out
     lines = [ln for ln in out.splitlines() if "io_channel=" in ln]
-    assert len(lines) == 4 and all("ok=True" in ln and "chips=25" in ln for ln in lines)
+    # chips per io_channel of the v2 tile as wired (the field's layout file: 24, 26, 26, 24)
+    assert len(lines) == 4 and all("ok=True" in ln for ln in lines)
+    assert [ln.split("chips=")[1].split()[0] for ln in lines] == ["24", "26", "26", "24"]
     assert cli(daq, "config", "write", "--board", "producer-2") == 0
     assert cli(daq, "config", "verify", "--board", "producer-2") == 0
 

@@ -43,6 +43,11 @@ def test_page_and_its_files_are_served(client):
         assert r.status_code == 200 and len(r.content) > 1000, name
     layout = client.get("/api/layout").json()
     assert layout["pixels_per_side"] == 70 and len(layout["chip_id"]) == 4900
+    # pixel (69 - row) * 70 + column holds the (chip, channel) the field's layout file puts
+    # at (column, row): 11000 -> [3, 68], 110063 -> [66, 6]
+    assert (layout["chip_id"][73], layout["channel"][73]) == (11, 0)
+    assert (layout["chip_id"][63 * 70 + 66], layout["channel"][63 * 70 + 66]) == (110, 63)
+    assert layout["unrouted_channels"] == [6, 7, 8, 9, 22, 23, 24, 25, 38, 39, 40, 54, 55, 56, 57]
 
 
 def test_reads_answer_as_the_operator_does(client):
