@@ -147,6 +147,10 @@ def _print_result(args: argparse.Namespace, final: Any) -> None:
     elif what == "verify":
         if result["match"]:
             print(f"{result['chips']} chip(s) match the software copy")
+    elif what == "network":
+        print(f"network {result.get('network')}: {result.get('n_chips')} chips on io_group "
+              f"{result.get('io_group')}, io_channels {result.get('io_channels')}; next: "
+              "`larpix-daq config bring-up`")
     elif what == "bring-up":
         print(bring_up_text(result, reset=not args.no_reset))
     elif what == "set":
