@@ -401,12 +401,18 @@ def test_a_late_joiner_is_brought_along_one_step_at_a_time():
     assert [e.kind for e in h.events][-1] == "caught-up"
 
 
-def test_end_waits_for_a_lost_producer_and_a_resumed_one_needs_only_end():
+def _running_without_its_producer() -> Harness:
+    """A storage and a producer in RUN; the producer was just lost (the run is held)."""
     h = Harness()
     h.register("st", "storage")
     h.register("p1", "producer")
     _run_to(h, "prepare_run", "begin_run")
     h.lose("p1", lost=True)
+    return h
+
+
+def test_end_waits_for_a_lost_producer_and_a_resumed_one_needs_only_end():
+    h = _running_without_its_producer()
     assert h.planner.state is State.RUN and "p1" in h.roster.missing
     assert h.request("end_run")
     assert _steps(h, "st") == []  # storage waits: producers end first
@@ -420,11 +426,7 @@ def test_end_waits_for_a_lost_producer_and_a_resumed_one_needs_only_end():
 
 
 def test_a_grace_running_out_fails_the_transition_that_waits_for_it():
-    h = Harness()
-    h.register("st", "storage")
-    h.register("p1", "producer")
-    _run_to(h, "prepare_run", "begin_run")
-    h.lose("p1", lost=True)
+    h = _running_without_its_producer()
     assert h.request("end_run")
     h.tick(GRACE + 0.1)
     assert h.planner.state is State.ERROR and h.watch is None
@@ -433,11 +435,7 @@ def test_a_grace_running_out_fails_the_transition_that_waits_for_it():
 
 
 def test_a_reset_does_not_wait_for_the_missing_and_closes_the_run_for_them():
-    h = Harness()
-    h.register("st", "storage")
-    h.register("p1", "producer")
-    _run_to(h, "prepare_run", "begin_run")
-    h.lose("p1", lost=True)
+    h = _running_without_its_producer()
     h.tick(GRACE + 0.1)
     assert h.planner.state is State.ERROR
     h.lose("st", lost=True)
