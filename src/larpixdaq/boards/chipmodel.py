@@ -30,22 +30,24 @@ import numpy as np
 
 from larpixdaq.formats import packets as pk
 from larpixdaq.formats.network import Network, load_network
-from larpixdaq.formats.registers import DEFAULT_REGISTERS, NUM_REGISTERS
+from larpixdaq.formats.registers import (
+    CHIP_ID_REG,
+    DEFAULT_REGISTERS,
+    DOWNSTREAM_REG,
+    MOSI_REG,
+    NUM_REGISTERS,
+    UPSTREAM_REG,
+)
 from larpixdaq.formats.registers import field as register_field
 
 EXT = -1
 """Index standing for the PACMAN in parent tables."""
 
-CHIP_ID_REG = register_field("chip_id").first_register  # 122
 LOAD_DEFAULTS_REG = register_field("load_config_defaults").first_register  # 123
 LOAD_DEFAULTS_BIT = 1 << (register_field("load_config_defaults").offset % 8)
-UPSTREAM_REG = register_field("enable_miso_upstream").first_register  # 124
-DOWNSTREAM_REG = register_field("enable_miso_downstream").first_register  # 125
-MOSI_REG = register_field("enable_mosi").first_register  # 126
 TESTPULSE_DAC_REG = register_field("csa_testpulse_dac").first_register  # 108
 LINK_REGISTERS = frozenset({CHIP_ID_REG, LOAD_DEFAULTS_REG, UPSTREAM_REG, DOWNSTREAM_REG,
                             MOSI_REG})
-POWER_ON_ID = 1
 N_UARTS = 32
 
 COUNTER_NAMES = (

@@ -28,16 +28,14 @@ from larpixdaq.formats import packets as K
 from larpixdaq.formats import pacman as P
 from larpixdaq.formats.chipconfig import ChipConfig
 from larpixdaq.formats.chipkey import chip_key, parse_chip_key
-from larpixdaq.formats.registers import NUM_REGISTERS
-
-TILE_ENABLE_REG = 0x10
-RX_ENABLE_REG = 0x18
-CLOCK_CTRL_REG = 0x1010
-RESET_LENGTH_REG = 0x1014
-RESET_BIT = 0x4
-CHIP_ID_REG = 122
-
-MAX_TX_WORDS = 65535
+from larpixdaq.formats.pacman import (
+    CLOCK_CTRL_REG,
+    CLOCK_CTRL_RESET_BIT,
+    RESET_LENGTH_REG,
+    RX_ENABLE_REG,
+    TILE_ENABLE_REG,
+)
+from larpixdaq.formats.registers import CHIP_ID_REG, NUM_REGISTERS
 
 
 class BoardError(LarpixDaqError):
@@ -256,8 +254,8 @@ class PacmanClient:
         ch = np.broadcast_to(np.asarray(io_channel), pk.shape)
         if pk.size and (ch.min() < 1 or ch.max() > 255):
             raise BoardError(f"io_channel must be 1..255, got {int(ch.min())}..{int(ch.max())}")
-        for start in range(0, len(pk), MAX_TX_WORDS):
-            stop = min(len(pk), start + MAX_TX_WORDS)
+        for start in range(0, len(pk), P.MAX_WORDS):
+            stop = min(len(pk), start + P.MAX_WORDS)
             words = np.zeros(stop - start, P.WORD_DTYPE)
             words["type"] = P.WORD_TX[0]
             words["io_channel"] = ch[start:stop]
@@ -480,8 +478,8 @@ class PacmanClient:
         """Pulse the chips' reset line: every chip goes back to its power-on state."""
         self.write_register(RESET_LENGTH_REG, length)
         clk = self.read_register(CLOCK_CTRL_REG)
-        self.write_registers([(CLOCK_CTRL_REG, clk | RESET_BIT),
-                              (CLOCK_CTRL_REG, clk & ~RESET_BIT & 0xFFFFFFFF)])
+        self.write_registers([(CLOCK_CTRL_REG, clk | CLOCK_CTRL_RESET_BIT),
+                              (CLOCK_CTRL_REG, clk & ~CLOCK_CTRL_RESET_BIT & 0xFFFFFFFF)])
 
     def enable_channels(self, io_channels: Iterable[int]) -> None:
         """Power the tiles of these UARTs and enable their receivers (bits are added)."""

@@ -44,7 +44,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from larpixdaq.boards.chipmodel import CHIP_ID_REG, ChipNetwork, field_values
+from larpixdaq.boards.chipmodel import ChipNetwork, field_values
+from larpixdaq.formats.registers import CHIP_ID_REG
 from larpixdaq.geometry import CHANNELS, TileLayout, standard_tile
 
 TICKS_PER_SECOND = 10_000_000

@@ -38,17 +38,15 @@ from larpixdaq.boards.physics import (
     link_capacity,
 )
 from larpixdaq.formats.network import load_network, make_tile_network
-from larpixdaq.formats.pacman import WORD_DATA, WORD_DTYPE, WORD_SYNC
+from larpixdaq.formats.pacman import CLOCK_CTRL_REG as REG_CLOCK_CTRL
+from larpixdaq.formats.pacman import CLOCK_CTRL_RESET_BIT, WORD_DATA, WORD_DTYPE, WORD_SYNC
+from larpixdaq.formats.pacman import RX_ENABLE_REG as REG_RX_ENABLE
+from larpixdaq.formats.pacman import TILE_ENABLE_REG as REG_TILE_ENABLE
 from larpixdaq.geometry import CHANNELS, Detector, standard_tile
 
 MAX_TILES = 8
 UARTS_PER_TILE = 4
 
-REG_TILE_ENABLE = 0x10
-REG_RX_ENABLE = 0x18
-REG_CLOCK_CTRL = 0x1010
-REG_RESET_LENGTH = 0x1014
-CLOCK_CTRL_RESET_BIT = 1 << 2
 REG_VDDD_DAC = 0x24001
 REG_VDDA_DAC = 0x24011
 REG_VDDD_ADC, REG_IDDD_ADC = 0x24032, 0x24031

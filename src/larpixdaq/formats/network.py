@@ -27,6 +27,12 @@ from typing import Any, Union
 from larpixdaq.errors import ConfigError
 from larpixdaq.formats.chipconfig import ChipConfig, load_config_json
 from larpixdaq.formats.chipkey import chip_key
+from larpixdaq.formats.registers import (
+    CHIP_ID_REG,
+    DOWNSTREAM_REG,
+    MOSI_REG,
+    UPSTREAM_REG,
+)
 from larpixdaq.formats.registers import field as register_field
 
 NodeId = int | str
@@ -43,10 +49,6 @@ DEFAULT_MOSI_UART_MAP = (0, 1, 2, 3)
 DEFAULT_USDS_LINK_MAP = (2, 3, 0, 1)
 
 _NODE_KEYS = frozenset({"chip_id", "root", "miso_us", "miso_ds", "mosi"}) | ALL_MAP_KEYS
-_CHIP_ID_REG = register_field("chip_id").first_register  # 122
-_UPSTREAM_REG = register_field("enable_miso_upstream").first_register  # 124
-_DOWNSTREAM_REG = register_field("enable_miso_downstream").first_register  # 125
-_MOSI_REG = register_field("enable_mosi").first_register  # 126
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -213,7 +215,7 @@ class BringUpStep:
 
     @property
     def chip_id_write(self) -> ConfigWrite | None:
-        return next((w for w in self.writes if w.register == _CHIP_ID_REG), None)
+        return next((w for w in self.writes if w.register == CHIP_ID_REG), None)
 
 
 @dataclass
@@ -604,20 +606,20 @@ def bring_up_order(
             pc = cfg_of(parent)
             pc.set_value("enable_miso_upstream", 1, index=uart)
             value = _nibble(pc, "enable_miso_upstream")
-            writes.append(ConfigWrite(parent, _UPSTREAM_REG, value, parent))
+            writes.append(ConfigWrite(parent, UPSTREAM_REG, value, parent))
             if first_uart is None:
                 first_uart, upstream = uart, value
             for muart in tree.nodes[parent].mosi_uarts.values():
                 if not pc.get_value("enable_mosi", index=muart):
                     pc.set_value("enable_mosi", 1, index=muart)
                     parent_mosi = _nibble(pc, "enable_mosi")
-                    writes.append(ConfigWrite(parent, _MOSI_REG, parent_mosi, parent))
+                    writes.append(ConfigWrite(parent, MOSI_REG, parent_mosi, parent))
         downstream: int | None = None
         mosi: int | None = None
         if isinstance(cid, int):
             cc = cfg_of(cid)
             cc["chip_id"] = cid
-            writes.append(ConfigWrite(POWER_ON_CHIP_ID, _CHIP_ID_REG, cid, cid))
+            writes.append(ConfigWrite(POWER_ON_CHIP_ID, CHIP_ID_REG, cid, cid))
             if differential:
                 cc["enable_miso_differential"] = [1] * 4
             ds = [0] * 4
@@ -625,14 +627,14 @@ def bring_up_order(
                 ds[uart] = 1
             cc["enable_miso_downstream"] = ds
             downstream = _nibble(cc, "enable_miso_downstream")
-            writes.append(ConfigWrite(cid, _DOWNSTREAM_REG, downstream, cid))
+            writes.append(ConfigWrite(cid, DOWNSTREAM_REG, downstream, cid))
             if modify_mosi:
                 en = [0] * 4
                 for uart in tree.nodes[cid].mosi_uarts.values():
                     en[uart] = 1
                 cc["enable_mosi"] = en
                 mosi = _nibble(cc, "enable_mosi")
-                writes.append(ConfigWrite(cid, _MOSI_REG, mosi, cid))
+                writes.append(ConfigWrite(cid, MOSI_REG, mosi, cid))
         if not writes:
             continue  # a pseudo node fed by nothing configurable (the PACMAN itself)
         steps.append(

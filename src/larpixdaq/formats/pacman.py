@@ -33,6 +33,14 @@ HEADER_BYTES = HEADER.size  # 8
 WORD_BYTES = 16
 MAX_WORDS = 0xFFFF
 
+# PACMAN board registers the DAQ uses (addresses in the board's own register space, written
+# and read with W/R words): the client drives them and the simulated board answers them.
+TILE_ENABLE_REG = 0x10  # one bit per tile: power
+RX_ENABLE_REG = 0x18  # one bit per UART: receive
+CLOCK_CTRL_REG = 0x1010
+CLOCK_CTRL_RESET_BIT = 1 << 2  # a 1 -> 0 edge resets the chips
+RESET_LENGTH_REG = 0x1014
+
 MSG_DATA, MSG_REQUEST, MSG_REPLY = b"D", b"?", b"!"
 WORD_DATA, WORD_TRIG, WORD_SYNC = ord("D"), ord("T"), ord("S")
 WORD_PING, WORD_WRITE, WORD_READ, WORD_TX, WORD_ERR = b"P", b"W", b"R", b"D", b"E"

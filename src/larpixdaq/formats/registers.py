@@ -234,3 +234,11 @@ def default_registers() -> np.ndarray:
 
 DEFAULT_REGISTERS: np.ndarray = default_registers()
 DEFAULT_REGISTERS.flags.writeable = False
+
+# The registers that set up a chip's place in the hydra network (its id and which UARTs it
+# listens and talks on). Network planning writes them, the board driver reads the id back,
+# the simulated chip routes by them: one definition here for all three.
+CHIP_ID_REG = field("chip_id").first_register  # 122
+UPSTREAM_REG = field("enable_miso_upstream").first_register  # 124
+DOWNSTREAM_REG = field("enable_miso_downstream").first_register  # 125
+MOSI_REG = field("enable_mosi").first_register  # 126
