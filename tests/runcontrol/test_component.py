@@ -328,3 +328,42 @@ def test_register_action_can_declare_an_immediate_action(core):
     assert b.actions["status_now"].immediate and not b.actions["scan"].immediate
     assert b.actions["status_now"].describe()["immediate"] is True
     b.stop()
+
+
+def test_hooks_follow_the_component_table_without_a_core():
+    from larpixdaq.runcontrol.messages import RunInfo
+
+    class Recorder(Component):
+        def __init__(self):
+            super().__init__("recorder", "tcp://127.0.0.1:9", forward_logs=False)
+            self.calls = []
+
+        def on_prepare(self, run):
+            self.calls.append(f"prepare {run.run_number}")
+
+        def on_begin(self, run):
+            self.calls.append(f"begin {run.run_number}")
+
+        def on_end(self, run):
+            self.calls.append(f"end {run.run_number}")
+            return {"files": ["run.h5"]}
+
+    comp = Recorder()
+    try:
+        with pytest.raises(ValueError, match="cannot begin in state STOP; prepare first"):
+            comp._apply("begin", None)
+        stopped = comp._apply("end", None)
+        assert stopped["files"] == [] and "actions_run" in stopped["counters"]
+        comp._apply("prepare", RunInfo(run_number=1))
+        comp._apply("begin", None)
+        assert comp._apply("begin", None) == {}  # already running: nothing is called
+        assert comp.state == "RUN" and comp.run.run_number == 1
+        # A new run while in one: the old run ends first, then the new one is prepared.
+        comp._apply("prepare", RunInfo(run_number=2))
+        assert comp.state == "READY" and comp.run.run_number == 2
+        ended = comp._apply("end", None)
+        assert ended["files"] == ["run.h5"] and comp.state == "STOP" and comp.run is None
+        assert comp.calls == ["prepare 1", "begin 1", "end 1", "prepare 2", "end 2"]
+    finally:
+        comp.stop()
+

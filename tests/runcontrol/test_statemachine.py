@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from larpixdaq.runcontrol.statemachine import (
+    COMPONENT_HOOKS,
     COMPONENT_STATE_AFTER,
     EXIT_STATUSES,
     LOSS_COUNTERS,
@@ -27,6 +28,7 @@ from larpixdaq.runcontrol.statemachine import (
     TransitionRefused,
     allowed_requests,
     catch_up_steps,
+    component_hooks,
     run_exit_status,
     run_losses,
     transition_groups,
@@ -269,3 +271,42 @@ def test_every_loss_counter_is_documented():
     for names in LOSS_COUNTERS.values():
         for name in names:
             assert f"`{name.removeprefix('run_')}`" in doc, name
+
+
+def test_component_hooks_examples():
+    assert component_hooks("STOP", "prepare") == ("prepare",)
+    assert component_hooks(State.RUN, "prepare") == ("end", "prepare")
+    assert component_hooks("READY", "prepare") == ("end", "prepare")
+    assert component_hooks("READY", "begin") == ("begin",)
+    assert component_hooks("RUN", "begin") == ()
+    assert component_hooks("STOP", "end") == () == component_hooks("STOP", "reset")
+    assert component_hooks("RUN", "reset") == ("reset",)
+    with pytest.raises(ValueError, match=r"^cannot begin in state STOP; prepare first$"):
+        component_hooks("STOP", "begin")
+    with pytest.raises(ValueError, match="unknown transition 'pause'"):
+        component_hooks("READY", "pause")
+    assert {s for s, _ in COMPONENT_HOOKS} == {State.STOP, State.READY, State.RUN}
+
+
+_WHERE_IT_LEADS = {"prepare": "READY", "begin": "RUN", "end": "STOP", "reset": "STOP"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(sorted(_WHERE_IT_LEADS)), max_size=15))
+def test_a_component_following_the_table_ends_where_each_transition_leads(transitions):
+    state, prepared = State.STOP, 0
+    for transition in transitions:
+        try:
+            hooks = component_hooks(state, transition)
+        except ValueError:
+            # The only refusal: data cannot start before the component was prepared.
+            assert (transition, state) == ("begin", State.STOP)
+            continue
+        for hook in hooks:
+            state = COMPONENT_STATE_AFTER[hook]
+        assert state == _WHERE_IT_LEADS[transition]
+        # Every hook runs at most once, and a run's own hook is the last one run.
+        assert len(set(hooks)) == len(hooks) and (not hooks or hooks[-1] == transition)
+        prepared += hooks.count("prepare")
+    assert prepared <= transitions.count("prepare")
+

@@ -167,13 +167,13 @@ def _raise_interrupted(signum: int, frame: Any) -> None:
     raise _Interrupted(signal.Signals(signum).name)
 
 
-_SETTLED = ("STOP", "READY", "RUN", "ERROR")
 
 
 def _take_data(op, args: argparse.Namespace, started: list[int]) -> None:
     """Prepare, begin and take data for ``--duration`` s; ``started`` gets the run number
     as soon as it is known (so an interruption knows which run to end)."""
     from larpixdaq.runcontrol.operator import Timeout
+    from larpixdaq.runcontrol.statemachine import State
 
     prepared = final_reply(op.prepare_run(args.comment, args.run_type, data_dir=args.data_dir))
     number = prepared.data.get("run_number")
@@ -193,7 +193,7 @@ def _take_data(op, args: argparse.Namespace, started: list[int]) -> None:
         for ev in op.poll_events():
             if ev.kind != "state":  # our own transitions; already shown
                 print(f"  ! {ev.message}", flush=True)
-        if state != "RUN":
+        if state != State.RUN:
             break
 
 
@@ -201,14 +201,15 @@ def _open_run_after_interrupt(op, args: argparse.Namespace) -> bool:
     """Whether there is a run to end after an interruption that came before the prepare
     answered: wait for a transition under way to settle, then READY or RUN has one."""
     from larpixdaq.runcontrol.operator import Timeout
+    from larpixdaq.runcontrol.statemachine import STABLE_STATES, State
 
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
         st = op.call("status", timeout=args.timeout)
         if isinstance(st, Timeout):
             return False
-        if st.data.get("state") in _SETTLED:
-            return st.data.get("state") in ("READY", "RUN")
+        if st.data.get("state") in STABLE_STATES:
+            return st.data.get("state") in (State.READY, State.RUN)
         time.sleep(0.1)
     return False
 

@@ -50,6 +50,7 @@ from larpixdaq.pipeline.runfile import (
 from larpixdaq.pipeline.threadcalls import ThreadCalls
 from larpixdaq.runcontrol.component import Component
 from larpixdaq.runcontrol.messages import RunInfo
+from larpixdaq.runcontrol.statemachine import State
 
 log = logging.getLogger("larpixdaq.storage")
 
@@ -328,7 +329,7 @@ class StorageComponent(Component):
             # Carry on with the run: run control finds us in it, and its end (or reset after
             # the loss it noticed) closes the file.
             with self._state_lock:
-                self.state, self.run = "RUN", RunInfo(run_number=run)
+                self.state, self.run = State.RUN, RunInfo(run_number=run)
 
     def counters(self) -> dict[str, Any]:
         return self.link.snapshot()

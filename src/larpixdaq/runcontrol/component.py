@@ -64,6 +64,7 @@ from larpixdaq.runcontrol.actions import ActionSpec, marked_actions, plain, spec
 from larpixdaq.runcontrol.addresses import DEFAULT_CORE
 from larpixdaq.runcontrol.messages import RunInfo
 from larpixdaq.runcontrol.security import ClientKeys, client_keys
+from larpixdaq.runcontrol.statemachine import COMPONENT_STATE_AFTER, State, component_hooks
 
 log = logging.getLogger("larpixdaq.component")
 
@@ -116,7 +117,8 @@ class Component:
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self._ctx = context or zmq.Context.instance()
-        self.state = "STOP"
+        #: This component's own state (STOP, READY or RUN): what the core's table expects.
+        self.state: State = State.STOP
         self.run: RunInfo | None = None
         self.core_state = "UNKNOWN"
         self.services: dict[str, Any] = {}
@@ -162,7 +164,7 @@ class Component:
 
     def on_reset(self, run: RunInfo | None) -> dict | None:
         """Leave any run after an error; by default the same as :meth:`on_end` if in a run."""
-        if run is not None and self.state != "STOP":
+        if run is not None and self.state != State.STOP:
             return self.on_end(run)
         return None
 
@@ -270,7 +272,7 @@ class Component:
         return m.Register(
             name=self.name, role=self.role, host=self.host, pid=self.pid,
             actions={n: s.describe() for n, s in self._actions.items()},
-            counters=sorted(self._safe_counters()), state=state, run_number=run_number,
+            counters=sorted(self._safe_counters()), state=str(state), run_number=run_number,
             endpoints=self.endpoints,
         )
 
@@ -336,7 +338,7 @@ class Component:
                 if now >= next_beat:
                     next_beat = now + self.heartbeat_interval
                     with self._state_lock:
-                        hb = m.Heartbeat(name=self.name, state=self.state,
+                        hb = m.Heartbeat(name=self.name, state=str(self.state),
                                          run_number=self.run.run_number if self.run else None,
                                          counters=self._safe_counters())
                     self._send(sock, hb)
@@ -387,10 +389,10 @@ class Component:
             self.core_state = msg.state
             if msg.services != self.services:
                 self._apply_services(msg.services)
-            if msg.state == "ERROR" and not self._seen_error:
+            if msg.state == State.ERROR and not self._seen_error:
                 self._seen_error = True
                 self._transitions.submit(self._call_on_error, "the core entered ERROR")
-            elif msg.state != "ERROR":
+            elif msg.state != State.ERROR:
                 self._seen_error = False
         elif isinstance(msg, m.Reject):
             if msg.code == "not-registered":
@@ -439,38 +441,40 @@ class Component:
         self._post(m.Ack(id=msg.id, ok=True, data=plain(data)))
 
     def _apply(self, transition: str, run: RunInfo | None) -> dict[str, Any]:
-        if transition == "prepare":
-            if run is None:
-                raise ValueError("prepare needs run info")
-            if self.state != "STOP" and self.run is not None:
-                self._finish(self.run, reset=False)
-            out = self.on_prepare(run) or {}
-            with self._state_lock:
-                self.state, self.run = "READY", run
-            return dict(out)
-        if transition == "begin":
-            if self.state == "RUN":
-                return {}
-            if self.state != "READY":
-                raise ValueError(f"cannot begin in state {self.state}; prepare first")
-            out = self.on_begin(run or self.run) or {}
-            with self._state_lock:
-                self.state = "RUN"
-            return dict(out)
-        if transition in ("end", "reset"):
-            return self._finish(run or self.run, reset=transition == "reset")
-        raise ValueError(f"unknown transition {transition!r}")
+        """Run the hooks :data:`~larpixdaq.runcontrol.statemachine.COMPONENT_HOOKS` names for
+        ``transition`` in the current state; each hook that returns moves the state on."""
+        hooks = component_hooks(self.state, transition)
+        if transition == "prepare" and run is None:
+            raise ValueError("prepare needs run info")
+        if not hooks:  # already there: an end or reset still reports the counters
+            if transition in ("end", "reset"):
+                return {"counters": self._safe_counters(), "files": []}
+            return {}
+        out: dict[str, Any] = {}
+        for hook in hooks:
+            if hook == "prepare":
+                out = dict(self.on_prepare(run) or {})
+                with self._state_lock:
+                    self.state, self.run = COMPONENT_STATE_AFTER[hook], run
+            elif hook == "begin":
+                out = dict(self.on_begin(run or self.run) or {})
+                with self._state_lock:
+                    self.state = COMPONENT_STATE_AFTER[hook]
+            elif transition == "prepare":  # the run this component was in ends first
+                if self.run is not None:
+                    self._finish(self.run, hook)
+            else:
+                out = self._finish(run or self.run, hook)
+        return out
 
-    def _finish(self, run: RunInfo | None, *, reset: bool) -> dict[str, Any]:
-        if self.state == "STOP":
-            return {"counters": self._safe_counters(), "files": []}
-        out = (self.on_reset(run) if reset else self.on_end(run)) or {}
+    def _finish(self, run: RunInfo | None, hook: str) -> dict[str, Any]:
+        out = (self.on_reset(run) if hook == "reset" else self.on_end(run)) or {}
         out = dict(out)
         counters = {**self._control_counts(),
                     **(out.pop("counters", None) or self._safe_counters())}
         files = [str(f) for f in out.pop("files", None) or []]
         with self._state_lock:
-            self.state, self.run = "STOP", None
+            self.state, self.run = COMPONENT_STATE_AFTER[hook], None
         return {"counters": counters, "files": files, **out}
 
     # --- actions ----------------------------------------------------------------------------

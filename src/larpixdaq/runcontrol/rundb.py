@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from larpixdaq.errors import LarpixDaqError
-from larpixdaq.runcontrol.statemachine import EXIT_STATUSES
+from larpixdaq.runcontrol.statemachine import EXIT_STATUSES, State
 
 STORAGE_ROLE = "storage"
 
@@ -270,7 +270,7 @@ class RunDatabase:
             raise ValueError(f"exit status {exit_status!r} is not one of {EXIT_STATUSES}")
         self._update(
             run_number,
-            state="STOP",
+            state=State.STOP.value,
             exit_status=exit_status,
             end_time=time.time() if end_time is None else end_time,
             end_reason=end_reason,
@@ -310,7 +310,7 @@ class RunDatabase:
     def load_core_state(self) -> tuple[str, int | None]:
         row = self._db.execute("SELECT value FROM core_state WHERE key = 'state'").fetchone()
         if row is None:
-            return "STOP", None
+            return State.STOP.value, None
         value = json.loads(row["value"])
         return value["state"], value["run_number"]
 

@@ -10,10 +10,12 @@ Stable states are STOP, READY, RUN and ERROR. While the core waits for the compo
 acknowledge a transition the state is a transitional one (PREPARING, STARTING, STOPPING,
 RESETTING), so a second request arriving meanwhile is refused rather than interleaved.
 
-Three more pure pieces live here because they decide how a transition is carried out and how
-a run ends: the order in which components are told (:func:`transition_groups`), the steps that
-bring a component that joins late (or registers again after it was lost) to a state
-(:func:`catch_up_steps`), and the exit status of a run (:func:`run_exit_status`).
+More pure pieces live here because they decide how a transition is carried out and how a run
+ends: the order in which components are told (:func:`transition_groups`), what a component
+does with a transition in each of its own states (:data:`COMPONENT_HOOKS`, which the component
+base follows), the steps that bring a component that joins late (or registers again after it
+was lost) to a state (:func:`catch_up_steps`), and the exit status of a run
+(:func:`run_exit_status`).
 """
 
 from __future__ import annotations
@@ -216,8 +218,53 @@ def transition_groups(transition: str, roles: Mapping[str, str]) -> list[list[st
     return [g for g in groups if g]
 
 
-#: The component-level state each component transition leads to.
-COMPONENT_STATE_AFTER = {"prepare": "READY", "begin": "RUN", "end": "STOP", "reset": "STOP"}
+# --- a component's own state ------------------------------------------------------------
+
+#: The component-level state each component transition (and each hook of the same name) leads
+#: to. A component is only ever in STOP, READY or RUN.
+COMPONENT_STATE_AFTER: dict[str, State] = {
+    "prepare": State.READY, "begin": State.RUN, "end": State.STOP, "reset": State.STOP,
+}
+COMPONENT_STATES = frozenset(COMPONENT_STATE_AFTER.values())
+
+#: What a component in a state does when told a transition: the hooks it runs, in order (each
+#: leaves it in ``COMPONENT_STATE_AFTER[hook]``). An empty tuple means there is nothing to do
+#: (it is already there); a pair that is missing is refused. The component base
+#: (:mod:`larpixdaq.runcontrol.component`) follows this table and decides nothing itself.
+COMPONENT_HOOKS: dict[tuple[State, str], tuple[str, ...]] = {
+    (S.STOP, "prepare"): ("prepare",),
+    # Prepared or running for another run: that run ends first (the core's catch-up does this
+    # for a component it finds in a stale run).
+    (S.READY, "prepare"): ("end", "prepare"),
+    (S.RUN, "prepare"): ("end", "prepare"),
+    (S.READY, "begin"): ("begin",),
+    (S.RUN, "begin"): (),
+    (S.STOP, "end"): (),
+    (S.READY, "end"): ("end",),
+    (S.RUN, "end"): ("end",),
+    (S.STOP, "reset"): (),
+    (S.READY, "reset"): ("reset",),
+    (S.RUN, "reset"): ("reset",),
+}
+
+
+def component_hooks(state: str, transition: str) -> tuple[str, ...]:
+    """The hooks a component in ``state`` runs for ``transition`` (see :data:`COMPONENT_HOOKS`).
+
+    Raises ``ValueError`` for an unknown transition, and for one not allowed in ``state``
+    naming the transition that would make it allowed (``cannot begin in state STOP; prepare
+    first``).
+    """
+    if transition not in COMPONENT_STATE_AFTER:
+        raise ValueError(f"unknown transition {transition!r}")
+    state = State(state)
+    hooks = COMPONENT_HOOKS.get((state, transition))
+    if hooks is None:
+        first = sorted(t for (st, t) in COMPONENT_HOOKS if st is state
+                       and (COMPONENT_STATE_AFTER[t], transition) in COMPONENT_HOOKS)
+        hint = f"; {' or '.join(first)} first" if first else ""
+        raise ValueError(f"cannot {transition} in state {state}{hint}")
+    return hooks
 
 #: The stable core state a component transition brings the DAQ to. A component that registers
 #: again while its group is being told is brought there with :func:`catch_up_steps`.
@@ -314,7 +361,7 @@ def catch_up_steps(
     target = {State.STOP: 0, State.READY: 1, State.RUN: 2}.get(core_state)
     if target is None:
         return []
-    level = {"STOP": 0, "READY": 1, "RUN": 2}.get(component_state, 0)
+    level = {State.STOP: 0, State.READY: 1, State.RUN: 2}.get(component_state, 0)
     steps: list[str] = []
     if level > 0 and (target == 0 or component_run != core_run):
         steps.append("end")
