@@ -188,6 +188,24 @@ def test_the_pipeline_holds_only_the_data_path(graph):
     assert f"{ROOT}.runcontrol.component" in graph
 
 
+def _reachable(graph: Mapping[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for dep in graph.get(todo.pop(), ()):
+            if dep not in seen:
+                seen.add(dep)
+                todo.append(dep)
+    return seen
+
+
+def test_the_operator_stands_alone(graph):
+    # A client of the core: the wire messages, keys and addresses, never the server side.
+    needs = _reachable(graph, f"{ROOT}.runcontrol.operator")
+    server = {f"{ROOT}.runcontrol.{m}" for m in ("core", "rundb", "component", "statemachine")}
+    assert needs & server == set()
+    assert f"{ROOT}.runcontrol.messages" in needs
+
+
 # --- the checker itself, on packages made for the purpose ----------------------------------
 
 

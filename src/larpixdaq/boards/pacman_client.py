@@ -191,7 +191,7 @@ class PacmanClient:
 
     def request(self, words: Sequence[P.ControlWord], what: str) -> tuple[P.ControlWord, ...]:
         """Send control words; return the reply words, raising BoardError on any ERR."""
-        reply = self.request_bytes(P.encode_request(words), what)
+        reply = self.request_bytes(P.encode_request(words, int(time.time())), what)
         return self._check_reply(reply, len(words), what)
 
     def _check_reply(self, reply: bytes, n: int, what: str) -> tuple[P.ControlWord, ...]:

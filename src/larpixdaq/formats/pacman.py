@@ -18,7 +18,6 @@ Two very different paths share the format:
 from __future__ import annotations
 
 import struct
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -490,24 +489,28 @@ def _check_range(name: str, value: int, bits: int) -> None:
 
 
 def encode_control(
-    kind: bytes, words: Sequence[ControlWord], timestamp: int | None = None
+    kind: bytes, words: Sequence[ControlWord], timestamp: int = 0
 ) -> bytes:
-    """A request (``?``) or reply (``!``) message."""
+    """A request (``?``) or reply (``!``) message stamped ``timestamp`` (UNIX seconds).
+
+    The codec never reads the clock: a sender that stamps its messages (the board client)
+    passes the time; without it the header says 0."""
     if kind not in (MSG_REQUEST, MSG_REPLY):
         raise FormatError(f"control messages are '?' or '!', not {kind!r}")
     if len(words) > MAX_WORDS:
         raise FormatError(f"a message holds at most {MAX_WORDS} words, not {len(words)}")
-    t = int(time.time()) if timestamp is None else int(timestamp)
-    return HEADER.pack(kind, t & 0xFFFFFFFF, len(words)) + b"".join(
+    return HEADER.pack(kind, int(timestamp) & 0xFFFFFFFF, len(words)) + b"".join(
         encode_control_word(w) for w in words
     )
 
 
-def encode_request(words: Sequence[ControlWord], timestamp: int | None = None) -> bytes:
+def encode_request(words: Sequence[ControlWord], timestamp: int = 0) -> bytes:
+    """A request message (see :func:`encode_control`)."""
     return encode_control(MSG_REQUEST, words, timestamp)
 
 
-def encode_reply(words: Sequence[ControlWord], timestamp: int | None = None) -> bytes:
+def encode_reply(words: Sequence[ControlWord], timestamp: int = 0) -> bytes:
+    """A reply message (see :func:`encode_control`)."""
     return encode_control(MSG_REPLY, words, timestamp)
 
 
