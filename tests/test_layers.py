@@ -20,26 +20,28 @@ ROOT = "larpixdaq"
 
 _BASE = {"errors"}
 #: Which of our packages (or top-level modules) each may import, besides itself. Read from
-#: the bottom up: formats knows nothing of the DAQ; boards speak formats; run control speaks
-#: formats; routines drive boards; the pipeline is components (run control) moving board
-#: data (boards, formats) and running routines; the web UI is an operator; commands start any
-#: of them; the dispatcher ``cli`` sits on top.
+#: the bottom up: the detector geometry is plain data; formats knows nothing of the DAQ;
+#: boards speak formats; run control speaks formats; routines drive boards; the pipeline is
+#: components (run control) moving board data (boards, formats) and running routines; the
+#: web UI is an operator; commands start any of them; the dispatcher ``cli`` sits on top.
 MAY_IMPORT: dict[str, set[str]] = {
     "errors": set(),
     "version": set(),
     "processes": set(),
-    "formats": _BASE,
-    "boards": _BASE | {"formats"},
+    "geometry": set(),
+    "formats": _BASE | {"geometry"},
+    "boards": _BASE | {"formats", "geometry"},
     "runcontrol": _BASE | {"formats", "processes"},
-    "routines": _BASE | {"formats", "boards", "runcontrol"},
-    "pipeline": _BASE | {"formats", "boards", "runcontrol", "routines"},
-    "web": _BASE | {"formats", "boards", "runcontrol"},
+    "routines": _BASE | {"formats", "geometry", "boards", "runcontrol"},
+    "pipeline": _BASE | {"formats", "geometry", "boards", "runcontrol", "routines"},
+    "web": _BASE | {"formats", "geometry", "boards", "runcontrol"},
     "supervisor": {"processes"},
     "convert": _BASE | {"formats", "version"},
     "inspect": _BASE | {"formats"},
     "demo": _BASE | {"formats"},
-    "commands": _BASE | {"version", "formats", "boards", "runcontrol", "routines", "pipeline",
-                         "web", "processes", "supervisor", "convert", "inspect", "demo"},
+    "commands": _BASE | {"version", "geometry", "formats", "boards", "runcontrol", "routines",
+                         "pipeline", "web", "processes", "supervisor", "convert", "inspect",
+                         "demo"},
     "cli": _BASE | {"version", "commands"},
     # The package itself: ``larpixdaq.Operator`` (lazily) and ``larpixdaq.__version__``.
     ROOT: {"version", "runcontrol"},
