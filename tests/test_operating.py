@@ -71,9 +71,16 @@ def test_every_alarm_kind_of_the_monitor_is_explained():
     assert explained == kinds
 
 
+def core_source() -> str:
+    """The run-control core's code: the loop and the pure modules that decide for it."""
+    folder = ROOT / "src" / "larpixdaq" / "runcontrol"
+    return "\n".join((folder / f"{name}.py").read_text()
+                     for name in ("core", "planner", "roster", "commands"))
+
+
 def test_every_event_kind_of_the_core_is_named():
-    source = (ROOT / "src" / "larpixdaq" / "runcontrol" / "core.py").read_text()
-    kinds = set(re.findall(r'_event\("([a-z-]+)"', source)) | {"lost", "left"}
+    source = core_source()
+    kinds = set(re.findall(r'(?:_event|Notify)\("([a-z-]+)"', source)) | {"lost", "left"}
     section = GUIDE[GUIDE.index("## 10. Incidents"):]
     for kind in kinds:
         assert f"`{kind}`" in section, kind
@@ -84,7 +91,7 @@ def test_every_event_kind_of_the_core_is_named():
     "did not register again after the core restarted", "core restarted during", "failed: ",
     "refused", "did not acknowledge", "while joining"])
 def test_each_incident_the_core_records_is_explained(fragment):
-    source = (ROOT / "src" / "larpixdaq" / "runcontrol" / "core.py").read_text()
+    source = core_source()
     source = re.sub(r'"\s*\n\s*f?"', "", source)  # adjacent literals of one message joined
     section = GUIDE[GUIDE.index("## 10. Incidents"):]
     assert fragment in source, f"the core no longer says {fragment!r}: update the guide"
