@@ -79,6 +79,19 @@ def test_producer_credit_is_bounded_by_the_window(agg):
     assert agg.snapshot()["bytes_held"] + max(granted, 0) <= agg.window + len(frames[0][1])
 
 
+def test_eight_producers_joining_one_by_one_all_get_credit(agg):
+    # A 2x2 has 8 boards; the first to join must not sit on the whole window while the later
+    # ones wait (a slow board can take minutes to use a large grant).
+    producers = []
+    for i in range(8):
+        prod = agg.dealer(agg.inlet)
+        prod.send_multipart([HELLO, msgpack.packb({"source": f"p{i}"})])
+        producers.append(prod)
+        wait_for(lambda n=i + 1: agg.snapshot()["producers"] == n)
+    for i, prod in enumerate(producers):
+        assert _credit(prod) > 0, f"producer p{i} got no credit"
+
+
 def test_frames_held_until_acked_and_resent_to_a_restarted_storage(agg):
     prod = agg.dealer(agg.inlet)
     prod.send_multipart([HELLO, msgpack.packb({"source": "p"})])

@@ -50,6 +50,9 @@ from larpixdaq.runcontrol.component import Component
 log = logging.getLogger("larpixdaq.aggregator")
 
 DEFAULT_WINDOW = 64 << 20
+MAX_PRODUCERS = 32
+"""Producers that can each hold a full grant of the window at once (PACMAN boards of a large
+detector); beyond this many, late joiners wait for credit to come back."""
 """Bytes held for storage at most: enough to ride over storage's commit interval at full
 rate, small enough that storage drains it in well under a second at the end of a run."""
 Stream = tuple[str, int]
@@ -112,7 +115,10 @@ class Aggregator:
     ) -> None:
         self.inlet, self.outlet, self.monitor = inlet, outlet, monitor
         self.window = int(window)
-        self.max_grant = max(1, min(self.window // 4, 16 << 20))
+        # One grant is at most 1/MAX_PRODUCERS of the window: producers that joined first cannot
+        # hold the whole window while a slow board takes minutes to use its credit, so every
+        # io_group of a detector (the 2x2 has 8) gets credit as soon as it joins.
+        self.max_grant = max(1, min(self.window // MAX_PRODUCERS, 16 << 20))
         self.monitor_interval = 1.0 / monitor_rate if monitor_rate > 0 else float("inf")
         self._ctx = context or zmq.Context.instance()
         self.inflight: deque[_Held] = deque()
