@@ -58,8 +58,8 @@ from larpixdaq.runcontrol.messages import RunInfo
 log = logging.getLogger("larpixdaq.producer")
 
 DEFAULT_TAP_MESSAGES = 4096
-"""Messages a routine's copy of the run's data holds before it drops (about a second of a
-simulated board at its physics rate)."""
+"""Messages a routine's copy of the run's data holds before it drops: bounded, so a routine
+that reads slower than the board sends costs memory of its own copy only, never the run."""
 
 
 @dataclass
