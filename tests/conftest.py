@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import atexit
 import errno
 import importlib
+import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# Token files written by the cores the tests start (and read by their clients) go to a folder
+# of this test session, never the tester's own ~/.config/larpix-daq. Set before any test
+# starts a process, so every child inherits it.
+_CONFIG = tempfile.mkdtemp(prefix="larpix-daq-test-config-")
+os.environ["LARPIX_DAQ_CONFIG"] = _CONFIG
+os.environ.pop("LARPIX_DAQ_USER", None)
+os.environ.pop("LARPIX_DAQ_TOKEN", None)
+atexit.register(shutil.rmtree, _CONFIG, True)
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 """Files the tests read, kept in the repository so a clone is all a contributor needs."""

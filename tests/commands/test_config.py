@@ -20,15 +20,18 @@ def daq(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("config-cli")
     core = CoreProcess(tmp / "runs.sqlite").start()
     procs = []
+    routines = tmp / "routines"
+    routines.mkdir()
     try:
         for g in (1, 2):
             procs.append(Proc(["producer", "--core", core.endpoint, "--data-dir", str(tmp),
                                "--aggregator",
-                               "tcp://127.0.0.1:9", "--io-group", str(g), "--sim-rate", "1000"],
+                               "tcp://127.0.0.1:9", "--io-group", str(g), "--sim-rate", "1000",
+                               "--routines", str(routines)],
                               tmp / f"producer-{g}.log").start())
         with Operator(core.endpoint) as op:
             wait_for(lambda: len(op.producers()) == 2, timeout=15)
-        yield core.endpoint
+        yield core.endpoint, routines
     finally:
         for p in procs:
             p.stop()
@@ -36,7 +39,7 @@ def daq(tmp_path_factory):
 
 
 def cli(daq, *argv):
-    return main([*argv, "--core", daq])
+    return main([*argv, "--core", daq[0]])
 
 
 def test_show_lists_both_boards(daq, capsys):
@@ -149,7 +152,8 @@ def test_show_help_says_what_show_shows(daq, capsys):
     assert "producer-1: sim io_group 1, 100 chips" in out and "threshold_global" not in out
 
 
-def test_routine_list_run_and_load(daq, capsys, tmp_path):
+def test_routine_list_run_and_load(daq, capsys):
+    tmp_path = daq[1]  # the producers' --routines directory
     b = ["--board", "producer-1"]
     assert cli(daq, "routine", "list", *b) == 0
     out = capsys.readouterr().out

@@ -21,7 +21,8 @@ def daq(tmp_path):
     try:
         producer = Proc(["producer", "--core", core.endpoint, "--data-dir", str(tmp_path),
                          "--aggregator",
-                         "tcp://127.0.0.1:9", "--io-group", "1", "--sim-rate", "1000"],
+                         "tcp://127.0.0.1:9", "--io-group", "1", "--sim-rate", "1000",
+                         "--routines", str(tmp_path)],
                         tmp_path / "producer.log").start()
         with Operator(core.endpoint) as op:
             wait_for(lambda: len(op.producers()) == 1, timeout=15)

@@ -59,8 +59,10 @@ class Daq:
     """A core and a data path; every process is stopped by :meth:`close`."""
 
     def __init__(self, tmp: Path, boards: int = 1, rate: float = 100_000,
-                 data: Path | None = None, discover: bool = False) -> None:
+                 data: Path | None = None, discover: bool = False,
+                 routines: Path | None = None) -> None:
         self.discover = discover
+        self.routines = routines  # the producers' routine directory (--routines)
         self.tmp = tmp
         self.data = data or tmp / "data"
         self.procs: list[Proc] = []
@@ -89,7 +91,9 @@ class Daq:
                 "producer", *c, *self._agg(self.inlet), "--io-group", str(g),
                 "--sim-rate", str(self.rate), "--words-per-message", "1000",
                 "--record", str(self.tmp / f"sent-{g}-{{run}}.raw"),
-                "--data-dir", str(self.data)])
+                "--data-dir", str(self.data),
+
+                *(["--routines", str(self.routines)] if self.routines else [])])
         self.op = Operator(self.core.endpoint, timeout=15)
         wait_for(lambda: len(self.clients()) == 2 + self.boards, timeout=15)
         return self

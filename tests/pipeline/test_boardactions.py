@@ -18,7 +18,8 @@ CHIP = "1-1-11"
 
 @pytest.fixture(scope="module")
 def daq(tmp_path_factory):
-    d = Daq(tmp_path_factory.mktemp("boardactions"), rate=20_000)
+    d = Daq(tmp_path_factory.mktemp("boardactions"), rate=20_000,
+            routines=tmp_path_factory.mktemp("routines"))
     try:
         yield d.start()
     finally:
@@ -106,10 +107,27 @@ def test_run_routine_progress_arrives_before_the_result(daq):
     assert final.data["result"]["result"]["thresholds"] == [30, 40, 50]
 
 
-def test_failed_routine_is_a_failed_result_and_the_producer_lives_on(daq, tmp_path):
-    (tmp_path / "boom.py").write_text("def routine(ctx, n=1):\n    yield {'n': n}\n"
-                                      "    raise ValueError('no good')\n")
-    assert daq.op.load_routines(tmp_path).wait().success
+def test_routines_load_only_from_the_directories_named_at_start_up(daq, tmp_path):
+    """A request naming any other directory is refused, and nothing in it runs."""
+    marker = tmp_path / "ran"
+    (tmp_path / "evil.py").write_text(
+        f"open({str(marker)!r}, 'w').write('x')\ndef routine(ctx):\n    return 1\n")
+    final = daq.op.load_routines(tmp_path).wait()
+    assert not final.success
+    assert "loaded only from the directories named at start-up" in final.message
+    assert str(daq.routines.resolve()) in final.message and not marker.exists()
+    names = [r["name"] for r in
+             daq.op.list_routines().wait().data["result"]["routines"]]
+    assert "evil" not in names
+    # Its own directory, by path or by its last part, is accepted.
+    assert daq.op.load_routines(daq.routines).wait().success
+    assert daq.op.load_routines(daq.routines.name).wait().success
+
+
+def test_failed_routine_is_a_failed_result_and_the_producer_lives_on(daq):
+    (daq.routines / "boom.py").write_text("def routine(ctx, n=1):\n    yield {'n': n}\n"
+                                          "    raise ValueError('no good')\n")
+    assert daq.op.load_routines().wait().success
     final = daq.op.run_routine("boom").wait()
     assert not final.success
     assert "routine boom failed: ValueError: no good" in final.message
@@ -119,8 +137,8 @@ def test_failed_routine_is_a_failed_result_and_the_producer_lives_on(daq, tmp_pa
     assert daq.op.run_routine("hello_world", name="DAQ").wait().success
 
 
-def test_readout_continues_while_a_routine_runs_and_configs_reach_the_file(daq, tmp_path):
-    (tmp_path / "slow.py").write_text(
+def test_readout_continues_while_a_routine_runs_and_configs_reach_the_file(daq):
+    (daq.routines / "slow.py").write_text(
         "import time\n"
         "def routine(ctx, seconds=1.5):\n"
         "    t0 = time.monotonic()\n"
@@ -129,7 +147,7 @@ def test_readout_continues_while_a_routine_runs_and_configs_reach_the_file(daq, 
         "        yield {'t': time.monotonic() - t0}\n"
         "    ctx.send_info('slow routine done')\n"
         "    return 'ok'\n")
-    assert daq.op.load_routines(tmp_path).wait().success
+    assert daq.op.load_routines().wait().success
     daq.call("prepare_run", comment="routine while running")
     daq.call("begin_run")
 
@@ -169,14 +187,14 @@ def test_readout_continues_while_a_routine_runs_and_configs_reach_the_file(daq, 
     assert np.count_nonzero(configs["io_group"] == 1) == 200
 
 
-def test_routine_timeout_aborts_it_and_the_next_one_runs(daq, tmp_path):
-    (tmp_path / "forever.py").write_text(
+def test_routine_timeout_aborts_it_and_the_next_one_runs(daq):
+    (daq.routines / "forever.py").write_text(
         "import time\n"
         "def routine(ctx):\n"
         "    while True:\n"
         "        time.sleep(0.05)\n"
         "        yield {'tick': 1}\n")
-    assert daq.op.load_routines(tmp_path).wait().success
+    assert daq.op.load_routines().wait().success
     final = daq.op.run_routine("forever", routine_timeout=0.5).wait()
     assert not final.success and "routine forever aborted" in final.message
     assert daq.op.run_routine("hello_world").wait().success
@@ -225,8 +243,8 @@ def test_board_client_time_outs_reach_the_producer_counters():
         source.close()
 
 
-def test_stop_routine_from_another_operator_aborts_it_and_the_next_one_runs(daq, tmp_path):
-    (tmp_path / "endless.py").write_text(
+def test_stop_routine_from_another_operator_aborts_it_and_the_next_one_runs(daq):
+    (daq.routines / "endless.py").write_text(
         "import time\n"
         "def routine(ctx):\n"
         "    n = 0\n"
@@ -234,7 +252,7 @@ def test_stop_routine_from_another_operator_aborts_it_and_the_next_one_runs(daq,
         "        time.sleep(0.05)\n"
         "        n += 1\n"
         "        yield {'tick': n}\n")
-    assert daq.op.load_routines(tmp_path).wait().success
+    assert daq.op.load_routines().wait().success
     idle = daq.op.stop_routine().wait()
     assert idle.success and idle.data["result"]["stopped"] is False
     assert idle.data["result"]["message"] == "no routine is running"
@@ -273,7 +291,7 @@ def test_a_routine_in_a_run_analyses_what_the_run_records(tmp_path):
         "    rows = ctx.read_data(seconds)\n"
         "    data = rows[rows['packet_type'] == 0]\n"
         "    return {'packets': int(len(data)), 'syncs': int((rows['packet_type'] == 6).sum())}\n")
-    d = Daq(tmp_path / "daq", rate="physics").start()
+    d = Daq(tmp_path / "daq", rate="physics", routines=tmp_path / "routines").start()
     try:
         assert d.op.load_routines(tmp_path / "routines").wait().success
         d.call("prepare_run", comment="calibration as a run", run_type="calibration")

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from larpixdaq import Operator
+from larpixdaq.runcontrol.access import ensure_local_admin
 from larpixdaq.runcontrol.component import Component
 from larpixdaq.runcontrol.core import Core
 from larpixdaq.runcontrol.statemachine import (
@@ -38,6 +39,8 @@ class CoreModel(RuleBasedStateMachine):
                          heartbeat_interval=0.05, heartbeat_timeout=2.0, ack_timeout=2.0,
                          rejoin_grace=0, forward_logs=False)
         endpoint = self.core.bind()
+        # The operator acts as the local expert, as the command line would.
+        ensure_local_admin(Path(self.tmp.name) / "runs.sqlite", endpoint)
         self.thread = threading.Thread(target=self.core.serve_forever, daemon=True)
         self.thread.start()
         self.op = Operator(endpoint, timeout=10)

@@ -28,7 +28,8 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
 
 @pytest.fixture
 def web_daq(tmp_path):
-    d = Daq(tmp_path, boards=1, rate=20_000)
+    (tmp_path / "routines").mkdir()
+    d = Daq(tmp_path, boards=1, rate=20_000, routines=tmp_path / "routines")
     try:
         d.start()
         c = ["--core", d.core.endpoint]
@@ -278,7 +279,6 @@ def test_configuration_and_routines_against_the_real_daq(web_daq, page, tmp_path
     expect(page.locator("#action-result")).to_contain_text('"status": "success"')
 
     # A routine that runs until stopped: Stop is enabled while it runs and stops it.
-    (tmp_path / "routines").mkdir()
     (tmp_path / "routines" / "endless.py").write_text(
         "import time\n"
         "def routine(ctx):\n"

@@ -139,3 +139,13 @@ def sim_rate(text: str) -> float | str:
     if rate < 0:
         raise argparse.ArgumentTypeError(f"a rate cannot be negative ({text})")
     return rate
+
+
+def add_routines_argument(p: argparse.ArgumentParser) -> None:
+    """``--routines DIR``: where `load_routines` may load routine files from (repeatable)."""
+    env = os.environ.get("LARPIX_DAQ_ROUTINES")
+    p.add_argument("--routines", action="append", metavar="DIR",
+                   default=[d for d in env.split(os.pathsep) if d] if env else [],
+                   help="a directory of routine files the load_routines action may load "
+                        "(repeat for several; default $LARPIX_DAQ_ROUTINES, separated by "
+                        f"{os.pathsep!r}); no other directory is ever loaded")

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from larpixdaq.commands import Command
-from larpixdaq.commands.common import add_core_argument, sim_rate
+from larpixdaq.commands.common import add_core_argument, add_routines_argument, sim_rate
 from larpixdaq.errors import CommandError
 
 ROUTINE_RESULTS_DIR = "routines"
@@ -148,6 +148,7 @@ def configure_producer(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default="data",
                    help=f"routine results are kept in DATA_DIR/{ROUTINE_RESULTS_DIR} "
                         "(default data)")
+    add_routines_argument(p)
 
 
 def make_source(board: str, io_group: int, *, sim_rate: float | str = 100_000,
@@ -199,7 +200,10 @@ def run_producer(args: argparse.Namespace) -> int:
     address = _aggregator_address(args, "aggregator_in", DEFAULT_INLET)
     producer = Producer(name, source, address, record=args.record)
     print(f"producer {name}: {args.board} io_group {args.io_group} -> {address}", flush=True)
-    comp = ProducerComponent(name, args.core, producer)
+    for d in args.routines:
+        if not Path(d).is_dir():
+            raise CommandError(f"--routines {d}: no such directory")
+    comp = ProducerComponent(name, args.core, producer, routine_dirs=args.routines)
     comp.board.keep_routine_results_in(Path(args.data_dir) / ROUTINE_RESULTS_DIR)
     return _run_component(comp, "producer")
 

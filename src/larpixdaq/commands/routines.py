@@ -1,7 +1,7 @@
 """`larpix-daq routine`: list, load and run routines on a board, through the core.
 
     larpix-daq routine list
-    larpix-daq routine load DIR
+    larpix-daq routine load [DIR]
     larpix-daq routine run NAME [PARAM=VALUE ...] [--stop-after S]
     larpix-daq routine stop
     larpix-daq routine results [NAME] [--limit N]
@@ -31,9 +31,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="what", required=True, metavar="ACTION")
     s = sub.add_parser("list", help="routines the board offers, with their parameters")
     add_board_arguments(s)
-    s = sub.add_parser("load", help="load routine files (NAME.py with routine(ctx, ...))")
+    s = sub.add_parser("load", help="load routine files (NAME.py with routine(ctx, ...)) from "
+                                    "the producer's routine directories (its --routines)")
     add_board_arguments(s)
-    s.add_argument("directory")
+    s.add_argument("directory", nargs="?", default=None,
+                   help="one of the producer's --routines directories (default: all)")
     s = sub.add_parser("run", help="run a routine; progress as it goes, then its result")
     add_board_arguments(s)
     s.add_argument("name")

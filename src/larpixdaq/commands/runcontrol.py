@@ -47,6 +47,11 @@ def configure_core(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rejoin-grace", type=float, default=3.0,
                    help="time for a run's components to register again after a core restart "
                         "or after one is lost (s); 0: ERROR at once")
+    p.add_argument("--require-login", action="store_true",
+                   help="refuse clients without a credential (default: they may read, as "
+                        "viewers)")
+    p.add_argument("--no-local-token", action="store_true",
+                   help="do not make or keep the local user's expert token file")
 
 
 def run_core(args: argparse.Namespace) -> int:
@@ -54,17 +59,20 @@ def run_core(args: argparse.Namespace) -> int:
 
     import zmq
 
+    from larpixdaq.runcontrol.access import ensure_local_admin
     from larpixdaq.runcontrol.core import Core
     from larpixdaq.runcontrol.rundb import RunDatabaseError
     from larpixdaq.runcontrol.security import KeysError
+    from larpixdaq.runcontrol.users import UserError
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         core = Core(args.core, args.db, heartbeat_interval=args.heartbeat_interval,
                     heartbeat_timeout=args.heartbeat_timeout, ack_timeout=args.ack_timeout,
-                    rejoin_grace=args.rejoin_grace, data_dir=args.data_dir, keys=args.keys)
-    except (RunDatabaseError, KeysError) as exc:
+                    rejoin_grace=args.rejoin_grace, data_dir=args.data_dir, keys=args.keys,
+                    require_login=args.require_login)
+    except (RunDatabaseError, KeysError, UserError) as exc:
         raise CommandError(str(exc)) from None
     try:
         endpoint = core.bind()
@@ -72,8 +80,18 @@ def run_core(args: argparse.Namespace) -> int:
         core.close()
         raise CommandError(f"cannot listen on {args.core}: {exc}") from None
     signal.signal(signal.SIGTERM, lambda *_: core.stop())
-    secured = "CURVE, authorised keys only" if args.keys else "no authentication"
-    print(f"core listening on {endpoint} (run database {args.db}; {secured})", flush=True)
+    local = ""
+    if not args.no_local_token:
+        try:
+            credential, path, _ = ensure_local_admin(args.db, endpoint)
+        except (UserError, OSError) as exc:
+            core.close()
+            raise CommandError(f"cannot make the local token file: {exc}") from None
+        local = f"; token of {credential.user} in {path}"
+    secured = "CURVE, authorised keys only" if args.keys else "no CURVE"
+    login = "login required" if args.require_login else "anonymous clients may read"
+    print(f"core listening on {endpoint} (run database {args.db}; {secured}; {login}{local})",
+          flush=True)
     try:
         core.serve_forever()
     except KeyboardInterrupt:

@@ -7,7 +7,13 @@ import importlib.util
 from pathlib import Path
 
 from larpixdaq.commands import Command, discover_commands
-from larpixdaq.commands.common import DEFAULT_CORE, RUNS_DB_NAME, add_core_argument, sim_rate
+from larpixdaq.commands.common import (
+    DEFAULT_CORE,
+    RUNS_DB_NAME,
+    add_core_argument,
+    add_routines_argument,
+    sim_rate,
+)
 from larpixdaq.errors import CommandError
 
 
@@ -28,6 +34,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--replay-speed", type=float, default=1.0,
                    help="replay at this multiple of real time (0: as fast as possible)")
     p.add_argument("--part-mb", type=float, default=4096, help="run file part size (MB)")
+    add_routines_argument(p)
     p.add_argument("--no-web", action="store_true", help="do not start the web UI")
     p.add_argument("--web-port", type=int, default=8080, help="port of the web UI (default 8080)")
 
@@ -92,7 +99,8 @@ def build(args: argparse.Namespace):
                                       board, "--io-group", str(group), "--sim-rate",
                                       str(args.sim_rate), "--replay-speed",
                                       str(args.replay_speed), "--data-dir", str(data),
-                                      *detector])
+                                      *detector,
+                                      *(x for d in args.routines for x in ("--routines", d))])
     if _has_command("monitor"):
         sup.add("monitor", ["monitor", *core, "--aggregator", addr(12)])
     if not args.no_web and _has_command("web") and importlib.util.find_spec("larpixdaq.web.app"):

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -94,11 +94,15 @@ class BoardActions:
     """
 
     def __init__(self, producer: RunStream, *, name: str = "",
-                 log: logging.Logger | None = None) -> None:
+                 log: logging.Logger | None = None,
+                 routine_dirs: Iterable[str | Path] = ()) -> None:
         self.producer = producer
         self.name = name
         self.log = log or logging.getLogger(f"larpixdaq.boardactions.{name}")
         self.session: BoardSession = producer.source.session()
+        # Routine files are Python run in this process: they are loaded only from the
+        # directories named when the producer was started, never from a path in a request.
+        self.routine_dirs = [Path(d).resolve() for d in routine_dirs]
         if self.session.client is not None:
             # A board's run snapshot is the software copy the operator edits and writes.
             producer.config_rows = self.session.config_rows
@@ -216,14 +220,36 @@ class BoardActions:
         return {"routines": self.routine_registry.describe()}
 
     @action
-    def load_routines(self, directory: str) -> dict[str, Any]:
-        """Load routine files (NAME.py defining routine(ctx, ...)) from a directory."""
-        report = self.routine_registry.load_directory(directory)
-        if report.errors:
+    def load_routines(self, directory: str | None = None) -> dict[str, Any]:
+        """Load routine files (NAME.py defining routine(ctx, ...)) from the routine
+        directories named at start-up (--routines): all of them, or the one named (its
+        path or its last part)."""
+        loaded: list[str] = []
+        errors: dict[str, str] = {}
+        for d in self._routine_dirs_for(directory):
+            report = self.routine_registry.load_directory(d)
+            loaded += report.loaded
+            errors.update({str(d / f): e for f, e in report.errors.items()})
+        if errors:
             raise RoutineError(
-                "; ".join(f"{f}: {e}" for f, e in report.errors.items())
-                + (f" (loaded: {', '.join(report.loaded)})" if report.loaded else ""))
-        return report.to_dict()
+                "; ".join(f"{f}: {e}" for f, e in errors.items())
+                + (f" (loaded: {', '.join(loaded)})" if loaded else ""))
+        return {"loaded": loaded, "errors": errors,
+                "directories": [str(d) for d in self._routine_dirs_for(directory)]}
+
+    def _routine_dirs_for(self, directory: str | None) -> list[Path]:
+        if not self.routine_dirs:
+            raise RoutineError("this producer has no routine directories; name them when "
+                               "starting it (larpix-daq producer/up --routines DIR)")
+        if directory is None:
+            return list(self.routine_dirs)
+        wanted = str(directory)
+        for d in self.routine_dirs:
+            if wanted in (str(d), d.name) or Path(wanted).resolve() == d:
+                return [d]
+        raise RoutineError(f"routines are loaded only from the directories named at start-up "
+                           f"({', '.join(map(str, self.routine_dirs))}); {wanted} is not one "
+                           "of them")
 
     @action
     def run_routine(self, name: str, params: dict | None = None,

@@ -28,7 +28,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -358,11 +358,13 @@ class ProducerComponent(Component):
 
     role = "producer"
 
-    def __init__(self, name: str, core: str, producer: Producer, **kw: Any) -> None:
+    def __init__(self, name: str, core: str, producer: Producer, *,
+                 routine_dirs: Iterable[str | Path] = (), **kw: Any) -> None:
         super().__init__(name, core, **kw)
         self.producer = producer
         self._unsent_before = 0.0  # messages_unsent when this run was prepared
-        self.board = BoardActions(producer, name=name, log=self.log)
+        self.board = BoardActions(producer, name=name, log=self.log,
+                                  routine_dirs=routine_dirs)
         self.register_actions_of(self.board)
 
     def counters(self) -> dict[str, Any]:

@@ -1,10 +1,12 @@
 """The operator commands the core takes: one table, one entry point.
 
 :func:`handle` is the only way in: it receives who asks (:class:`Requester`) and the command,
-looks the command up in :data:`COMMANDS` and answers an unknown one with the list of known
-ones. Each handler answers through the context it is given (the core), so this module holds no
-sockets of its own; what is pure about a transition (may it start, in which order are
-components told) is the :class:`.Planner`'s and the state machine's.
+has the core authorise it (the user's role against :mod:`.policy`; a refusal is the one-line
+reason, and nothing else happens), looks the command up in :data:`COMMANDS` and answers an
+unknown one with the list of known ones. Each handler answers through the context it is
+given (the core), so this module holds no sockets of its own; what is pure about a
+transition (may it start, in which order are components told) is the :class:`.Planner`'s
+and the state machine's.
 
 Every accepted command is acknowledged first and gets exactly one final ``result``. A handler
 whose entry says ``parameter_errors`` has its ``KeyError``/``TypeError``/``ValueError``
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from larpixdaq.runcontrol import messages as m
+from larpixdaq.runcontrol.access import Verdict
 from larpixdaq.runcontrol.planner import Effect, Planner
 from larpixdaq.runcontrol.roster import Member, Roster
 from larpixdaq.runcontrol.rundb import RunDatabase, RunDatabaseError
@@ -30,9 +33,12 @@ PREPARE_PARAMS = ("comment", "run_type", "data_dir", "config_hash", "config_snap
 
 @dataclass(frozen=True)
 class Requester:
-    """Who sent a command: the peer's identity on the core's socket."""
+    """Who sent a command: the peer's identity on the core's socket and, once authorised,
+    the user (None: anonymous) and their role."""
 
     identity: bytes
+    user: str | None = None
+    role: str | None = None
 
 
 class CommandContext(Protocol):
@@ -53,6 +59,8 @@ class CommandContext(Protocol):
                params: dict[str, Any]) -> None: ...
 
     def clock(self) -> float: ...
+
+    def authorise(self, identity: bytes, cmd: m.Command) -> Verdict: ...
 
 
 Handler = Callable[[CommandContext, Requester, m.Command], None]
@@ -75,7 +83,16 @@ def reply(ctx: CommandContext, requester: Requester, cmd: m.Command, success: bo
 
 
 def handle(ctx: CommandContext, requester: Requester, cmd: m.Command) -> None:
-    """Carry out ``cmd`` for ``requester``: ack, then the handler's one result."""
+    """Carry out ``cmd`` for ``requester``: authorise, ack, then the handler's one result."""
+    verdict = ctx.authorise(requester.identity, cmd)
+    if not verdict.allowed:
+        reply(ctx, requester, cmd, False, verdict.reason,
+              {"refused": verdict.code, "user": verdict.user,
+               "role": str(verdict.role) if verdict.role else None,
+               "required": str(verdict.required)})
+        return
+    requester = Requester(requester.identity, verdict.user,
+                          str(verdict.role) if verdict.role else None)
     entry = COMMANDS.get(cmd.command)
     if entry is None:
         known = ", ".join(sorted(COMMANDS))
@@ -96,6 +113,24 @@ def handle(ctx: CommandContext, requester: Requester, cmd: m.Command) -> None:
 
 def _ping(ctx: CommandContext, requester: Requester, cmd: m.Command) -> None:
     reply(ctx, requester, cmd, True, "pong")
+
+
+def _whoami(ctx: CommandContext, requester: Requester, cmd: m.Command) -> None:
+    """Who the core takes the sender for (the web server checks a login with it)."""
+    reply(ctx, requester, cmd, True,
+          f"{requester.user or 'anonymous'} ({requester.role or 'no role'})",
+          {"user": requester.user, "role": requester.role})
+
+
+def _audit(ctx: CommandContext, requester: Requester, cmd: m.Command) -> None:
+    limit = cmd.params.get("limit", 100)
+    user = cmd.params.get("user")
+    entries = ctx.db.list_audit(limit=int(limit) if limit else None,
+                                user=str(user) if user else None,
+                                refused_only=bool(cmd.params.get("refused")))
+    reply(ctx, requester, cmd, True,
+          f"{len(entries)} audit entr{'y' if len(entries) == 1 else 'ies'}",
+          {"entries": entries})
 
 
 def _status(ctx: CommandContext, requester: Requester, cmd: m.Command) -> None:
@@ -203,6 +238,8 @@ def _transition(ctx: CommandContext, requester: Requester, cmd: m.Command) -> No
                                 {c.name: c.role for c in ctx.roster.members.values()})
     elif cmd.command == "begin_run":
         ctx.db.set_begin_time(planner.run_number)
+    if planner.run_number is not None:  # who asked, kept in the run record
+        ctx.db.set_by(planner.run_number, cmd.command, requester.user)
     ctx.apply(planner.start(cmd.command, previous, (requester.identity, cmd.id), ctx.clock(),
                             reason=str(cmd.params.get("reason") or "")))
 
@@ -219,4 +256,6 @@ COMMANDS: dict[str, Command] = {
     "run": Command(_run),
     "invoke": Command(_invoke),
     "ping": Command(_ping),
+    "whoami": Command(_whoami),
+    "audit": Command(_audit),
 }

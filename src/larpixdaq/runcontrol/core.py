@@ -41,7 +41,9 @@ import zmq
 from larpixdaq.runcontrol import commands
 from larpixdaq.runcontrol import messages as m
 from larpixdaq.runcontrol import planner as p
+from larpixdaq.runcontrol.access import Access, Verdict
 from larpixdaq.runcontrol.addresses import DEFAULT_CORE
+from larpixdaq.runcontrol.policy import Role
 from larpixdaq.runcontrol.roster import ABSENT_AFTER_RESTART, Member, Missing, Roster
 from larpixdaq.runcontrol.rundb import RunDatabase
 from larpixdaq.runcontrol.security import ServerKeys
@@ -50,6 +52,13 @@ from larpixdaq.runcontrol.statemachine import State, run_exit_status, run_losses
 log = logging.getLogger("larpixdaq.core")
 
 OPERATOR_TTL = 600.0
+
+
+def _client_name(identity: bytes) -> str:
+    """An operator's connection as the audit shows it: the name it gave (``cli@host:pid-…``),
+    or the hex of the id ZeroMQ made up."""
+    text = identity.decode("ascii", "replace")
+    return text if text.isprintable() and "\ufffd" not in text else identity.hex()
 
 
 @dataclass
@@ -75,6 +84,7 @@ class Core:
         data_dir: str = ".",
         forward_logs: bool = True,
         keys: str | Path | None = None,
+        require_login: bool = False,
         context: zmq.Context | None = None,
     ) -> None:
         self.address = address
@@ -87,6 +97,10 @@ class Core:
         self.rejoin_grace = rejoin_grace
         self.data_dir = data_dir
         self.db = RunDatabase(db_path, exclusive=True)
+        # Every command is authorised (commands.handle asks authorise(); roles: policy.py);
+        # anonymous clients are viewers unless the site requires a login.
+        self.access = Access(db_path, anonymous=None if require_login else Role.VIEWER)
+        self._audited: dict[tuple[bytes, str], int] = {}  # (operator, request id) -> audit id
         self._ctx = context or zmq.Context.instance()
         self._sock: zmq.Socket | None = None
         self.endpoint: str | None = None
@@ -167,6 +181,7 @@ class Core:
             self._sock = None
         if self._server_keys is not None:
             self._server_keys.close()
+        self.access.close()
         self.db.close()
 
     def serve_forever(self) -> None:
@@ -200,6 +215,10 @@ class Core:
     # --- sending --------------------------------------------------------------------------
 
     def send(self, identity: bytes, msg: m.Message) -> None:
+        if isinstance(msg, m.Result) and self._audited:
+            audit_id = self._audited.pop((identity, msg.id), None)
+            if audit_id is not None:  # the final result of an audited request
+                self.db.finish_audit(audit_id, msg.success, msg.message)
         try:
             self._sock.send_multipart([identity, m.encode(msg)], zmq.NOBLOCK)
         except zmq.Again:
@@ -454,11 +473,34 @@ class Core:
             "components": [c.summary(now) for c in self.roster.members.values()],
             "missing": [x.summary(now) for x in self.roster.missing.values()],
             "rejoin_grace": self.rejoin_grace,
-            "counters": dict(self.counters),
+            "counters": {**self.counters, **self.access.counters},
             "last_malformed": self.last_malformed,
+            "last_refusal": self.access.last_refusal,
+            "login_required": self.access.anonymous is None,
             "endpoint": self.endpoint,
             "pid": os.getpid(),
         }
+
+    def authorise(self, identity: bytes, cmd: m.Command) -> Verdict:
+        """The access check of one command (:mod:`.access`), and its audit entry.
+
+        Requests that change something (above viewer) and every refusal go to the audit
+        trail; an accepted one's entry gets its final result when that result is sent."""
+        verdict = self.access.check(identity.hex(), cmd.user, cmd.token, cmd.command,
+                                    cmd.params)
+        if verdict.allowed and verdict.required <= Role.VIEWER:
+            return verdict
+        audit_id = self.db.add_audit(
+            user=verdict.user, role=str(verdict.role) if verdict.role else None,
+            client=_client_name(identity), command=verdict.what or cmd.command,
+            params=cmd.params, accepted=verdict.allowed, message=verdict.reason)
+        if verdict.allowed:
+            self._audited[(identity, cmd.id)] = audit_id
+            if len(self._audited) > 10_000:  # results that never came: forget the oldest
+                del self._audited[next(iter(self._audited))]
+        else:
+            log.warning("refused: %s", verdict.reason)
+        return verdict
 
     def invoke(self, requester: commands.Requester, cmd: m.Command, member: Member,
                action: str, params: dict[str, Any]) -> None:

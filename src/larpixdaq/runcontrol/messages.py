@@ -33,6 +33,7 @@ _STR = (str,)
 _INT = (int,)
 _NUM = (int, float)
 _OPT_INT = (int, type(None))
+_OPT_STR = (str, type(None))
 _OPT_NUM = (int, float, type(None))
 _OPT_DICT = (dict, type(None))
 _DICT = (dict,)
@@ -121,14 +122,25 @@ class Bye(Message):
 
 @dataclass(frozen=True)
 class Command(Message):
-    """Operator -> core: a request by name (``prepare_run``, ``status``, ``invoke``...)."""
+    """Operator -> core: a request by name (``prepare_run``, ``status``, ``invoke``...).
+
+    ``user`` and ``token`` say who sends it; the core authorises every command by the user's
+    role (:mod:`.policy`). Without them the sender is anonymous (a viewer at most).
+    """
 
     TYPE: ClassVar[str] = "command"
-    FIELDS: ClassVar = {"id": _STR, "command": _STR, "params": _DICT, "timeout": _OPT_NUM}
+    FIELDS: ClassVar = {"id": _STR, "command": _STR, "params": _DICT, "timeout": _OPT_NUM,
+                        "user": _OPT_STR, "token": _OPT_STR}
     id: str
     command: str
     params: dict = field(default_factory=dict)
     timeout: float | None = None
+    user: str | None = None
+    token: str | None = None
+
+    def __repr__(self) -> str:  # a logged command never shows its token
+        return (f"Command(id={self.id!r}, command={self.command!r}, params={self.params!r}, "
+                f"user={self.user!r})")
 
 
 @dataclass(frozen=True)

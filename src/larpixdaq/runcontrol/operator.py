@@ -33,6 +33,7 @@ import zmq
 
 from larpixdaq.runcontrol import messages as m
 from larpixdaq.runcontrol.addresses import default_core_address
+from larpixdaq.runcontrol.credentials import Credential, find_credential
 from larpixdaq.runcontrol.operator_boards import BoardCommands
 from larpixdaq.runcontrol.replies import Ack, Progress, Reply, Response, Result, Timeout
 from larpixdaq.runcontrol.security import ClientKeys, client_keys
@@ -44,9 +45,16 @@ class Operator(BoardCommands):
 
     def __init__(self, address: str | None = None, *, timeout: float = 10.0,
                  keys: str | Path | ClientKeys | None = None,
+                 credential: Credential | None | bool = None,
                  context: zmq.Context | None = None) -> None:
+        """``credential``: who to act as. None (the default) finds one as
+        :func:`.credentials.find_credential` says ($LARPIX_DAQ_USER/$LARPIX_DAQ_TOKEN, then
+        the local token file of this core); False: anonymous."""
         self.address = address or default_core_address()
         self.timeout = timeout
+        if credential is None:
+            credential = find_credential(self.address)
+        self.credential: Credential | None = credential or None
         self._ctx = context or zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
@@ -78,7 +86,9 @@ class Operator(BoardCommands):
         timeout = self.timeout if timeout is None else timeout
         request_id = uuid.uuid4().hex
         self._pending[request_id] = collections.deque()
-        msg = m.Command(id=request_id, command=command, params=params or {}, timeout=timeout)
+        cred = self.credential
+        msg = m.Command(id=request_id, command=command, params=params or {}, timeout=timeout,
+                        user=cred.user if cred else None, token=cred.token if cred else None)
         # Not even queued (no route to the core): the reply will time out and say so.
         with contextlib.suppress(zmq.Again):
             self._sock.send(m.encode(msg), zmq.NOBLOCK)

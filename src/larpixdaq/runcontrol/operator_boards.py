@@ -125,10 +125,12 @@ class BoardCommands:
         return self.board_action("routine_results", board, timeout=timeout, limit=limit,
                                  routine=routine)
 
-    def load_routines(self, directory: str | Path, *, board: str | None = None,
+    def load_routines(self, directory: str | Path | None = None, *, board: str | None = None,
                       timeout: float | None = None) -> Reply:
-        return self.board_action("load_routines", board, timeout=timeout,
-                                 directory=str(directory))
+        """Load routine files from the producer's routine directories (named when it was
+        started): all of them, or ``directory``, which must be one of them."""
+        params = {} if directory is None else {"directory": str(directory)}
+        return self.board_action("load_routines", board, timeout=timeout, **params)
 
     def run_routine(self, name: str, /, *, board: str | None = None,
                     timeout: float | None = None, routine_timeout: float | None = None,

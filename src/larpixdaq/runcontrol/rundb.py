@@ -45,7 +45,23 @@ CREATE TABLE IF NOT EXISTS runs (
     resolved_incidents TEXT NOT NULL DEFAULT '[]',
     packets_written INTEGER NOT NULL DEFAULT 0,
     packets_lost INTEGER NOT NULL DEFAULT 0,
-    end_reason TEXT NOT NULL DEFAULT ''
+    end_reason TEXT NOT NULL DEFAULT '',
+    prepared_by TEXT,
+    begun_by TEXT,
+    ended_by TEXT
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time REAL NOT NULL,
+    user TEXT,
+    role TEXT,
+    client TEXT NOT NULL DEFAULT '',
+    command TEXT NOT NULL,
+    params TEXT NOT NULL DEFAULT '{}',
+    accepted INTEGER NOT NULL,
+    result TEXT NOT NULL,
+    message TEXT NOT NULL DEFAULT '',
+    end_time REAL
 );
 CREATE TABLE IF NOT EXISTS core_state (
     key TEXT PRIMARY KEY,
@@ -54,7 +70,11 @@ CREATE TABLE IF NOT EXISTS core_state (
 """
 #: Columns added after the first release: (name, declaration) added to older databases.
 _ADDED_COLUMNS = (("resolved_incidents", "TEXT NOT NULL DEFAULT '[]'"),
-                  ("end_reason", "TEXT NOT NULL DEFAULT ''"))
+                  ("end_reason", "TEXT NOT NULL DEFAULT ''"),
+                  ("prepared_by", "TEXT"), ("begun_by", "TEXT"), ("ended_by", "TEXT"))
+#: Results of an audit entry: refused at once, or accepted and then how it ended.
+AUDIT_RESULTS = ("refused", "accepted", "success", "failed")
+AUDIT_PARAMS_LIMIT = 4000  # characters of JSON kept of a request's parameters
 
 
 class RunDatabaseError(LarpixDaqError):
@@ -88,6 +108,10 @@ class RunRecord:
     packets_lost: int = 0
     #: Why the operator ended the run, when they said (e.g. interrupted with Ctrl-C).
     end_reason: str = ""
+    #: Who asked for the run's transitions (user names; None: before access control).
+    prepared_by: str | None = None
+    begun_by: str | None = None
+    ended_by: str | None = None
 
     @property
     def unresolved_incidents(self) -> list[str]:
@@ -206,6 +230,12 @@ class RunDatabase:
     def set_begin_time(self, run_number: int, begin_time: float | None = None) -> None:
         self._update(run_number, begin_time=time.time() if begin_time is None else begin_time)
 
+    def set_by(self, run_number: int, request: str, user: str | None) -> None:
+        """Record who asked for ``request`` (prepare_run, begin_run, end_run, reset)."""
+        column = {"prepare_run": "prepared_by", "begin_run": "begun_by", "end_run": "ended_by",
+                  "reset": "ended_by"}[request]
+        self._update(run_number, **{column: user})
+
     def set_participants(self, run_number: int, participants: dict[str, str]) -> None:
         """The components (name -> role) expected to take part, for recovery after a restart."""
         self._update(run_number, participants=json.dumps(participants))
@@ -297,6 +327,51 @@ class RunDatabase:
             "SELECT * FROM runs WHERE end_time IS NULL ORDER BY run_number DESC LIMIT 1"
         ).fetchone()
         return None if row is None else _record(row)
+
+    # --- audit trail ---------------------------------------------------------------------
+
+    def add_audit(self, *, user: str | None, role: str | None, client: str, command: str,
+                  params: dict[str, Any], accepted: bool, message: str = "",
+                  when: float | None = None) -> int:
+        """Record one control request as it was decided; returns its id for
+        :meth:`finish_audit`."""
+        text = json.dumps(params, default=str, sort_keys=True)
+        if len(text) > AUDIT_PARAMS_LIMIT:
+            text = json.dumps({"truncated": f"{len(text)} characters of parameters"})
+        with self._db:
+            cur = self._db.execute(
+                "INSERT INTO audit (time, user, role, client, command, params, accepted,"
+                " result, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (time.time() if when is None else when, user, role, client, command, text,
+                 int(accepted), "accepted" if accepted else "refused", message))
+        return int(cur.lastrowid)
+
+    def finish_audit(self, audit_id: int, success: bool, message: str) -> None:
+        """The final result of an accepted request."""
+        with self._db:
+            self._db.execute(
+                "UPDATE audit SET result = ?, message = ?, end_time = ? WHERE id = ?",
+                ("success" if success else "failed", message[:2000], time.time(), audit_id))
+
+    def list_audit(self, limit: int | None = 100, user: str | None = None,
+                   refused_only: bool = False) -> list[dict[str, Any]]:
+        """Most recent first."""
+        where, args = [], []
+        if user is not None:
+            where.append("user = ?")
+            args.append(user)
+        if refused_only:
+            where.append("accepted = 0")
+        sql = "SELECT * FROM audit" + (f" WHERE {' AND '.join(where)}" if where else "")
+        sql += " ORDER BY id DESC" + (" LIMIT ?" if limit else "")
+        rows = self._db.execute(sql, (*args, limit) if limit else tuple(args))
+        out = []
+        for row in rows:
+            entry = dict(row)
+            entry["params"] = json.loads(entry["params"])
+            entry["accepted"] = bool(entry["accepted"])
+            out.append(entry)
+        return out
 
     # --- core state ---------------------------------------------------------------------
 
