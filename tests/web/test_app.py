@@ -3,13 +3,17 @@ each its own process; the app itself runs in the test through Starlette's TestCl
 
 from __future__ import annotations
 
+import math
 import time
 
 import pytest
 from daq_procs import Daq
+from roles_expected import EXPECTED_ACTIONS, EXPECTED_COMMANDS, ROLES, allowed
 from starlette.testclient import TestClient
 
+from larpixdaq.runcontrol.policy import Role
 from larpixdaq.runcontrol.testing import wait_for
+from larpixdaq.runcontrol.users import UserStore
 from larpixdaq.web.app import create_app
 
 
@@ -26,13 +30,46 @@ def daq(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def client(daq):
-    with TestClient(create_app(daq.core.endpoint, interval=0.2)) as c:
+def tokens(daq):
+    """A user of each role in the core's database: name -> token."""
+    with UserStore(daq.tmp / "runs.sqlite") as store:
+        return {role: store.add_user(role, Role.parse(role)) for role in ROLES}
+
+
+@pytest.fixture(scope="module")
+def app(daq):
+    # "testserver" is the Host the test client sends: the name people reach this server by.
+    return create_app(daq.core.endpoint, interval=0.2, hosts=["testserver"])
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    """An anonymous visitor (the app's lifespan runs while this client is open)."""
+    with TestClient(app) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def sessions(app, client, tokens):
+    """A logged-in browser per role: (client with its session cookie, CSRF token)."""
+    out = {}
+    for role in ROLES:
+        c = TestClient(app)
+        r = c.post("/login", json={"user": role, "token": tokens[role]})
+        assert r.status_code == 200 and r.json()["role"] == role, r.text
+        assert "httponly" in r.headers["set-cookie"].lower()
+        assert "samesite=strict" in r.headers["set-cookie"].lower()
+        out[role] = (c, r.json()["csrf"])
+    return out
 
 
 def post(client, command, params=None, **kw):
     return client.post(f"/api/command/{command}", json=params or {}, **kw)
+
+
+def post_as(sessions, role, command, params=None):
+    c, csrf = sessions[role]
+    return post(c, command, params, headers={"x-csrf-token": csrf})
 
 
 def test_page_and_its_files_are_served(client):
@@ -61,14 +98,15 @@ def test_reads_answer_as_the_operator_does(client):
     assert client.get("/api/runs?limit=x").status_code == 400
 
 
-def test_a_run_through_the_page_api_fills_the_monitor(client):
+def test_a_run_through_the_page_api_fills_the_monitor(client, sessions):
     with client.websocket_connect("/ws") as ws:
         hello = ws.receive_json()
         assert hello["type"] == "hello" and isinstance(hello["log"], list)
-        r = post(client, "prepare_run", {"comment": "from the web", "run_type": "test"})
+        r = post_as(sessions, "operator", "prepare_run",
+                    {"comment": "from the web", "run_type": "test"})
         assert r.status_code == 200, r.text
         run = r.json()["data"]["run_number"]
-        assert post(client, "begin_run").status_code == 200
+        assert post_as(sessions, "operator", "begin_run").status_code == 200
         assert client.get("/api/status").json()["data"]["state"] == "RUN"
 
         def filled():
@@ -91,23 +129,42 @@ def test_a_run_through_the_page_api_fills_the_monitor(client):
             kinds.add(msg["type"])
             if msg["type"] == "log" and msg["entry"]["status"] == "ok":
                 log_commands.add(msg["entry"]["command"])
-        r = post(client, "end_run")
+        r = post_as(sessions, "expert", "end_run")
         assert r.status_code == 200 and r.json()["data"]["run"]["exit_status"] == "success"
     runs = client.get("/api/runs").json()["data"]["runs"]
     assert runs[0]["run_number"] == run and runs[0]["comment"] == "from the web"
+    assert (runs[0]["prepared_by"], runs[0]["begun_by"], runs[0]["ended_by"]) == (
+        "operator", "operator", "expert")
     one = client.get(f"/api/runs/{run}").json()
     assert one["success"] and one["data"]["run"]["run_type"] == "test"
     log = client.get("/api/log").json()["entries"]
-    assert [e["command"] for e in log[-3:]] == ["prepare_run", "begin_run", "end_run"]
+    assert [(e["command"], e["user"]) for e in log[-3:]] == [
+        ("prepare_run", "operator"), ("begin_run", "operator"), ("end_run", "expert")]
 
 
-def test_refusals_are_clear(client):
-    r = post(client, "begin_run")  # in STOP
+def test_control_without_logging_in_is_refused_by_the_core(client):
+    r = post(client, "prepare_run", {"comment": "anonymous"})
+    assert r.status_code == 403
+    assert r.json()["message"] == ("an anonymous client (viewer) may not prepare_run: it "
+                                   "needs operator")
+    r = post(client, "invoke", {"component": "producer-1", "action": "write_configuration",
+                                "params": {}})
+    assert r.status_code == 403 and "may not invoke write_configuration" in r.json()["message"]
+    assert client.get("/api/status").json()["data"]["state"] == "STOP"
+    audit = client.get("/api/audit?limit=5").json()["data"]["entries"]
+    assert audit[0]["result"] == "refused" and audit[0]["user"] is None
+    assert audit[0]["command"] == "invoke write_configuration"
+
+
+def test_refusals_are_clear(client, sessions):
+    r = post_as(sessions, "expert", "begin_run")  # in STOP
     assert r.status_code == 409 and not r.json()["success"]
     assert "begin_run" in r.json()["message"]
-    r = post(client, "invoke", {"component": "monitor", "action": "explode", "params": {}})
+    r = post_as(sessions, "expert", "invoke",
+                {"component": "monitor", "action": "explode", "params": {}})
     assert r.status_code == 409 and "snapshot" in r.json()["message"]  # says what it offers
-    r = post(client, "invoke", {"component": "monitor", "action": "clear", "params": {}})
+    r = post_as(sessions, "operator", "invoke",
+                {"component": "monitor", "action": "clear", "params": {}})
     assert r.status_code == 200 and r.json()["data"]["result"] == "monitor cleared"
     r = client.post("/api/command/status", content=b"comment=x",
                     headers={"content-type": "application/x-www-form-urlencoded"})
@@ -116,10 +173,11 @@ def test_refusals_are_clear(client):
                     headers={"content-type": "application/json"})
     assert r.status_code == 400
     assert post(client, "status", [1, 2]).status_code == 400
-    r = post(client, "prepare_run", headers={"origin": "http://evil.example"})
+    c, csrf = sessions["expert"]
+    r = post(c, "prepare_run", headers={"origin": "http://evil.example", "x-csrf-token": csrf})
     assert r.status_code == 403
     assert client.get("/api/status").json()["data"]["state"] == "STOP"
-    r = post(client, "no_such_command")
+    r = post_as(sessions, "expert", "no_such_command")
     assert r.status_code == 409 and "known" in r.json()["message"]
 
 
@@ -129,3 +187,123 @@ def test_cross_site_websocket_is_refused(client):
     with pytest.raises(WebSocketDisconnect), client.websocket_connect(
             "/ws", headers={"origin": "http://evil.example"}) as ws:
         ws.receive_json()
+
+
+@pytest.mark.parametrize("role", [*ROLES, None])
+@pytest.mark.parametrize("command", sorted(EXPECTED_COMMANDS))
+def test_web_each_role_each_command(client, sessions, command, role):
+    """Allowed: the command's own answer; refused: 403 with the core's one-line reason.
+    Parameters keep every command harmless (the DAQ is in STOP)."""
+    params = {"prepare_run": {"not_a_parameter": "x"}, "run": {"run_number": 999_999}}
+    r = (post_as(sessions, role, command, params.get(command)) if role
+         else post(client, command, params.get(command)))
+    held = role or "viewer"
+    if allowed(held, EXPECTED_COMMANDS[command]):
+        assert r.status_code in (200, 409) and "may not" not in r.json()["message"], r.text
+    else:
+        who = f"user {role} ({role})" if role else "an anonymous client (viewer)"
+        assert r.status_code == 403
+        assert r.json()["message"] == (f"{who} may not {command}: it needs "
+                                       f"{EXPECTED_COMMANDS[command]}")
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("action", sorted(EXPECTED_ACTIONS))
+def test_web_each_role_each_action(sessions, action, role):
+    r = post_as(sessions, role, "invoke", {"component": "nobody", "action": action})
+    if allowed(role, EXPECTED_ACTIONS[action]):
+        assert r.status_code == 409 and "no component named 'nobody'" in r.json()["message"]
+    else:
+        assert r.status_code == 403
+        assert r.json()["message"] == (f"user {role} ({role}) may not invoke {action}: it "
+                                       f"needs {EXPECTED_ACTIONS[action]}")
+
+
+def test_a_session_without_its_csrf_token_is_refused(sessions):
+    c, csrf = sessions["expert"]
+    before = c.get("/api/metrics").json()["data"]["http_rejected"].get("csrf", 0)
+    assert post(c, "end_run").status_code == 403
+    r = post(c, "end_run", headers={"x-csrf-token": csrf[:-1] + "x"})
+    assert r.status_code == 403 and "CSRF" in r.json()["message"]
+    assert c.get("/api/metrics").json()["data"]["http_rejected"]["csrf"] == before + 2
+
+
+def test_bearer_token_for_scripts_and_bad_logins(app, tokens):
+    c = TestClient(app)
+    auth = {"authorization": f"Bearer operator:{tokens['operator']}"}
+    r = post(c, "invoke", {"component": "nobody", "action": "run_routine"}, headers=auth)
+    assert r.status_code == 409 and "no component named" in r.json()["message"]
+    bad = {"authorization": f"Bearer operator:{tokens['viewer']}"}
+    r = post(c, "status", headers=bad)
+    assert r.status_code == 401 and r.json()["message"] == "unknown user operator or wrong token"
+    r = c.post("/login", json={"user": "viewer", "token": tokens["operator"]},
+               headers={"x-forwarded-for": "ignored"})
+    assert r.status_code == 401 and "login refused" in r.json()["message"]
+    r = c.get(f"/login?user=expert&token={tokens['expert']}", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/"
+    info = c.get("/api/session").json()
+    assert info["user"] == "expert" and info["role"] == "expert" and info["csrf"]
+
+
+def test_host_mismatch_is_403(client):
+    before = client.get("/api/metrics").json()["data"]["http_rejected"].get("host", 0)
+    for path in ("/api/status", "/", "/api/metrics"):
+        r = client.get(path, headers={"host": "attacker.example:8080"})
+        assert r.status_code == 403 and "not a name of this server" in r.json()["message"]
+    assert client.get("/api/status", headers={"host": "localhost:8080"}).status_code == 200
+    assert client.get("/api/metrics").json()["data"]["http_rejected"]["host"] == before + 3
+
+
+def test_oversized_body_is_413_without_reaching_the_core(client, sessions):
+    c, csrf = sessions["operator"]
+    big = b'{"comment": "' + b"x" * (2 << 20) + b'"}'
+    r = c.post("/api/command/prepare_run", content=big,
+               headers={"content-type": "application/json", "x-csrf-token": csrf})
+    assert r.status_code == 413
+    assert client.get("/api/status").json()["data"]["state"] == "STOP"
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    (b'{"comment": NaN}', "not_finite"),
+    (b'{"x": Infinity}', "not_finite"),
+    (b'{"x": 1e999}', "not_finite"),
+    (b'{"x": 123456789012345678901234567890}', "out_of_range"),
+    (b'{"x": ' + b"[" * 100 + b"]" * 100 + b"}", "too_deep"),
+    (b'{"x": ' + b"[" * 100000 + b"]" * 100000 + b"}", "too_deep"),
+])
+def test_nan_huge_numbers_and_deep_nesting_are_400(client, sessions, body, reason):
+    c, csrf = sessions["operator"]
+    before = client.get("/api/metrics").json()["data"]["http_rejected"].get(reason, 0)
+    r = c.post("/api/command/prepare_run", content=body,
+               headers={"content-type": "application/json", "x-csrf-token": csrf})
+    assert r.status_code == 400, r.text
+    assert client.get("/api/metrics").json()["data"]["http_rejected"][reason] == before + 1
+    # The log and the page's hello still parse as JSON afterwards.
+    assert isinstance(client.get("/api/log").json()["entries"], list)
+    with client.websocket_connect("/ws") as ws:
+        assert ws.receive_json()["type"] == "hello"
+
+
+def test_a_nan_reported_by_a_component_still_reaches_the_page_as_json(client):
+    from larpixdaq.web.guard import dumps
+
+    assert dumps({"a": [1.0, math.nan, math.inf]}) == '{"a":[1.0,null,null]}'
+
+
+def test_a_site_that_requires_a_login_shows_nothing_else(daq, tokens):
+    from starlette.websockets import WebSocketDisconnect
+
+    app = create_app(daq.core.endpoint, interval=0.5, hosts=["testserver"],
+                     require_login=True)
+    with TestClient(app) as c:
+        r = c.get("/", follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == "/login"
+        assert c.get("/login").status_code == 200
+        assert c.get("/api/status").status_code == 401
+        assert post(c, "status").status_code == 401
+        with pytest.raises(WebSocketDisconnect), c.websocket_connect("/ws") as ws:
+            ws.receive_json()
+        assert c.post("/login", json={"user": "viewer", "token": tokens["viewer"]}).json()[
+            "success"]
+        assert c.get("/api/status").json()["data"]["state"] == "STOP"
+        assert c.get("/", follow_redirects=False).status_code == 200

@@ -77,7 +77,7 @@ def connect_operator(args: argparse.Namespace) -> Any:
     from larpixdaq.runcontrol.security import KeysError
 
     try:
-        return Operator(args.core, timeout=args.timeout, keys=args.keys)
+        return Operator(args.core, timeout=args.timeout, keys=args.keys, kind="cli")
     except KeysError as exc:
         raise CommandError(str(exc)) from None
 

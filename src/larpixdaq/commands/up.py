@@ -108,8 +108,33 @@ def build(args: argparse.Namespace):
     return sup
 
 
+def local_login(args: argparse.Namespace) -> tuple[str, str]:
+    """Make (or keep) the local user's expert token for this DAQ; returns the line that says
+    where the token file is and the page's login link (the link holds the token, as
+    Jupyter's does: it is printed only to the person who started the DAQ)."""
+    from urllib.parse import quote
+
+    from larpixdaq.runcontrol.access import ensure_local_admin
+    from larpixdaq.runcontrol.users import UserError
+
+    try:
+        credential, path, _ = ensure_local_admin(Path(args.data_dir) / RUNS_DB_NAME, args.core)
+    except (UserError, OSError) as exc:
+        raise CommandError(f"cannot make the local token file: {exc}") from None
+    host, _ = _host_port(args.core)
+    web_host = "127.0.0.1" if host in ("localhost", "127.0.0.1", "0.0.0.0", "*") else host
+    link = (f"http://{web_host}:{args.web_port}/login?user={quote(credential.user)}"
+            f"&token={quote(credential.token)}")
+    return (f"[up] {credential.user} may do everything here: token in {path} (only you can "
+            "read it; the command line uses it)"), link
+
+
 def run(args: argparse.Namespace) -> int:
     sup = build(args)
+    where, link = local_login(args)
+    sup.say(where)
+    if any(c.name == "web" for c in sup.children):
+        sup.say(f"[up] the page, logged in as you: {link}")
     sup.say(f"[up] starting {', '.join(c.name for c in sup.children)}; Ctrl-C stops everything")
     try:
         sup.run()

@@ -20,6 +20,22 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8080, help="port to serve on (0: any free one)")
     p.add_argument("--interval", type=float, default=1.0,
                    help="seconds between updates pushed to the page")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="a name people use to reach this server (repeatable); requests for "
+                        "any other Host are refused (403). Loopback names and --host are "
+                        "always allowed")
+    p.add_argument("--require-login", action="store_true",
+                   help="nothing but the login page without logging in (default: anonymous "
+                        "visitors see the page as viewers)")
+    p.add_argument("--session-hours", type=float, default=12.0,
+                   help="a login lasts this long (default 12)")
+    p.add_argument("--session-idle-minutes", type=float, default=120.0,
+                   help="a login ends after this long unused (default 120)")
+    p.add_argument("--max-body-kb", type=int, default=1024,
+                   help="largest request body accepted (default 1024 kB; larger: 413)")
+    p.add_argument("--poll-token-file", default=None,
+                   help="token file of a viewer the page's updates are read as, for a core "
+                        "that requires a login (default: anonymous)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,14 +60,35 @@ def run(args: argparse.Namespace) -> int:
             else ""
         raise CommandError(f"cannot serve on {args.host}:{args.port}: {exc.strerror}{hint}") \
             from None
+    poll = None
+    if args.poll_token_file:
+        from pathlib import Path
+
+        from larpixdaq.runcontrol.credentials import read_token_file
+
+        poll = read_token_file(Path(args.poll_token_file))
+        if poll is None:
+            sock.close()
+            raise CommandError(f"{args.poll_token_file} is not a token file (JSON with user "
+                               "and token)")
+    if min(args.session_hours, args.session_idle_minutes, args.max_body_kb) <= 0:
+        sock.close()
+        raise CommandError("--session-hours, --session-idle-minutes and --max-body-kb must "
+                           "be positive")
     try:
-        app = create_app(args.core, interval=args.interval, keys=args.keys)
+        app = create_app(args.core, interval=args.interval, keys=args.keys,
+                         bind_host=args.host, hosts=args.allowed_host,
+                         require_login=args.require_login,
+                         session_ttl=args.session_hours * 3600,
+                         session_idle=args.session_idle_minutes * 60,
+                         max_body=args.max_body_kb * 1024, poll_credential=poll)
     except KeysError as exc:
         sock.close()
         raise CommandError(str(exc)) from None
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     secured = ", CURVE keys" if app.state.daq.keys is not None else ""
+    secured += ", login required" if args.require_login else ""
     print(f"web UI on http://{shown}:{port}/ for the core at {args.core}{secured}", flush=True)
     config = uvicorn.Config(app, log_level="warning", lifespan="on", ws="auto")
     server = uvicorn.Server(config)

@@ -24,6 +24,9 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import os
+import secrets
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -46,6 +49,7 @@ class Operator(BoardCommands):
     def __init__(self, address: str | None = None, *, timeout: float = 10.0,
                  keys: str | Path | ClientKeys | None = None,
                  credential: Credential | None | bool = None,
+                 kind: str = "op",
                  context: zmq.Context | None = None) -> None:
         """``credential``: who to act as. None (the default) finds one as
         :func:`.credentials.find_credential` says ($LARPIX_DAQ_USER/$LARPIX_DAQ_TOKEN, then
@@ -58,6 +62,10 @@ class Operator(BoardCommands):
         self._ctx = context or zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
+        #: How the core's audit trail names this connection: kind, host, pid, a random part.
+        self.client_id = (f"{kind}@{socket.gethostname()}:{os.getpid()}-"
+                          f"{secrets.token_hex(4)}")[:64]
+        self._sock.setsockopt(zmq.ROUTING_ID, self.client_id.encode())
         client = client_keys(keys)  # default: $LARPIX_DAQ_KEYS, if set
         if client is not None:
             client.apply(self._sock)
@@ -81,12 +89,16 @@ class Operator(BoardCommands):
     # --- plumbing -----------------------------------------------------------------------
 
     def request(self, command: str, params: dict[str, Any] | None = None, *,
-                timeout: float | None = None) -> Reply:
-        """Send ``command`` to the core; the returned :class:`Reply` yields its responses."""
+                timeout: float | None = None,
+                credential: Credential | bool | None = None) -> Reply:
+        """Send ``command`` to the core; the returned :class:`Reply` yields its responses.
+
+        ``credential``: act as this user for this request (the web server, for the logged-in
+        user), False: anonymously; None: as this operator's own credential."""
         timeout = self.timeout if timeout is None else timeout
         request_id = uuid.uuid4().hex
         self._pending[request_id] = collections.deque()
-        cred = self.credential
+        cred = self.credential if credential is None else (credential or None)
         msg = m.Command(id=request_id, command=command, params=params or {}, timeout=timeout,
                         user=cred.user if cred else None, token=cred.token if cred else None)
         # Not even queued (no route to the core): the reply will time out and say so.
@@ -147,9 +159,10 @@ class Operator(BoardCommands):
         return reply.wait()
 
     def call(self, command: str, params: dict[str, Any] | None = None, *,
-             timeout: float | None = None) -> Result | Timeout:
+             timeout: float | None = None,
+             credential: Credential | bool | None = None) -> Result | Timeout:
         """Send ``command`` and return only the final response."""
-        return self.request(command, params, timeout=timeout).wait()
+        return self.request(command, params, timeout=timeout, credential=credential).wait()
 
     def poll_events(self, timeout: float = 0.0) -> list[m.Event]:
         """Read whatever has arrived (waiting up to ``timeout``) and return the events so far."""

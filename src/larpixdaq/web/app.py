@@ -11,9 +11,13 @@ events, the run list and action list when they change, and the monitor's snapsho
 answers are pushed to every open WebSocket. See ``docs/web.md`` for the endpoints and the
 message table.
 
-Cross-site requests are refused: a command must be a JSON ``POST`` and, when the browser
-sends an ``Origin``, it must be this server's own. The server binds to 127.0.0.1 unless told
-otherwise.
+The server holds no key that grants anything: a browser logs in (:mod:`.login`) and its
+requests go to the core as that user, who the core authorises like any other client; a
+browser that has not logged in is anonymous (a viewer, unless the site requires a login).
+Requests for a ``Host`` that is not one of this server's names, cross-site requests (a
+foreign ``Origin``), state-changing requests without the session's CSRF token, oversized
+bodies and bodies that are not strict JSON are refused here (:mod:`.guard`) and counted. The
+server binds to 127.0.0.1 unless told otherwise.
 """
 
 from __future__ import annotations
@@ -28,20 +32,35 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from larpixdaq.geometry import standard_tile
+from larpixdaq.runcontrol.access import Throttle
+from larpixdaq.runcontrol.credentials import Credential
 from larpixdaq.runcontrol.operator import Operator, Progress, Result, Timeout
 from larpixdaq.runcontrol.security import client_keys
+from larpixdaq.web import login
+from larpixdaq.web.guard import (
+    MAX_BODY,
+    BadRequest,
+    HostCheck,
+    Rejects,
+    allowed_hosts,
+    dumps,
+    parse_json,
+    read_body,
+    same_origin,
+)
+from larpixdaq.web.sessions import Sessions
 
 STATIC = Path(__file__).resolve().parent / "static"
 LOG_LENGTH = 300
@@ -80,7 +99,7 @@ class Hub:
     async def _pump(self) -> None:
         while True:
             message = await self.queue.get()
-            text = json.dumps(message, separators=(",", ":"), default=str)
+            text = dumps(message)
             for ws in list(self.sockets):
                 try:
                     await ws.send_text(text)
@@ -98,10 +117,11 @@ class CommandLog:
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
 
-    def open(self, command: str, params: dict[str, Any]) -> dict[str, Any]:
+    def open(self, command: str, params: dict[str, Any], user: str | None = None
+             ) -> dict[str, Any]:
         entry = {"id": next(self._ids), "time": time.time(), "command": command,
-                 "params": params, "status": "running", "message": "", "data": {},
-                 "progress": [], "elapsed_s": 0.0}
+                 "params": params, "user": user, "status": "running", "message": "",
+                 "data": {}, "progress": [], "elapsed_s": 0.0}
         with self._lock:
             self.entries.append(entry)
         self.hub.publish({"type": "log", "entry": entry})
@@ -109,7 +129,7 @@ class CommandLog:
 
     def update(self, entry: dict[str, Any]) -> None:
         shown = dict(entry)
-        size = len(json.dumps(entry["data"], default=str))
+        size = len(dumps(entry["data"]))
         if size > LOG_DATA_LIMIT:
             shown["data"] = {"truncated": f"{size} bytes of data; see the HTTP response"}
         shown["progress"] = entry["progress"][-20:]
@@ -121,7 +141,10 @@ class CommandLog:
 
 
 class Bridge:
-    """Operators to the core: a pool for commands from the page, one for the poller."""
+    """Operators to the core: a pool for requests from the page, each sent as its user.
+
+    The operators have no credential of their own (never the local token file): a request
+    carries the logged-in user's credential, or none (anonymous)."""
 
     def __init__(self, core: str, *, timeout: float = 10.0, pool: int = 4,
                  keys: Any = None) -> None:
@@ -130,18 +153,24 @@ class Bridge:
         self._pool: queue.Queue[Operator] = queue.Queue()
         self._all: list[Operator] = []
         for _ in range(pool):
-            op = Operator(core, timeout=timeout, keys=keys)
+            op = Operator(core, timeout=timeout, keys=keys, credential=False, kind="web")
             self._all.append(op)
             self._pool.put(op)
 
+    @property
+    def client_ids(self) -> list[str]:
+        return [op.client_id for op in self._all]
+
     def run(self, command: str, params: dict[str, Any], log: CommandLog,
-            timeout: float | None = None) -> dict[str, Any]:
+            timeout: float | None = None,
+            credential: Credential | bool = False) -> dict[str, Any]:
         """Send one command, logging its progress and result; returns the log entry."""
-        entry = log.open(command, params)
+        entry = log.open(command, params, credential.user if credential else None)
         started = time.monotonic()
         op = self._pool.get()
         try:
-            for response in op.request(command, params, timeout=timeout):
+            for response in op.request(command, params, timeout=timeout,
+                                       credential=credential):
                 if isinstance(response, Progress):
                     entry["progress"].append(response.data)
                     log.update(entry)
@@ -156,11 +185,12 @@ class Bridge:
         log.update(entry)
         return entry
 
-    def call(self, command: str, params: dict[str, Any]) -> Result | Timeout:
+    def call(self, command: str, params: dict[str, Any],
+             credential: Credential | bool = False) -> Result | Timeout:
         """One request without logging (reads: status, runs, ...); the final response."""
         op = self._pool.get()
         try:
-            return op.call(command, params)
+            return op.call(command, params, credential=credential)
         finally:
             self._pool.put(op)
 
@@ -172,10 +202,12 @@ class Bridge:
 class Poller(threading.Thread):
     """Asks the core what changed, about once a ``interval``, and tells the hub."""
 
-    def __init__(self, core: str, hub: Hub, interval: float = 1.0, keys: Any = None) -> None:
+    def __init__(self, core: str, hub: Hub, interval: float = 1.0, keys: Any = None,
+                 credential: Credential | bool = False) -> None:
         super().__init__(name="web-poller", daemon=True)
         self.core = core
         self.keys = keys
+        self.credential = credential  # a viewer's, when the core requires a login
         self.hub = hub
         self.interval = interval
         self.latest: dict[str, dict[str, Any]] = {}
@@ -192,10 +224,12 @@ class Poller(threading.Thread):
             return list(self.latest.values())
 
     def run(self) -> None:
-        op = Operator(self.core, timeout=max(2.0, self.interval * 2), keys=self.keys)
+        op = Operator(self.core, timeout=max(2.0, self.interval * 2), keys=self.keys,
+                      credential=self.credential, kind="web-poller")
         seen_state: tuple[Any, ...] = ()
         seen_components: tuple[str, ...] = ()
         next_runs = 0.0
+        last_audit: Any = None
         try:
             while not self.stop_event.is_set():
                 began = time.monotonic()
@@ -217,6 +251,13 @@ class Poller(threading.Thread):
                     if isinstance(runs, Result) and runs.success:
                         self._emit({"type": "runs", "data": runs.data["runs"]})
                     seen_state, next_runs = state_key, began + 10.0
+                audit = op.call("audit", {"limit": 100})
+                if isinstance(audit, Result) and audit.success:
+                    entries = audit.data["entries"]
+                    key = [(e["id"], e["result"]) for e in entries]
+                    if key != last_audit:
+                        self._emit({"type": "audit", "entries": entries})
+                        last_audit = key
                 names = tuple(sorted(c["name"] for c in st["components"]))
                 if names != seen_components:
                     actions = op.call("actions")
@@ -250,11 +291,19 @@ class WebDaq:
     """The state of one web server: hub, command log, bridge, poller."""
 
     def __init__(self, core: str, *, interval: float = 1.0, timeout: float = 10.0,
-                 keys: Any = None) -> None:
+                 keys: Any = None, require_login: bool = False,
+                 session_ttl: float = 12 * 3600, session_idle: float = 2 * 3600,
+                 max_body: int = MAX_BODY, poll_credential: Credential | None = None) -> None:
         self.core = core
         self.keys = client_keys(keys)  # loaded once: a bad key directory fails here
         self.interval = interval
         self.timeout = timeout
+        self.require_login = require_login
+        self.max_body = max_body
+        self.poll_credential: Credential | bool = poll_credential or False
+        self.sessions = Sessions(ttl=session_ttl, idle=session_idle)
+        self.rejects = Rejects()
+        self.login_throttle = Throttle()
         self.hub = Hub()
         self.log = CommandLog(self.hub)
         self.bridge: Bridge | None = None
@@ -264,7 +313,8 @@ class WebDaq:
     async def startup(self) -> None:
         self._pump = self.hub.start()
         self.bridge = Bridge(self.core, timeout=self.timeout, keys=self.keys)
-        self.poller = Poller(self.core, self.hub, self.interval, self.keys)
+        self.poller = Poller(self.core, self.hub, self.interval, self.keys,
+                             self.poll_credential)
         self.poller.start()
 
     async def shutdown(self) -> None:
@@ -284,52 +334,74 @@ class WebDaq:
 
 # --- request handling -------------------------------------------------------------------------
 
+class _JSON(JSONResponse):
+    """JSON that a browser can parse even when a component reported a NaN."""
+
+    def render(self, content: Any) -> bytes:
+        return dumps(content).encode()
+
+
 def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"success": False, "message": message}, status_code=status)
-
-
-def _same_origin(request: Request | WebSocket) -> bool:
-    """No Origin (curl, scripts) or this server's own; anything else is another site."""
-    origin = request.headers.get("origin")
-    if not origin:
-        return True
-    return urlsplit(origin).netloc == request.headers.get("host", "")
+    return _JSON({"success": False, "message": message}, status_code=status)
 
 
 def _daq(request: Request | WebSocket) -> WebDaq:
     return request.app.state.daq
 
 
+#: HTTP status of a refusal by the core, by its code (see runcontrol.access.Verdict).
+_REFUSAL_STATUS = {"denied": 403, "bad-credential": 401, "expired": 401, "malformed": 401,
+                   "throttled": 429}
+
+
+def _refusal_status(data: dict[str, Any], default: int) -> int:
+    return _REFUSAL_STATUS.get(data.get("refused"), default) if isinstance(data, dict) \
+        else default
+
+
 async def _command(request: Request, command: str, params: dict[str, Any],
                    timeout: float | None = None) -> JSONResponse:
     daq = _daq(request)
-    entry = await run_in_threadpool(daq.bridge.run, command, params, daq.log, timeout)
+    credential = login.credential_for(request)
+    entry = await run_in_threadpool(daq.bridge.run, command, params, daq.log, timeout,
+                                    credential)
     status = {"ok": 200, "failed": 409, "timeout": 504}.get(entry["status"], 500)
+    if status == 409:
+        status = _refusal_status(entry["data"], 409)
     body = {"success": entry["status"] == "ok", "message": entry["message"],
             "data": entry["data"], "progress": entry["progress"], "log_id": entry["id"],
             "status": entry["status"]}
-    return JSONResponse(body, status_code=status)
+    return _JSON(body, status_code=status)
 
 
 async def index(request: Request) -> Response:
+    if _daq(request).require_login and login.session_of(request) is None:
+        return RedirectResponse("/login", status_code=303)
     return FileResponse(STATIC / "index.html")
 
 
 async def post_command(request: Request) -> Response:
     """``POST /api/command/<command>`` with the command's parameters as a JSON object."""
-    if not _same_origin(request):
+    daq = _daq(request)
+    if not same_origin(request.headers):
+        daq.rejects.add("origin")
         return _error(403, "commands from another site are refused")
+    refusal = login.check_state_change(request)
+    if refusal is not None:
+        return refusal
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        daq.rejects.add("not_json")
         return _error(415, "send the parameters as JSON (Content-Type: application/json)")
-    try:
-        params = json.loads(await request.body() or b"{}")
-    except ValueError as exc:
-        return _error(400, f"the body is not JSON: {exc}")
+    params = parse_json(await read_body(request, daq.max_body))
     if not isinstance(params, dict):
+        daq.rejects.add("not_object")
         return _error(400, "the body must be a JSON object of parameter name -> value")
     timeout = params.pop("_timeout", None)
-    if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
-        return _error(400, "_timeout must be a positive number of seconds")
+    if timeout is not None and (isinstance(timeout, bool) or
+                                not isinstance(timeout, (int, float)) or
+                                not 0 < timeout <= 3600 * 24):
+        daq.rejects.add("bad_timeout")
+        return _error(400, "_timeout must be a number of seconds, above 0 and at most a day")
     return await _command(request, request.path_params["command"], params, timeout)
 
 
@@ -337,40 +409,56 @@ async def get_read(request: Request) -> Response:
     """Read-only requests (status, clients, actions, runs, run): same answers as the Operator."""
     what = request.path_params["what"]
     params: dict[str, Any] = {}
-    if what == "runs" and "limit" in request.query_params:
+    daq = _daq(request)
+    if what in ("runs", "audit") and "limit" in request.query_params:
         try:
             params["limit"] = int(request.query_params["limit"])
         except ValueError:
+            daq.rejects.add("bad_query")
             return _error(400, "limit must be an integer")
-    if what not in ("status", "clients", "actions", "runs"):
-        return _error(404, f"no such read: {what}; try status, clients, actions, runs")
-    daq = _daq(request)
-    final = await run_in_threadpool(daq.bridge.call, what, params)
+        if not 0 < params["limit"] <= 100_000:
+            daq.rejects.add("bad_query")
+            return _error(400, "limit must be 1 to 100000")
+    if what not in ("status", "clients", "actions", "runs", "audit"):
+        return _error(404, f"no such read: {what}; try status, clients, actions, runs, audit")
+    refusal = login.check_read(request)
+    if refusal is not None:
+        return refusal
+    final = await run_in_threadpool(daq.bridge.call, what, params,
+                                    login.credential_for(request))
     return _final(final)
 
 
 async def get_run(request: Request) -> Response:
     daq = _daq(request)
+    refusal = login.check_read(request)
+    if refusal is not None:
+        return refusal
     final = await run_in_threadpool(daq.bridge.call, "run",
-                                    {"run_number": request.path_params["number"]})
+                                    {"run_number": request.path_params["number"]},
+                                    login.credential_for(request))
     return _final(final)
 
 
 def _final(final: Result | Timeout) -> JSONResponse:
-    status = 200 if final.success else (504 if isinstance(final, Timeout) else 409)
-    return JSONResponse({"success": final.success, "message": final.message,
-                         "data": final.data}, status_code=status)
+    status = 200 if final.success else (504 if isinstance(final, Timeout) else
+                                        _refusal_status(final.data, 409))
+    return _JSON({"success": final.success, "message": final.message,
+                  "data": final.data}, status_code=status)
 
 
 async def get_monitor(request: Request) -> Response:
     """The latest monitor snapshot the poller fetched (through the core)."""
     daq = _daq(request)
+    refusal = login.check_read(request)
+    if refusal is not None:
+        return refusal
     latest = {m["type"]: m for m in daq.poller.cached()} if daq.poller else {}
     snap = latest.get("monitor")
     if snap is None or snap.get("data") is None:
         message = snap.get("message") if snap else "no snapshot yet"
         return _error(404, message or "no snapshot yet")
-    return JSONResponse({"success": True, "data": snap["data"]})
+    return _JSON({"success": True, "data": snap["data"]})
 
 
 async def get_layout(request: Request) -> Response:
@@ -384,21 +472,44 @@ async def get_layout(request: Request) -> Response:
 
 
 async def get_log(request: Request) -> Response:
-    return JSONResponse({"entries": _daq(request).log.recent()})
+    refusal = login.check_read(request)
+    if refusal is not None:
+        return refusal
+    return _JSON({"entries": _daq(request).log.recent()})
+
+
+async def get_metrics(request: Request) -> Response:
+    """This server's own counts: HTTP refusals by reason, sessions, WebSocket traffic."""
+    daq = _daq(request)
+    return _JSON({"success": True, "data": {
+        "http_rejected": daq.rejects.snapshot(), "sessions_expired": daq.sessions.expired,
+        "ws_sent": daq.hub.sent, "ws_dropped": daq.hub.dropped,
+        "login_required": daq.require_login}})
+
+
+async def bad_request(request: Request, exc: BadRequest) -> Response:
+    _daq(request).rejects.add(exc.reason)
+    return _error(exc.status, str(exc))
 
 
 async def websocket(ws: WebSocket) -> None:
-    if not _same_origin(ws):
+    daq = _daq(ws)
+    if not same_origin(ws.headers):
+        daq.rejects.add("origin")
         await ws.close(code=1008)
         return
-    daq = _daq(ws)
+    session = login.session_of(ws)
+    if daq.require_login and session is None:
+        daq.rejects.add("login_required")
+        await ws.close(code=1008)
+        return
     await ws.accept()
     cached = daq.poller.cached() if daq.poller else []
-    await ws.send_text(json.dumps({"type": "hello", "core": daq.core,
-                                   "interval": daq.interval, "log": daq.log.recent()},
-                                  default=str))
+    await ws.send_text(dumps({"type": "hello", "core": daq.core, "interval": daq.interval,
+                              "log": daq.log.recent(),
+                              "clients": daq.bridge.client_ids if daq.bridge else []}))
     for message in cached:
-        await ws.send_text(json.dumps(message, default=str))
+        await ws.send_text(dumps(message))
     daq.hub.sockets.add(ws)
     try:
         while True:
@@ -412,13 +523,23 @@ async def websocket(ws: WebSocket) -> None:
 
 
 def create_app(core: str, *, interval: float = 1.0, timeout: float = 10.0,
-               keys: Any = None) -> Starlette:
+               keys: Any = None, bind_host: str = "127.0.0.1",
+               hosts: list[str] | tuple[str, ...] = (), require_login: bool = False,
+               session_ttl: float = 12 * 3600, session_idle: float = 2 * 3600,
+               max_body: int = MAX_BODY, poll_credential: Credential | None = None
+               ) -> Starlette:
     """The web app for the core at ``core``; the poller asks it every ``interval`` s.
 
     ``keys``: the CURVE key directory (or loaded keys) for a core that demands them; default
-    ``$LARPIX_DAQ_KEYS`` if set (see :mod:`larpixdaq.runcontrol.security`).
+    ``$LARPIX_DAQ_KEYS`` if set (see :mod:`larpixdaq.runcontrol.security`). Requests are
+    answered only for the loopback names, ``bind_host`` and ``hosts`` (the names people use
+    to reach this server). ``require_login``: nothing but the login page without a session.
+    ``poll_credential``: who the poller reads status as (a viewer's; needed only when the
+    core requires a login).
     """
-    daq = WebDaq(core, interval=interval, timeout=timeout, keys=keys)
+    daq = WebDaq(core, interval=interval, timeout=timeout, keys=keys,
+                 require_login=require_login, session_ttl=session_ttl,
+                 session_idle=session_idle, max_body=max_body, poll_credential=poll_credential)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
@@ -430,14 +551,18 @@ def create_app(core: str, *, interval: float = 1.0, timeout: float = 10.0,
 
     app = Starlette(routes=[
         Route("/", index),
+        *login.ROUTES,
         Route("/api/command/{command}", post_command, methods=["POST"]),
         Route("/api/runs/{number:int}", get_run),
         Route("/api/monitor", get_monitor),
         Route("/api/layout", get_layout),
         Route("/api/log", get_log),
+        Route("/api/metrics", get_metrics),
         Route("/api/{what}", get_read),
         WebSocketRoute("/ws", websocket),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
-    ], lifespan=lifespan)
+    ], lifespan=lifespan, exception_handlers={BadRequest: bad_request},
+        middleware=[Middleware(HostCheck, allowed=allowed_hosts(bind_host, hosts),
+                               rejects=daq.rejects)])
     app.state.daq = daq
     return app

@@ -18,17 +18,40 @@ const el = (tag, attrs = {}, ...children) => {
 const S = {
   status: null, connected: false, actions: {}, runs: [], monitor: null, monitorNote: "",
   layout: null, paused: false, board: "", tile: "", log: new Map(), ws: null,
+  session: { user: null, role: "viewer", csrf: null }, ownClients: new Set(),
 };
+
+// Who this page acts as: a logged-in user (with the session's CSRF token, sent with every
+// POST) or an anonymous viewer. The core decides what each may do.
+async function loadSession() {
+  try {
+    S.session = await (await fetch("/api/session")).json();
+  } catch (err) {
+    return;
+  }
+  const s = S.session;
+  $("who").textContent = s.user ? `${s.user} (${s.role})` : `not logged in (${s.role || "no access"})`;
+  $("login-link").hidden = Boolean(s.user);
+  $("btn-logout").hidden = !s.user;
+  if (s.expired) showError("your session has expired; log in again");
+}
+
+async function logout() {
+  await fetch("/logout", { method: "POST", headers: { "X-CSRF-Token": S.session.csrf || "" } });
+  await loadSession();
+}
 
 // ------------------------------------------------------------------ talking to the server
 async function command(name, params = {}) {
   let body;
   try {
+    const headers = { "Content-Type": "application/json" };
+    if (S.session.csrf) headers["X-CSRF-Token"] = S.session.csrf;
     const r = await fetch(`/api/command/${encodeURIComponent(name)}`, {
-      method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify(params),
+      method: "POST", headers, body: JSON.stringify(params),
     });
     body = await r.json();
+    if (r.status === 401) loadSession();
   } catch (err) {
     body = { success: false, message: `the web server did not answer: ${err}` };
   }
@@ -57,6 +80,7 @@ function handle(msg) {
   switch (msg.type) {
     case "hello":
       S.log.clear();
+      S.ownClients = new Set(msg.clients || []);
       for (const e of msg.log) S.log.set(e.id, e);
       renderLog();
       renderStopRoutine();
@@ -74,6 +98,15 @@ function handle(msg) {
       renderMonitor();
       break;
     case "log": S.log.set(msg.entry.id, msg.entry); renderLog(); renderStopRoutine(); break;
+    case "audit":
+      // The core's audit trail: requests from elsewhere (command line, scripts, other pages)
+      // and every refusal; this server's own accepted requests are already in the log.
+      for (const a of msg.entries) {
+        if (a.accepted && S.ownClients.has(a.client)) continue;
+        S.log.set(`audit-${a.id}`, { audit: true, ...a });
+      }
+      renderLog();
+      break;
     case "event":
       S.log.set(`ev-${msg.data.time}-${msg.data.kind}`, { event: true, ...msg.data });
       renderLog();
@@ -549,13 +582,23 @@ function renderLog() {
         el("span", { class: "cmd", text: `event: ${e.kind}` }), el("span", { class: "badge event", text: "event" }),
         el("span", { class: "msg", text: e.message }));
     }
+    if (e.audit) {
+      const status = { success: "ok", accepted: "running", refused: "failed" }[e.result] || "failed";
+      const who = `${e.user || "anonymous"}${e.role ? ` (${e.role})` : ""}`;
+      const params = Object.keys(e.params || {}).length ? ` ${JSON.stringify(e.params)}` : "";
+      return el("li", { class: `${status} audit` }, el("span", { class: "t", text: t }),
+        el("span", { class: "cmd", text: `${e.command}${params}`, title: e.client }),
+        el("span", { class: `badge ${status}`, text: e.result }),
+        el("span", { class: "msg", text: `${who}: ${e.message}` }));
+    }
     const params = Object.keys(e.params || {}).length ? ` ${JSON.stringify(e.params)}` : "";
     const progress = e.progress && e.progress.length ? ` (${e.progress.length} progress)` : "";
     const outcome = resultSummary(e);
+    const who = e.user ? `${e.user}: ` : "";
     return el("li", { class: e.status }, el("span", { class: "t", text: t }),
       el("span", { class: "cmd", text: `${e.command}${params}`, title: JSON.stringify(e.params) }),
       el("span", { class: `badge ${e.status}`, text: e.status }),
-      el("span", { class: "msg", text: `${e.message}${progress}${e.elapsed_s ? `  [${e.elapsed_s} s]` : ""}` }),
+      el("span", { class: "msg", text: `${who}${e.message}${progress}${e.elapsed_s ? `  [${e.elapsed_s} s]` : ""}` }),
       outcome ? el("span", { class: "outcome", text: outcome, title: outcome }) : null);
   }));
 }
@@ -597,8 +640,9 @@ function start() {
   $("action-name").onchange = renderParams;
   $("btn-invoke").onclick = invoke;
   $("btn-stop-routine").onclick = stopRoutine;
+  $("btn-logout").onclick = logout;
   fetch("/api/layout").then((r) => r.json()).then((l) => { S.layout = l; });
-  connect();
+  loadSession().then(connect);
 }
 
 start();
