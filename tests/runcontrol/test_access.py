@@ -127,3 +127,15 @@ def test_a_known_token_is_not_hashed_again(setup, monkeypatch):
     for _ in range(20):
         assert access.check("c", "e", tokens["e"], "status", {}).allowed
     assert len(calls) == 1
+
+
+def test_remember_verifies_once_so_the_first_command_needs_no_kdf(setup, monkeypatch):
+    from larpixdaq.runcontrol import access as access_module
+
+    access, tokens, _ = setup
+    assert access.remember("o", tokens["o"]) and not access.remember("o", "ldq_" + "n" * 43)
+    calls = []
+    real = access_module.check_secret
+    monkeypatch.setattr(access_module, "check_secret", lambda *a: calls.append(1) or real(*a))
+    assert access.check("c", "o", tokens["o"], "begin_run", {}).allowed
+    assert calls == []

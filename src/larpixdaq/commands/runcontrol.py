@@ -87,6 +87,7 @@ def run_core(args: argparse.Namespace) -> int:
         except (UserError, OSError) as exc:
             core.close()
             raise CommandError(f"cannot make the local token file: {exc}") from None
+        core.access.remember(credential.user, credential.token)
         local = f"; token of {credential.user} in {path}"
     secured = "CURVE, authorised keys only" if args.keys else "no CURVE"
     login = "login required" if args.require_login else "anonymous clients may read"

@@ -119,6 +119,15 @@ class Access:
     def close(self) -> None:
         self.users.close()
 
+    def remember(self, user: str, token: str) -> bool:
+        """Verify a credential now (the core's own local one, at start-up) so its first
+        command does not wait for the KDF; whether it verified."""
+        row = self._verify(user, token)
+        if row is not None:
+            digest = hashlib.sha256(token.encode()).hexdigest()
+            self._known[f"{user}\0{digest}"] = _Known(row.id, row.hash)
+        return row is not None
+
     def check(self, client: str, user: str | None, token: str | None, command: str,
               params: dict[str, Any], now: float | None = None) -> Verdict:
         """May this request go ahead? ``client`` names the peer (for throttling)."""
