@@ -13,6 +13,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from larpixdaq.runcontrol.actions import action
 from larpixdaq.runcontrol.component import Component
+from larpixdaq.runcontrol.credentials import find_credential
 from larpixdaq.runcontrol.testing import CoreProcess, wait_for
 
 CHROMIUM = os.environ.get("LARPIX_CHROMIUM", "/usr/bin/chromium")
@@ -71,11 +72,18 @@ def canvas_ink(page, canvas_id: str) -> int:
     }""", canvas_id)
 
 
+def login_link(url: str, core: str) -> str:
+    """The link `larpix-daq up` prints: the page, logged in as the local expert."""
+    cred = find_credential(core)
+    return f"{url}login?user={cred.user}&token={cred.token}"
+
+
 def test_run_from_the_page(web_daq, page, tmp_path):
     daq, url = web_daq
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(url)
+    page.goto(login_link(url, daq.core.endpoint))
+    expect(page.get_by_test_id("who")).to_contain_text("(expert)")
     state = page.get_by_test_id("state")
     expect(state).to_have_text("STOP", timeout=10_000)
     expect(page.locator("#components tbody tr")).to_have_count(4, timeout=10_000)
@@ -170,7 +178,8 @@ def config_daq(tmp_path):
         board = ConfigBoard("board-1", core.endpoint).start()
         assert board.wait_registered(5)
         web.start()
-        yield board, re.search(r"http://\S+", web.first_line).group(0)
+        url = re.search(r"http://\S+", web.first_line).group(0)
+        yield board, login_link(url, core.endpoint)
     finally:
         web.stop()
         if board is not None:
@@ -216,7 +225,7 @@ def test_configuration_and_routines_against_the_real_daq(web_daq, page, tmp_path
     chip = "1-1-11"
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(url)
+    page.goto(login_link(url, daq.core.endpoint))
     expect(page.locator("#components tbody tr")).to_have_count(4, timeout=10_000)
     card = page.locator("#config-card")
     expect(card).to_contain_text("configuration of chips on producer-1", timeout=10_000)
@@ -307,4 +316,74 @@ def test_configuration_and_routines_against_the_real_daq(web_daq, page, tmp_path
     shot = tmp_path / "routines-real.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not errors, errors
+
+
+@pytest.fixture
+def short_sessions(tmp_path):
+    """A core and a web server whose logins last 15 s; users of two roles."""
+    from larpixdaq.runcontrol.policy import Role
+    from larpixdaq.runcontrol.users import UserStore
+
+    with UserStore(tmp_path / "runs.sqlite") as store:
+        tokens = {"op": store.add_user("op", Role.OPERATOR)}
+    core = CoreProcess(tmp_path / "runs.sqlite").start()
+    web = Proc(["web", "--core", core.endpoint, "--port", "0", "--interval", "0.3",
+                "--session-hours", str(15 / 3600)], tmp_path / "web.log")
+    try:
+        web.start()
+        yield re.search(r"http://\S+", web.first_line).group(0), tokens
+    finally:
+        web.stop()
+        core.terminate()
+
+
+def test_login_csrf_and_session_expiry(short_sessions, page, tmp_path):
+    url, tokens = short_sessions
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(url)
+    who = page.get_by_test_id("who")
+    expect(who).to_have_text("not logged in (viewer)", timeout=10_000)
+    expect(page.get_by_test_id("state")).to_have_text("STOP", timeout=10_000)
+    # Anonymous: the core refuses run control, and the page says why.
+    page.click("#btn-prepare_run")
+    expect(page.locator("#banner")).to_contain_text(
+        "an anonymous client (viewer) may not prepare_run: it needs operator")
+    page.locator("#banner button").click()
+
+    # Log in through the form: a wrong token first, then the right one.
+    page.click("#login-link")
+    page.fill("#login-user", "op")
+    page.fill("#login-token", "ldq_" + "w" * 43)
+    page.click("#btn-login")
+    expect(page.locator("#login-message")).to_contain_text(
+        "login refused: unknown user op or wrong token")
+    page.fill("#login-token", tokens["op"])
+    page.click("#btn-login")
+    expect(who).to_have_text("op (operator)", timeout=10_000)
+    cookie = next(c for c in page.context.cookies() if c["name"] == "larpix_session")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert page.evaluate("() => document.cookie") == ""  # not readable by scripts
+
+    # A state-changing request without the session's CSRF token is refused.
+    status = page.evaluate("""async () => (await fetch('/api/command/prepare_run', {
+        method: 'POST', headers: {'Content-Type': 'application/json'}, body: '{}'})).status""")
+    assert status == 403
+    expect(page.get_by_test_id("state")).to_have_text("STOP")
+    # The page sends it: prepare goes through as op, and the log names op.
+    page.fill("#run-comment", "logged in")
+    page.click("#btn-prepare_run")
+    expect(page.get_by_test_id("state")).to_have_text("READY", timeout=15_000)
+    expect(page.locator("#log li.ok").filter(has_text="prepare_run").first).to_contain_text(
+        "op: prepare_run done")
+
+    # The session ends 15 s after the login: the next command is refused, the page says so.
+    wait_for(lambda: page.evaluate("async () => (await fetch('/api/session')).json()")[
+        "expired"], timeout=40, interval=0.5)
+    page.click("#btn-end_run")
+    expect(page.locator("#banner")).to_contain_text("your session has expired")
+    expect(who).to_have_text("not logged in (viewer)")
+    expect(page.get_by_test_id("state")).to_have_text("READY")
+    page.screenshot(path=str(tmp_path / "expired.png"))
     assert not errors, errors

@@ -130,9 +130,8 @@ async def _login(request: Request, user: Any, token: Any) -> Response | tuple[Se
 
 
 def _set_cookie(request: Request, response: Response, session: Session) -> None:
-    daq = request.app.state.daq
-    response.set_cookie(COOKIE, session.id, max_age=int(daq.sessions.ttl), path="/",
-                        httponly=True, samesite="strict",
+    # No max-age: the server ends the session (so it can tell the page it expired).
+    response.set_cookie(COOKIE, session.id, path="/", httponly=True, samesite="strict",
                         secure=request.url.scheme == "https")
 
 

@@ -100,9 +100,9 @@ function handle(msg) {
     case "log": S.log.set(msg.entry.id, msg.entry); renderLog(); renderStopRoutine(); break;
     case "audit":
       // The core's audit trail: requests from elsewhere (command line, scripts, other pages)
-      // and every refusal; this server's own accepted requests are already in the log.
+      // and failed logins; this server's own requests are already in the log.
       for (const a of msg.entries) {
-        if (a.accepted && S.ownClients.has(a.client)) continue;
+        if (S.ownClients.has(a.client) && a.command !== "whoami") continue;
         S.log.set(`audit-${a.id}`, { audit: true, ...a });
       }
       renderLog();
