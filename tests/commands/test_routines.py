@@ -58,17 +58,17 @@ def test_routine_stop_aborts_the_running_routine(daq, capsys, tmp_path):
     assert "no producer 'nope'" in capsys.readouterr().err
 
 
-def test_loading_a_missing_directory_is_one_line_here_and_in_the_daq_console(daq, capsys,
-                                                                              tmp_path):
+def test_loading_a_directory_not_named_at_start_up_is_one_line_here_and_in_the_console(
+        daq, capsys, tmp_path):
     missing = tmp_path / "no-such-dir"
     assert main(["routine", "load", str(missing), "--core", daq]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and f"no routine directory {missing}" in err
+    assert err.count("\n") == 1 and f"{missing} is not one of them" in err
     log = tmp_path / "producer.log"
-    wait_for(lambda: "no routine directory" in log.read_text(), timeout=15)
+    wait_for(lambda: "is not one of them" in log.read_text(), timeout=15)
     text = log.read_text()
     assert "Traceback" not in text
-    assert [ln for ln in text.splitlines() if "no routine directory" in ln][0].count(
+    assert [ln for ln in text.splitlines() if "is not one of them" in ln][0].count(
         "load_routines failed") == 1
 
 
