@@ -89,9 +89,9 @@ def test_results_are_kept_listed_and_summarised_and_nonsense_is_refused(daq, cap
     assert record["routine"] == "pedestal" and record["params"] == {"seconds": 0.2}
     with np.load(arrays_file) as npz:
         assert npz["chips.mean"].shape == (100, 64) and len(npz["chips.keys"]) == 100
-    (tmp_path / "plug").mkdir()
-    (tmp_path / "plug" / "boom.py").write_text("def routine(ctx):\n    raise KeyError('x')\n")
-    assert main(["routine", "load", str(tmp_path / "plug"), "--core", daq]) == 0
+    # (the producer's --routines directory is tmp_path)
+    (tmp_path / "boom.py").write_text("def routine(ctx):\n    raise KeyError('x')\n")
+    assert main(["routine", "load", "--core", daq]) == 0
     assert main(["routine", "run", "boom", "--core", daq]) == 1
     assert "(kept in " in capsys.readouterr().err
     assert main(["routine", "results", "--json", "--core", daq]) == 0

@@ -145,6 +145,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = [Command("routine", "routines on a board: list, load DIR, run NAME [k=v ...], stop, "
-                               "results",
+COMMANDS = [Command("routine", "routines on a board: list, load [DIR] (of the producer's "
+                               "--routines), run NAME [k=v ...], stop, results",
                     configure, run)]
