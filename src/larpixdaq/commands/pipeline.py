@@ -16,12 +16,10 @@ from pathlib import Path
 from larpixdaq.commands import Command
 from larpixdaq.commands.common import add_core_argument, add_routines_argument, sim_rate
 from larpixdaq.errors import CommandError
+from larpixdaq.pipeline.addresses import DEFAULT_INLET, DEFAULT_MONITOR, DEFAULT_OUTLET
 
 ROUTINE_RESULTS_DIR = "routines"
 """Where in its data directory a producer keeps routine results."""
-DEFAULT_INLET = "tcp://127.0.0.1:5560"
-DEFAULT_OUTLET = "tcp://127.0.0.1:5561"
-DEFAULT_MONITOR = "tcp://127.0.0.1:5562"
 
 
 def _logging() -> None:

@@ -26,6 +26,7 @@ from larpixdaq.commands.common import (
     parse_assignments,
 )
 from larpixdaq.errors import CommandError
+from larpixdaq.pipeline.addresses import DEFAULT_LOGS_BIND
 
 DEFAULT_DB = "larpix-runs.sqlite"
 
@@ -392,7 +393,7 @@ COMMANDS = [
 def configure_logs(p: argparse.ArgumentParser) -> None:
     add_core_argument(p)
     add_keys_argument(p, "to talk to the core")
-    p.add_argument("--bind", default="tcp://*:5551", help="where to receive log records")
+    p.add_argument("--bind", default=DEFAULT_LOGS_BIND, help="where to receive log records")
     p.add_argument("--file", default="larpix-daq.log", help="JSON-lines log file to append to")
     p.add_argument("--name", default="logs", help="component name (unique in the DAQ)")
     p.add_argument("--quiet", action="store_true", help="do not print records on the console")

@@ -15,6 +15,7 @@ from larpixdaq.commands.common import (
     sim_rate,
 )
 from larpixdaq.errors import CommandError
+from larpixdaq.pipeline.addresses import INLET_OFFSET, LOGS_OFFSET, MONITOR_OFFSET, OUTLET_OFFSET
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -61,6 +62,8 @@ def build(args: argparse.Namespace):
     host, port = _host_port(args.core)
     bind_host = "127.0.0.1" if host in ("localhost", "127.0.0.1") else host
     addr = lambda offset: f"tcp://{bind_host}:{port + offset}"  # noqa: E731
+    logs, inlet = addr(LOGS_OFFSET), addr(INLET_OFFSET)
+    outlet, monitor = addr(OUTLET_OFFSET), addr(MONITOR_OFFSET)
     data = Path(args.data_dir)
     try:
         data.mkdir(parents=True, exist_ok=True)
@@ -85,24 +88,24 @@ def build(args: argparse.Namespace):
     core = ["--core", args.core]
     sup = Supervisor()
     sup.add("core", ["core", *core, "--db", str(data / RUNS_DB_NAME), "--data-dir", str(data)])
-    sup.add("logs", ["logs", *core, "--bind", addr(1), "--file", str(data / "larpix-daq.log"),
+    sup.add("logs", ["logs", *core, "--bind", logs, "--file", str(data / "larpix-daq.log"),
                      "--quiet"])
-    sup.add("aggregator", ["aggregator", *core, "--inlet", addr(10), "--outlet", addr(11),
-                           "--monitor", addr(12)])
-    sup.add("storage", ["storage", *core, "--aggregator", addr(11), "--data-dir", str(data),
+    sup.add("aggregator", ["aggregator", *core, "--inlet", inlet, "--outlet", outlet,
+                           "--monitor", monitor])
+    sup.add("storage", ["storage", *core, "--aggregator", outlet, "--data-dir", str(data),
                         "--part-mb", str(args.part_mb)])
     for i, board in enumerate(boards, start=1):
         # with a detector, board k serves its k-th io_group (then 1, 2, ... beyond them)
         group = io_groups[i - 1] if i <= len(io_groups) else i
         detector = ["--detector", args.detector] if args.detector and board == "sim" else []
-        sup.add(f"producer-{group}", ["producer", *core, "--aggregator", addr(10), "--board",
+        sup.add(f"producer-{group}", ["producer", *core, "--aggregator", inlet, "--board",
                                       board, "--io-group", str(group), "--sim-rate",
                                       str(args.sim_rate), "--replay-speed",
                                       str(args.replay_speed), "--data-dir", str(data),
                                       *detector,
                                       *(x for d in args.routines for x in ("--routines", d))])
     if _has_command("monitor"):
-        sup.add("monitor", ["monitor", *core, "--aggregator", addr(12)])
+        sup.add("monitor", ["monitor", *core, "--aggregator", monitor])
     if not args.no_web and _has_command("web") and importlib.util.find_spec("larpixdaq.web.app"):
         sup.add("web", ["web", *core, "--port", str(args.web_port)])
     return sup

@@ -30,6 +30,7 @@ from typing import Any
 
 import zmq
 
+from larpixdaq.pipeline.addresses import DEFAULT_INLET, DEFAULT_MONITOR, DEFAULT_OUTLET
 from larpixdaq.pipeline.counters import Counters
 from larpixdaq.pipeline.protocol import (
     KIND_DATA,
@@ -105,9 +106,9 @@ class Aggregator:
 
     def __init__(
         self,
-        inlet: str = "tcp://127.0.0.1:5560",
-        outlet: str = "tcp://127.0.0.1:5561",
-        monitor: str | None = "tcp://127.0.0.1:5562",
+        inlet: str = DEFAULT_INLET,
+        outlet: str = DEFAULT_OUTLET,
+        monitor: str | None = DEFAULT_MONITOR,
         *,
         window: int = DEFAULT_WINDOW,
         monitor_rate: float = 20.0,

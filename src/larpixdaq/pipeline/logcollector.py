@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 import zmq
 
+from larpixdaq.pipeline.addresses import DEFAULT_LOGS_BIND
 from larpixdaq.runcontrol.addresses import DEFAULT_CORE
 from larpixdaq.runcontrol.component import Component
 from larpixdaq.runcontrol.logforward import LogRecordError, decode_record, format_record
@@ -26,14 +27,15 @@ from larpixdaq.runcontrol.logforward import LogRecordError, decode_record, forma
 class LogCollector(Component):
     """Receives every component's records; writes JSON lines to ``path`` and text to console.
 
-    ``bind`` is where to listen (``tcp://*:5551``; port 0 picks a free one). The actual
-    endpoint is advertised to the core as the ``logs`` service, so components find it.
+    ``bind`` is where to listen (default: the core's port + 1 on every interface; port 0
+    picks a free one). The actual endpoint is advertised to the core as the ``logs`` service,
+    so components find it.
     """
 
     role = "log"
 
     def __init__(self, name: str = "logs", core: str = DEFAULT_CORE, *,
-                 bind: str = "tcp://*:5551", path: str | Path = "larpix-daq.log",
+                 bind: str = DEFAULT_LOGS_BIND, path: str | Path = "larpix-daq.log",
                  console: TextIO | None = sys.stderr, **kw: Any) -> None:
         ctx = kw.get("context") or zmq.Context.instance()
         self._pull = ctx.socket(zmq.PULL)

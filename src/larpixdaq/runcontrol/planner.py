@@ -256,7 +256,7 @@ class Planner:
         was_in = member.run_number if member is not None else None
         if member is not None and msg.ok:
             member.state = COMPONENT_STATE_AFTER[job.step]
-            in_run = self.run is not None and member.state != "STOP"
+            in_run = self.run is not None and member.state != State.STOP
             member.run_number = self.run.run_number if in_run else None
         if job.in_transition:
             self._transition_ack(job, member, was_in, msg, now, out)
@@ -293,7 +293,7 @@ class Planner:
             del self._jobs[job.id]
         in_run = self.run is not None and self.sm.state in RUN_OPEN_STATES
         waited_on = tr is not None and any(j.in_transition for j in mine)
-        affects_run = in_run and (waited_on or member.state != "STOP" or lost)
+        affects_run = in_run and (waited_on or member.state != State.STOP or lost)
         grace = self.roster.rejoin_grace
         hold = affects_run and grace > 0 and not (tr is not None and tr.transition == "reset")
         data: dict[str, Any] = {"component": member.name, "role": member.role}
