@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from larpixdaq import Operator
-from larpixdaq.runcontrol.actions import action, plain
+from larpixdaq.runcontrol.actions import action
 from larpixdaq.runcontrol.component import Component
 from larpixdaq.runcontrol.operator import Ack, Progress, Result
 from larpixdaq.runcontrol.testing import CoreProcess, wait_for
@@ -242,13 +242,6 @@ def test_numpy_counters_and_results_travel(core, board):
         assert counters["loops_numpy"] == counters["loops"]
         live = wait_for(lambda: op.call("status").data["components"][0]["counters"])
         assert isinstance(live["loops_numpy"], int)
-
-
-def test_plain_values():
-    from pathlib import Path
-
-    assert plain({1: (np.int8(2), Path("/x")), "a": {np.str_("b")}}) == {
-        "1": [2, "/x"], "a": ["b"]}
 
 
 def test_components_find_each_other_through_the_core(core, board):
