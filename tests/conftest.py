@@ -103,14 +103,14 @@ class SmallDisk:
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """An 8 MB tmpfs mounted for the test (we run as root); skipped, saying why, where a
+    """A 16 MB tmpfs mounted for the test (we run as root); skipped, saying why, where a
     mount is not permitted."""
     mount = tmp_path / "small-disk"
     mount.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)],
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)],
                           capture_output=True, text=True)
     if proc.returncode != 0:
-        pytest.skip(f"cannot mount an 8 MB tmpfs to fill up: {proc.stderr.strip()}")
+        pytest.skip(f"cannot mount a 16 MB tmpfs to fill up: {proc.stderr.strip()}")
     try:
         yield SmallDisk(mount)
     finally:

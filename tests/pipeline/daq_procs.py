@@ -60,13 +60,15 @@ class Daq:
 
     def __init__(self, tmp: Path, boards: int = 1, rate: float = 100_000,
                  data: Path | None = None, discover: bool = False,
-                 routines: Path | None = None) -> None:
+                 routines: Path | None = None, db: Path | None = None,
+                 storage_args: list[str] | None = None) -> None:
         self.discover = discover
         self.routines = routines  # the producers' routine directory (--routines)
+        self.storage_args = list(storage_args or [])
         self.tmp = tmp
         self.data = data or tmp / "data"
         self.procs: list[Proc] = []
-        self.core = CoreProcess(tmp / "runs.sqlite",
+        self.core = CoreProcess(db or tmp / "runs.sqlite",
                                 extra=["--ack-timeout", "8", "--heartbeat-timeout", "0.8"])
         self.boards = boards
         self.rate = rate
@@ -105,7 +107,7 @@ class Daq:
     def start_storage(self) -> Proc:
         self.storage = self._proc("storage", [
             "storage", "--core", self.core.endpoint, *self._agg(self.outlet),
-            "--data-dir", str(self.data)])
+            "--data-dir", str(self.data), *self.storage_args])
         return self.storage
 
     def clients(self) -> list[dict]:

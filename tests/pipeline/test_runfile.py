@@ -1,4 +1,5 @@
 import dataclasses
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -390,3 +391,65 @@ def test_a_part_the_journal_names_but_never_committed_is_removed_on_resume(tmp_p
     summary = again.close()
     assert summary["counters"]["frames_duplicate"] == 10
     assert [Path(p).name for p in summary["files"]] == ["run-000008.h5", "run-000008-p002.h5"]
+
+
+_FILL_DISK = """
+import json, os, sys
+sys.path.insert(0, {tests!r})
+from datagen import make_frames, make_messages
+from larpixdaq.pipeline.runfile import RunWriter, StorageError
+frames = make_frames("a", 1, make_messages(1, 600, words=1000), markers=False)
+if {raced}:  # another program takes the room between the check and the write
+    RunWriter._check_room = lambda self, need: None
+w = RunWriter({d!r}, 11, reserve_bytes=1 << 20)
+committed, err = 0, None
+try:
+    for i in range(0, len(frames), 10):
+        w.add(frames[i:i + 10])
+        w.commit()
+        committed = w.counters.packets_written
+except StorageError as exc:
+    err = f"{{type(exc).__name__}}: {{exc}}"
+w.abort()
+print(json.dumps({{"error": err, "committed": committed, "held": w.held,
+                  "written": w.counters.packets_written}}), flush=True)
+os._exit(0)  # a library that met the full disk cannot even be shut down cleanly
+"""
+
+
+def _fill_with_a_writer(small_disk, raced):
+    tests = str(Path(__file__).resolve().parent)
+    code = _FILL_DISK.format(tests=tests, d=str(small_disk.path), raced=raced)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout)
+
+
+def _rows_elsewhere(path):
+    """The part's rows, read by a fresh process with h5py."""
+    code = "import h5py, sys; print(h5py.File(sys.argv[1], 'r')['packets'].shape[0])"
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-500:]
+    return int(out.stdout)
+
+
+def test_the_reserve_stops_writing_before_the_disk_is_full(small_disk):
+    result = _fill_with_a_writer(small_disk, raced=False)
+    assert result["error"].startswith("DiskFull: writing run 11 to ")
+    assert "no space left on device" in result["error"] and not result["held"]
+    part = small_disk.path / "run-000011.h5"
+    # Cut back to the commit, and finished: checksum, clean-close mark, read-only.
+    assert _rows_elsewhere(part) == result["committed"] == result["written"] > 0
+    assert verify_checksum(part) is True
+    assert part.stat().st_mode & 0o777 == 0o444
+
+
+def test_a_part_the_library_cannot_close_on_a_full_disk_still_opens_elsewhere(small_disk):
+    result = _fill_with_a_writer(small_disk, raced=True)
+    assert "No space left on device" in result["error"]
+    # The library still held the part when the writer gave up on it; its write flags were
+    # cleared all the same, so any other program reads every committed row.
+    assert result["held"] is True
+    assert _rows_elsewhere(small_disk.path / "run-000011.h5") >= result["committed"] > 0

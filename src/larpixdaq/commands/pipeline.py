@@ -100,6 +100,9 @@ def configure_storage(p: argparse.ArgumentParser) -> None:
                    help="start a new part of the run file after this many MB of packets")
     p.add_argument("--compression", default=None, choices=["gzip", "lzf"],
                    help="compress the packets dataset")
+    p.add_argument("--reserve-mb", type=float, default=64,
+                   help="room to leave free on the data disk: a batch that would eat into it "
+                        "is refused as a full disk (the run fails, the files stay whole)")
 
 
 def run_storage(args: argparse.Namespace) -> int:
@@ -109,7 +112,8 @@ def run_storage(args: argparse.Namespace) -> int:
     _logging()
     address = _aggregator_address(args, "aggregator_out", DEFAULT_OUTLET)
     link = StorageLink(address, args.data_dir, part_bytes=int(args.part_mb * (1 << 20)),
-                       compression=args.compression)
+                       compression=args.compression,
+                       reserve_bytes=int(args.reserve_mb * (1 << 20)))
     try:
         comp = StorageComponent(args.name, args.core, link)
     except StorageError as exc:

@@ -281,8 +281,11 @@ class Hdf5Writer:
             group.attrs[str(key)] = _attr_value(value)
 
     # -- closing -----------------------------------------------------------------------
-    def close(self, clean: bool = True) -> None:
-        """Flush and close; a clean close records the modified time, the flag and checksum."""
+    def close(self, clean: bool = True, keep_buffered: bool = True) -> None:
+        """Flush and close; a clean close records the modified time, the flag and checksum.
+
+        ``keep_buffered=False`` (only with ``clean=False``) drops rows not yet written to
+        the file, for a caller that cuts the file back to an earlier point anyway."""
         if self._closed:
             return
         try:
@@ -294,7 +297,7 @@ class Hdf5Writer:
                 header.attrs["clean_close"] = 1
             else:
                 # Whatever was buffered is still data: keep it, but leave no clean-close mark.
-                if self._buffered:
+                if self._buffered and keep_buffered:
                     self._write(self._buffer[: self._buffered])
                     self._buffered = 0
                 self._file["_header"].attrs["modified"] = time.time()
@@ -302,21 +305,6 @@ class Hdf5Writer:
             self._sha.close()
             self._closed = True
             self._file.close()
-
-    def release(self) -> bool:
-        """Let go of the file after :meth:`close` failed; True once the library has.
-
-        A close that cannot flush (a full disk) leaves the HDF5 library holding the file open
-        for write, so nothing else in this process can open it and its data stays in the
-        library's cache. Called again once there is room, the close goes through.
-        """
-        if not self._file.id.valid:
-            return True
-        try:
-            self._file.close()
-        except Exception:  # still no room
-            return False
-        return True
 
     def __enter__(self) -> Hdf5Writer:
         return self

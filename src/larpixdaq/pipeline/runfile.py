@@ -32,6 +32,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -62,6 +63,16 @@ class StorageError(RuntimeError):
 
 class RunFileExists(StorageError):
     """A new run's files would take the name of files that are already there."""
+
+
+class DiskFull(StorageError):
+    """The data directory has too little room left for the next batch and the reserve."""
+
+
+DEFAULT_RESERVE_BYTES = 64 << 20
+"""Room a writer leaves free on its disk: a batch that would eat into it is not written
+(:class:`DiskFull`), so the HDF5 library never meets a full disk half-way through a write,
+which it does not survive (it can neither flush nor close the file after that)."""
 
 
 #: A finished part (and a closed journal): read-only for everyone.
@@ -138,6 +149,10 @@ class StorageCounters:
         return c
 
 
+#: The counters of what is in the files; after a write error they go back to the last commit.
+_WRITTEN = ("packets_written", "frames_written", "messages_written", "configs_written")
+
+
 class RunWriter:
     """Writes one run's frames to its parts; see the module docstring."""
 
@@ -150,8 +165,10 @@ class RunWriter:
         part_bytes: int = DEFAULT_PART_BYTES,
         chunk_rows: int = 65536,
         compression: str | None = None,
+        reserve_bytes: int = DEFAULT_RESERVE_BYTES,
     ) -> None:
         self.data_dir = Path(data_dir).absolute()
+        self.reserve_bytes = int(reserve_bytes)
         self.run_number = int(run_number)
         self.part_bytes = int(part_bytes)
         self.chunk_rows = chunk_rows
@@ -167,6 +184,7 @@ class RunWriter:
         self._uncommitted = False
         self._last_commit = (0, 0, 0)
         self._held = False  # the HDF5 library still holds the part after a failed close
+        self._repair_due = False  # the part still has to be cut back to its last commit
         self.closed = False
         self._configs_seen: list[np.ndarray] = []  # for the run's config_hash at close
         try:
@@ -180,6 +198,7 @@ class RunWriter:
                 f"cannot write run {self.run_number} in {self.data_dir}: {exc.strerror or exc}"
                 f" ({exc.filename or self.data_dir}); check the directory exists, is writable "
                 f"and the disk has room") from exc
+        self._written_at_commit = {k: getattr(self.counters, k) for k in _WRITTEN}
 
     # -- files ---------------------------------------------------------------------------
     @property
@@ -328,6 +347,7 @@ class RunWriter:
         """Write a batch of frames in arrival order; returns streams that just finished."""
         if self.closed:
             raise StorageError(f"run {self.run_number} is closed")
+        self._check_room(sum(len(p) for _, p in frames) + len(frames) * WORD_BYTES)
         self._ensure_part()
         c = self.counters
         c.frames_received += len(frames)
@@ -379,6 +399,24 @@ class RunWriter:
         self._uncommitted = True
         return done
 
+    def _check_room(self, payload_bytes: int) -> None:
+        """Refuse a batch the disk cannot take whole with the reserve left over.
+
+        A payload word becomes one 36-byte row (16 bytes on the wire), and a write may
+        complete the buffered chunk and start another: the batch needs at most that much.
+        """
+        row = PACKETS_DTYPE.itemsize
+        need = (payload_bytes // WORD_BYTES + 2 * self.chunk_rows) * row + self.reserve_bytes
+        try:
+            free = shutil.disk_usage(self.data_dir).free
+        except OSError:
+            return  # cannot tell: the write itself will say
+        if free < need:
+            raise DiskFull(
+                f"writing run {self.run_number} to {self.path} stopped: no space left on "
+                f"device ({free / 1e6:.1f} MB free, this batch and the reserve need "
+                f"{need / 1e6:.1f} MB); every committed row is kept")
+
     def _dedupe(self, frames: Sequence[Frame]) -> np.ndarray:
         """One tracker decision per stream present in the batch (a handful of streams)."""
         n = len(frames)
@@ -422,6 +460,7 @@ class RunWriter:
     def _commit_record(self) -> None:
         w = self._writer
         self._last_commit = (w.n_rows, w.n_messages, self._n_configs())
+        self._written_at_commit = {k: getattr(self.counters, k) for k in _WRITTEN}
         self._log({
             "part": self.part, "packets": w.n_rows, "messages": w.n_messages,
             "configs": self._n_configs(), "files": [str(p) for p in self.files],
@@ -488,64 +527,71 @@ class RunWriter:
         """Close after a write error: keep what is on disk readable.
 
         The part is cut back to the last commit, the state the journal (and the aggregator's
-        acknowledgements) describe, and gets its checksum and clean-close mark. If the HDF5
-        library cannot even close it (a full disk: it has nowhere to flush), the part's
-        "open for write" flags are cleared in place at once, so any other program opens it
-        as of the last commit, and :meth:`release` finishes the job once there is room.
+        acknowledgements) describe, and gets its checksum and clean-close mark. The reserve
+        (:class:`DiskFull`) normally leaves room for that. If the HDF5 library met the full
+        disk itself, it can no longer close the part: its "open for write" flags are then
+        cleared in place, so any other program opens it as of the last commit, and the part
+        is :attr:`held` (the library keeps it until the process ends; a restart repairs it).
         """
         if self.closed:
             return
         self.closed = True
         with contextlib.suppress(OSError):  # a full disk cannot take the buffered tail
             self._journal.close()
+        # Only what the last commit put on disk counts as written: the rest is cut.
+        for name, value in self._written_at_commit.items():
+            setattr(self.counters, name, value)
         if self._writer is None:
             return
+        self._repair_due = True
         try:
             if not self._writer.closed:
-                self._writer.close(clean=False)
+                # The buffered rows would be cut right after: not written, so closing asks
+                # the disk for no room.
+                self._writer.close(clean=False, keep_buffered=False)
         except Exception as exc:  # the HDF5 library could not finish (full disk)
-            log.warning("closing %s after a write error failed too: %s", self.path, exc)
+            log.error("closing %s after a write error failed too: %s", self.path, exc)
             self._held = True
-            try:
-                clear_write_flags(self.path)  # rewrites bytes in place: needs no room
-            except Exception as err:
-                log.error("could not clear the write flags of %s: %s", self.path, err)
+            self._clear_flags()
             return
         self._repair()
 
+    def _clear_flags(self) -> None:
+        try:
+            if self.path.exists():
+                clear_write_flags(self.path)  # rewrites bytes in place: needs no room
+        except Exception as err:
+            log.error("could not clear the write flags of %s: %s", self.path, err)
+
     @property
     def held(self) -> bool:
-        """The part is still held by the HDF5 library (see :meth:`abort`)."""
+        """The HDF5 library still holds the part (see :meth:`abort`): this process must
+        not write HDF5 files any more."""
         return self._held
 
-    def release(self) -> bool:
-        """After :meth:`abort`: let go of a part the library still held and repair it.
-
-        True when nothing is held any more (tried again later otherwise: while the disk is
-        full this fails and changes nothing).
-        """
-        if self._held:
-            if not self._writer.release():
-                return False
-            self._held = False
-            self._repair()
-        return True
-
     def _repair(self) -> None:
-        """Cut the part back to its last commit, mark it complete, make it read-only."""
+        """Cut the part back to its last commit, mark it complete, make it read-only; if
+        that cannot be done yet (no room), the part stays readable and it is tried again."""
         try:
             if self.path.exists():
                 truncate_to_commit(self.path, *self._last_commit)
                 seal(self.path)
+            self._repair_due = False
         except Exception as exc:
-            log.error("could not cut %s back to its last commit: %s", self.path, exc)
+            log.warning("could not cut %s back to its last commit yet: %s", self.path, exc)
+            self._clear_flags()
 
-    def mark_failed(self, reason: str) -> bool:
-        """Say in the journal that the run ended without this writer (a write error): a
-        restart then does not take the run up again. False if the journal cannot be
-        written (still no room); the journal stays open and a restart repairs the part."""
+    def finish_failed(self, reason: str) -> bool:
+        """After :meth:`abort`: finish the part if that is still due and say in the journal
+        that the run ended with this error, so a restart does not take the run up again.
+        False while that cannot be done (no room; or the part is :attr:`held`, left to a
+        restart)."""
         if not self.closed or self._held:
             return False
+        if self._repair_due:
+            self._repair()
+            if self._repair_due:
+                return False
         try:
             self._reopen_journal()
             self._log({"closed": True, "clean": False, "error": reason,

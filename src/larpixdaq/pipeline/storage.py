@@ -14,6 +14,13 @@ At the end of a run it waits (up to ``end_timeout``) until every stream it has s
 delivered its final frame (the "Ending run" marker), then closes the file. If it was killed
 during a run, the next start finds the run's open journal in the data directory and resumes
 that run at once (:mod:`.runfile`), before run control even knows it is back.
+
+A write error (a full disk) never turns into acknowledged data: the part is cut back to
+its last commit and left readable, an alarm goes to the core at once (which fails the run
+with the cause), and every later frame of the run is refused (counted, not acknowledged),
+so the aggregator keeps holding them and its window stops the producers. Only when run
+control has given up on the run (ERROR, end or reset) are the refused frames let go. The
+next run needs no restart, only room on the disk.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from larpixdaq.pipeline.protocol import (
 )
 from larpixdaq.pipeline.runfile import (
     DEFAULT_PART_BYTES,
+    DEFAULT_RESERVE_BYTES,
     RunFileExists,
     RunWriter,
     StorageError,
@@ -70,9 +78,11 @@ class StorageLink:
         commit_interval: float = 0.2,
         commit_bytes: int = 16 << 20,
         compression: str | None = None,
+        reserve_bytes: int = DEFAULT_RESERVE_BYTES,
         context: zmq.Context | None = None,
     ) -> None:
         self.aggregator = aggregator
+        self.reserve_bytes = int(reserve_bytes)
         self.data_dir = Path(data_dir)
         self.window = int(window)
         self.part_bytes = int(part_bytes)
@@ -83,8 +93,18 @@ class StorageLink:
         self.writer: RunWriter | None = None
         self.error: str | None = None
         self.counters: dict[str, int] = dict.fromkeys(
-            ["bad_frames", "frames_outside_run", "write_errors", "files_refused", "hellos"], 0)
+            ["bad_frames", "frames_outside_run", "frames_late", "write_errors",
+             "frames_refused", "files_refused", "hellos"], 0)
+        #: Called (from the data thread) with the reason when the run cannot be written.
+        self.on_alarm: Callable[[str], None] | None = None
         self._extra_acks: dict[Stream, int] = {}
+        self._run: int | None = None  # the run storage is in (its writer may have failed)
+        self._last_run = -1  # the highest run number storage has been in
+        self._refused: dict[Stream, int] = {}  # highest seq refused, not acknowledged
+        self._let_go = False  # run control gave up on the failed run: refused may go
+        self._uncommitted_frames = 0
+        self._failed: list[tuple[RunWriter, str]] = []  # parts/journals still to finish
+        self._next_retry = 0.0
         self._calls = ThreadCalls()
         self._ending: tuple[Future, float] | None = None
         self._end_patience = 3.0
@@ -100,6 +120,7 @@ class StorageLink:
             return None
         run = runs[-1]
         self.writer = self._new_writer(run, {})
+        self._enter(run)
         log.warning("storage: resumed run %d from its journal (restart %d)", run,
                     self.writer.counters.restarts)
         return run
@@ -138,14 +159,46 @@ class StorageLink:
                 if self.writer.run_number == run_number:
                     return {"files": [str(p) for p in self.writer.files], "resumed": True}
                 self.writer.close(clean=False)
+            self.let_go()  # a failed run nobody ended: its refused frames go now
+            self._retry_failed()
+            held = [w.path for w, _ in self._failed if w.held]
+            if held:
+                raise StorageError(
+                    f"no new run: the HDF5 library still holds {held[0]} since the disk "
+                    "filled in the middle of a write, and cannot be trusted in this process; "
+                    "restart storage (it repairs the part from its journal)")
             self.error = None
+            self.writer = None
             try:
                 self.writer = self._new_writer(run_number, metadata)
             except RunFileExists:
                 self.counters["files_refused"] += 1
                 raise
+            self._enter(run_number)
             return {"files": [str(p) for p in self.writer.files]}
         return self.call(do)
+
+    def _enter(self, run_number: int) -> None:
+        self._run = run_number
+        self._last_run = max(self._last_run, run_number)
+        self._refused = {}
+        self._let_go = False
+        self._uncommitted_frames = 0
+
+    def let_go(self) -> None:
+        """Run control gave up on the failed run: acknowledge its refused frames so the
+        aggregator frees them (they stay counted as ``frames_refused``, never as written)."""
+        def do() -> None:
+            self._let_go = True
+            if self._refused:
+                self._extra_acks.update({s: max(q, self._extra_acks.get(s, -1))
+                                         for s, q in self._refused.items()})
+                self._refused = {}
+                self._send_ack({})
+        if threading.current_thread() is self._thread or self._thread is None:
+            do()
+        else:
+            self.call(do)
 
     def end(self, timeout: float = 3.0) -> dict[str, Any]:
         """Wait for every stream's last frame, close, return the summary.
@@ -164,12 +217,14 @@ class StorageLink:
 
     def _new_writer(self, run_number: int, metadata: dict[str, Any]) -> RunWriter:
         return RunWriter(self.data_dir, run_number, metadata, part_bytes=self.part_bytes,
-                         compression=self.compression)
+                         compression=self.compression, reserve_bytes=self.reserve_bytes)
 
     # -- the data thread -------------------------------------------------------------------
     def _hello(self) -> None:
         committed: dict[Stream, int] = dict(self._extra_acks)
-        if self.writer is not None:
+        if self.writer is not None and not self.error:
+            # (after a write error the writer's trackers include rows that were cut: what
+            # was committed before it has been acknowledged already)
             committed.update(self.writer.committed())
         self._sock.send_multipart(StorageHello(stream_seqs(committed), self.window).parts())
         self.counters["hellos"] += 1
@@ -205,6 +260,9 @@ class StorageLink:
                 # Nothing for a while: the aggregator may have restarted and not know us.
                 self._hello()
                 last_heard = now
+            if self._failed and now >= self._next_retry:
+                self._next_retry = now + 1.0
+                self._retry_failed()
             if pending_bytes and (now - last_commit >= self.commit_interval
                                   or pending_bytes >= self.commit_bytes):
                 self._commit()
@@ -228,33 +286,76 @@ class StorageLink:
                     log.warning("storage: rejected a frame: %s", exc)
                 continue
             frames.append((frame.header, frame.payload.buffer))
-        w = self.writer
-        if w is None or w.closed or self.error:
-            self._ack_unwritten(frames)
-            return
-        mine = [f for f in frames if f[0].run == w.run_number]
+        run = self._run
+        mine = [f for f in frames if f[0].run == run] if run is not None else []
         if len(mine) != len(frames):
-            self._ack_unwritten([f for f in frames if f[0].run != w.run_number])
+            self._ack_unwritten([f for f in frames if f[0].run != run])
+        if not mine:
+            return
+        w = self.writer
+        if self.error or w is None or w.closed:
+            self._refuse(mine)
+            return
         try:
             w.add(mine)
         except (StorageError, OSError, RuntimeError) as exc:
             self._fail(exc)
+            self._refuse(mine)
+            return
+        self._uncommitted_frames += len(mine)
 
     def _ack_unwritten(self, frames: list) -> None:
-        """Frames of no open run: counted, and acknowledged so the aggregator lets go."""
-        self.counters["frames_outside_run"] += len(frames)
+        """Frames of no open run: counted, and acknowledged so the aggregator lets go.
+
+        Frames of a run storage has already left are ``frames_late`` (that run was closed
+        without them: it counted them as missing or unfinished, or failed); any other run
+        is ``frames_outside_run``."""
+        late = sum(1 for h, _ in frames if 0 <= h.run <= self._last_run)
+        self.counters["frames_late"] += late
+        self.counters["frames_outside_run"] += len(frames) - late
         for h, _ in frames:
             if h.seq > self._extra_acks.get(h.stream, -1):
                 self._extra_acks[h.stream] = h.seq
         if frames:
             self._send_ack({})
 
+    def _refuse(self, frames: list) -> None:
+        """Frames of the run that storage cannot write: counted, never acknowledged while
+        the run is open (the aggregator holds them: back-pressure up to the producers)."""
+        self.counters["frames_refused"] += len(frames)
+        for h, _ in frames:
+            if h.seq > self._refused.get(h.stream, -1):
+                self._refused[h.stream] = h.seq
+        if self._let_go:
+            self.let_go()
+
     def _fail(self, exc: BaseException) -> None:
         self.counters["write_errors"] += 1
         self.error = str(exc)
         log.error("storage: %s", exc)
-        if self.writer is not None:
-            self.writer.abort()
+        w = self.writer
+        if w is not None:
+            # What was added since the last commit is cut from the file: refused as well.
+            self.counters["frames_refused"] += self._uncommitted_frames
+            self._uncommitted_frames = 0
+            for stream, tracker in w.trackers.items():
+                if tracker.last_seq > self._refused.get(stream, -1):
+                    self._refused[stream] = tracker.last_seq
+            w.abort()
+            self._failed.append((w, self.error))
+        if self.on_alarm is not None:
+            self.on_alarm(f"{self.error}; storage refuses run {self._run}'s frames from now "
+                          "on (held upstream); the run cannot be completed")
+
+    def _retry_failed(self) -> None:
+        """Finish failed runs' files once the disk has room: the part repaired (if that
+        was not possible at once) and the journal saying closed."""
+        for item in list(self._failed):
+            writer, reason = item
+            if writer.finish_failed(reason):
+                self._failed.remove(item)
+                log.info("storage: run %d's files are finished after its write error",
+                         writer.run_number)
 
     def _commit(self) -> None:
         w = self.writer
@@ -265,6 +366,7 @@ class StorageLink:
         except (StorageError, OSError, RuntimeError) as exc:
             self._fail(exc)
             return
+        self._uncommitted_frames = 0
         self._send_ack(committed)
 
     def _send_ack(self, committed: dict[Stream, int]) -> None:
@@ -277,7 +379,16 @@ class StorageLink:
         w = self.writer
         if w is None or w.closed:
             self._ending = None
-            if self.error:
+            self._run = None
+            if self.error and w is not None:
+                # Run control ends the failed run (it knows why from the alarm): say what
+                # is on disk and what was refused; the frames held upstream may go now.
+                self.let_go()
+                self._retry_failed()
+                summary = w.summary()
+                summary["error"] = self.error
+                fut.set_result(summary)
+            elif self.error:
                 fut.set_exception(StorageError(self.error))
             else:
                 fut.set_result(self._last_summary or {"files": [], "counters": {}})
@@ -286,6 +397,7 @@ class StorageLink:
         if unfinished and time.monotonic() < deadline:
             return
         self._ending = None
+        self._run = None
         try:
             summary = w.close(clean=not self.error, extra={"end_time": time.time()})
             self._send_ack(w.committed())
@@ -323,6 +435,7 @@ class StorageComponent(Component):
     def __init__(self, name: str, core: str, link: StorageLink, **kw: Any) -> None:
         super().__init__(name, core, **kw)
         self.link = link
+        link.on_alarm = self.alarm
         self._base: dict[str, int] = {}  # the link's counters when this run was prepared
         run = link.resume_unfinished()
         if run is not None:
@@ -340,6 +453,11 @@ class StorageComponent(Component):
                 "config_hash": run.config_hash or ""}
         self._base = dict(self.link.counters)
         return self.link.prepare(run.run_number, meta)
+
+    def on_error(self, reason: str) -> None:
+        # The core put the run in ERROR: what storage refused will never be written to it.
+        if self.link.error:
+            self.link.let_go()
 
     def on_end(self, run: RunInfo | None) -> dict | None:
         summary = self.link.end()

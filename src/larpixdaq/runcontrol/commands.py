@@ -228,6 +228,10 @@ def _transition(ctx: CommandContext, requester: Requester, cmd: m.Command) -> No
                 config_hash=p.get("config_hash"), config_snapshot=p.get("config_snapshot"),
                 state=str(new),
             )
+        except RunDatabaseError as exc:  # no room for the run number: refused, with why
+            planner.undo_request(previous)
+            reply(ctx, requester, cmd, False, str(exc), {"state": str(previous)})
+            return
         except Exception:
             planner.undo_request(previous)  # nothing was started
             raise

@@ -174,6 +174,12 @@ class Component:
     def main(self, stop: threading.Event) -> None:
         """Optional long-running body (e.g. a data loop) run in its own thread until ``stop``."""
 
+    def alarm(self, message: str, **data: Any) -> None:
+        """Tell the core at once that the run cannot carry on as it is (from any thread):
+        operators get an ``alarm`` event, the run an incident, and an open run fails."""
+        self.log.error("alarm: %s", message)
+        self._post(m.Alarm(name=self.name, message=message, data=plain(data)))
+
     # --- actions --------------------------------------------------------------------------
 
     @property

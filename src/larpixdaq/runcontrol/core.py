@@ -346,7 +346,7 @@ class Core:
         handler = {
             m.Register: self._on_register, m.Heartbeat: self._on_heartbeat, m.Bye: self._on_bye,
             m.Command: self._on_command, m.Ack: self._on_ack, m.Progress: self._on_progress,
-            m.Result: self._on_result,
+            m.Result: self._on_result, m.Alarm: self._on_alarm,
         }.get(type(msg))
         if handler is None:
             self.counters["unexpected_messages"] += 1
@@ -436,6 +436,16 @@ class Core:
         if not self.planner.busy(name):
             member.state, member.run_number = msg.state, msg.run_number
 
+    def _on_alarm(self, identity: bytes, msg: m.Alarm) -> None:
+        """A component cannot carry on with the run (storage cannot write): the operators
+        hear it at once, the run records it and fails (ERROR) with the cause."""
+        name = self.roster.name_of(identity)
+        if name is None:
+            self.send(identity, m.Reject(code="not-registered",
+                                         message="register before raising alarms"))
+            return
+        self.apply(self.planner.alarm(self.roster.members[name], msg.message, msg.data))
+
     def _on_bye(self, identity: bytes, msg: m.Bye) -> None:
         name = self.roster.name_of(identity)
         if name is not None:
@@ -473,7 +483,10 @@ class Core:
             "components": [c.summary(now) for c in self.roster.members.values()],
             "missing": [x.summary(now) for x in self.roster.missing.values()],
             "rejoin_grace": self.rejoin_grace,
-            "counters": {**self.counters, **self.access.counters},
+            "counters": {**self.counters, **self.access.counters,
+                         "db_write_errors": self.db.write_errors,
+                         "db_runs_unwritten": len(self.db.pending)},
+            "db_error": self.db.last_write_error if self.db.pending else "",
             "last_malformed": self.last_malformed,
             "last_refusal": self.access.last_refusal,
             "login_required": self.access.anonymous is None,

@@ -200,6 +200,18 @@ class Result(Message):
 
 
 @dataclass(frozen=True)
+class Alarm(Message):
+    """Component -> core: something the run cannot carry on with (storage cannot write);
+    the core tells the operators, records it on the run and fails the run."""
+
+    TYPE: ClassVar[str] = "alarm"
+    FIELDS: ClassVar = {"name": _STR, "message": _STR, "data": _DICT}
+    name: str
+    message: str
+    data: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Event(Message):
     """Core -> operators: something happened that nobody asked about (a component lost)."""
 
@@ -214,7 +226,7 @@ class Event(Message):
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.TYPE: cls
     for cls in (Register, Welcome, Reject, Heartbeat, Bye, Command, Transition, Invoke, Ack,
-                Progress, Result, Event)
+                Progress, Result, Event, Alarm)
 }
 
 

@@ -350,6 +350,17 @@ class Planner:
             self._grace_expired(expired, out)
         return out
 
+    def alarm(self, member: Member, message: str, data: dict[str, Any]) -> list[Effect]:
+        """A component cannot carry on with the run (storage cannot write): the operators
+        hear it at once; an open run records it and fails (ERROR) with the cause."""
+        reason = f"{member.role} {member.name}: {message}"
+        out: list[Effect] = [Notify("alarm", reason, {**data, "component": member.name,
+                                                      "role": member.role})]
+        if self.run is not None:
+            out.append(Incident(self.run.run_number, reason))
+            self._fault(reason, out)
+        return out
+
     def fault(self, reason: str) -> list[Effect]:
         """Something went wrong outside the components' answers (rule 3, or the table's Fault)."""
         out: list[Effect] = []

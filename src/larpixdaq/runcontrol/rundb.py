@@ -6,6 +6,12 @@ a failed prepare, not after the core crashed, not after rows were deleted by han
 
 The core also saves its state here on every change, so that a restarted core knows whether a
 run was in progress and carries on with it.
+
+A database that cannot be written (its disk full) must not stop the core: an update that
+fails is kept in memory (:attr:`RunDatabase.pending`), shown by every read as if written,
+and written with the next update that gets through, so the core carries its runs to the end
+and answers; only a new run number, which must be on disk before it is used, is refused
+(:class:`RunDatabaseError` with the reason).
 """
 
 from __future__ import annotations
@@ -138,6 +144,11 @@ class RunDatabase:
     def __init__(self, path: str | Path, *, exclusive: bool = False) -> None:
         self.path = Path(path)
         self._lock: Any = None
+        #: Updates the disk did not take yet: run number -> column -> value (as stored).
+        self.pending: dict[int, dict[str, Any]] = {}
+        self._pending_state: str | None = None
+        self.write_errors = 0
+        self.last_write_error = ""
         try:
             if self.path.parent != Path(""):
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -203,26 +214,66 @@ class RunDatabase:
     ) -> RunRecord:
         """Hand out the next run number, committed before it is returned."""
         start = time.time() if start_time is None else start_time
-        self._db.execute("PRAGMA synchronous=FULL")
+        try:
+            self._flush_pending()
+            if self.pending or self._pending_state is not None:
+                raise sqlite3.OperationalError(self.last_write_error)
+            self._db.execute("PRAGMA synchronous=FULL")
+            try:
+                with self._db:
+                    cur = self._db.execute(
+                        "INSERT INTO runs (start_time, state, comment, run_type, data_dir,"
+                        " config_hash, config_snapshot) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (start, state, comment, run_type, data_dir, config_hash,
+                         config_snapshot),
+                    )
+            finally:
+                self._db.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.Error as exc:
+            self._failed_write(exc)
+            raise RunDatabaseError(
+                f"no new run: the run database {self.path} cannot be written ({exc}); "
+                "free space there and try again") from None
+        return self.get_run(int(cur.lastrowid))
+
+    def _failed_write(self, exc: sqlite3.Error) -> None:
+        self.write_errors += 1
+        self.last_write_error = str(exc)
+
+    def _write(self, run_number: int, values: dict[str, Any]) -> bool:
+        """One UPDATE; False if the database cannot be written now."""
+        cols = ", ".join(f"{k} = ?" for k in values)
         try:
             with self._db:
                 cur = self._db.execute(
-                    "INSERT INTO runs (start_time, state, comment, run_type, data_dir,"
-                    " config_hash, config_snapshot) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (start, state, comment, run_type, data_dir, config_hash, config_snapshot),
-                )
-        finally:
-            self._db.execute("PRAGMA synchronous=NORMAL")
-        return self.get_run(int(cur.lastrowid))
-
-    def _update(self, run_number: int, **values: Any) -> None:
-        cols = ", ".join(f"{k} = ?" for k in values)
-        with self._db:
-            cur = self._db.execute(
-                f"UPDATE runs SET {cols} WHERE run_number = ?", (*values.values(), run_number)
-            )
+                    f"UPDATE runs SET {cols} WHERE run_number = ?",
+                    (*values.values(), run_number))
+        except sqlite3.Error as exc:
+            self._failed_write(exc)
+            return False
         if cur.rowcount == 0:
             raise RunDatabaseError(f"no run {run_number} in {self.path}")
+        return True
+
+    def _flush_pending(self) -> None:
+        """Write what earlier updates could not (the disk has room again, perhaps)."""
+        for run_number in sorted(self.pending):
+            if not self._write(run_number, self.pending[run_number]):
+                return
+            del self.pending[run_number]
+        if self._pending_state is not None:
+            value = self._pending_state
+            self._pending_state = None
+            self._save_state(value)
+
+    def _update(self, run_number: int, **values: Any) -> None:
+        """Set columns of a run; kept in memory (and shown by reads) if the disk refuses."""
+        self._flush_pending()
+        if run_number in self.pending:  # keep the order: after what is already waiting
+            self.pending[run_number].update(values)
+            return
+        if not self._write(run_number, values):
+            self.pending.setdefault(run_number, {}).update(values)
 
     def set_state(self, run_number: int, state: str) -> None:
         self._update(run_number, state=state)
@@ -313,20 +364,28 @@ class RunDatabase:
         ).fetchone()
         if row is None:
             raise RunDatabaseError(f"no run {run_number} in {self.path}")
-        return _record(row)
+        return self._record(row)
+
+    def _record(self, row: sqlite3.Row) -> RunRecord:
+        values = dict(row)
+        values.update(self.pending.get(values["run_number"], {}))
+        return _record(values)
 
     def list_runs(self, limit: int | None = None) -> list[RunRecord]:
         """Most recent first."""
         sql = "SELECT * FROM runs ORDER BY run_number DESC"
         rows = self._db.execute(sql + (" LIMIT ?" if limit else ""), (limit,) if limit else ())
-        return [_record(r) for r in rows]
+        return [self._record(r) for r in rows]
 
     def open_run(self) -> RunRecord | None:
         """The most recent run that has no end, if any: the run in progress."""
-        row = self._db.execute(
-            "SELECT * FROM runs WHERE end_time IS NULL ORDER BY run_number DESC LIMIT 1"
-        ).fetchone()
-        return None if row is None else _record(row)
+        rows = self._db.execute(
+            "SELECT * FROM runs WHERE end_time IS NULL ORDER BY run_number DESC")
+        for row in rows:
+            record = self._record(row)
+            if record.end_time is None:
+                return record
+        return None
 
     # --- audit trail ---------------------------------------------------------------------
 
@@ -376,13 +435,27 @@ class RunDatabase:
     # --- core state ---------------------------------------------------------------------
 
     def save_core_state(self, state: str, run_number: int | None) -> None:
-        with self._db:
-            self._db.execute(
-                "INSERT OR REPLACE INTO core_state (key, value) VALUES ('state', ?)",
-                (json.dumps({"state": state, "run_number": run_number}),),
-            )
+        self._flush_pending()
+        value = json.dumps({"state": state, "run_number": run_number})
+        if self._pending_state is not None:
+            self._pending_state = value
+            return
+        self._save_state(value)
+
+    def _save_state(self, value: str) -> None:
+        try:
+            with self._db:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO core_state (key, value) VALUES ('state', ?)",
+                    (value,))
+        except sqlite3.Error as exc:
+            self._failed_write(exc)
+            self._pending_state = value
 
     def load_core_state(self) -> tuple[str, int | None]:
+        if self._pending_state is not None:
+            value = json.loads(self._pending_state)
+            return value["state"], value["run_number"]
         row = self._db.execute("SELECT value FROM core_state WHERE key = 'state'").fetchone()
         if row is None:
             return State.STOP.value, None
@@ -394,7 +467,7 @@ def _stamp() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def _record(row: sqlite3.Row) -> RunRecord:
+def _record(row: sqlite3.Row | dict[str, Any]) -> RunRecord:
     values = dict(row)
     for col in _JSON_COLUMNS:
         values[col] = json.loads(values[col])

@@ -284,6 +284,7 @@ LOSS_COUNTERS: dict[str, tuple[str, ...]] = {
         "decode_errors",           # data words refused by the decoder
         "run_bad_frames",          # frames refused as malformed
         "run_write_errors",        # the file could not be written
+        "run_frames_refused",      # not written after a write error (never acknowledged)
         "run_frames_outside_run",  # frames of no open run (written nowhere)
     ),
     "aggregator": ("run_bad_messages",),     # producer/storage messages refused as malformed
