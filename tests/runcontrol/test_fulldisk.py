@@ -46,8 +46,16 @@ def test_core_carries_on_with_its_database_disk_full(small_disk, recorders):
     try:
         runs = {r.run_number: r for r in on_disk.list_runs()}
         assert on_disk.pending == {}
+        audit = on_disk.list_audit()
     finally:
         on_disk.close()
     assert runs[first].exit_status == "success" and runs[first].end_time is not None
     assert runs[first].counters["st"]["packets_written"] == 10
     assert runs[first + 1].exit_status == "aborted"
+    # The audit trail kept the requests made while the disk was full, in order, with their
+    # outcome.
+    made = [(a["command"], a["result"]) for a in reversed(audit)
+            if a["command"] in ("prepare_run", "end_run")]
+    assert made == [("prepare_run", "success"), ("end_run", "success"),
+                    ("prepare_run", "failed"), ("prepare_run", "success"),
+                    ("end_run", "success")]

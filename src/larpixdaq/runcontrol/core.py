@@ -486,7 +486,7 @@ class Core:
             "counters": {**self.counters, **self.access.counters,
                          "db_write_errors": self.db.write_errors,
                          "db_runs_unwritten": len(self.db.pending)},
-            "db_error": self.db.last_write_error if self.db.pending else "",
+            "db_error": self.db.last_write_error if self.db.unwritten else "",
             "last_malformed": self.last_malformed,
             "last_refusal": self.access.last_refusal,
             "login_required": self.access.anonymous is None,

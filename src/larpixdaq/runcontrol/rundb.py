@@ -147,6 +147,10 @@ class RunDatabase:
         #: Updates the disk did not take yet: run number -> column -> value (as stored).
         self.pending: dict[int, dict[str, Any]] = {}
         self._pending_state: str | None = None
+        self._pending_audit: dict[int, dict[str, Any]] = {}  # provisional id -> entry
+        self._pending_audit_ends: dict[int, dict[str, Any]] = {}  # id -> its final result
+        self._audit_ids: dict[int, int] = {}  # provisional id -> the id it was written as
+        self._audit_seq = 0
         self.write_errors = 0
         self.last_write_error = ""
         try:
@@ -216,7 +220,7 @@ class RunDatabase:
         start = time.time() if start_time is None else start_time
         try:
             self._flush_pending()
-            if self.pending or self._pending_state is not None:
+            if self.unwritten:
                 raise sqlite3.OperationalError(self.last_write_error)
             self._db.execute("PRAGMA synchronous=FULL")
             try:
@@ -235,6 +239,12 @@ class RunDatabase:
                 f"no new run: the run database {self.path} cannot be written ({exc}); "
                 "free space there and try again") from None
         return self.get_run(int(cur.lastrowid))
+
+    @property
+    def unwritten(self) -> int:
+        """Updates waiting for the disk: runs, audit entries and the core's state."""
+        return (len(self.pending) + len(self._pending_audit) + len(self._pending_audit_ends)
+                + (self._pending_state is not None))
 
     def _failed_write(self, exc: sqlite3.Error) -> None:
         self.write_errors += 1
@@ -261,6 +271,22 @@ class RunDatabase:
             if not self._write(run_number, self.pending[run_number]):
                 return
             del self.pending[run_number]
+        for provisional in sorted(self._pending_audit, reverse=True):  # oldest first
+            audit_id = self._insert_audit(self._pending_audit[provisional])
+            if audit_id is None:
+                return
+            del self._pending_audit[provisional]
+            self._audit_ids[provisional] = audit_id
+        for audit_id, values in list(self._pending_audit_ends.items()):
+            try:
+                with self._db:
+                    self._db.execute(
+                        "UPDATE audit SET result = ?, message = ?, end_time = ? WHERE id = ?",
+                        (*values.values(), audit_id))
+            except sqlite3.Error as exc:
+                self._failed_write(exc)
+                return
+            del self._pending_audit_ends[audit_id]
         if self._pending_state is not None:
             value = self._pending_state
             self._pending_state = None
@@ -397,20 +423,48 @@ class RunDatabase:
         text = json.dumps(params, default=str, sort_keys=True)
         if len(text) > AUDIT_PARAMS_LIMIT:
             text = json.dumps({"truncated": f"{len(text)} characters of parameters"})
-        with self._db:
-            cur = self._db.execute(
-                "INSERT INTO audit (time, user, role, client, command, params, accepted,"
-                " result, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (time.time() if when is None else when, user, role, client, command, text,
-                 int(accepted), "accepted" if accepted else "refused", message))
+        entry = {"time": time.time() if when is None else when, "user": user, "role": role,
+                 "client": client, "command": command, "params": text,
+                 "accepted": int(accepted), "result": "accepted" if accepted else "refused",
+                 "message": message, "end_time": None}
+        self._flush_pending()
+        if not self._pending_audit:
+            audit_id = self._insert_audit(entry)
+            if audit_id is not None:
+                return audit_id
+        # The disk refuses it: kept, in order, under a provisional (negative) id.
+        self._audit_seq -= 1
+        self._pending_audit[self._audit_seq] = entry
+        return self._audit_seq
+
+    def _insert_audit(self, entry: dict[str, Any]) -> int | None:
+        try:
+            with self._db:
+                cur = self._db.execute(
+                    f"INSERT INTO audit ({', '.join(entry)}) VALUES "
+                    f"({', '.join('?' for _ in entry)})", tuple(entry.values()))
+        except sqlite3.Error as exc:
+            self._failed_write(exc)
+            return None
         return int(cur.lastrowid)
 
     def finish_audit(self, audit_id: int, success: bool, message: str) -> None:
         """The final result of an accepted request."""
-        with self._db:
-            self._db.execute(
-                "UPDATE audit SET result = ?, message = ?, end_time = ? WHERE id = ?",
-                ("success" if success else "failed", message[:2000], time.time(), audit_id))
+        values = {"result": "success" if success else "failed", "message": message[:2000],
+                  "end_time": time.time()}
+        if audit_id in self._pending_audit:
+            self._pending_audit[audit_id].update(values)
+            return
+        audit_id = self._audit_ids.get(audit_id, audit_id)
+        self._flush_pending()
+        try:
+            with self._db:
+                self._db.execute(
+                    "UPDATE audit SET result = ?, message = ?, end_time = ? WHERE id = ?",
+                    (*values.values(), audit_id))
+        except sqlite3.Error as exc:
+            self._failed_write(exc)
+            self._pending_audit_ends[audit_id] = values
 
     def list_audit(self, limit: int | None = 100, user: str | None = None,
                    refused_only: bool = False) -> list[dict[str, Any]]:
@@ -424,9 +478,12 @@ class RunDatabase:
         sql = "SELECT * FROM audit" + (f" WHERE {' AND '.join(where)}" if where else "")
         sql += " ORDER BY id DESC" + (" LIMIT ?" if limit else "")
         rows = self._db.execute(sql, (*args, limit) if limit else tuple(args))
+        waiting = [{"id": k, **v} for k, v in sorted(self._pending_audit.items())
+                   if (user is None or v["user"] == user)
+                   and not (refused_only and v["accepted"])]
         out = []
-        for row in rows:
-            entry = dict(row)
+        for row in [*waiting, *(dict(r) for r in rows)][:limit or None]:
+            entry = {**dict(row), **self._pending_audit_ends.get(row["id"], {})}
             entry["params"] = json.loads(entry["params"])
             entry["accepted"] = bool(entry["accepted"])
             out.append(entry)
