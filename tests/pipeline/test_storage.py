@@ -4,11 +4,13 @@ what it rejects is counted and reaches the end-of-run record."""
 from __future__ import annotations
 
 import msgpack
+import numpy as np
 import pytest
 import zmq
-from datagen import make_frames, make_messages
+from datagen import expected_rows, make_frames, make_messages
 
-from larpixdaq.pipeline.protocol import FRAME, HELLO, encode_header
+from larpixdaq.pipeline.protocol import ACK, FRAME, HELLO, encode_header
+from larpixdaq.pipeline.runfile import read_run_packets
 from larpixdaq.pipeline.storage import StorageComponent, StorageLink
 from larpixdaq.runcontrol.messages import RunInfo
 from larpixdaq.runcontrol.testing import wait_for
@@ -48,6 +50,61 @@ def test_rejected_and_foreign_frames_reach_the_end_of_run_counters(fake_aggregat
         assert out["counters"]["bad_frames"] == 2
         assert out["counters"]["frames_outside_run"] == 1
         assert out["counters"]["packets_written"] == 0
+    finally:
+        comp.stop()
+        link.stop()
+
+
+def _acked(sock, timeout: float) -> dict:
+    """The highest seq per stream in every ACK storage sends within ``timeout`` seconds."""
+    out: dict = {}
+    while sock.poll(timeout * 1000):
+        _, kind, *rest = sock.recv_multipart()
+        if kind == ACK:
+            for source, epoch, seq in msgpack.unpackb(rest[0])["streams"]:
+                out[(source, epoch)] = max(seq, out.get((source, epoch), -1))
+        timeout = 0.3
+    return out
+
+
+def test_after_a_write_error_nothing_more_is_acknowledged_until_the_run_is_given_up(
+        fake_aggregator, small_disk):
+    address = fake_aggregator.getsockopt_string(zmq.LAST_ENDPOINT)
+    link = StorageLink(address, small_disk.path / "data", commit_interval=0.05,
+                       reserve_bytes=1 << 20).start()
+    comp = StorageComponent("storage-t", "tcp://127.0.0.1:9", link)
+    alarms: list[str] = []
+    link.on_alarm = alarms.append
+    try:
+        identity = _hello_from_storage(fake_aggregator)
+        comp.on_prepare(RunInfo(run_number=5))
+        msgs = make_messages(4, 40, words=100)
+        frames = make_frames("p", 1, msgs, run=5, markers=False)
+        first_rows = expected_rows(msgs[:10], 1)
+
+        def send(batch):
+            for h, payload in batch:
+                fake_aggregator.send_multipart([identity, FRAME, encode_header(h), payload])
+
+        send(frames[:10])
+        assert _acked(fake_aggregator, 5.0) == {("p", 7): 9}  # committed, acknowledged
+        small_disk.fill()
+        send(frames[10:])
+        wait_for(lambda: alarms and link.counters["frames_refused"] == 30)
+        assert "no space left on device" in alarms[0]
+        # Refused frames are never acknowledged while the run is open: the aggregator keeps
+        # them (and, its window full, stops the producers).
+        assert _acked(fake_aggregator, 1.0).get(("p", 7), -1) < 10
+        on_disk = read_run_packets([small_disk.path / "data" / "run-000005.h5"])
+        assert np.array_equal(on_disk, first_rows)
+        # Run control gave up on the run (ERROR): the refused frames are let go, still
+        # counted as refused and not as written.
+        comp.on_error("the core entered ERROR")
+        assert _acked(fake_aggregator, 5.0) == {("p", 7): 39}
+        out = comp.on_end(RunInfo(run_number=5))
+        c = out["counters"]
+        assert c["run_frames_refused"] == 30 and c["run_write_errors"] == 1
+        assert c["packets_written"] == len(first_rows)
     finally:
         comp.stop()
         link.stop()
