@@ -15,7 +15,8 @@ from daq_procs import Daq
 
 from larpixdaq.formats.hdf5file import Hdf5File, verify_checksum
 from larpixdaq.formats.rows import MESSAGE
-from larpixdaq.pipeline.runfile import read_journal, read_run_packets
+from larpixdaq.pipeline.runfile import read_run_packets
+from larpixdaq.pipeline.runjournal import read_journal
 from larpixdaq.runcontrol.testing import wait_for
 
 

@@ -16,10 +16,9 @@ from larpixdaq.pipeline.runfile import (
     RunFileExists,
     RunWriter,
     StorageError,
-    read_journal,
     read_run_packets,
-    unfinished_runs,
 )
+from larpixdaq.pipeline.runjournal import read_journal, unfinished_runs
 
 
 def _chip_rows(rows, io_group):

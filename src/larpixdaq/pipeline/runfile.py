@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -46,6 +45,17 @@ from larpixdaq.formats.pacman import HEADER_BYTES, WORD_BYTES, decode_data_messa
 from larpixdaq.formats.rows import CONFIGS_DTYPE, PACKETS_DTYPE, configs_hash
 from larpixdaq.pipeline.h5recover import clear_write_flags, truncate_to_commit
 from larpixdaq.pipeline.protocol import KIND_CONFIGS, KIND_DATA, KIND_INFO, FrameHeader
+from larpixdaq.pipeline.runjournal import (
+    Stream,
+    is_sealed,
+    journal_path,
+    key_stream,
+    part_path,
+    read_journal,
+    run_stem,
+    seal,
+    stream_key,
+)
 from larpixdaq.pipeline.sequence import SeqTracker
 
 log = logging.getLogger("larpixdaq.storage")
@@ -53,7 +63,6 @@ log = logging.getLogger("larpixdaq.storage")
 DEFAULT_PART_BYTES = 4 << 30
 """Rows per part before rolling over, in bytes of ``packets`` rows (36 bytes each)."""
 
-Stream = tuple[str, int]
 Frame = tuple[FrameHeader, bytes | memoryview]
 
 
@@ -73,43 +82,6 @@ DEFAULT_RESERVE_BYTES = 64 << 20
 """Room a writer leaves free on its disk: a batch that would eat into it is not written
 (:class:`DiskFull`), so the HDF5 library never meets a full disk half-way through a write,
 which it does not survive (it can neither flush nor close the file after that)."""
-
-
-#: A finished part (and a closed journal): read-only for everyone.
-SEALED_MODE = 0o444
-
-
-def seal(path: Path) -> None:
-    """Make a finished file read-only, so no later writer (of this DAQ or any other
-    program) can change it by mistake."""
-    os.chmod(path, SEALED_MODE)
-
-
-def is_sealed(path: Path) -> bool:
-    return (path.stat().st_mode & 0o777) == SEALED_MODE
-
-
-def run_stem(run_number: int) -> str:
-    return f"run-{run_number:06d}"
-
-
-def part_path(data_dir: Path, run_number: int, part: int) -> Path:
-    """``run-000042.h5`` for the first part, ``run-000042-p001.h5`` for the next ones."""
-    stem = run_stem(run_number)
-    return data_dir / (f"{stem}.h5" if part == 0 else f"{stem}-p{part:03d}.h5")
-
-
-def journal_path(data_dir: Path, run_number: int) -> Path:
-    return data_dir / f"{run_stem(run_number)}.journal"
-
-
-def _stream_key(stream: Stream) -> str:
-    return f"{stream[0]}\x00{stream[1]}"
-
-
-def _key_stream(key: str) -> Stream:
-    source, _, epoch = key.rpartition("\x00")
-    return source, int(epoch)
 
 
 @dataclass
@@ -284,7 +256,7 @@ class RunWriter:
         self.counters = StorageCounters.from_dict(last.get("counters", {}))
         self.counters.restarts += 1
         for key, (seq, offset, done) in last.get("streams", {}).items():
-            stream = _key_stream(key)
+            stream = key_stream(key)
             self.trackers[stream] = SeqTracker(seq, offset)
             if done:
                 self.finished.add(stream)
@@ -464,7 +436,7 @@ class RunWriter:
         self._log({
             "part": self.part, "packets": w.n_rows, "messages": w.n_messages,
             "configs": self._n_configs(), "files": [str(p) for p in self.files],
-            "streams": {_stream_key(s): [t.last_seq, t.next_offset, s in self.finished]
+            "streams": {stream_key(s): [t.last_seq, t.next_offset, s in self.finished]
                         for s, t in self.trackers.items()},
             "counters": self.counters.as_dict(),
         })
@@ -607,31 +579,6 @@ class RunWriter:
 
     def summary(self) -> dict[str, Any]:
         return {"files": [str(p) for p in self.files], "counters": self.counters.as_dict()}
-
-
-def read_journal(path: str | Path) -> list[dict[str, Any]]:
-    """The journal's records; a torn line is skipped."""
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line torn by a crash or a full disk; the next one is whole
-    return records
-
-
-def unfinished_runs(data_dir: str | Path) -> list[int]:
-    """Run numbers with a journal that was never closed (storage died during the run)."""
-    out = []
-    for p in sorted(Path(data_dir).glob("run-*.journal")):
-        try:
-            records = read_journal(p)
-        except OSError:
-            continue
-        if records and records[0].get("open") and not any(r.get("closed") for r in records):
-            out.append(int(records[0]["run_number"]))
-    return out
 
 
 def read_run_packets(paths: Sequence[str | Path]) -> np.ndarray:

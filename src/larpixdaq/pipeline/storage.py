@@ -50,11 +50,8 @@ from larpixdaq.pipeline.runfile import (
     RunFileExists,
     RunWriter,
     StorageError,
-    Stream,
-    journal_path,
-    read_journal,
-    unfinished_runs,
 )
+from larpixdaq.pipeline.runjournal import Stream, journal_path, read_journal, unfinished_runs
 from larpixdaq.pipeline.threadcalls import ThreadCalls
 from larpixdaq.runcontrol.component import Component
 from larpixdaq.runcontrol.messages import RunInfo

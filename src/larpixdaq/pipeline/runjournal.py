@@ -1,0 +1,77 @@
+"""The names of a run's files, its journal on disk, and making finished files read-only.
+
+What storage, a restart and the tools need to know about a run's files without writing
+any: ``run-000042.h5`` and its parts, ``run-000042.journal`` (JSON lines, a torn line
+skipped), which runs a crashed storage left open, and the read-only mode of a finished file.
+:mod:`.runfile` writes them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+Stream = tuple[str, int]
+
+#: A finished part (and a closed journal): read-only for everyone.
+SEALED_MODE = 0o444
+
+
+def seal(path: Path) -> None:
+    """Make a finished file read-only, so no later writer (of this DAQ or any other
+    program) can change it by mistake."""
+    os.chmod(path, SEALED_MODE)
+
+
+def is_sealed(path: Path) -> bool:
+    return (path.stat().st_mode & 0o777) == SEALED_MODE
+
+
+def run_stem(run_number: int) -> str:
+    return f"run-{run_number:06d}"
+
+
+def part_path(data_dir: Path, run_number: int, part: int) -> Path:
+    """``run-000042.h5`` for the first part, ``run-000042-p001.h5`` for the next ones."""
+    stem = run_stem(run_number)
+    return data_dir / (f"{stem}.h5" if part == 0 else f"{stem}-p{part:03d}.h5")
+
+
+def journal_path(data_dir: Path, run_number: int) -> Path:
+    return data_dir / f"{run_stem(run_number)}.journal"
+
+
+def stream_key(stream: Stream) -> str:
+    return f"{stream[0]}\x00{stream[1]}"
+
+
+def key_stream(key: str) -> Stream:
+    source, _, epoch = key.rpartition("\x00")
+    return source, int(epoch)
+
+
+def read_journal(path: str | Path) -> list[dict[str, Any]]:
+    """The journal's records; a torn line is skipped."""
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line torn by a crash or a full disk; the next one is whole
+    return records
+
+
+def unfinished_runs(data_dir: str | Path) -> list[int]:
+    """Run numbers with a journal that was never closed (storage died during the run)."""
+    out = []
+    for p in sorted(Path(data_dir).glob("run-*.journal")):
+        try:
+            records = read_journal(p)
+        except OSError:
+            continue
+        if records and records[0].get("open") and not any(r.get("closed") for r in records):
+            out.append(int(records[0]["run_number"]))
+    return out
