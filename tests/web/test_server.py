@@ -16,6 +16,7 @@ from daq_procs import Daq
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
+from larpixdaq.runcontrol.credentials import find_credential
 from larpixdaq.runcontrol.testing import wait_for
 
 
@@ -37,8 +38,20 @@ def server(tmp_path_factory):
 
 @pytest.fixture
 def http(server):
-    with httpx2.Client(base_url=server[1], timeout=30) as client:
+    """A script with the local expert's token (the one the core wrote for this user)."""
+    cred = find_credential(server[0].core.endpoint)
+    with httpx2.Client(base_url=server[1], timeout=30,
+                       headers={"authorization": f"Bearer {cred.user}:{cred.token}"}) as client:
         yield client
+
+
+def test_without_a_credential_control_is_refused_over_the_socket(server):
+    with httpx2.Client(base_url=server[1], timeout=30) as anonymous:
+        assert anonymous.get("/api/status").status_code == 200
+        r = anonymous.post("/api/command/prepare_run", json={})
+        assert r.status_code == 403 and "may not prepare_run" in r.json()["message"]
+        r = anonymous.get("/api/status", headers={"host": "rebound.example"})
+        assert r.status_code == 403
 
 
 def _ws_url(base: str) -> str:
