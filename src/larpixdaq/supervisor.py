@@ -1,16 +1,25 @@
 """The supervisor behind `larpix-daq up`: the whole DAQ as child processes on one machine.
 
 Each component runs as its own `larpix-daq <command>` process, exactly as it would on a
-separate machine, so nothing about running together is special. The supervisor starts them
-in dependency order (core, log collector, aggregator, storage, producers, then monitor and
-web when installed), waiting for each to print its first line (its addresses), restarts a
-child that dies (with a growing back-off, so a child that cannot start does not spin), and
-on SIGINT/SIGTERM stops them in reverse order: SIGTERM, then SIGKILL after a grace period.
+separate machine, so nothing about running together is special. The supervisor starts the
+first child (the core) and waits for its first line (its address), then starts all the others
+at once and waits for their first lines together: every component registers within a few
+seconds of the core, inside the core's rejoin grace. It restarts a child that dies (with a
+growing back-off, so a child that cannot start does not spin).
+
+On SIGINT, SIGTERM or SIGHUP it first calls ``before_stop`` (``larpix-daq up`` ends the run
+there, while every component is still alive), then stops the children in reverse order:
+SIGTERM, then SIGKILL after a grace period. The children run in process groups of their own,
+so a Ctrl-C at the terminal reaches only the supervisor and not, at the same moment, the
+components that must carry out the end of the run; and each child gets SIGTERM should the
+supervisor die without stopping it (Linux ``PR_SET_PDEATHSIG``), so no DAQ is left behind
+without its supervisor.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import signal
 import subprocess
 import sys
@@ -23,6 +32,19 @@ from typing import IO
 from larpixdaq.processes import end_process
 
 CLI = [sys.executable, "-m", "larpixdaq.cli"]
+
+#: The signals that stop the supervisor (after ``before_stop``): Ctrl-C, ``kill``, and the
+#: terminal going away.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the supervisor dies (Linux; elsewhere a
+    no-op). Async-signal-safe enough: one system call through an already loaded libc."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
 
 
 @dataclass
@@ -45,11 +67,17 @@ class Supervisor:
     """Starts, watches and stops :class:`Child` processes; see the module docstring."""
 
     def __init__(self, out: IO[str] | None = None, grace: float = 5.0,
-                 start_timeout: float = 20.0) -> None:
+                 start_timeout: float = 20.0,
+                 before_stop: Callable[[str], None] | None = None) -> None:
+        """``before_stop(why)`` runs when a stop is requested, before any child is stopped
+        (``why``: the signal's name, e.g. ``SIGINT``)."""
         self.children: list[Child] = []
         self.out = out or sys.stdout
         self.grace = grace
         self.start_timeout = start_timeout
+        self.before_stop = before_stop
+        #: Why the supervisor is stopping (the signal's name), once it is.
+        self.stop_reason: str | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
 
@@ -63,11 +91,19 @@ class Supervisor:
         self.children.append(child)
         return child
 
-    def _spawn(self, child: Child) -> bool:
+    def _launch(self, child: Child) -> subprocess.Popen:
         proc = subprocess.Popen([*CLI, *child.args], stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, bufsize=1)
+                                stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                process_group=0, preexec_fn=_die_with_parent)
         child.proc = proc
         child.started_at = time.monotonic()
+        return proc
+
+    def _spawn(self, child: Child) -> bool:
+        return self._started(child, self._launch(child))
+
+    def _started(self, child: Child, proc: subprocess.Popen) -> bool:
+        """Wait for ``child``'s first line; False (and said) if it gives none."""
         line = self._first_line(proc)
         if not line:
             code = proc.wait(5) if proc.poll() is None else proc.returncode
@@ -101,10 +137,22 @@ class Supervisor:
                 self.say(f"[{child.name}] {line.rstrip()}")
 
     def start_all(self) -> None:
-        for child in self.children:
-            if self._stop.is_set():
-                return
-            if not self._spawn(child) and not child.restart:
+        """The first child, then all the others at once (see the module docstring)."""
+        if not self.children or self._stop.is_set():
+            return
+        first, *rest = self.children
+        if not self._spawn(first) and not first.restart:
+            raise RuntimeError(f"{first.name} did not start")
+        launched = [(c, self._launch(c)) for c in rest if not self._stop.is_set()]
+        results: dict[str, bool] = {}
+        waiters = [threading.Thread(target=lambda c=c, p=p: results.__setitem__(
+            c.name, self._started(c, p)), daemon=True) for c, p in launched]
+        for t in waiters:
+            t.start()
+        for t in waiters:
+            t.join()
+        for child, _ in launched:
+            if not results.get(child.name) and not child.restart:
                 raise RuntimeError(f"{child.name} did not start")
 
     def watch(self, on_tick: Callable[[], None] | None = None) -> None:
@@ -132,8 +180,14 @@ class Supervisor:
             if on_tick is not None:
                 on_tick()
 
-    def request_stop(self) -> None:
+    def request_stop(self, why: str = "stop requested") -> None:
+        if self.stop_reason is None:
+            self.stop_reason = why
         self._stop.set()
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        # Nothing printed here: the handler may interrupt a thread that holds the console.
+        self.request_stop(signal.Signals(signum).name)
 
     def stop_all(self) -> None:
         """SIGTERM every child, youngest dependency first; SIGKILL what outlives the grace."""
@@ -148,14 +202,20 @@ class Supervisor:
             child.proc = None
 
     def run(self) -> None:
-        """Start everything, watch until SIGINT/SIGTERM, stop everything."""
+        """Start everything, watch until SIGINT/SIGTERM/SIGHUP, run ``before_stop``, stop
+        everything."""
         previous = {}
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                previous[sig] = signal.signal(sig, lambda *_: self.request_stop())
+            for sig in STOP_SIGNALS:
+                previous[sig] = signal.signal(sig, self._on_signal)
         try:
             self.start_all()
             self.watch()
+            if self.before_stop is not None:
+                try:
+                    self.before_stop(self.stop_reason or "stop requested")
+                except Exception as exc:  # stopping the children must happen regardless
+                    self.say(f"[up] before stopping: {type(exc).__name__}: {exc}")
         finally:
             self.stop_all()
             for sig, handler in previous.items():

@@ -37,28 +37,57 @@ def _free_base_port() -> int:
     raise RuntimeError("no free port range")
 
 
+def _child_pids(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _start_up(core: str, data, log_path, *extra: str) -> subprocess.Popen:
+    log = open(log_path, "a")  # noqa: SIM115 - the child has its own copy
+    try:
+        return subprocess.Popen([*CLI, "up", "--core", core, "--data-dir", str(data),
+                                 "--no-web", *extra], stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    finally:
+        log.close()
+
+
+def _stop_up(proc: subprocess.Popen) -> None:
+    """SIGTERM `up` and wait; what outlives that (up or its children) is SIGKILLed."""
+    children = _child_pids(proc.pid)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    for pid in children:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
 @pytest.fixture
 def up(tmp_path):
     port = _free_base_port()
     core = f"tcp://127.0.0.1:{port}"
-    log = open(tmp_path / "up.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen([*CLI, "up", "--core", core, "--data-dir", str(tmp_path / "d"),
-                             "--board", "sim", "--board", "sim", "--sim-rate", "50000",
-                             "--no-web"], stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = _start_up(core, tmp_path / "d", tmp_path / "up.log", "--board", "sim", "--board",
+                     "sim", "--sim-rate", "50000")
     op = Operator(core, timeout=5)
     try:
         yield proc, op, core, tmp_path
     finally:
-        op.close()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-        log.close()
+        if op is not None:
+            op.close()
+        _stop_up(proc)
 
 
 def _components(op):
@@ -141,3 +170,189 @@ def test_sim_producer_source_is_that_io_group_of_the_detector():
         src.close()
     with pytest.raises(CommandError, match="no chips on io_group 9"):
         make_source("sim", 9, detector="2x2")
+
+
+# --- stopping and starting again ------------------------------------------------------------
+
+UP_COMPONENTS = {"logs", "aggregator", "storage", "producer-1"}
+
+
+def _status(op) -> dict:
+    final = op.call("status")
+    return final.data if final.success else {}
+
+
+def _storage_counters(op) -> dict:
+    return next((c["counters"] for c in _status(op).get("components", [])
+                 if c["role"] == "storage"), {})
+
+
+def _one_up(tmp_path, *extra: str):
+    core = f"tcp://127.0.0.1:{_free_base_port()}"
+    data = tmp_path / "d"
+    proc = _start_up(core, data, tmp_path / "up.log", "--sim-rate", "20000", *extra)
+    return proc, core, data
+
+
+def _log(tmp_path) -> str:
+    return (tmp_path / "up.log").read_text()
+
+
+def _operator(core: str):
+    """An Operator acting as the local user, once `up` has made the token and every
+    component has registered."""
+    with Operator(core, timeout=10, credential=False) as anonymous:
+        wait_for(lambda: set(_components(anonymous)) >= UP_COMPONENTS, timeout=60)
+    return Operator(core, timeout=10)
+
+
+def _taking_data(op) -> int:
+    """Prepare and begin a run; wait until storage has committed data of it."""
+    prepared = op.call("prepare_run", {"comment": "test"}, timeout=30)
+    assert prepared.success, prepared.message
+    begun = op.call("begin_run", timeout=30)
+    assert begun.success, begun.message
+    wait_for(lambda: _storage_counters(op).get("commits", 0) >= 3
+             and _storage_counters(op).get("packets_written", 0) > 0, timeout=60)
+    return prepared.data["run_number"]
+
+
+def _run_record(data, number: int):
+    from larpixdaq.runcontrol.rundb import RunDatabase
+
+    db = RunDatabase(data / "runs.sqlite")
+    try:
+        return db.get_run(number)
+    finally:
+        db.close()
+
+
+def _messages(path) -> list[str]:
+    from larpixdaq.formats.hdf5file import Hdf5File
+
+    with Hdf5File(path) as f:
+        return [m.decode() for m in f.messages()["message"]]
+
+
+def _info(path):
+    from larpixdaq.formats.hdf5file import Hdf5File
+
+    with Hdf5File(path) as f:
+        return f.info()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP])
+def test_ctrl_c_or_hangup_ends_the_run_before_the_components_stop(tmp_path, sig):
+    proc, core, data = _one_up(tmp_path)
+    op = None
+    try:
+        op = _operator(core)
+        # Short-lived clients that the core then sends events to (they are gone by then).
+        for _ in range(2):
+            subprocess.run([*CLI, "status", "--core", core], capture_output=True, timeout=60)
+        number = _taking_data(op)
+        # As the terminal does: the signal goes to the whole foreground process group.
+        os.killpg(proc.pid, sig)
+        assert proc.wait(90) == 0
+    finally:
+        if op is not None:
+            op.close()
+        _stop_up(proc)
+    log = _log(tmp_path)
+    record = _run_record(data, number)
+    assert record.end_time is not None, log
+    assert record.exit_status == "success", (record.incidents, log)
+    assert "DAQ shut down by the operator" in record.end_reason
+    assert signal.Signals(sig).name in record.end_reason
+    assert record.packets_written > 0
+    first = data / f"run-{number:06d}.h5"
+    assert record.files == [str(first)]
+    info = _info(first)
+    assert info.clean_close is True and info.checksum
+    assert _messages(first)[-1] == "Ending run"
+    assert f"ending run {number} before stopping the DAQ" in log
+    assert log.index(f"run {number} ended (success)") < log.index("[up] storage stopped")
+    # the core's notes about events to clients that have gone are not on the console
+    assert "dropped a message" not in log
+
+
+def test_a_whole_daq_restarted_after_a_crash_closes_the_run_and_starts_in_stop(tmp_path):
+    from larpixdaq.pipeline.interrupted import CRASH_REASON
+
+    proc, core, data = _one_up(tmp_path)
+    op = None
+    try:
+        op = _operator(core)
+        number = _taking_data(op)
+        # A crash: every process of the DAQ dies at once, nothing is ended.
+        children = _child_pids(proc.pid)
+        assert len(children) >= len(UP_COMPONENTS) + 1
+        for pid in [proc.pid, *children]:
+            os.kill(pid, signal.SIGKILL)
+        proc.wait(10)
+        wait_for(lambda: not any(_alive(p) for p in children), timeout=30)
+        written_before = _storage_journal_packets(data, number)
+        assert written_before > 0
+
+        proc = _start_up(core, data, tmp_path / "up.log", "--sim-rate", "20000")
+        wait_for(lambda: set(_components(op)) >= UP_COMPONENTS, timeout=60)
+        st = _status(op)
+        assert st["state"] == "STOP" and st["run"] is None, st
+        # Give a resumed run time to show itself: nothing is produced or written.
+        wait_for(lambda: all(c["state"] == "STOP" for c in _status(op)["components"]),
+                 timeout=30)
+        comps = _status(op)["components"]
+        assert all(c["counters"].get("packets_sent", 0) == 0 for c in comps
+                   if c["role"] == "producer"), comps
+        record = _run_record(data, number)
+        assert record.exit_status == "failed" and record.end_reason == CRASH_REASON
+        assert any("without ending it" in i for i in record.incidents)
+        assert record.packets_written >= written_before
+        for f in record.files:
+            info = _info(f)
+            assert info.clean_close is True and info.checksum, f
+        assert f"run {number} was left open in state RUN" in _log(tmp_path)
+        # The next run is a run of its own, and a clean one.
+        out = subprocess.run([*CLI, "run", "--duration", "1", "--core", core],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert f"run {number + 1} ended: success" in out.stdout
+    finally:
+        if op is not None:
+            op.close()
+        _stop_up(proc)
+
+
+def _storage_journal_packets(data, number: int) -> int:
+    from larpixdaq.pipeline.runjournal import journal_path, read_journal
+
+    commits = [r for r in read_journal(journal_path(data, number)) if "part" in r]
+    return commits[-1]["counters"]["packets_written"] if commits else 0
+
+
+def test_a_second_up_refuses_at_once_and_starts_nothing(tmp_path):
+    proc, core, data = _one_up(tmp_path)
+    op = None
+    try:
+        op = _operator(core)
+        before = {n: c["pid"] for n, c in _components(op).items()}
+        # Same data directory: the lock names the first one.
+        same = subprocess.run([*CLI, "up", "--core", core, "--data-dir", str(data), "--no-web"],
+                              capture_output=True, text=True, timeout=60)
+        assert same.returncode == 1
+        assert f"another larpix-daq up (pid {proc.pid}) is running" in same.stderr
+        # Another data directory, same core address: the port is in use.
+        other = subprocess.run([*CLI, "up", "--core", core, "--data-dir",
+                                str(tmp_path / "other"), "--no-web"],
+                               capture_output=True, text=True, timeout=60)
+        assert other.returncode == 1
+        assert "port" in other.stderr and "in use" in other.stderr
+        for out in (same, other):
+            assert "[core]" not in out.stdout and "[producer" not in out.stdout
+        after = {n: c["pid"] for n, c in _components(op).items()}
+        assert after == before
+        assert not (tmp_path / "other" / "runs.sqlite").exists()
+    finally:
+        if op is not None:
+            op.close()
+        _stop_up(proc)

@@ -1,10 +1,26 @@
-"""`larpix-daq up`: the whole DAQ on this machine under one supervisor."""
+"""`larpix-daq up`: the whole DAQ on this machine under one supervisor.
+
+Before it starts anything, `up` makes sure it is the only DAQ here: it holds a lock file in
+the data directory (``up.lock``, naming its pid) and checks that every port it is to serve
+is free; a second `up` refuses at once and starts nothing, so none of its components can
+register with the first DAQ. It then closes a run that a previous DAQ left open when it
+stopped without ending it (:mod:`larpixdaq.pipeline.interrupted`), so the core starts in
+STOP rather than silently taking data into that run again. On Ctrl-C, SIGTERM or SIGHUP it
+ends the run in progress (the operator's reason: the DAQ shut down) before it stops the
+components.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import importlib.util
+import os
+import socket
+import time
 from pathlib import Path
+from typing import IO, Any
 
 from larpixdaq.commands import Command, discover_commands
 from larpixdaq.commands.common import (
@@ -49,6 +65,119 @@ def _host_port(address: str) -> tuple[str, int]:
         return host, int(port)
     except ValueError:
         raise CommandError(f"--core must look like tcp://HOST:PORT, not {address!r}") from None
+
+
+#: The lock file in the data directory that makes one `up` per data directory.
+UP_LOCK_NAME = "up.lock"
+
+#: How long `up` waits for the run to end when it is stopped (s): the end waits for a missing
+#: component's rejoin grace and each group's ack time-out.
+END_TIMEOUT = 60.0
+
+
+def shutdown_reason(signal_name: str) -> str:
+    """The end reason recorded for a run ended because `up` was stopped by ``signal_name``."""
+    how = {"SIGINT": "Ctrl-C, SIGINT", "SIGHUP": "its terminal closed, SIGHUP"}.get(
+        signal_name, signal_name)
+    return f"DAQ shut down by the operator: `larpix-daq up` stopped ({how})"
+
+
+def claim(data: Path) -> IO[str]:
+    """Take the data directory's `up` lock (kept for the life of the returned file); a
+    CommandError naming the holder's pid if another `up` has it."""
+    path = data / UP_LOCK_NAME
+    lock = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held while up runs
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "?"
+        lock.close()
+        raise CommandError(
+            f"another larpix-daq up (pid {holder}) is running with data directory {data} "
+            f"(lock {path}); stop it first (Ctrl-C there, or kill {holder}). Nothing was "
+            "started") from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    return lock
+
+
+def check_ports(ports: dict[str, tuple[str, int]]) -> None:
+    """Refuse (CommandError, in one line) if any of ``ports`` ({what: (host, port)}) is in
+    use: another DAQ (or another program) is serving there."""
+    for what, (host, port) in ports.items():
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            # as ZeroMQ binds: a port left in TIME_WAIT by a stopped DAQ is free
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((host, port))
+            except OSError as exc:
+                raise CommandError(
+                    f"the {what} port {host}:{port} is in use ({exc.strerror}): another DAQ "
+                    "is running here (`larpix-daq status` asks it), or another program has "
+                    "the port; choose other ports with --core/--web-port. Nothing was "
+                    "started") from None
+
+
+def _ports(args: argparse.Namespace) -> dict[str, tuple[str, int]]:
+    host, port = _host_port(args.core)
+    bind_host = "127.0.0.1" if host in ("localhost", "127.0.0.1") else host
+    bind_host = "0.0.0.0" if bind_host == "*" else bind_host
+    ports = {"core": (bind_host, port), "log collector": (bind_host, port + LOGS_OFFSET),
+             "aggregator inlet": (bind_host, port + INLET_OFFSET),
+             "aggregator outlet": (bind_host, port + OUTLET_OFFSET),
+             "monitor": (bind_host, port + MONITOR_OFFSET)}
+    if not args.no_web:
+        ports["web"] = ("127.0.0.1", args.web_port)
+    return ports
+
+
+def close_interrupted(args: argparse.Namespace) -> str | None:
+    """Close a run the previous DAQ left open (see the module docstring); the line to say."""
+    from larpixdaq.pipeline.interrupted import close_interrupted_run
+    from larpixdaq.runcontrol.rundb import RunDatabaseError
+
+    data = Path(args.data_dir)
+    try:
+        closed = close_interrupted_run(data / RUNS_DB_NAME, data)
+    except RunDatabaseError as exc:
+        raise CommandError(f"{exc}. Nothing was started") from None
+    return None if closed is None else f"[up] {closed.describe()}"
+
+
+def end_run_first(core: str, say: Any, timeout: float = END_TIMEOUT) -> Any:
+    """A ``before_stop`` for the supervisor: end the open run, if any, while every component
+    is still there, with the reason :func:`shutdown_reason` gives."""
+    def end(why: str) -> None:
+        from larpixdaq.runcontrol.operator import Operator, Timeout
+        from larpixdaq.runcontrol.statemachine import STABLE_STATES, State
+
+        with Operator(core, timeout=timeout, kind="up") as op:
+            deadline = time.monotonic() + timeout
+            while True:  # a transition under way settles first
+                st = op.call("status", timeout=5.0)
+                if isinstance(st, Timeout) or not st.success:
+                    say(f"[up] the core did not answer; an open run is left to the next "
+                        f"start ({getattr(st, 'message', '')})")
+                    return
+                state = st.data.get("state")
+                if state in STABLE_STATES or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            if state not in (State.READY, State.RUN, State.ERROR):
+                return
+            number = (st.data.get("run") or {}).get("run_number")
+            say(f"[up] {why}: ending run {number} before stopping the DAQ")
+            final = op.end_run(reason=shutdown_reason(why), timeout=timeout).wait()
+            if isinstance(final, Timeout) or not final.success:
+                say(f"[up] run {number} did not end: {final.message}")
+                return
+            run = final.data.get("run", {})
+            say(f"[up] {final.message}; {run.get('packets_written', 0)} packets written"
+                + "".join(f"\n[up]   file {f}" for f in run.get("files", [])))
+    return end
 
 
 def _has_command(name: str) -> bool:
@@ -134,11 +263,26 @@ def local_login(args: argparse.Namespace) -> tuple[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     sup = build(args)
+    lock = claim(Path(args.data_dir))
+    try:
+        check_ports(_ports(args))
+        closed = close_interrupted(args)
+        sup.before_stop = end_run_first(args.core, sup.say)
+        if closed:
+            sup.say(closed)
+        return _run(args, sup)
+    finally:
+        with contextlib.suppress(OSError):
+            lock.close()
+
+
+def _run(args: argparse.Namespace, sup: Any) -> int:
     where, link = local_login(args)
     sup.say(where)
     if any(c.name == "web" for c in sup.children):
         sup.say(f"[up] the page, logged in as you: {link}")
-    sup.say(f"[up] starting {', '.join(c.name for c in sup.children)}; Ctrl-C stops everything")
+    sup.say(f"[up] starting {', '.join(c.name for c in sup.children)}; Ctrl-C ends the run "
+            "and stops everything")
     try:
         sup.run()
     except RuntimeError as exc:

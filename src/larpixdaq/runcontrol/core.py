@@ -227,8 +227,11 @@ class Core:
         except zmq.ZMQError as exc:
             if exc.errno != zmq.EHOSTUNREACH:
                 raise
+            # Routine, not news: every short-lived operator (each CLI command, a closed web
+            # page) that was sent events goes this way. Counted; it is told nothing more.
             self.counters["messages_unsent"] += 1
-            log.info("dropped a message (%s) to a peer that has gone", msg.TYPE)
+            self._operators.pop(identity, None)
+            log.debug("dropped a message (%s) to a peer that has gone", msg.TYPE)
 
     def _new_id(self) -> str:
         # Unique across restarts: a reply meant for a previous core's request never matches.
