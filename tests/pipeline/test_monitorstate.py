@@ -68,7 +68,7 @@ PIXEL_12_1 = (69 - 69) * 70 + 9  # 12001: [9, 69]
 PIXEL_110_63 = (69 - 6) * 70 + 66  # 110063: [66, 6]
 
 
-def tile_map(snap: dict, io_group: int = 1, tile: int = 0) -> dict:
+def tile_map(snap: dict, io_group: int = 1, tile: int = 1) -> dict:
     return next(t for t in snap["tiles"] if t["io_group"] == io_group and t["tile"] == tile)
 
 
@@ -198,13 +198,13 @@ def test_every_tile_and_io_group_gets_a_map_and_off_tile_chips_are_kept(state):
                  b.data(message(110, 63, 4, io_channel=16)),
                  a.data(message(5, 0, 7)), a.data(message(11, 6, 1))], T0 + 0.5)
     snap = state.snapshot(T0 + 1.0)
-    assert [(t["io_group"], t["tile"]) for t in snap["tiles"]] == [(1, 0), (1, 1), (3, 3)]
-    assert len(tile_map(snap, 3, 3)["rate"]) == 4900
-    assert tile_map(snap, 3, 3)["rate"][PIXEL_110_63] == 4
-    assert sum(tile_map(snap, 1, 0)["hits"]) == 2  # chip 5 and unrouted channel 6: no pixel
+    assert [(t["io_group"], t["tile"]) for t in snap["tiles"]] == [(1, 1), (1, 2), (3, 4)]
+    assert len(tile_map(snap, 3, 4)["rate"]) == 4900
+    assert tile_map(snap, 3, 4)["rate"][PIXEL_110_63] == 4
+    assert sum(tile_map(snap, 1, 1)["hits"]) == 2  # chip 5 and unrouted channel 6: no pixel
     assert snap["counters"]["off_tile_hits"] == 8
     assert {c["key"] for c in snap["chips"]} == {"1-1-11", "1-6-11", "3-16-110", "1-1-5"}
-    assert tile_of(1) == 0 and tile_of(4) == 0 and tile_of(5) == 1 and tile_of(0) == 0
+    assert tile_of(1) == 1 and tile_of(4) == 1 and tile_of(5) == 2 and tile_of(0) == 1
 
 
 def test_other_runs_and_duplicates_are_not_counted(state):
@@ -263,4 +263,134 @@ def test_counts_add_up_whatever_is_sampled(frames):
         assert snap["fraction_seen"]["words"] == pytest.approx(seen_words / furthest)
         assert furthest <= total_words
         assert snap["packets_estimate"] == pytest.approx(furthest, abs=1)
-    assert all(r >= 0 for _, r, _ in snap["history"])
+    assert all(h[1] >= 0 for h in snap["history"])
+
+
+# --- timing words, ADC per channel, the detector's tiles ------------------------------------
+
+def timing_message(kind: str, times: list[int], *, trigger_type: int = 2,
+                   with_data: int = 0) -> bytes:
+    """SYNC (``kind`` "sync") or TRIG words at ``times``, after ``with_data`` data packets."""
+    from larpixdaq.formats.pacman import concat_words, sync_words, trig_words
+
+    words = sync_words(times) if kind == "sync" else trig_words(times, trigger_type)
+    parts = [words]
+    if with_data:
+        packets = encode_packets(packet_type=0, chip_id=np.full(with_data, 11),
+                                 channel_id=np.zeros(with_data, int), dataword=5,
+                                 timestamp=np.arange(with_data))
+        parts.insert(0, data_words(1, packets))
+    return encode_data_message(1_700_000_000, concat_words(parts))
+
+
+def test_trigger_words_give_a_trigger_rate_per_second_and_io_group(state):
+    a, b = Stream("p1", 1), Stream("p2", 2)
+    feed(state, [a.data(timing_message("trig", [100, 200, 300])),
+                 b.data(timing_message("trig", [400], with_data=3))], T0 + 0.3)
+    feed(state, [a.data(timing_message("trig", [500]))], T0 + 1.4)
+    snap = state.snapshot(T0 + 2.1)
+    assert snap["triggers"]["seen"] == 5
+    assert snap["triggers"]["by_io_group"] == {"1": 4, "2": 1}
+    assert [h[3] for h in snap["history"]] == [4.0, 1.0]
+    assert snap["triggers"]["last_second"] == 1.0
+    assert snap["counters"]["trigger_words"] == 5
+
+
+def test_an_io_group_without_sync_raises_missing_sync_and_one_with_it_does_not(state):
+    a, b = Stream("p1", 1), Stream("p2", 2)
+    for sec in range(6):
+        now = T0 + sec + 0.5
+        feed(state, [a.data(message(11, 0, 5)),
+                     b.data(timing_message("sync", [10_000_000], with_data=5))], now)
+        alarms = {(x["kind"], x["key"]) for x in state.snapshot(now + 0.1)["alarms"]}
+        assert ("missing_sync", "2") not in alarms
+        # io_group 1 never sends a SYNC: after 3 s of data seen in full the alarm is up
+        assert (("missing_sync", "1") in alarms) == (sec >= 3), (sec, alarms)
+    # once io_group 1 sends a SYNC the alarm clears
+    feed(state, [a.data(timing_message("sync", [10_000_000], with_data=5))], T0 + 6.5)
+    kinds = {(x["kind"], x["key"]) for x in state.snapshot(T0 + 6.6)["alarms"]}
+    assert ("missing_sync", "1") not in kinds
+
+
+def test_missing_sync_waits_longer_when_the_monitor_sees_a_sample(state):
+    """Seeing a quarter of the words, 3 s without a SYNC is not yet suspicious: 12 s is."""
+    a = Stream("p1", 1)
+    for sec in range(14):
+        now = T0 + sec + 0.5
+        h, payload = a.data(message(11, 0, 5))
+        a.offset += 3 * 5  # three frames of the same size went by unseen
+        feed(state, [(h, payload)], now)
+        on = any(x["kind"] == "missing_sync" for x in state.snapshot(now + 0.1)["alarms"])
+        assert on == (sec >= 12), sec
+
+
+def test_adc_mean_and_width_per_pixel(state):
+    s = Stream()
+    # chip 11 channel 0: ADC 10 x 3 and 20 x 1 -> mean 12.5, width sqrt(18.75)
+    feed(state, [s.data(message(11, 0, 3, adc=10)), s.data(message(11, 0, 1, adc=20)),
+                 s.data(message(12, 1, 4, adc=7))], T0 + 0.5)
+    tm = tile_map(state.snapshot(T0 + 1.2))
+    assert tm["adc_mean"][PIXEL_11_0] == 12.5
+    assert tm["adc_width"][PIXEL_11_0] == round(18.75 ** 0.5, 2)
+    assert tm["adc_mean"][PIXEL_12_1] == 7 and tm["adc_width"][PIXEL_12_1] == 0
+    # a pixel without data has no pedestal (null), not a zero one
+    assert tm["adc_mean"][PIXEL_110_63] is None and tm["adc_width"][PIXEL_110_63] is None
+    json.dumps(tm)
+
+
+@given(st.lists(st.tuples(st.sampled_from([(11, 0), (12, 1), (110, 63)]),
+                          st.integers(0, 255)), min_size=1, max_size=60))
+@settings(max_examples=40, deadline=None)
+def test_adc_per_pixel_matches_a_direct_mean_and_std(hits):
+    state = MonitorState()
+    state.reset(T0, run_number=7)
+    s = Stream()
+    feed(state, [s.data(message(c, ch, 1, adc=adc)) for (c, ch), adc in hits], T0 + 0.5)
+    tm = tile_map(state.snapshot(T0 + 1.5))
+    for (chip, channel), pixel in (((11, 0), PIXEL_11_0), ((12, 1), PIXEL_12_1),
+                                   ((110, 63), PIXEL_110_63)):
+        values = [adc for key, adc in hits if key == (chip, channel)]
+        if not values:
+            assert tm["adc_mean"][pixel] is None
+            continue
+        assert tm["adc_mean"][pixel] == pytest.approx(float(np.mean(values)), abs=0.006)
+        assert tm["adc_width"][pixel] == pytest.approx(float(np.std(values)), abs=0.01)
+
+
+def test_only_the_tiles_asked_for_carry_pixel_maps(state):
+    s = Stream()
+    feed(state, [s.data(message(11, 0, 2, io_channel=1)),
+                 s.data(message(11, 0, 3, io_channel=5))], T0 + 0.5)
+    snap = state.snapshot(T0 + 1.1, pixels=["1/2"])
+    one, two = tile_map(snap, 1, 1), tile_map(snap, 1, 2)
+    assert "rate" not in one and one["hits_total"] == 2 and one["rate_total"] == 2
+    assert two["hits"][PIXEL_11_0] == 3 and len(two["adc_mean"]) == 4900
+
+
+def test_with_the_2x2_a_uart_feeds_the_tile_the_layout_says():
+    from larpixdaq.geometry import load_detector
+    from larpixdaq.pipeline.tilemap import TileMap
+
+    det = load_detector("2x2")
+    tiles = TileMap(det)
+    state = MonitorState(tiles=tiles)
+    state.reset(T0, run_number=7)
+    # a UART of io_group 3 and the layout's tile behind it (found from the detector itself)
+    key = int(det.keys[np.flatnonzero((det.keys >> 16) == 3)[40]])
+    io_channel, chip = (key >> 8) & 0xFF, key & 0xFF
+    where = det.locate(3, io_channel, chip, np.arange(64))
+    tile = int(where.tile[where.tile >= 0][0])
+    channel = int(np.flatnonzero(where.tile >= 0)[0])
+    feed(state, [Stream("p3", 3).data(message(chip, channel, 4, io_channel=io_channel))],
+         T0 + 0.5)
+    snap = state.snapshot(T0 + 1.2)
+    assert [(t["io_group"], t["tile"]) for t in snap["tiles"]] == [(3, tile)]
+    entry = snap["tiles"][0]
+    assert entry["module"] == 2 and entry["anode"] == int(where.anode[channel])
+    assert sum(entry["hits"]) == 4
+    # the tile's place: its pixel centre lies within the tile around the centre given
+    x, y = float(where.x[channel]), float(where.y[channel])
+    assert abs(x - entry["x_mm"]) < 160 and abs(y - entry["y_mm"]) < 160
+    table = snap["detector"]["tiles"]
+    assert snap["detector"]["name"] == "2x2" and len(table) == 64
+    assert {t["io_group"] for t in table} == set(range(1, 9))

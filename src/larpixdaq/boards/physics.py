@@ -29,6 +29,9 @@ charge proportional to the step into channels with ``csa_testpulse_enable`` 0. A
 recorded only if it crosses the channel's threshold on an unmasked channel. With
 ``enable_periodic_trigger`` set and ``periodic_trigger_cycles`` > 0 a chip digitises every
 channel whose ``periodic_trigger_mask`` bit is 0 every that many clock ticks (trigger type 3).
+With a :class:`~larpixdaq.boards.beam.Beam` set (``physics.beam``), each spill brings
+neutrino-like interactions (tracks from a vertex, showers) on the tiles at the spill's time,
+drawn on the pixel plane like cosmic rays.
 
 **Time.** One tick is one cycle of the 10 MHz chip clock. The PACMAN's SYNC resets the
 chips' timestamp counters every 1e7 ticks (once per second), so a packet's 31-bit timestamp is
@@ -44,6 +47,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from larpixdaq.boards import beam as B
 from larpixdaq.boards.chipmodel import ChipNetwork, field_values
 from larpixdaq.formats.registers import CHIP_ID_REG
 from larpixdaq.geometry import CHANNELS, TileLayout, standard_tile
@@ -124,6 +128,8 @@ class Physics:
         self.link_capacity = np.full(N_LINKS, link_capacity(DEFAULT_UART_RATIO))
         """Packets/s each PACMAN UART (index = io_channel) can receive; set by the board."""
         self._cache_key: tuple[int, bytes] | None = None
+        self.beam: B.Beam | None = None
+        """Spills and their activity (None: no beam)."""
 
     # ---- helpers for set-up ----------------------------------------------------------------
     def sensible_thresholds(self, target_sigma: float = NOISE_TARGET_SIGMA
@@ -245,6 +251,7 @@ class Physics:
         s = self._state(active)
         parts = [
             self._cosmics(s, t0, t1),
+            self._spills(s, t0, t1),
             self._periodic(s, t0, t1),
             self._pulses(s, t0, t1),
         ]
@@ -317,6 +324,41 @@ class Physics:
         x0, x1 = rng.random(m) * w, rng.random(m) * w
         y0, y1 = rng.random(m) * h, rng.random(m) * h
         z0, z1 = rng.random(m) * DRIFT_MM, rng.random(m) * DRIFT_MM
+        return self._segments(s, tile, start, x0, y0, x1, y1, z0, z1, t1)
+
+    def spill_ticks(self, t0: int, t1: int) -> np.ndarray:
+        """Ticks of the beam's spills in [t0, t1) (none without a beam)."""
+        if self.beam is None:
+            return np.zeros(0, np.int64)
+        return self.beam.spills(t0, t1, TICKS_PER_SECOND)
+
+    def _spills(self, s: dict[str, np.ndarray], t0: int, t1: int) -> tuple[np.ndarray, ...]:
+        """Neutrino-like interactions in coincidence with each spill in [t0, t1)."""
+        spills = self.spill_ticks(t0, t1)
+        if spills.size == 0 or self.beam.interactions <= 0 or self.n_tiles < 1:
+            return _empty()
+        rng = self.rng
+        per_spill = rng.poisson(self.beam.interactions * self.rate_scale, spills.size)
+        n = int(per_spill.sum())
+        if n == 0:
+            return _empty()
+        lay = self.layout
+        seg = B.interactions(rng, n, lay.width_mm, lay.height_mm, DRIFT_MM)
+        when = np.repeat(spills, per_spill) + rng.integers(0, B.SPILL_TICKS, n)
+        tile = rng.integers(0, self.n_tiles, n)
+        return self._segments(s, tile[seg.interaction], when[seg.interaction], seg.x0, seg.y0,
+                              seg.x1, seg.y1, seg.z0, seg.z1, t1)
+
+    def _segments(self, s: dict[str, np.ndarray], tile: np.ndarray, start: np.ndarray,
+                  x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray,
+                  z0: np.ndarray, z1: np.ndarray, t1: int) -> tuple[np.ndarray, ...]:
+        """Hits of straight charge segments (tile frame, mm from its corner) starting at tick
+        ``start``: the pixels each crosses, with ADC from the path in the pixel."""
+        rng = self.rng
+        lay = self.layout
+        m = len(x0)
+        if m == 0:
+            return _empty()
         length = np.hypot(x1 - x0, y1 - y0)
         steps = np.maximum(np.ceil(length / STEP_MM).astype(np.int64), 1)
         track = np.repeat(np.arange(m), steps)

@@ -19,6 +19,11 @@ or, in tests and demos, call :meth:`SimulatedBoard.bring_up_all`, which sets eve
 finished bring-up and threshold scan would. The UART receivers (0x18) start enabled; the
 ``tile_enable`` and ``rx_enable`` arguments choose other start values. The UART clock ratios
 start at 4 (2.5 MHz UARTs) and set how many packets/s each hydra network can deliver.
+
+With a :class:`~larpixdaq.boards.beam.Beam` (``beam=``), spills bring neutrino-like activity
+to the tiles and, if the board's trigger input is wired (``beam.trigger``), a TRIG word per
+spill (time = the spill's tick on the PACMAN clock), merged in time order with the data and
+the once-a-second SYNC words.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from larpixdaq.boards.beam import Beam
 from larpixdaq.boards.chipmodel import N_UARTS, ChipNetwork
 from larpixdaq.boards.physics import (
     DEFAULT_UART_RATIO,
@@ -39,7 +45,13 @@ from larpixdaq.boards.physics import (
 )
 from larpixdaq.formats.network import load_network, make_tile_network
 from larpixdaq.formats.pacman import CLOCK_CTRL_REG as REG_CLOCK_CTRL
-from larpixdaq.formats.pacman import CLOCK_CTRL_RESET_BIT, WORD_DATA, WORD_DTYPE, WORD_SYNC
+from larpixdaq.formats.pacman import (
+    CLOCK_CTRL_RESET_BIT,
+    WORD_DATA,
+    WORD_DTYPE,
+    WORD_SYNC,
+    WORD_TRIG,
+)
 from larpixdaq.formats.pacman import RX_ENABLE_REG as REG_RX_ENABLE
 from larpixdaq.formats.pacman import TILE_ENABLE_REG as REG_TILE_ENABLE
 from larpixdaq.geometry import CHANNELS, Detector, standard_tile
@@ -95,6 +107,7 @@ class SimulatedBoard:
         tile_enable: int = 0,
         rx_enable: int = 0xFFFFFFFF,
         detector: Detector | None = None,
+        beam: Beam | None = None,
     ) -> None:
         if isinstance(io_group, bool) or not isinstance(io_group, int) or not 0 <= io_group <= 255:
             raise ValueError(f"io_group must be an integer 0..255, got {io_group!r}")
@@ -114,6 +127,7 @@ class SimulatedBoard:
         self.tile_of_chip = (self.chips.io_channel - 1) // UARTS_PER_TILE
         layout = standard_tile() if detector is None else detector.tile_layout
         self.physics = Physics(self.chips, self.tile_of_chip, tiles, seed, rate_scale, layout)
+        self.physics.beam = beam
         self.counters: dict[str, int] = {"bad_pacman_access": 0, "bad_transmit": 0,
                                          "replies_dropped": 0}
         self._regs: dict[int, int] = {
@@ -275,25 +289,31 @@ class SimulatedBoard:
         io_ch = self.chips.io_channel[chip]
         # replies and SYNCs, sorted, merged into the data stream
         r_t, r_w, r_c = self._due_replies(t1)
-        first_sync = -(-max(t0, 1) // SYNC_PERIOD) * SYNC_PERIOD
-        s_t = np.arange(first_sync, t1, SYNC_PERIOD, dtype=np.int64)
-        rare_key = np.concatenate([2 * r_t + 1, 2 * s_t])
+        m_t, m_w0 = self._markers(t0, t1)
+        rare_key = np.concatenate([2 * r_t + 1, 2 * m_t])
         order = np.argsort(rare_key, kind="stable")
-        rare_key = rare_key[order]
-        sync_w0 = np.full(s_t.size, _SYNC_W0, dtype=_U64)
-        rare_w0 = np.concatenate([_data_w0(r_c, r_t), sync_w0])[order]
-        rare_w1 = np.concatenate([r_w, np.zeros(s_t.size, _U64)])[order]
-        out = np.empty((arrival.size + rare_key.size, 2), dtype=_U64)
-        at = np.searchsorted(2 * arrival + 1, rare_key, side="right") + np.arange(rare_key.size)
-        is_rare = np.zeros(len(out), dtype=bool)
-        is_rare[at] = True
-        out[at, 0] = rare_w0
-        out[at, 1] = rare_w1
-        out[~is_rare, 0] = _data_w0(io_ch, arrival)
-        out[~is_rare, 1] = words
+        rare_w0 = np.concatenate([_data_w0(r_c, r_t), m_w0])[order]
+        rare_w1 = np.concatenate([r_w, np.zeros(m_t.size, _U64)])[order]
         self.now = t1
         self._digitised_until = d1
-        return out.view(WORD_DTYPE).reshape(-1)
+        return _merge_words(arrival, _data_w0(io_ch, arrival), words, rare_key[order],
+                            rare_w0, rare_w1)
+
+    def _markers(self, t0: int, t1: int) -> tuple[np.ndarray, np.ndarray]:
+        """SYNC words and (with a wired beam trigger) TRIG words arriving in [t0, t1):
+        arrival ticks, sorted, and the words' first 8 bytes (the rest is zero)."""
+        first_sync = -(-max(t0, 1) // SYNC_PERIOD) * SYNC_PERIOD
+        s_t = np.arange(first_sync, t1, SYNC_PERIOD, dtype=np.int64)
+        sync_w0 = np.full(s_t.size, _SYNC_W0, dtype=_U64)
+        beam = self.physics.beam
+        if beam is None or not beam.trigger:
+            return s_t, sync_w0
+        spill = self.physics.spill_ticks(t0 - LATENCY, t1 - LATENCY)
+        trig_w0 = (_U64(WORD_TRIG) | (_U64(beam.trigger_type) << _U64(8))
+                   | ((spill % SYNC_PERIOD).astype(_U64) << _U64(32)))
+        t = np.concatenate([s_t, spill + LATENCY])
+        order = np.argsort(t, kind="stable")
+        return t[order], np.concatenate([sync_w0, trig_w0])[order]
 
     def _due_replies(self, t1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if not self._replies:
@@ -309,11 +329,13 @@ class SimulatedBoard:
         self.counters["replies_dropped"] += int((~on).sum())
         return t[on], w[on], c[on]
 
-    def generate_packets(self, n: int) -> np.ndarray:
+    def generate_packets(self, n: int, markers: bool = False) -> np.ndarray:
         """At least ``n`` DATA words of physics data from the chips (time advances to match).
 
-        The fast path for throughput: no SYNC words and no config replies (those stay queued
-        for :meth:`generate`). Raises RuntimeError if no chip can send anything.
+        The fast path for throughput: no config replies (those stay queued for
+        :meth:`generate`) and, unless ``markers``, no SYNC or TRIG words (with ``markers``
+        they are merged in where they fall, as :meth:`generate` does). Raises RuntimeError if
+        no chip can send anything.
         """
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise ValueError(f"n must be an integer >= 0, got {n!r}")
@@ -334,14 +356,21 @@ class SimulatedBoard:
             d0 = self._digitised_until
             ticks, words, chip = self.physics.window(d0, d0 + span, active)
             self._digitised_until = d0 + span
-            self.now = self._digitised_until + LATENCY
+            before, self.now = self.now, self._digitised_until + LATENCY
             self._elapsed = self.now / TICKS_PER_SECOND
-            out = np.empty((words.size, 2), dtype=_U64)
-            out[:, 0] = _data_w0(self.chips.io_channel[chip], ticks + LATENCY)
-            out[:, 1] = words
-            chunks.append(out)
+            arrival = ticks + LATENCY
+            w0 = _data_w0(self.chips.io_channel[chip], arrival)
+            if markers:
+                m_t, m_w0 = self._markers(before, self.now)
+                chunks.append(_merge_words(arrival, w0, words, 2 * m_t, m_w0,
+                                           np.zeros(m_t.size, _U64)))
+            else:
+                out = np.empty((words.size, 2), dtype=_U64)
+                out[:, 0] = w0
+                out[:, 1] = words
+                chunks.append(out.view(WORD_DTYPE).reshape(-1))
             have += words.size
-        return np.concatenate(chunks).view(WORD_DTYPE).reshape(-1)
+        return np.concatenate(chunks, dtype=WORD_DTYPE)
 
     # ---- convenience ---------------------------------------------------------------------------
     def bring_up_all(
@@ -391,6 +420,21 @@ _RATIO_CHANNEL = {uart_clock_ratio_register(ch): ch for ch in range(1, N_UARTS +
 
 _ADC_REGISTERS = frozenset({REG_VDDD_ADC, REG_IDDD_ADC, REG_VDDA_ADC, REG_IDDA_ADC,
                             REG_VPLUS_ADC, REG_IPLUS_ADC})
+
+
+def _merge_words(arrival: np.ndarray, data_w0: np.ndarray, data_w1: np.ndarray,
+                 rare_key: np.ndarray, rare_w0: np.ndarray, rare_w1: np.ndarray) -> np.ndarray:
+    """DATA words (arrival ticks sorted) and rare words (sorted by key = 2 * arrival, + 1 for
+    a reply) merged in time order; a rare word goes before data arriving at the same tick."""
+    out = np.empty((arrival.size + rare_key.size, 2), dtype=_U64)
+    at = np.searchsorted(2 * arrival + 1, rare_key, side="right") + np.arange(rare_key.size)
+    is_rare = np.zeros(len(out), dtype=bool)
+    is_rare[at] = True
+    out[at, 0] = rare_w0
+    out[at, 1] = rare_w1
+    out[~is_rare, 0] = data_w0
+    out[~is_rare, 1] = data_w1
+    return out.view(WORD_DTYPE).reshape(-1)
 
 
 def _data_w0(io_channel: np.ndarray, arrival: np.ndarray) -> np.ndarray:

@@ -149,3 +149,43 @@ def add_routines_argument(p: argparse.ArgumentParser) -> None:
                    help="a directory of routine files the load_routines action may load "
                         "(repeat for several; default $LARPIX_DAQ_ROUTINES, separated by "
                         f"{os.pathsep!r}); no other directory is ever loaded")
+
+
+def add_beam_arguments(parser: argparse.ArgumentParser, where: str) -> None:
+    """``--beam``, ``--beam-period``, ``--beam-interactions``, ``--trigger-io-group``: spills
+    on the simulated boards (see :mod:`larpixdaq.boards.beam`)."""
+    from larpixdaq.boards.beam import NUMI_PERIOD_S
+
+    parser.add_argument("--beam", action="store_true",
+                        help=f"simulate a neutrino beam on {where}: spills with neutrino-like "
+                             "activity, and a TRIG word per spill on the trigger io_group")
+    parser.add_argument("--beam-period", type=float, default=NUMI_PERIOD_S,
+                        help=f"seconds between spills (default {NUMI_PERIOD_S}, NuMI's cycle)")
+    parser.add_argument("--beam-interactions", type=float, default=1.0,
+                        help="mean neutrino interactions per spill on each board's tiles "
+                             "(default 1)")
+    parser.add_argument("--trigger-io-group", type=int, default=None,
+                        help="the io_group whose board receives the beam trigger (default: "
+                             "the lowest simulated io_group; a producer started alone: its own)")
+
+
+def beam_for(args: argparse.Namespace, io_group: int, trigger_io_group: int):
+    """The :class:`~larpixdaq.boards.beam.Beam` of one board from the options (None without
+    ``--beam``); CommandError with the reason for values that cannot be used."""
+    if not getattr(args, "beam", False):
+        return None
+    from larpixdaq.boards.beam import Beam
+
+    try:
+        return Beam(period_s=args.beam_period, interactions=args.beam_interactions,
+                    trigger=io_group == trigger_io_group)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def beam_options(args: argparse.Namespace, trigger_io_group: int) -> list[str]:
+    """The beam options again, as words for a child command line (none without ``--beam``)."""
+    if not getattr(args, "beam", False):
+        return []
+    return ["--beam", "--beam-period", str(args.beam_period), "--beam-interactions",
+            str(args.beam_interactions), "--trigger-io-group", str(trigger_io_group)]

@@ -20,6 +20,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--publish", default="tcp://127.0.0.1:0",
                    help="where to publish snapshots ('' for nowhere; port 0 picks one)")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between snapshots")
+    p.add_argument("--detector", default=None,
+                   help="the detector's layout (2x2, tile or a layout file): which tile each "
+                        "UART feeds, where tiles are (default: standard v2 tiles)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,10 +36,18 @@ def run(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.interval <= 0:
         raise CommandError("--interval must be positive")
+    detector = None
+    if args.detector is not None:
+        from larpixdaq.geometry import LayoutError, load_detector
+
+        try:
+            detector = load_detector(args.detector)
+        except LayoutError as exc:
+            raise CommandError(str(exc)) from None
     try:
         comp = MonitorComponent(args.name, args.core, source=args.aggregator,
                                 publish=args.publish or None, interval=args.interval,
-                                keys=args.keys)
+                                keys=args.keys, detector=detector)
     except zmq.ZMQError as exc:
         raise CommandError(f"monitor cannot publish on {args.publish}: {exc}") from None
     except KeysError as exc:

@@ -12,9 +12,16 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from larpixdaq.commands import Command
-from larpixdaq.commands.common import add_core_argument, add_routines_argument, sim_rate
+from larpixdaq.commands.common import (
+    add_beam_arguments,
+    add_core_argument,
+    add_routines_argument,
+    beam_for,
+    sim_rate,
+)
 from larpixdaq.errors import CommandError
 from larpixdaq.pipeline.addresses import DEFAULT_INLET, DEFAULT_MONITOR, DEFAULT_OUTLET
 
@@ -141,6 +148,7 @@ def configure_producer(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detector", default=None,
                    help="simulate this io_group of a detector: 2x2, tile, or a layout file "
                         "(default: standard v2 tiles)")
+    add_beam_arguments(p, "this simulated board")
     p.add_argument("--words-per-message", type=int, default=4096)
     p.add_argument("--replay-speed", type=float, default=1.0,
                    help="replay at this multiple of real time (0: as fast as possible)")
@@ -156,7 +164,7 @@ def configure_producer(p: argparse.ArgumentParser) -> None:
 def make_source(board: str, io_group: int, *, sim_rate: float | str = 100_000,
                 seed: int | None = None,
                 words_per_message: int = 4096, sim_pool: int = 0, replay_speed: float = 1.0,
-                detector: str | None = None):
+                detector: str | None = None, beam: Any = None):
     """A message source from a ``--board`` value; CommandError on a bad value."""
     from larpixdaq.pipeline.sources.pacman import PacmanSource
     from larpixdaq.pipeline.sources.replay import ReplaySource
@@ -167,7 +175,7 @@ def make_source(board: str, io_group: int, *, sim_rate: float | str = 100_000,
         try:
             return SimSource(io_group, rate=sim_rate, seed=io_group if seed is None else seed,
                              words_per_message=words_per_message, pool=sim_pool,
-                             detector=detector)
+                             detector=detector, beam=beam)
         except ValueError as exc:  # a layout that cannot be used, or no such io_group in it
             raise CommandError(str(exc)) from None
     if kind == "pacman":
@@ -198,6 +206,8 @@ def run_producer(args: argparse.Namespace) -> int:
     source = make_source(args.board, args.io_group, sim_rate=args.sim_rate, seed=args.seed,
                          words_per_message=args.words_per_message, sim_pool=args.sim_pool,
                          detector=args.detector,
+                         beam=beam_for(args, args.io_group, args.trigger_io_group
+                                       if args.trigger_io_group is not None else args.io_group),
                          replay_speed=args.replay_speed)
     address = _aggregator_address(args, "aggregator_in", DEFAULT_INLET)
     producer = Producer(name, source, address, record=args.record)

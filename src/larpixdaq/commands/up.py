@@ -26,8 +26,10 @@ from larpixdaq.commands import Command, discover_commands
 from larpixdaq.commands.common import (
     DEFAULT_CORE,
     RUNS_DB_NAME,
+    add_beam_arguments,
     add_core_argument,
     add_routines_argument,
+    beam_options,
     sim_rate,
 )
 from larpixdaq.errors import CommandError
@@ -51,6 +53,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--replay-speed", type=float, default=1.0,
                    help="replay at this multiple of real time (0: as fast as possible)")
     p.add_argument("--part-mb", type=float, default=4096, help="run file part size (MB)")
+    add_beam_arguments(p, "the simulated boards")
     add_routines_argument(p)
     p.add_argument("--no-web", action="store_true", help="do not start the web UI")
     p.add_argument("--web-port", type=int, default=8080, help="port of the web UI (default 8080)")
@@ -214,6 +217,12 @@ def build(args: argparse.Namespace):
                                f"replay:FILE")
         if kind == "replay" and not Path(rest).is_file():
             raise CommandError(f"replay file {rest} does not exist")
+    groups = [io_groups[i - 1] if i <= len(io_groups) else i for i in range(1, len(boards) + 1)]
+    trigger = args.trigger_io_group if args.trigger_io_group is not None else min(groups)
+    if args.beam and trigger not in groups:
+        raise CommandError(f"--trigger-io-group {trigger}: no board serves it (io_groups "
+                           f"{', '.join(map(str, groups))})")
+    beam = beam_options(args, trigger)
     core = ["--core", args.core]
     sup = Supervisor()
     sup.add("core", ["core", *core, "--db", str(data / RUNS_DB_NAME), "--data-dir", str(data)])
@@ -223,18 +232,19 @@ def build(args: argparse.Namespace):
                            "--monitor", monitor])
     sup.add("storage", ["storage", *core, "--aggregator", outlet, "--data-dir", str(data),
                         "--part-mb", str(args.part_mb)])
-    for i, board in enumerate(boards, start=1):
-        # with a detector, board k serves its k-th io_group (then 1, 2, ... beyond them)
-        group = io_groups[i - 1] if i <= len(io_groups) else i
+    # with a detector, board k serves its k-th io_group (then 1, 2, ... beyond them)
+    for group, board in zip(groups, boards, strict=True):
         detector = ["--detector", args.detector] if args.detector and board == "sim" else []
+        sim = beam if board == "sim" else []
         sup.add(f"producer-{group}", ["producer", *core, "--aggregator", inlet, "--board",
                                       board, "--io-group", str(group), "--sim-rate",
                                       str(args.sim_rate), "--replay-speed",
                                       str(args.replay_speed), "--data-dir", str(data),
-                                      *detector,
+                                      *detector, *sim,
                                       *(x for d in args.routines for x in ("--routines", d))])
     if _has_command("monitor"):
-        sup.add("monitor", ["monitor", *core, "--aggregator", monitor])
+        detector = ["--detector", args.detector] if args.detector else []
+        sup.add("monitor", ["monitor", *core, "--aggregator", monitor, *detector])
     if not args.no_web and _has_command("web") and importlib.util.find_spec("larpixdaq.web.app"):
         sup.add("web", ["web", *core, "--port", str(args.web_port)])
     return sup

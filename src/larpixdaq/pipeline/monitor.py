@@ -22,8 +22,10 @@ from typing import Any
 
 import zmq
 
+from larpixdaq.geometry import Detector
 from larpixdaq.pipeline.monitorstate import MonitorState
 from larpixdaq.pipeline.protocol import Frame, ProtocolError, Stats, parse_monitor_message
+from larpixdaq.pipeline.tilemap import TileMap
 from larpixdaq.runcontrol.actions import action
 from larpixdaq.runcontrol.component import Component
 from larpixdaq.runcontrol.messages import RunInfo
@@ -40,14 +42,16 @@ class MonitorComponent(Component):
 
     ``source`` is the aggregator's monitor address (default: what the core advertises as
     ``monitor_pub``); ``publish`` the bind address of the snapshot stream (``None``: none);
-    ``interval`` seconds between published snapshots; ``options`` go to MonitorState.
+    ``interval`` seconds between published snapshots; ``options`` go to MonitorState;
+    ``detector``: which tile each UART feeds and where tiles are (default standard tiles).
     """
 
     role = "monitor"
 
     def __init__(self, name: str, core: str, *, source: str | None = None,
                  publish: str | None = "tcp://127.0.0.1:0", interval: float = 1.0,
-                 options: dict[str, Any] | None = None, **kw: Any) -> None:
+                 options: dict[str, Any] | None = None, detector: Detector | None = None,
+                 **kw: Any) -> None:
         ctx = kw.get("context") or zmq.Context.instance()
         self._pub: zmq.Socket | None = None
         endpoints: dict[str, str] = {}
@@ -63,7 +67,7 @@ class MonitorComponent(Component):
         self.connected_to: str | None = None
         self.interval = float(interval)
         self.state_lock = threading.Lock()
-        self.monitor = MonitorState(**(options or {}))
+        self.monitor = MonitorState(**(options or {}), tiles=TileMap(detector))
         self.monitor.reset(time.time())
         self.snapshots_published = 0
 
@@ -95,10 +99,12 @@ class MonitorComponent(Component):
     # --- actions --------------------------------------------------------------------------
 
     @action
-    def snapshot(self) -> dict[str, Any]:
-        """What the monitor sees now: rates, hit maps, ADC, recent packets, alarms."""
+    def snapshot(self, pixels: list[str] | None = None) -> dict[str, Any]:
+        """What the monitor sees now: rates, hit maps, ADC, recent packets, alarms.
+
+        pixels: the tiles ("io_group/tile") whose 70 x 70 maps to include (default all)."""
         with self.state_lock:
-            snap = self.monitor.snapshot(time.time())
+            snap = self.monitor.snapshot(time.time(), pixels)
         snap["monitor"] = self.name
         snap["source"] = self.connected_to
         return snap

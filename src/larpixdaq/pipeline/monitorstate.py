@@ -15,11 +15,19 @@ Time is binned in whole seconds since the last :meth:`MonitorState.reset` (a pre
 the time the caller passes in, so tests choose the clock.
 
 Channel counts are kept per (io_group, io_channel) as a 256 x 64 array (chip id x channel),
-so any chip id on any UART is counted; the pixel hit map of a tile (io_channels
-``4t+1..4t+4``) is derived from those arrays through the v2 tile's real pixel layout
-(:func:`larpixdaq.geometry.standard_tile`: pixel number = row from the top * 70 + column, as
-the field's layout file places each chip's channels). A packet whose (chip, channel) is no
-pixel of that layout counts as ``off_tile_hits``.
+so any chip id on any UART is counted; the pixel hit map of a tile is derived from those
+arrays through the v2 tile's real pixel layout (:func:`larpixdaq.geometry.standard_tile`:
+pixel number = row from the top * 70 + column, as the field's layout file places each chip's
+channels). Which tile a UART feeds is the detector's (:class:`~.tilemap.TileMap`; without a
+detector, io_channels ``4t-3..4t`` are tile ``t``). A packet whose (chip, channel) is no pixel
+of that layout counts as ``off_tile_hits``. The ADC (dataword) of each channel is summed with
+its square (``np.bincount`` with weights), giving each channel's pedestal mean and width.
+
+The PACMAN's timing words are watched too: TRIG words (external triggers, e.g. a beam spill)
+give a trigger rate, and an io_group whose SYNC words stop arriving raises ``missing_sync``.
+Because the monitor sees a sample, "stopped" is judged by what it saw: an io_group is missing
+its SYNC when the monitor, since the last SYNC it saw there, saw enough of that io_group's
+words to expect ``sync_missing`` SYNCs (one a second) among them.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from larpixdaq.formats.pacman import HEADER_BYTES, WORD_BYTES, decode_data_messa
 from larpixdaq.geometry import CHANNELS, standard_tile
 from larpixdaq.pipeline.counters import Counters
 from larpixdaq.pipeline.protocol import KIND_DATA, KIND_INFO, FrameHeader, Stats
+from larpixdaq.pipeline.tilemap import TileMap
 
 CHIP_IDS = 256
 ADC_BINS = 256
@@ -46,8 +55,8 @@ _FIFO_FULL = 0b10  # bit 1 of the 2-bit local/shared FIFO fields: the FIFO is fu
 
 
 def tile_of(io_channel: int) -> int:
-    """Tile index of a UART: io_channels 1..4 are tile 0, 5..8 tile 1, ..."""
-    return max(0, (int(io_channel) - 1) // UARTS_PER_TILE)
+    """Tile of a UART on standard tiles: io_channels 1..4 are tile 1, 5..8 tile 2, ..."""
+    return max(0, (int(io_channel) - 1) // UARTS_PER_TILE) + 1
 
 
 @dataclass
@@ -83,6 +92,7 @@ class _Second:
     parity: int = 0
     fifo_full: int = 0
     decode_errors: int = 0
+    triggers: int = 0
     counts: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
 
 
@@ -102,6 +112,8 @@ class MonitorCounters(Counters):
     fifo_full_packets: int = 0
     off_tile_hits: int = 0
     bad_frames: int = 0
+    sync_words: int = 0
+    trigger_words: int = 0
 
 
 @dataclass(frozen=True)
@@ -131,7 +143,8 @@ class MonitorState:
 
     def __init__(self, *, history: int = 100, recent: int = 100, messages: int = 50,
                  hot_factor: float = 20.0, hot_min_rate: float = 50.0,
-                 silent_after: float = 5.0, fifo_full_fraction: float = 0.01) -> None:
+                 silent_after: float = 5.0, fifo_full_fraction: float = 0.01,
+                 sync_missing: float = 3.0, tiles: TileMap | None = None) -> None:
         self.history_len = int(history)
         self.recent_len = int(recent)
         self.messages_len = int(messages)
@@ -139,6 +152,8 @@ class MonitorState:
         self.hot_min_rate = float(hot_min_rate)
         self.silent_after = float(silent_after)
         self.fifo_full_fraction = float(fifo_full_fraction)
+        self.sync_missing = float(sync_missing)
+        self.tilemap = tiles or TileMap()
         self.reset(0.0)
 
     # --- life cycle -----------------------------------------------------------------------
@@ -151,22 +166,27 @@ class MonitorState:
         self.cur = _Second()
         self.streams: dict[tuple[str, int], _Stream] = {}
         self.history: collections.deque[tuple[int, float, int, float]] = collections.deque(
-            maxlen=self.history_len)  # (second, rate estimate, packets seen, scale)
+            maxlen=self.history_len)  # (second, rate, packets seen, scale, trigger rate)
         self.last: dict[tuple[int, int], np.ndarray] = {}  # rates of the last full second
         self.max: dict[tuple[int, int], np.ndarray] = {}  # per-second maximum rate
         self.total: dict[tuple[int, int], np.ndarray] = {}  # packets seen this run
         self.chip_last_active: dict[tuple[int, int], np.ndarray] = {}  # second, -1 never
         self.group_last_data: dict[int, float] = {}
         self.adc = np.zeros(ADC_BINS, dtype=np.int64)
+        # per UART, (256, 64): data packets, sum of ADC, sum of ADC squared
+        self.adc_n: dict[tuple[int, int], np.ndarray] = {}
+        self.adc_sum: dict[tuple[int, int], np.ndarray] = {}
+        self.adc_sq: dict[tuple[int, int], np.ndarray] = {}
+        # per io_group: words seen / advanced since the last SYNC seen, seconds of data
+        self.sync_seen: dict[int, dict[str, float]] = {}
+        self.trigger_groups: dict[int, int] = {}
         self.recent = np.zeros(0, dtype=R.PACKETS_DTYPE)
         self.messages: collections.deque[dict[str, Any]] = collections.deque(
             maxlen=self.messages_len)
         self.decode_errors: dict[str, int] = {}
         self.counters = MonitorCounters()
         self.packets_estimate = 0.0
-        self.last_second: dict[str, float] = {"rate": 0.0, "packets": 0, "scale": 1.0,
-                                              "parity": 0, "fifo_full": 0, "data": 0,
-                                              "decode_errors": 0}
+        self.last_second: dict[str, float] = dict(_QUIET_SECOND)
         self.aggregator: dict[str, Any] = {}
 
     # --- input ----------------------------------------------------------------------------
@@ -207,7 +227,13 @@ class MonitorState:
             if h.kind == KIND_DATA:
                 words = max(0, (len(payload) - HEADER_BYTES) // WORD_BYTES)
             end = h.offset + words
-            self.cur.words_advanced += max(0, end - stream.end_words)
+            advanced = max(0, end - stream.end_words)
+            self.cur.words_advanced += advanced
+            if h.kind == KIND_DATA:
+                sync = self.sync_seen.setdefault(h.io_group, {"seen": 0.0, "advanced": 0.0,
+                                                               "since": now})
+                sync["seen"] += words
+                sync["advanced"] += advanced
             self.cur.words_seen += words
             stream.end_words = max(stream.end_words, end)
             stream.last_seq = h.seq
@@ -236,6 +262,7 @@ class MonitorState:
             self.decode_errors[kind] = self.decode_errors.get(kind, 0) + n
             self.cur.decode_errors += n
         rows = result.rows
+        self._timing(rows[rows["packet_type"] >= R.SYNC])
         chip = rows[rows["packet_type"] <= R.CONFIG_READ]
         if len(chip):
             self.recent = np.concatenate((self.recent, chip[-self.recent_len:]))[
@@ -262,6 +289,7 @@ class MonitorState:
         cell = data["chip_id"].astype(np.int64) * CHANNELS + (data["channel_id"] & 63)
         order = np.argsort(uart, kind="stable")
         uart, cell = uart[order], cell[order]
+        adc_all = data["dataword"][order].astype(np.float64)
         keys, starts = np.unique(uart, return_index=True)
         bounds = [*starts[1:], len(uart)]
         for key, lo, hi in zip(keys, starts, bounds, strict=True):
@@ -272,8 +300,46 @@ class MonitorState:
                 cur.counts[k] += counts
             else:
                 cur.counts[k] = counts
+            adc = adc_all[lo:hi]
+            total = np.bincount(cell[lo:hi], weights=adc, minlength=CHIP_IDS * CHANNELS)
+            square = np.bincount(cell[lo:hi], weights=adc * adc, minlength=CHIP_IDS * CHANNELS)
+            if k in self.adc_n:
+                self.adc_n[k] += counts
+                self.adc_sum[k] += total.reshape(CHIP_IDS, CHANNELS)
+                self.adc_sq[k] += square.reshape(CHIP_IDS, CHANNELS)
+            else:
+                self.adc_n[k] = counts.copy()
+                self.adc_sum[k] = total.reshape(CHIP_IDS, CHANNELS)
+                self.adc_sq[k] = square.reshape(CHIP_IDS, CHANNELS)
         on_tile = standard_tile().on_pixel(data["chip_id"], data["channel_id"])
         c.off_tile_hits += int(len(data) - np.count_nonzero(on_tile))
+
+    def _timing(self, rows: np.ndarray) -> None:
+        """SYNC words reset their io_group's wait; TRIG words are counted per io_group."""
+        if not len(rows):
+            return
+        sync = rows[rows["packet_type"] == R.SYNC]
+        trig = rows[rows["packet_type"] == R.TRIGGER]
+        self.counters.sync_words += len(sync)
+        self.counters.trigger_words += len(trig)
+        self.cur.triggers += len(trig)
+        for g in np.unique(sync["io_group"]).tolist():
+            self.sync_seen[int(g)] = {"seen": 0.0, "advanced": 0.0,
+                                      "since": self.t0 + self.sec}
+        groups, n = np.unique(trig["io_group"], return_counts=True)
+        for g, k in zip(groups.tolist(), n.tolist(), strict=True):
+            self.trigger_groups[int(g)] = self.trigger_groups.get(int(g), 0) + int(k)
+
+    def _adc_maps(self, k: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, width) of every (chip, channel) of a UART; NaN where nothing was seen."""
+        n = self.adc_n.get(k)
+        if n is None:
+            nan = np.full((CHIP_IDS, CHANNELS), np.nan)
+            return nan, nan
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = self.adc_sum[k] / n
+            var = np.maximum(self.adc_sq[k] / n - mean * mean, 0.0)
+        return mean, np.sqrt(var)
 
     # --- time -----------------------------------------------------------------------------
 
@@ -285,11 +351,10 @@ class MonitorState:
         self._close_second()
         gap = target - self.sec - 1
         for s in range(self.sec + 1, self.sec + 1 + min(gap, self.history_len)):
-            self.history.append((s, 0.0, 0, 1.0))
+            self.history.append((s, 0.0, 0, 1.0, 0.0))
         if gap > 0:
             self.last = {}
-            self.last_second = {"rate": 0.0, "packets": 0, "scale": 1.0, "parity": 0,
-                                "fifo_full": 0, "data": 0, "decode_errors": 0}
+            self.last_second = dict(_QUIET_SECOND)
         self.sec = target
 
     def _close_second(self) -> None:
@@ -297,7 +362,7 @@ class MonitorState:
         scale = cur.words_advanced / cur.words_seen if cur.words_seen else 1.0
         rate = cur.packets * scale
         self.packets_estimate += rate
-        self.history.append((self.sec, rate, cur.packets, scale))
+        self.history.append((self.sec, rate, cur.packets, scale, cur.triggers * scale))
         self.last = {}
         for k, counts in cur.counts.items():
             rates = counts * scale
@@ -312,7 +377,8 @@ class MonitorState:
             active[counts.sum(axis=1) > 0] = self.sec
         self.last_second = {"rate": rate, "packets": cur.packets, "scale": scale,
                             "parity": cur.parity, "fifo_full": cur.fifo_full,
-                            "data": cur.data, "decode_errors": cur.decode_errors}
+                            "data": cur.data, "decode_errors": cur.decode_errors,
+                            "triggers": cur.triggers * scale}
         self.cur = _Second()
 
     # --- output ---------------------------------------------------------------------------
@@ -326,29 +392,55 @@ class MonitorState:
         return {"frames": seen_f / frames if frames else None,
                 "words": seen_w / words if words else None}
 
-    def tiles(self) -> list[dict[str, Any]]:
-        """Hit map of every tile with data: last-second rate and per-second maximum."""
+    def tiles(self, pixels: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Every tile with data: where it is, its totals, and (for the tiles ``pixels`` names
+        as ``"io_group/tile"``, all if None) its 70 x 70 maps: last-second rate, per-second
+        maximum, hits seen, ADC mean and width per pixel (None: no data)."""
         by_tile: dict[tuple[int, int], list[tuple[int, int]]] = {}
         for g, ch in self.max:
-            by_tile.setdefault((g, tile_of(ch)), []).append((g, ch))
+            by_tile.setdefault(self.tilemap.tile_of(g, ch), []).append((g, ch))
         out = []
         layout = standard_tile()
         # every pixel of a tile and the (chip id, channel) behind it (none: chip 0 channel 0,
         # then zeroed)
         has = layout.pixel_chip >= 0
         pc, pch = np.where(has, layout.pixel_chip, 0), np.where(has, layout.pixel_channel, 0)
+        wanted = None if pixels is None else {str(p) for p in pixels}
         for (g, t), uarts in sorted(by_tile.items()):
+            entry: dict[str, Any] = {"io_group": g, "tile": t,
+                                     "io_channels": sorted(ch for _, ch in uarts),
+                                     **self.tilemap.info(g, t)}
+            last = sum(float(self.last[k].sum()) for k in uarts if k in self.last)
+            entry["rate_total"] = round(last, 2)
+            entry["hits_total"] = int(sum(int(self.total[k].sum()) for k in uarts))
+            if wanted is not None and f"{g}/{t}" not in wanted:
+                out.append(entry)
+                continue
             rate = np.zeros(layout.pixels)
             peak = np.zeros(layout.pixels)
             total = np.zeros(layout.pixels, dtype=np.int64)
+            n = np.zeros(layout.pixels)
+            mean = np.zeros(layout.pixels)
+            width = np.zeros(layout.pixels)
             for k in uarts:
+                # a chip id sits on one UART of a tile: take each pixel from the UART that
+                # has its chip (the others' arrays are zero there)
                 if k in self.last:
                     rate += np.where(has, self.last[k][pc, pch], 0.0)
                 peak = np.maximum(peak, np.where(has, self.max[k][pc, pch], 0.0))
                 total += np.where(has, self.total[k][pc, pch], 0)
-            out.append({"io_group": g, "tile": t, "io_channels": sorted(ch for _, ch in uarts),
-                        "rate": _rounded(rate), "max": _rounded(peak),
-                        "hits": total.tolist()})
+                if k in self.adc_n:
+                    kn = np.where(has, self.adc_n[k][pc, pch], 0)
+                    m, w = self._adc_maps(k)
+                    mean += np.where(kn > 0, m[pc, pch], 0.0)
+                    width += np.where(kn > 0, w[pc, pch], 0.0)
+                    n += kn
+            seen = n > 0
+            entry.update({"rate": _rounded(rate), "max": _rounded(peak),
+                          "hits": total.tolist(),
+                          "adc_mean": _rounded_or_none(mean, seen),
+                          "adc_width": _rounded_or_none(width, seen)})
+            out.append(entry)
         return out
 
     def chips(self) -> list[dict[str, Any]]:
@@ -396,6 +488,16 @@ class MonitorState:
                 out.append(Alarm("silent_io_group", str(g),
                                  f"io_group {g} sent no data for {newest - t:.0f} s while "
                                  "others did"))
+        for g, sync in sorted(self.sync_seen.items()):
+            waited = now - sync["since"]
+            share = sync["seen"] / sync["advanced"] if sync["advanced"] else 0.0
+            recent = now - self.group_last_data.get(g, -math.inf) < self.silent_after
+            if recent and waited * min(share, 1.0) >= self.sync_missing:
+                out.append(Alarm("missing_sync", str(g),
+                                 f"io_group {g}: no SYNC for {waited:.0f} s (the monitor saw "
+                                 f"{100 * min(share, 1.0):.0f} % of its words; a SYNC comes "
+                                 "once a second): its chips' timestamps are not being reset",
+                                 "error"))
         ls = self.last_second
         if ls["data"] and ls["fifo_full"] > self.fifo_full_fraction * ls["data"]:
             out.append(Alarm("fifo_loss", "fifo",
@@ -410,11 +512,13 @@ class MonitorState:
                              "second", "error"))
         return out
 
-    def snapshot(self, now: float) -> dict[str, Any]:
-        """Everything the web page shows, as plain JSON-able values."""
+    def snapshot(self, now: float, pixels: Sequence[str] | None = None) -> dict[str, Any]:
+        """Everything the web page shows, as plain JSON-able values; the 70 x 70 maps only of
+        the tiles ``pixels`` names (``"io_group/tile"``; all if None)."""
         self.tick(now)
         hist = list(self.history)
         rates = [h[1] for h in hist]
+        trig = [h[4] for h in hist]
         elapsed = max(self.sec, 1)  # whole seconds closed since the reset
         recent = self.recent
         return {
@@ -426,12 +530,18 @@ class MonitorState:
                      "average": round(sum(rates) / len(rates), 2) if rates else 0.0,
                      "since_start": round(self.packets_estimate / elapsed, 2),
                      "scale": round(self.last_second["scale"], 4)},
-            "history": [[s, round(r, 2), n] for s, r, n, _ in hist],
+            "history": [[s, round(r, 2), n, round(t, 3)] for s, r, n, _, t in hist],
+            "triggers": {"last_second": round(self.last_second["triggers"], 3),
+                         "average": round(sum(trig) / len(trig), 3) if trig else 0.0,
+                         "seen": self.counters.trigger_words,
+                         "by_io_group": {str(g): n for g, n in
+                                         sorted(self.trigger_groups.items())}},
             "packets_estimate": round(self.packets_estimate),
             "counters": self.counters.as_dict(),
             "decode_errors": dict(self.decode_errors),
             "adc": self.adc.tolist(),
-            "tiles": self.tiles(),
+            "tiles": self.tiles(pixels),
+            "detector": {"name": self.tilemap.name, "tiles": self.tilemap.table()},
             "chips": self.chips(),
             "recent": {name: recent[name].tolist() for name in (
                 "io_group", "io_channel", "chip_id", "packet_type", "channel_id",
@@ -446,3 +556,15 @@ class MonitorState:
 
 def _rounded(values: np.ndarray) -> list[float]:
     return np.round(values, 2).tolist()
+
+
+def _rounded_or_none(values: np.ndarray, ok: np.ndarray) -> list[float | None]:
+    """Values to 2 decimals, None where ``ok`` is False (JSON null: no data there)."""
+    out = np.round(values, 2).astype(object)
+    out[~ok] = None
+    return out.tolist()
+
+
+_QUIET_SECOND = {"rate": 0.0, "packets": 0, "scale": 1.0, "parity": 0, "fifo_full": 0,
+                 "data": 0, "decode_errors": 0, "triggers": 0.0}
+"""What the last second says when nothing came in it."""

@@ -5,6 +5,12 @@ packets/s (0: as fast as it goes), or, with ``rate="physics"``, at the rate its 
 and configuration give (thresholds, masks, test pulses), its time kept to the wall clock.
 ``pool`` > 0 pre-generates that many messages and sends them round and round, so a
 benchmark measures the data path rather than the physics model.
+
+Apart from the pool, the messages carry the board's SYNC words (one per simulated second)
+and, with a ``beam``, its spills' TRIG words where they fall. At a fixed rate the simulated
+time runs at that rate's pace, not the wall clock's: a board sending 8 times its physics rate
+sends 8 SYNCs and 8 x (1 / beam period) spills per second; ``rate="physics"`` keeps both to
+the wall clock.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from larpixdaq.boards.beam import Beam
 from larpixdaq.boards.session import BoardSession
 from larpixdaq.formats.pacman import encode_data_message
 from larpixdaq.formats.rows import CONFIGS_DTYPE
@@ -36,11 +43,12 @@ class SimSource(Source):
     def __init__(self, io_group: int = 1, *, rate: float | str = 0.0, seed: int = 0,
                  words_per_message: int = DEFAULT_WORDS_PER_MESSAGE, tiles: int = 1,
                  pool: int = 0, clock: Callable[[], float] = time.monotonic,
-                 detector: str | None = None) -> None:
+                 detector: str | None = None, beam: Beam | None = None) -> None:
         """``rate``: packets per second (0: as fast as possible), or ``"physics"``: the
         board's own rate, which follows its configuration (thresholds, masks, test pulses),
         with simulated time kept to the wall clock. ``detector``: simulate ``io_group`` of
-        this detector (a packaged name or a layout file) instead of ``tiles`` standard tiles."""
+        this detector (a packaged name or a layout file) instead of ``tiles`` standard tiles.
+        ``beam``: spills, their activity and (if wired on this board) their TRIG words."""
         from larpixdaq.boards.simboard import SimulatedBoard
         from larpixdaq.geometry import load_detector
 
@@ -50,10 +58,11 @@ class SimSource(Source):
         self._clock = clock
         self.words_per_message = int(words_per_message)
         if detector is None:
-            self.board = SimulatedBoard(io_group, tiles=tiles, seed=seed).bring_up_all()
+            self.board = SimulatedBoard(io_group, tiles=tiles, seed=seed,
+                                        beam=beam).bring_up_all()
         else:
             self.board = SimulatedBoard.for_detector(load_detector(detector), io_group,
-                                                     seed=seed).bring_up_all()
+                                                     seed=seed, beam=beam).bring_up_all()
         # The board is shared with configuration actions and routines (another thread).
         self.lock = threading.RLock()
         self._pool = [self._make(self.words_per_message) for _ in range(pool)]
@@ -74,10 +83,12 @@ class SimSource(Source):
         else:
             self.operations_messages_dropped += 1
 
-    def _make(self, n: int) -> bytes:
+    def _make(self, n: int, markers: bool = False) -> bytes:
+        """One message of ``n`` data words (with ``markers``: those generated, with the SYNC
+        and TRIG words among them, which may be a few more)."""
         with self.lock:
-            words = self.board.generate_packets(n)[:n]
-        return encode_data_message(int(time.time()), words)
+            words = self.board.generate_packets(n, markers=markers)
+        return encode_data_message(int(time.time()), words if markers else words[:n])
 
     def start(self) -> None:
         self._t_last = self._clock()
@@ -112,7 +123,7 @@ class SimSource(Source):
                 if n <= 0:
                     return []
                 self._budget -= n
-                return [self._make(n)]
+                return [self._make(n, markers=True)]
             self._budget -= n_msgs * self.words_per_message
         if self._pool:
             out = []
@@ -121,11 +132,10 @@ class SimSource(Source):
                 self._pool_at = (self._pool_at + 1) % len(self._pool)
             return out
         with self.lock:
-            words = self.board.generate_packets(n_msgs * self.words_per_message)
+            words = self.board.generate_packets(n_msgs * self.words_per_message, markers=True)
         stamp = int(time.time())
         k = self.words_per_message
-        return [encode_data_message(stamp, words[i:i + k])
-                for i in range(0, n_msgs * k, k)]
+        return [encode_data_message(stamp, words[i:i + k]) for i in range(0, len(words), k)]
 
     def _read_physics(self, wait: float) -> list[bytes]:
         """Everything the board sent since the last read, its time advanced to the wall
