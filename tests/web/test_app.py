@@ -44,7 +44,8 @@ def app(daq):
 
 @pytest.fixture(scope="module")
 def client(app):
-    """An anonymous visitor (the app's lifespan runs while this client is open)."""
+    """An anonymous visitor. The app's lifespan (poller, operators) runs while this client
+    is open: every test that makes other clients of the app asks for this one too."""
     with TestClient(app) as c:
         yield c
 
@@ -228,7 +229,7 @@ def test_a_session_without_its_csrf_token_is_refused(sessions):
     assert c.get("/api/metrics").json()["data"]["http_rejected"]["csrf"] == before + 2
 
 
-def test_bearer_token_for_scripts_and_bad_logins(app, tokens):
+def test_bearer_token_for_scripts_and_bad_logins(app, client, tokens):
     c = TestClient(app)
     auth = {"authorization": f"Bearer operator:{tokens['operator']}"}
     r = post(c, "invoke", {"component": "nobody", "action": "run_routine"}, headers=auth)
@@ -246,12 +247,31 @@ def test_bearer_token_for_scripts_and_bad_logins(app, tokens):
 
 
 def test_host_mismatch_is_403(client):
+    from starlette.websockets import WebSocketDisconnect
+
     before = client.get("/api/metrics").json()["data"]["http_rejected"].get("host", 0)
     for path in ("/api/status", "/", "/api/metrics"):
         r = client.get(path, headers={"host": "attacker.example:8080"})
         assert r.status_code == 403 and "not a name of this server" in r.json()["message"]
+    with pytest.raises(WebSocketDisconnect), client.websocket_connect(
+            "/ws", headers={"host": "attacker.example"}) as ws:
+        ws.receive_json()
     assert client.get("/api/status", headers={"host": "localhost:8080"}).status_code == 200
-    assert client.get("/api/metrics").json()["data"]["http_rejected"]["host"] == before + 3
+    assert client.get("/api/metrics").json()["data"]["http_rejected"]["host"] == before + 4
+
+
+def test_repeated_failed_logins_from_one_address_are_slowed_down(app, client, tokens):
+    c = TestClient(app, client=("192.0.2.7", 50000))
+    wrong = {"user": "expert", "token": "ldq_" + "k" * 43}
+    codes = [c.post("/login", json=wrong).status_code for _ in range(7)]
+    assert codes[:5] == [401] * 5 and codes[-1] == 429
+    r = c.post("/login", json={"user": "expert", "token": tokens["expert"]})
+    assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+    assert "too many failed logins" in r.json()["message"]
+    # Another address is not held up.
+    other = TestClient(app, client=("192.0.2.8", 50000))
+    assert other.post("/login", json={"user": "viewer", "token": tokens["viewer"]}).json()[
+        "success"]
 
 
 def test_oversized_body_is_413_without_reaching_the_core(client, sessions):
