@@ -82,11 +82,7 @@ class Daq:
     def start(self) -> Daq:
         self.core.start()
         c = ["--core", self.core.endpoint]
-        agg = self._proc("aggregator", ["aggregator", *c, "--inlet", "tcp://127.0.0.1:0",
-                                        "--outlet", "tcp://127.0.0.1:0",
-                                        "--monitor", "tcp://127.0.0.1:0"])
-        addresses = [w for w in agg.first_line.replace(",", " ").split() if "://" in w]
-        self.inlet, self.outlet = addresses[0], addresses[1]
+        self.start_aggregator()
         self.start_storage()
         for g in range(1, self.boards + 1):
             self._proc(f"producer-{g}", [
@@ -99,6 +95,18 @@ class Daq:
         self.op = Operator(self.core.endpoint, timeout=15)
         wait_for(lambda: len(self.clients()) == 2 + self.boards, timeout=15)
         return self
+
+    def start_aggregator(self) -> Proc:
+        """The aggregator; started again, it binds the addresses the first one had (its
+        peers reconnect to them)."""
+        ports = getattr(self, "inlet", None) and [self.inlet, self.outlet, self.monitor]
+        inlet, outlet, monitor = ports or ["tcp://127.0.0.1:0"] * 3
+        self.aggregator = self._proc("aggregator", [
+            "aggregator", "--core", self.core.endpoint, "--inlet", inlet, "--outlet", outlet,
+            "--monitor", monitor])
+        line = self.aggregator.first_line.replace(",", " ")
+        self.inlet, self.outlet, self.monitor = [w for w in line.split() if "://" in w][:3]
+        return self.aggregator
 
     def _agg(self, address: str) -> list[str]:
         """Explicit address, or none: then the one the aggregator advertised to the core."""

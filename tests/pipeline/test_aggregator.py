@@ -17,6 +17,7 @@ from larpixdaq.pipeline.protocol import (
     FRAME,
     HELLO,
     STATS,
+    WELCOME,
     decode_header,
     encode_header,
 )
@@ -49,7 +50,10 @@ def _recv(sock, timeout=3.0):
 
 
 def _credit(sock) -> int:
+    """The next CREDIT a producer gets (past the WELCOME and relayed ACKs)."""
     parts = _recv(sock)
+    while parts[0] in (WELCOME, ACK):
+        parts = _recv(sock)
     assert parts[0] == CREDIT
     return msgpack.unpackb(parts[1])["bytes"]
 
@@ -229,3 +233,62 @@ def test_hello_whose_body_is_not_a_map_is_counted_and_the_loop_goes_on(agg):
     prod.send_multipart([HELLO, msgpack.packb({"source": "p"})])
     assert _credit(prod) > 0  # the loop survived both
     assert agg.snapshot()["storage_connected"] == 0
+
+
+def _next(sock, verb):
+    """The next message of ``verb`` a peer gets, skipping others."""
+    parts = _recv(sock)
+    while parts[0] != verb:
+        parts = _recv(sock)
+    return parts
+
+
+def test_hello_is_answered_with_this_aggregators_id(agg):
+    prod = agg.dealer(agg.inlet)
+    prod.send_multipart([HELLO, msgpack.packb({"source": "p"})])
+    first = msgpack.unpackb(_next(prod, WELCOME)[1])["aggregator"]
+    prod.send_multipart([HELLO, msgpack.packb({"source": "p"})])
+    assert msgpack.unpackb(_next(prod, WELCOME)[1])["aggregator"] == first == agg.instance
+    other = Aggregator("tcp://127.0.0.1:0", "tcp://127.0.0.1:0", None)
+    assert other.instance != agg.instance  # a restarted aggregator is told apart
+
+
+def test_frames_before_hello_and_duplicates_are_dropped_and_counted(agg):
+    prod = agg.dealer(agg.inlet)
+    frames = _frames(6)
+    # Frames sent before this producer's HELLO (to an aggregator before this one) are not
+    # taken: the producer sends them again after the WELCOME, in order.
+    for h, payload in frames[3:5]:
+        prod.send_multipart([FRAME, encode_header(h), payload])
+    wait_for(lambda: agg.snapshot()["frames_unannounced"] == 2)
+    prod.send_multipart([HELLO, msgpack.packb({"source": "p"})])
+    _credit(prod)
+    for h, payload in [*frames[:4], *frames[2:]]:  # 2 and 3 twice
+        prod.send_multipart([FRAME, encode_header(h), payload])
+    wait_for(lambda: agg.snapshot()["frames_in"] == 6)
+    snap = agg.snapshot()
+    assert snap["frames_duplicate"] == 2 and snap["frames_held"] == 6
+    store = agg.dealer(agg.outlet)
+    store.send_multipart([HELLO, msgpack.packb({"committed": [], "credit": 1 << 20})])
+    assert [decode_header(_recv(store)[1]).seq for _ in range(6)] == list(range(6))
+    assert not store.poll(200)
+
+
+def test_storage_acks_are_relayed_to_the_producer_of_the_stream(agg):
+    prods = {}
+    for name in ("p", "q"):
+        prods[name] = agg.dealer(agg.inlet)
+        prods[name].send_multipart([HELLO, msgpack.packb({"source": name})])
+        _credit(prods[name])
+    for h, payload in _frames(3):
+        prods["p"].send_multipart([FRAME, encode_header(h), payload])
+    store = agg.dealer(agg.outlet)
+    store.send_multipart([HELLO, msgpack.packb({"committed": [], "credit": 1 << 20})])
+    [_recv(store) for _ in range(3)]
+    store.send_multipart([ACK, msgpack.packb({"streams": [["p", 7, 2], ["q", 9, 4]]})])
+    assert msgpack.unpackb(_next(prods["p"], ACK)[1]) == {"streams": [["p", 7, 2]]}
+    assert msgpack.unpackb(_next(prods["q"], ACK)[1]) == {"streams": [["q", 9, 4]]}
+    # A producer that says HELLO again (or a new one of that name) learns what is on disk.
+    again = agg.dealer(agg.inlet)
+    again.send_multipart([HELLO, msgpack.packb({"source": "p"})])
+    assert msgpack.unpackb(_next(again, ACK)[1]) == {"streams": [["p", 7, 2]]}

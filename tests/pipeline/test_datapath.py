@@ -13,7 +13,7 @@ from daq_procs import Daq
 from larpixdaq.formats.hdf5file import Hdf5File, verify_checksum
 from larpixdaq.formats.rows import MESSAGE
 from larpixdaq.pipeline.runfile import read_run_packets
-from larpixdaq.runcontrol.statemachine import LOSS_COUNTERS
+from larpixdaq.runcontrol.statemachine import LOSS_COUNTERS, run_losses
 from larpixdaq.runcontrol.testing import wait_for
 
 
@@ -42,6 +42,11 @@ def _texts(files) -> list[str]:
 def _counter(daq: Daq, role: str, name: str) -> int:
     """The sum of counter ``name`` over the components of ``role``, as last reported."""
     return sum(c.get("counters", {}).get(name, 0) for c in daq.clients() if c["role"] == role)
+
+
+def _losses(run: dict) -> dict:
+    """The run's nonzero loss counters, to say why a run was not a success."""
+    return run_losses(run["counters"], run["roles"])
 
 
 def _check_rows_match_sent(daq: Daq, rows: np.ndarray, boards: int, run: int) -> None:
@@ -163,3 +168,37 @@ def test_a_run_whose_file_is_already_there_is_refused_and_the_file_kept(daq_fact
         return storage["counters"]["files_refused"] == 1
 
     wait_for(refused, timeout=10)  # the counter travels in the next heartbeat
+
+
+def test_aggregator_killed_mid_run_loses_nothing(tmp_path):
+    """The producers keep every frame until storage has committed it: a new aggregator gets
+    what the killed one held again, storage drops what it already had, nothing is lost."""
+    daq = Daq(tmp_path, boards=2, rate=100_000)
+    daq.core.extra += ["--rejoin-grace", "30"]
+    try:
+        daq.start()
+        daq.call("prepare_run")
+        daq.call("begin_run")
+        wait_for(lambda: _counter(daq, "storage", "packets_written") > 0)
+        daq.aggregator.stop(signal.SIGKILL)
+        wait_for(lambda: all(c["role"] != "aggregator" for c in daq.clients()))
+        assert daq.op.call("status").data["state"] == "RUN"
+        daq.start_aggregator()
+        # Producers that sent to the killed aggregator send their unacknowledged frames again.
+        wait_for(lambda: _counter(daq, "producer", "frames_resent") > 0, timeout=20)
+        wait_for(lambda: _counter(daq, "aggregator", "frames_acked") > 0, timeout=20)
+        final = daq.op.call("end_run")
+        assert final.success, final.message
+        run = daq.runs_json()[0]
+        (agg,) = (i for i, text in enumerate(run["incidents"]) if "aggregator" in text)
+        assert agg in run["resolved_incidents"]
+        rows = read_run_packets(run["files"])
+        _check_rows_match_sent(daq, rows, 2, run["run_number"])
+        assert run["packets_written"] == len(rows)
+        assert run["packets_lost"] == 0
+        assert run["exit_status"] == "success", (run["incidents"], _losses(run))
+        assert run["counters"]["storage"]["frames_duplicate"] > 0  # what came twice, once
+        texts = _texts(run["files"])
+        assert texts.count("Beginning run") == 2 and texts.count("Ending run") == 2
+    finally:
+        daq.close()

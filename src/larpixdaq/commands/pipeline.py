@@ -24,6 +24,7 @@ from larpixdaq.commands.common import (
 )
 from larpixdaq.errors import CommandError
 from larpixdaq.pipeline.addresses import DEFAULT_INLET, DEFAULT_MONITOR, DEFAULT_OUTLET
+from larpixdaq.pipeline.backlog import DEFAULT_HOLD_BYTES
 
 ROUTINE_RESULTS_DIR = "routines"
 """Where in its data directory a producer keeps routine results."""
@@ -159,6 +160,12 @@ def configure_producer(p: argparse.ArgumentParser) -> None:
                    help=f"routine results are kept in DATA_DIR/{ROUTINE_RESULTS_DIR} "
                         "(default data)")
     add_routines_argument(p)
+    p.add_argument("--hold-mb", type=float, default=DEFAULT_HOLD_BYTES / (1 << 20),
+                   help="while the aggregator or storage cannot take the board's data, keep "
+                        "this much in memory (MB), then spill to --spill-dir (default "
+                        f"{DEFAULT_HOLD_BYTES >> 20})")
+    p.add_argument("--spill-dir", default=None,
+                   help="where frames that do not fit in --hold-mb wait (default DATA_DIR)")
 
 
 def make_source(board: str, io_group: int, *, sim_rate: float | str = 100_000,
@@ -210,7 +217,9 @@ def run_producer(args: argparse.Namespace) -> int:
                                        if args.trigger_io_group is not None else args.io_group),
                          replay_speed=args.replay_speed)
     address = _aggregator_address(args, "aggregator_in", DEFAULT_INLET)
-    producer = Producer(name, source, address, record=args.record)
+    producer = Producer(name, source, address, record=args.record,
+                        hold_bytes=int(args.hold_mb * (1 << 20)),
+                        spill_dir=args.spill_dir or args.data_dir)
     print(f"producer {name}: {args.board} io_group {args.io_group} -> {address}", flush=True)
     for d in args.routines:
         if not Path(d).is_dir():

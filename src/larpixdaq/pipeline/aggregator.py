@@ -10,7 +10,13 @@ Flow control is the ZeroMQ guide's credit-based pattern, twice:
 
 Every frame stays here until storage acknowledges it (``ACK``: the highest seq on disk per
 stream). A storage that restarts says ``HELLO`` again with what its journal holds; the
-aggregator forgets what is already on disk and sends the rest again, in order.
+aggregator forgets what is already on disk and sends the rest again, in order. Storage's
+acknowledgements are relayed to the producers, which keep every frame until then too: a
+producer answered by a new aggregator (another ``WELCOME`` id: this one restarted) sends
+everything not acknowledged again. Frames from a producer that has not said HELLO to this
+aggregator (sent to the one before) are dropped and counted (``frames_unannounced``): the
+producer sends them again after the WELCOME, in order; a frame at or below its stream's
+highest seq received is a duplicate and dropped (``frames_duplicate``).
 
 Monitors get a sampled copy on a PUB socket (at most ``monitor_rate`` frames a second per
 stream, with the original headers, so a monitor sees from the seq numbers how much it
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import threading
 import time
 from collections import deque
@@ -42,6 +49,7 @@ from larpixdaq.pipeline.protocol import (
     ProtocolError,
     Stats,
     StorageHello,
+    Welcome,
     parse_producer_message,
     parse_storage_message,
     stream_seqs,
@@ -95,6 +103,10 @@ class AggregatorCounters(Counters):
     bad_messages: int = 0
     producer_hellos: int = 0
     storage_hellos: int = 0
+    frames_unannounced: int = 0
+    storage_messages_unannounced: int = 0
+    frames_duplicate: int = 0
+    acks_relayed: int = 0
 
 
 class Aggregator:
@@ -127,6 +139,10 @@ class Aggregator:
         self.held_bytes = 0
         self.acked: dict[Stream, int] = {}
         self.producers: dict[bytes, _Producer] = {}
+        self.sources: dict[str, bytes] = {}  # producer name -> its identity now
+        #: Random per process: tells a producer whether it talks to the aggregator it sent
+        #: its unacknowledged frames to.
+        self.instance = random.getrandbits(62)
         self.storage: bytes | None = None
         self.storage_credit = 0
         self._last_monitor: dict[Stream, float] = {}
@@ -214,6 +230,17 @@ class Aggregator:
         msg = parse_producer_message(parts)
         if isinstance(msg, Frame):
             header, size = msg.header, msg.size
+            p = self.producers.get(identity)
+            if p is None:
+                # Sent before its HELLO to us (to the aggregator before this one): it comes
+                # again after our WELCOME, in order.
+                self.counters.frames_unannounced += 1
+                return
+            p.credit_out = max(0, p.credit_out - size)
+            p.last_heard = time.monotonic()
+            if header.seq <= self.per_stream.get(header.stream, -1):
+                self.counters.frames_duplicate += 1
+                return
             held = _Held(header.stream, header.seq, size, header, msg.raw_header, msg.payload)
             with self._lock:
                 self.unsent.append(held)
@@ -222,10 +249,6 @@ class Aggregator:
             c.frames_in += 1
             c.bytes_in += size
             self.per_stream[header.stream] = header.seq
-            p = self.producers.get(identity)
-            if p is not None:
-                p.credit_out = max(0, p.credit_out - size)
-                p.last_heard = time.monotonic()
             self._sample(msg)
         else:
             self._producer_hello(identity, msg)
@@ -235,7 +258,11 @@ class Aggregator:
             if p.source == hello.source:
                 del self.producers[ident]  # the same producer, reconnected
         self.producers[identity] = _Producer(identity, hello.source)
+        self.sources[hello.source] = identity
         self.counters.producer_hellos += 1
+        self._in.send_multipart([identity, *Welcome(self.instance).parts()])
+        # What storage has of this producer's streams, so it can let go at once.
+        self._relay(tuple((s, e, q) for (s, e), q in self.acked.items() if s == hello.source))
 
     def _grant(self) -> None:
         """Top producers up to their share of the window, in chunks worth a message."""
@@ -285,7 +312,9 @@ class Aggregator:
         if isinstance(msg, StorageHello):
             self._storage_hello(identity, msg)
         elif identity != self.storage:
-            self.counters.bad_messages += 1  # a storage we no longer talk to
+            # A storage that has not said HELLO to this aggregator (it restarted) or one
+            # replaced by another: nothing to take from it, nothing lost (it says HELLO).
+            self.counters.storage_messages_unannounced += 1
         elif isinstance(msg, Credit):
             self.storage_credit += msg.nbytes
         elif isinstance(msg, Ack):
@@ -294,6 +323,18 @@ class Aggregator:
                 if seq > self.acked.get(stream, -1):
                     self.acked[stream] = seq
             self._release()
+            self._relay(msg.streams)
+
+    def _relay(self, streams: tuple[tuple[str, int, int], ...]) -> None:
+        """Storage's acknowledgements to the producers whose streams they name."""
+        by_source: dict[str, list[tuple[str, int, int]]] = {}
+        for entry in streams:
+            by_source.setdefault(entry[0], []).append(entry)
+        for source, entries in by_source.items():
+            identity = self.sources.get(source)
+            if identity is not None and identity in self.producers:
+                self._in.send_multipart([identity, *Ack(tuple(entries)).parts()])
+                self.counters.acks_relayed += 1
 
     def _storage_hello(self, identity: bytes, hello: StorageHello) -> None:
         """A (new or restarted) storage: forget what it has, send it all the rest again."""
@@ -311,6 +352,7 @@ class Aggregator:
         self.storage = identity
         self.storage_credit = hello.credit
         self.counters.storage_hellos += 1
+        self._relay(hello.committed)
 
     def _release(self) -> None:
         with self._lock:

@@ -38,17 +38,22 @@ import numpy as np
 import zmq
 
 from larpixdaq.formats.pacman import HEADER_BYTES, WORD_BYTES
+from larpixdaq.pipeline.backlog import DEFAULT_HOLD_BYTES, Backlog, Pending
 from larpixdaq.pipeline.boardactions import BoardActions
 from larpixdaq.pipeline.counters import Counters
 from larpixdaq.pipeline.protocol import (
+    FRAME,
     KIND_CONFIGS,
     KIND_DATA,
     KIND_INFO,
-    Frame,
+    Ack,
+    Credit,
     FrameHeader,
     ProducerHello,
     ProtocolError,
-    parse_credit,
+    Welcome,
+    encode_header,
+    parse_aggregator_message,
 )
 from larpixdaq.pipeline.sources import Source
 from larpixdaq.pipeline.threadcalls import ThreadCalls
@@ -56,6 +61,13 @@ from larpixdaq.runcontrol.component import Component
 from larpixdaq.runcontrol.messages import RunInfo
 
 log = logging.getLogger("larpixdaq.producer")
+
+END_PATIENCE = 20.0
+"""Seconds without progress (a frame sent or acknowledged) after which the end of a run gives
+up waiting for the stream's last frame to be committed."""
+HELLO_INTERVAL = 1.0
+"""Seconds without an answer (WELCOME) or without credit after which a producer says HELLO
+again: the aggregator may have restarted and forgotten it."""
 
 DEFAULT_TAP_MESSAGES = 4096
 """Messages a routine's copy of the run's data holds before it drops: bounded, so a routine
@@ -76,6 +88,9 @@ class ProducerCounters(Counters):
     bad_messages: int = 0
     messages_unsent: int = 0
     tap_messages_dropped: int = 0
+    frames_acked: int = 0
+    frames_resent: int = 0
+    aggregator_changes: int = 0
 
 
 class DataTap:
@@ -109,11 +124,24 @@ class DataTap:
 
 
 class Producer:
-    """One board's stream to the aggregator; transitions are called from run control."""
+    """One board's stream to the aggregator; transitions are called from run control.
+
+    Every frame is kept until storage has committed it (the aggregator relays storage's
+    ``ACK``): frames waiting to be sent are in :attr:`backlog` (memory up to ``hold_bytes``,
+    then a spill file in ``spill_dir``), frames sent and not yet acknowledged in
+    :attr:`unacked`. An aggregator that answers HELLO with another ``WELCOME`` id than
+    before is a new one: everything unacknowledged goes out again, in order, ahead of the
+    rest (storage drops what it already has by ``(source, epoch, seq)``). A source whose
+    board runs on its own (a PACMAN, a simulated board at a set rate) is read whether or not
+    there is credit, so the board never drops; one that waits for its reader (a simulated
+    board as fast as it goes, a file) is read only when the backlog is empty.
+    """
 
     def __init__(self, name: str, source: Source, aggregator: str, *,
                  record: str | Path | None = None, context: zmq.Context | None = None,
-                 tap_messages: int = DEFAULT_TAP_MESSAGES) -> None:
+                 tap_messages: int = DEFAULT_TAP_MESSAGES,
+                 hold_bytes: int = DEFAULT_HOLD_BYTES,
+                 spill_dir: str | Path | None = None) -> None:
         self.name = name
         self.source = source
         self.io_group = source.io_group
@@ -132,7 +160,16 @@ class Producer:
         self.credit = 0
         self.counters = ProducerCounters()
         self.tap_messages = int(tap_messages)
-        self._outbox: deque[tuple[str, bytes, bool, Future | None]] = deque()
+        self.backlog = Backlog(hold_bytes, spill_dir, name)
+        self.unacked: deque[Pending] = deque()
+        self.unacked_bytes = 0
+        self.acked: dict[int, int] = {}  # epoch -> highest seq storage committed
+        self.aggregator_id: int | None = None
+        self._welcomed = False
+        self._hello_at = 0.0
+        self._waiting_since: float | None = None
+        self._first_sent = -1  # frames at or below this seq of this epoch were sent before
+        self._end: tuple[int, int, Future] | None = None  # (epoch, seq, future) of the end
         self._calls = ThreadCalls()
         self._taps: list[DataTap] = []
         self._stop = threading.Event()
@@ -157,6 +194,7 @@ class Producer:
         self.source.close()
         if self._recorder is not None:
             self._recorder.close()
+        self.backlog.close()
         self._sock.close(0)
 
     def call(self, fn: Callable[[], Any], timeout: float = 10.0) -> Any:
@@ -189,6 +227,7 @@ class Producer:
             self.epoch = random.getrandbits(62)
             self.seq = 0
             self.offset = 0
+            self._first_sent = -1
             self.source.start()
             self.flowing = True
         self.call(do)
@@ -202,14 +241,14 @@ class Producer:
             log.exception("%s: no configuration snapshot", self.name)
             return
         if rows is not None and len(rows):
-            self._outbox.append((KIND_CONFIGS, rows.tobytes(), False, None))
+            self._frame(KIND_CONFIGS, rows.tobytes())
 
     def send_info(self, text: str) -> bool:
         """An INFO frame into the stream, in order with the data; only while data flows."""
         def do() -> bool:
             if not self.flowing:
                 return False
-            self._outbox.append((KIND_INFO, str(text).encode(), False, None))
+            self._frame(KIND_INFO, str(text).encode())
             return True
         return bool(self.call(do))
 
@@ -218,34 +257,47 @@ class Producer:
         def do() -> bool:
             if not self.flowing:
                 return False
-            self._outbox.extend((KIND_DATA, bytes(m), False, None) for m in messages)
+            for m in messages:
+                self._frame(KIND_DATA, bytes(m))
             return True
         return bool(self.call(do))
 
     def begin(self) -> None:
         def do() -> None:
             self._snapshot()
-            self._outbox.append((KIND_INFO, b"Beginning run", False, None))
+            self._frame(KIND_INFO, b"Beginning run")
         self.call(do)
 
-    def end(self, timeout: float = 3.0) -> dict[str, float]:
-        """Send "Ending run" after the data already read, stop reading; wait until it is out."""
-        sent: Future = Future()
+    def end(self, patience: float = END_PATIENCE) -> dict[str, float]:
+        """Send "Ending run" after the data already read, stop reading; wait until storage
+        has committed the whole stream. The wait gives up after ``patience`` seconds in
+        which nothing was sent or acknowledged (the path is down for good)."""
+        done: Future = Future()
 
         def do() -> None:
             if not self.flowing and self.run_number < 0:
-                sent.set_result(None)
+                done.set_result(None)
                 return
             self._snapshot()
-            self._outbox.append((KIND_INFO, b"Ending run", True, sent))
             self.flowing = False
+            last = self._frame(KIND_INFO, b"Ending run", last=True)
+            self._end = (last.epoch, last.seq, done)
+            self._check_end()
         self.call(do)
-        try:
-            sent.result(timeout)
-        except TimeoutError as exc:
-            raise TimeoutError(
-                f"{self.name}: the aggregator gave no credit for the end-of-run marker within "
-                f"{timeout:g} s (is the aggregator or storage down?)") from exc
+        progress = -1
+        deadline = time.monotonic() + patience
+        while not done.done():
+            now = (self.counters.frames_sent, self.counters.frames_acked)
+            if now != progress:
+                progress, deadline = now, time.monotonic() + patience
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{self.name}: the end of run {self.run_number} was not committed: "
+                    f"nothing was sent or acknowledged for {patience:g} s with "
+                    f"{len(self.backlog)} frames waiting and {len(self.unacked)} sent and not "
+                    "acknowledged (is the aggregator or storage down?)")
+            with contextlib.suppress(TimeoutError):
+                done.result(0.2)
         self.call(self._stop_source)
         return self.snapshot()
 
@@ -256,59 +308,120 @@ class Producer:
             self._recorder = None
 
     def snapshot(self) -> dict[str, float]:
-        """Counters, where the stream is, and the source's own counts."""
+        """Counters, where the stream is, what is held, and the source's own counts."""
+        b = self.backlog
         return {**self.counters.as_dict(), "seq": self.seq, "run_number": self.run_number,
-                **self.source.counters()}
+                "frames_held": len(b) + len(self.unacked),
+                "bytes_held_in_memory": b.mem_bytes + self.unacked_bytes,
+                "max_bytes_held": b.max_bytes_held, "frames_spilled": b.frames_spilled,
+                "bytes_spilled": b.bytes_spilled, "frames_replayed": b.frames_replayed,
+                "spill_errors": b.spill_errors, **self.source.counters()}
 
     # -- the data thread ---------------------------------------------------------------------
+    def _frame(self, kind: str, payload: bytes, last: bool = False) -> Pending:
+        """Give ``payload`` the stream's next seq and queue it behind everything else."""
+        words = max((len(payload) - HEADER_BYTES) // WORD_BYTES, 0) if kind == KIND_DATA else 0
+        h = FrameHeader(self.name, self.epoch, self.seq, self.io_group, self.run_number,
+                        time.time(), kind, self.offset, last)
+        item = Pending(self.epoch, self.seq, encode_header(h), payload, words)
+        self.backlog.push(item)
+        self.seq += 1
+        self.offset += words
+        if kind == KIND_INFO:
+            self.counters.info_frames += 1
+        return item
+
     def _hello(self) -> None:
+        """HELLO, then send nothing until the WELCOME: frames of ours that a restarted
+        aggregator receives after our HELLO must start where it should (see :meth:`_welcome`)."""
         self._sock.send_multipart(ProducerHello(self.name, self.io_group).parts())
         self.counters.hellos += 1
+        self.credit = 0  # the aggregator starts our account afresh
+        self._welcomed = False
+        self._hello_at = time.monotonic()
 
-    def _take_credit(self, timeout_ms: int) -> None:
+    def _welcome(self, msg: Welcome) -> None:
+        self._welcomed = True
+        if msg.aggregator != self.aggregator_id:
+            if self.aggregator_id is not None:
+                self.counters.aggregator_changes += 1
+            self.aggregator_id = msg.aggregator
+            if self.unacked:
+                # What the old aggregator had may be gone with it: all again, in order.
+                log.warning("%s: a new aggregator; sending %d unacknowledged frames again",
+                            self.name, len(self.unacked))
+                self.counters.frames_resent += len(self.unacked)
+                self.backlog.push_front(list(self.unacked))
+                self.unacked.clear()
+                self.unacked_bytes = 0
+
+    def _ack(self, msg: Ack) -> None:
+        for source, epoch, seq in msg.streams:
+            if source == self.name and seq > self.acked.get(epoch, -1):
+                self.acked[epoch] = seq
+        u = self.unacked
+        while u and u[0].seq <= self.acked.get(u[0].epoch, -1):
+            self.unacked_bytes -= len(u.popleft().payload)
+            self.counters.frames_acked += 1
+        self._check_end()
+
+    def _check_end(self) -> None:
+        if self._end is None:
+            return
+        epoch, seq, fut = self._end
+        if self.acked.get(epoch, -1) >= seq:
+            self._end = None
+            fut.set_result(None)
+
+    def _receive(self, timeout_ms: int) -> None:
         while self._sock.poll(timeout_ms):
             timeout_ms = 0
             try:
-                self.credit += parse_credit(self._sock.recv_multipart()).nbytes
+                msg = parse_aggregator_message(self._sock.recv_multipart())
             except ProtocolError as exc:
                 self.counters.bad_messages += 1
                 log.warning("%s: ignored a message from the aggregator: %s", self.name, exc)
+                continue
+            if isinstance(msg, Credit):
+                self.credit += msg.nbytes
+            elif isinstance(msg, Ack):
+                self._ack(msg)
+            else:
+                self._welcome(msg)
 
-    def _wait_credit(self) -> bool:
-        """Block until there is credit; False if asked to stop meanwhile."""
-        if self.credit > 0:
-            return True
-        self.counters.credit_waits += 1
-        t0 = time.monotonic()
-        last_hello = t0
-        while self.credit <= 0 and not self._stop.is_set():
-            self._take_credit(20)
-            self._calls.run_pending()
-            now = time.monotonic()
-            if now - last_hello > 1.0:
-                self._hello()  # the aggregator may have restarted and forgotten us
-                last_hello = now
-        self.counters.seconds_waiting_credit += time.monotonic() - t0
-        return self.credit > 0
+    def _keep_in_touch(self) -> None:
+        """HELLO again when unanswered or when credit stays away with frames waiting."""
+        now = time.monotonic()
+        waiting = self.credit <= 0 and len(self.backlog) > 0
+        if waiting and self._waiting_since is None:
+            self._waiting_since = now
+            self.counters.credit_waits += 1
+        elif not waiting and self._waiting_since is not None:
+            self.counters.seconds_waiting_credit += now - self._waiting_since
+            self._waiting_since = None
+        if now - self._hello_at < HELLO_INTERVAL:
+            return
+        if not self._welcomed or (waiting and now - self._waiting_since >= HELLO_INTERVAL):
+            self._hello()
 
-    def _send(self, kind: str, payload: bytes, last: bool = False) -> bool:
-        if not self._wait_credit():
-            return False
-        words = (len(payload) - HEADER_BYTES) // WORD_BYTES if kind == KIND_DATA else 0
-        h = FrameHeader(self.name, self.epoch, self.seq, self.io_group, self.run_number,
-                        time.time(), kind, self.offset, last)
-        self._sock.send_multipart(Frame(h, payload).parts(), copy=False)
-        self.seq += 1
-        self.offset += max(words, 0)
-        self.credit -= len(payload)
+    def _send_backlog(self) -> None:
         c = self.counters
-        c.frames_sent += 1
-        c.bytes_sent += len(payload)
-        if kind == KIND_DATA:
-            c.packets_sent += max(words, 0)
-        elif kind == KIND_INFO:
-            c.info_frames += 1
-        return True
+        while self._welcomed and self.credit > 0:
+            item = self.backlog.peek()
+            if item is None:
+                return
+            self.backlog.pop()
+            self._sock.send_multipart([FRAME, item.header, item.payload], copy=False)
+            self.unacked.append(item)
+            size = len(item.payload)
+            self.unacked_bytes += size
+            self.credit -= size
+            if item.epoch != self.epoch or item.seq <= self._first_sent:
+                continue  # sent again (a new aggregator): counted in frames_resent
+            self._first_sent = item.seq
+            c.frames_sent += 1
+            c.bytes_sent += size
+            c.packets_sent += item.words
 
     def _record(self, msgs: list[bytes]) -> None:
         if self.record_path is None:
@@ -321,34 +434,31 @@ class Producer:
         self._recorder.append(msgs, self.io_group)
         self._recorder.flush()
 
+    def _read_board(self) -> None:
+        idle = self.credit <= 0 or not self._welcomed or not len(self.backlog)
+        msgs = self.source.read(0.02 if idle else 0.0)
+        if not msgs:
+            return
+        self._record(msgs)
+        for tap in tuple(self._taps):
+            self.counters.tap_messages_dropped += tap.offer(msgs)
+        for msg in msgs:
+            self._frame(KIND_DATA, msg)
+
     def _loop(self) -> None:
         while not self._stop.is_set():
             self._calls.run_pending()
-            self._take_credit(0)
-            while self._outbox:
-                kind, payload, last, fut = self._outbox[0]
-                if not self._send(kind, payload, last):
-                    break
-                self._outbox.popleft()
-                if fut is not None:
-                    fut.set_result(None)
+            self._receive(0)
+            self._keep_in_touch()
+            self._send_backlog()
             if self._stop.is_set():
                 break  # never read from the board what can no longer be sent
-            if not self.flowing:
-                self._take_credit(20)
-                continue
-            msgs = self.source.read(0.02)
-            if not msgs:
-                continue
-            self._record(msgs)
-            for tap in tuple(self._taps):
-                self.counters.tap_messages_dropped += tap.offer(msgs)
-            for i, msg in enumerate(msgs):
-                if not self._send(KIND_DATA, msg):
-                    # Stopped while waiting for credit: what the board said is not sent.
-                    self.counters.messages_unsent += len(msgs) - i
-                    break
-        self.counters.messages_unsent += len(self._outbox)
+            if self.flowing and (self.source.runs_on_its_own or not len(self.backlog)):
+                self._read_board()
+            else:
+                self._receive(20)
+        # Read from the board or framed, and not sent when it stopped.
+        self.counters.messages_unsent += sum(1 for p in self.backlog.drain() if p.words)
 
 
 class ProducerComponent(Component):

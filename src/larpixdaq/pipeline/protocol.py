@@ -14,8 +14,11 @@ message                parts                                     sent
                                                                  storage -> aggregator
 :class:`StorageHello`  ``HELLO``, ``{committed: [[source,        storage -> aggregator
                        epoch, seq], ...], credit}``
-:class:`Ack`           ``ACK``, ``{streams: [[source, epoch,     storage -> aggregator
-                       seq], ...]}``
+:class:`Ack`           ``ACK``, ``{streams: [[source, epoch,     storage -> aggregator;
+                       seq], ...]}``                             aggregator -> producer
+                                                                 (relayed, its streams)
+:class:`Welcome`       ``WELCOME``, ``{aggregator}``             aggregator -> producer
+                                                                 (the answer to HELLO)
 :class:`Stats`         ``stats``, ``{counters, last_seq}``       aggregator -> monitors
 ====================== ========================================= ==========================
 
@@ -43,6 +46,7 @@ import msgpack
 from larpixdaq.errors import FormatError
 
 HELLO, CREDIT, ACK, FRAME, STATS = b"HELLO", b"CREDIT", b"ACK", b"FRAME", b"stats"
+WELCOME = b"WELCOME"
 
 KINDS = ("data", "info", "configs")
 KIND_DATA, KIND_INFO, KIND_CONFIGS = KINDS
@@ -280,6 +284,18 @@ class Ack:
 
 
 @dataclass(frozen=True, slots=True)
+class Welcome:
+    """The aggregator's answer to a producer's HELLO. ``aggregator`` is random per aggregator
+    process: a producer that sees it change knows the frames it sent to the old one and has
+    not had acknowledged may be gone, and sends them again."""
+
+    aggregator: int
+
+    def parts(self) -> list[bytes]:
+        return [WELCOME, pack({"aggregator": self.aggregator})]
+
+
+@dataclass(frozen=True, slots=True)
 class Stats:
     """The aggregator's counters and last seq per stream, once a second. ``counters`` is
     None when the body carried none (monitors keep what they had)."""
@@ -349,6 +365,19 @@ def _ack(parts: Sequence[Part]) -> Ack:
     return Ack(_stream_seqs(body["streams"], "streams"))
 
 
+def _welcome(parts: Sequence[Part]) -> Welcome:
+    _need(parts, 2, "WELCOME, body")
+    body = _map(parts[1])
+    if "aggregator" not in body:
+        raise BodyError("a WELCOME body lacks aggregator")
+    return Welcome(_int(body["aggregator"], "aggregator"))
+
+
+def _ack_message(parts: Sequence[Part]) -> Ack:
+    _need(parts, 2, "ACK, body")
+    return _ack(parts)
+
+
 def _stats(parts: Sequence[Part]) -> Stats:
     _need(parts, 2, "stats, body")
     body = unpack(parts[1])
@@ -379,6 +408,8 @@ _FROM_PRODUCER: dict[bytes, Parser] = {FRAME: _frame, HELLO: _producer_hello}
 _FROM_STORAGE: dict[bytes, Parser] = {HELLO: _storage_hello, ACK: _ack,
                                       CREDIT: lambda parts: _credit(_storage_body(parts))}
 _TO_PRODUCER: dict[bytes, Parser] = {CREDIT: _credit_message}
+_FROM_AGGREGATOR: dict[bytes, Parser] = {CREDIT: _credit_message, WELCOME: _welcome,
+                                         ACK: _ack_message}
 _TO_STORAGE: dict[bytes, Parser] = {FRAME: _frame}
 _TO_MONITOR: dict[bytes, Parser] = {FRAME: _frame, STATS: _stats}
 
@@ -396,6 +427,12 @@ def parse_storage_message(parts: Sequence[Part]) -> StorageHello | Credit | Ack:
 def parse_credit(parts: Sequence[Part]) -> Credit:
     """What a producer receives from the aggregator: only ``CREDIT``."""
     return _parse(parts, _TO_PRODUCER, "message from the aggregator")
+
+
+def parse_aggregator_message(parts: Sequence[Part]) -> Credit | Welcome | Ack:
+    """What a producer receives from the aggregator: ``CREDIT``, ``WELCOME`` (the answer to
+    its HELLO) and ``ACK`` (storage's acknowledgements of its frames, relayed)."""
+    return _parse(parts, _FROM_AGGREGATOR, "message from the aggregator")
 
 
 def parse_frame(parts: Sequence[Part]) -> Frame:

@@ -35,6 +35,11 @@ class Source(ABC):
     io_group: int
     lock: threading.RLock
     """Taken around every use of the board: board actions run in another thread."""
+    runs_on_its_own: bool = False
+    """The board sends whether or not it is read (a PACMAN, whose PUB socket drops what is
+    not taken; a simulated board at a set rate): the producer reads it even when it cannot
+    send, and keeps what it read. A source that waits for its reader (a file, a simulated
+    board as fast as it goes) is read only when the producer can send."""
 
     @abstractmethod
     def start(self) -> None:

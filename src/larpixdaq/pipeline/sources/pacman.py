@@ -12,6 +12,8 @@ from larpixdaq.pipeline.sources import Source
 class PacmanSource(Source):
     """A PACMAN board (or the emulator) through the PACMAN client."""
 
+    runs_on_its_own = True
+
     def __init__(self, io_group: int, host: str = "127.0.0.1", cmd_port: int = 5555,
                  data_port: int = 5556) -> None:
         from larpixdaq.boards.pacman_client import PacmanClient

@@ -26,6 +26,7 @@ class ReplaySource(Source):
             raise FileNotFoundError(f"replay file {self.path} does not exist")
         self.io_group = io_group
         self.speed = float(speed)
+        self.runs_on_its_own = self.speed > 0
         self.loop = loop
         self._raw = is_raw_file(self.path)
         self._iter: Any = None

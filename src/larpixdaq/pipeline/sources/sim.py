@@ -55,6 +55,7 @@ class SimSource(Source):
         self.io_group = io_group
         self.physics = rate == PHYSICS_RATE
         self.rate = 0.0 if self.physics else float(rate)
+        self.runs_on_its_own = self.physics or self.rate > 0
         self._clock = clock
         self.words_per_message = int(words_per_message)
         if detector is None:
