@@ -61,10 +61,14 @@ class Daq:
     def __init__(self, tmp: Path, boards: int = 1, rate: float = 100_000,
                  data: Path | None = None, discover: bool = False,
                  routines: Path | None = None, db: Path | None = None,
-                 storage_args: list[str] | None = None) -> None:
+                 storage_args: list[str] | None = None,
+                 aggregator_args: tuple[str, ...] = (),
+                 producer_args: tuple[str, ...] = ()) -> None:
         self.discover = discover
         self.routines = routines  # the producers' routine directory (--routines)
         self.storage_args = list(storage_args or [])
+        self.aggregator_args = list(aggregator_args)
+        self.producer_args = list(producer_args)
         self.tmp = tmp
         self.data = data or tmp / "data"
         self.procs: list[Proc] = []
@@ -89,8 +93,7 @@ class Daq:
                 "producer", *c, *self._agg(self.inlet), "--io-group", str(g),
                 "--sim-rate", str(self.rate), "--words-per-message", "1000",
                 "--record", str(self.tmp / f"sent-{g}-{{run}}.raw"),
-                "--data-dir", str(self.data),
-
+                "--data-dir", str(self.data), *self.producer_args,
                 *(["--routines", str(self.routines)] if self.routines else [])])
         self.op = Operator(self.core.endpoint, timeout=15)
         wait_for(lambda: len(self.clients()) == 2 + self.boards, timeout=15)
@@ -103,7 +106,7 @@ class Daq:
         inlet, outlet, monitor = ports or ["tcp://127.0.0.1:0"] * 3
         self.aggregator = self._proc("aggregator", [
             "aggregator", "--core", self.core.endpoint, "--inlet", inlet, "--outlet", outlet,
-            "--monitor", monitor])
+            "--monitor", monitor, *self.aggregator_args])
         line = self.aggregator.first_line.replace(",", " ")
         self.inlet, self.outlet, self.monitor = [w for w in line.split() if "://" in w][:3]
         return self.aggregator

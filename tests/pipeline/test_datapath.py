@@ -202,3 +202,40 @@ def test_aggregator_killed_mid_run_loses_nothing(tmp_path):
         assert texts.count("Beginning run") == 2 and texts.count("Ending run") == 2
     finally:
         daq.close()
+
+
+def test_storage_stalled_the_boards_spill_and_nothing_is_lost(tmp_path):
+    """Storage stopped (SIGSTOP): the aggregator's small window fills, the producers go on
+    reading their boards, hold 100 kB in memory and spill the rest to disk; when storage
+    goes on, everything is replayed in order and the run is complete."""
+    daq = Daq(tmp_path, boards=2, rate=100_000, aggregator_args=("--window-mb", "0.5"),
+              producer_args=("--hold-mb", "0.1", "--spill-dir", str(tmp_path / "spill")))
+    daq.core.extra += ["--rejoin-grace", "60"]
+    try:
+        daq.start()
+        daq.call("prepare_run")
+        daq.call("begin_run")
+        wait_for(lambda: _counter(daq, "storage", "packets_written") > 0)
+        daq.storage.send(signal.SIGSTOP)
+        try:
+            wait_for(lambda: _counter(daq, "producer", "frames_spilled") > 100, timeout=30)
+            assert list((tmp_path / "spill").glob("spill-producer-*.bin"))
+        finally:
+            daq.storage.send(signal.SIGCONT)
+        wait_for(lambda: _counter(daq, "producer", "frames_replayed") > 100, timeout=30)
+        wait_for(lambda: any(c["role"] == "storage" for c in daq.clients()), timeout=30)
+        final = daq.op.call("end_run")
+        assert final.success, final.message
+        run = daq.runs_json()[0]
+        rows = read_run_packets(run["files"])
+        _check_rows_match_sent(daq, rows, 2, run["run_number"])
+        assert run["packets_written"] == len(rows) and run["packets_lost"] == 0
+        assert run["exit_status"] == "success", (run["incidents"], _losses(run))
+        for g in (1, 2):
+            c = run["counters"][f"producer-{g}"]
+            assert c["frames_spilled"] > 0 and c["frames_replayed"] == c["frames_spilled"]
+            assert c["max_bytes_held"] <= 0.1 * (1 << 20) + 16_100
+        assert not list((tmp_path / "spill").glob("*.bin"))  # drained files are removed
+    finally:
+        daq.storage.send(signal.SIGCONT)
+        daq.close()
