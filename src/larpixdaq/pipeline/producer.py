@@ -269,9 +269,12 @@ class Producer:
         self.call(do)
 
     def end(self, patience: float = END_PATIENCE) -> dict[str, float]:
-        """Send "Ending run" after the data already read, stop reading; wait until storage
-        has committed the whole stream. The wait gives up after ``patience`` seconds in
-        which nothing was sent or acknowledged (the path is down for good)."""
+        """Send "Ending run" after the data already read, stop reading; wait until it is
+        sent (held frames first). The wait gives up after ``patience`` seconds in which
+        nothing was sent or acknowledged (the path is down for good). It does not wait for
+        storage's acknowledgement: a storage that refuses a failed run's frames lets them go
+        only when its own end comes; until then they stay held here, and go again to an
+        aggregator that restarts."""
         done: Future = Future()
 
         def do() -> None:
@@ -292,7 +295,7 @@ class Producer:
                 progress, deadline = now, time.monotonic() + patience
             if time.monotonic() > deadline:
                 raise TimeoutError(
-                    f"{self.name}: the end of run {self.run_number} was not committed: "
+                    f"{self.name}: the end of run {self.run_number} was not sent: "
                     f"nothing was sent or acknowledged for {patience:g} s with "
                     f"{len(self.backlog)} frames waiting and {len(self.unacked)} sent and not "
                     "acknowledged (is the aggregator or storage down?)")
@@ -365,11 +368,15 @@ class Producer:
             self.counters.frames_acked += 1
         self._check_end()
 
-    def _check_end(self) -> None:
+    def _check_end(self, sent: Pending | None = None) -> None:
+        """Resolve the end's wait once its marker is sent (or acknowledged)."""
         if self._end is None:
             return
         epoch, seq, fut = self._end
-        if self.acked.get(epoch, -1) >= seq:
+        done = self.acked.get(epoch, -1) >= seq
+        if sent is not None and sent.epoch == epoch and sent.seq >= seq:
+            done = True
+        if done:
             self._end = None
             fut.set_result(None)
 
@@ -413,6 +420,8 @@ class Producer:
             self.backlog.pop()
             self._sock.send_multipart([FRAME, item.header, item.payload], copy=False)
             self.unacked.append(item)
+            if self._end is not None:
+                self._check_end(item)
             size = len(item.payload)
             self.unacked_bytes += size
             self.credit -= size
