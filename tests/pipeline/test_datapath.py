@@ -63,7 +63,13 @@ def test_runs_record_every_packet_sent(daq_factory, boards):
     daq = daq_factory(boards=boards, rate=50_000, discover=boards > 1)
     daq.call("prepare_run", comment="pipeline test", run_type="test")
     daq.call("begin_run")
-    time.sleep(0.6)
+
+    def each_producer_sent() -> bool:  # enough for the checks below, however slow the machine
+        sent = [c.get("counters", {}).get("packets_sent", 0) for c in daq.clients()
+                if c["role"] == "producer"]
+        return len(sent) == boards and min(sent) > 2000
+
+    wait_for(each_producer_sent)
     daq.call("end_run")
     run = daq.runs_json()[0]
     files = run["files"]
@@ -111,12 +117,11 @@ def test_storage_killed_mid_run_loses_nothing(tmp_path):
         daq.call("begin_run")
         wait_for(lambda: _counter(daq, "storage", "packets_written") > 0)
         daq.storage.stop(signal.SIGKILL)
-        # Run control notices the loss and holds the run; meanwhile the producers go on and
-        # the aggregator keeps every frame.
+        # Run control notices the loss (a heartbeat time-out later) and holds the run;
+        # meanwhile the producers go on until their credit runs out, and the aggregator
+        # keeps every frame.
         wait_for(lambda: all(c["role"] != "storage" for c in daq.clients()))
         assert daq.op.call("status").data["state"] == "RUN"
-        sent = _counter(daq, "producer", "packets_sent")
-        wait_for(lambda: _counter(daq, "producer", "packets_sent") > sent)  # sent meanwhile
         daq.start_storage()
         wait_for(lambda: _counter(daq, "storage", "packets_written") > 0)  # the new storage
         assert daq.op.call("status").data["state"] == "RUN"
