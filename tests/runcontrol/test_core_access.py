@@ -178,3 +178,20 @@ def test_the_audit_trail_and_the_run_record_name_who_did_what(core):
     reads = {(e["command"], e["accepted"]) for e in everything
              if e["command"] in ("status", "audit")}
     assert reads == {("status", False)}
+
+
+def test_a_core_that_requires_a_login_answers_nothing_to_anonymous_clients(tmp_path):
+    with UserStore(tmp_path / "runs.sqlite") as store:
+        token = store.add_user("reader", Role.VIEWER)
+    with CoreProcess(tmp_path / "runs.sqlite", extra=["--require-login"]) as core:
+        with Operator(core.endpoint, timeout=15, credential=False) as op:
+            final = op.call("status")
+        assert not final.success
+        assert final.message == ("status needs a login: this site requires one (send a user "
+                                 "and token)")
+        with Operator(core.endpoint, timeout=15, credential=Credential("reader", token)) as op:
+            status = op.call("status")
+            assert status.success and status.data["login_required"] is True
+            assert status.data["counters"]["auth_anonymous_refused"] == 1
+        with Operator(core.endpoint, timeout=15) as op:  # the local token file: expert
+            assert op.call("prepare_run").success and op.call("end_run").success
