@@ -154,18 +154,20 @@ def test_what_a_stop_leaves_unsent_is_counted():
     agg = ctx.socket(zmq.ROUTER)  # grants one byte, then nothing
     agg.setsockopt(zmq.LINGER, 0)
     agg.bind("tcp://127.0.0.1:0")
-    p = Producer("p", SimSource(1, rate=0, words_per_message=100),
+    # a paced board (as a real one): read out while frames wait for credit
+    p = Producer("p", SimSource(1, rate=100_000, words_per_message=100),
                  agg.getsockopt_string(zmq.LAST_ENDPOINT)).start()
     try:
         assert agg.poll(3000)
         identity = agg.recv_multipart()[0]  # HELLO
         agg.send_multipart([identity, *Welcome(7).parts()])
-        p.prepare(1)  # data flows from here
+        p.prepare(1)
+        p.begin()  # data flows from here
         # One byte of credit: one frame goes (overdrawing it), then the producer waits.
         agg.send_multipart([identity, CREDIT, msgpack.packb({"bytes": 1})])
         assert agg.poll(3000) and agg.recv_multipart()[1] == FRAME
-        # It holds the rest of the batch it read from the board, waiting for credit.
-        wait_for(lambda: p.counters.credit_waits >= 1 and len(p.backlog) >= 1)
+        # It holds what it read from the board meanwhile (behind "Beginning run").
+        wait_for(lambda: p.counters.credit_waits >= 1 and len(p.backlog) >= 3)
     finally:
         p.stop()
         agg.close(0)
@@ -330,11 +332,15 @@ class FakeAggregator:
 
 def test_frames_are_kept_until_storage_acknowledges_and_sent_again_to_a_new_aggregator():
     agg = FakeAggregator(instance=1)
-    p = Producer("p", SimSource(1, rate=0, words_per_message=100), agg.address).start()
+    src = SimSource(1, rate=0, words_per_message=100)
+    p = Producer("p", src, agg.address).start()
     try:
         wait_for(lambda: agg.pump() or agg.identity)
         p.prepare(1)
-        agg.grant(10 * 1608)
+        p.begin()
+        # Credit for ten frames: the configs snapshot, "Beginning run", eight data frames
+        # (a frame goes while any credit is left).
+        agg.grant(src.configs().nbytes + len(b"Beginning run") + 7 * 1608 + 1)
         wait_for(lambda: agg.pump() or len(agg.frames) >= 10)
         assert [h.seq for h in agg.frames] == list(range(10))
         assert len(p.unacked) == 10
@@ -363,6 +369,7 @@ def test_a_board_that_runs_on_its_own_is_read_while_there_is_no_credit_and_spill
     try:
         wait_for(lambda: agg.pump() or agg.identity)
         p.prepare(1)
+        p.begin()
         # No credit: the producer goes on reading the board; beyond 50 kB it spills.
         wait_for(lambda: p.snapshot()["frames_spilled"] >= 20, timeout=15)
         assert not agg.frames and list(tmp_path.glob("spill-p-*.bin"))
@@ -378,3 +385,40 @@ def test_a_board_that_runs_on_its_own_is_read_while_there_is_no_credit_and_spill
     finally:
         p.stop()
         agg.close()
+
+
+def test_nothing_is_read_out_before_begin_and_what_arrives_anyway_is_kept_and_counted(path):
+    """A run prepared and left waiting: the board is not read out until Begin. What reaches
+    the stream meanwhile (the board's output during a configuration action, a routine's
+    data) is kept in the run before "Beginning run" and counted."""
+    make_producer, store = path
+    src = SimSource(1, rate=0, words_per_message=100)  # flat out once read out
+    p = make_producer(src)
+    store.prepare(7, {"run_type": "test"})
+    p.prepare(7)
+    early = _board_messages()[:2]
+    src.board_output(early[0])  # as during a configuration action in READY
+    assert p.send_data([early[1]])  # as a routine does
+    wait_for(lambda: p.counters.frames_sent >= 2, timeout=15)
+    # The operator waits between prepare and begin; the board is not read meanwhile.
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        assert p.counters.frames_sent == 2, p.counters
+        time.sleep(0.05)
+    assert p.counters.messages_before_begin == 2
+    early_words = p.counters.packets_sent
+    p.begin()
+    wait_for(lambda: p.counters.packets_sent > early_words + 10_000, timeout=15)
+    p.end()
+    summary = store.end()
+    assert summary["counters"]["packets_lost"] == 0
+    rows = read_run_packets(summary["files"])
+    markers = np.flatnonzero(rows["packet_type"] == MESSAGE)
+    with Hdf5File(summary["files"][0]) as f:
+        texts = [m.decode() for m in f.messages()["message"]]
+    assert texts == ["Beginning run", "Ending run"]
+    before = rows[: markers[0]]
+    # both kept, whole (in the order the producer took them: a routine's data first)
+    assert any(np.array_equal(before, decode_data_messages(order, 1).rows)
+               for order in (early, early[::-1]))
+    assert len(rows) - len(before) > 10_000

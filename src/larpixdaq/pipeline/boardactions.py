@@ -67,6 +67,7 @@ class RunStream(Protocol):
 
     source: Source
     flowing: bool
+    reading: bool
     config_rows: Any
 
     def tap_refusal(self) -> str | None: ...
@@ -156,9 +157,10 @@ class BoardActions:
 
     def _run_data(self, seconds: float, stop: threading.Event | None) -> list[bytes] | None:
         """During a run, a routine's data is a copy of what the run records (the board is
-        being read out for it); outside a run, None: the routine reads the board itself."""
+        being read out for it); otherwise (no run, or one only prepared), None: the routine
+        reads the board itself."""
         producer = self.producer
-        if not producer.flowing:
+        if not producer.reading:
             return None
         refusal = producer.tap_refusal()
         if refusal:
@@ -170,7 +172,7 @@ class BoardActions:
     def get_boards(self) -> dict[str, Any]:
         """This producer's board: io_group, kind (sim, pacman, replay), chips known."""
         return {"name": self.name, **self.session.info(),
-                "reading_out": bool(self.producer.flowing)}
+                "reading_out": bool(self.producer.reading)}
 
     @action
     def load_board(self, network_file: str | None = None) -> dict[str, Any]:

@@ -5,9 +5,14 @@ a PACMAN board or a replayed file (see :mod:`larpixdaq.pipeline.sources`); all g
 PACMAN ``D`` messages, bytes unchanged. Frames and the credit they need are messages of
 :mod:`larpixdaq.pipeline.protocol`.
 
-Data flows only between prepare and end (READY and RUN). Every frame gets the next ``seq``
-of the stream and its word ``offset``; ``Beginning run`` goes out at begin and ``Ending
-run`` (flagged ``last``) at end, in order with the data. Sending needs credit from the
+The board is read out only between begin and end (RUN): a prepare opens the run's stream
+(a new epoch, seq 0) but reads nothing, so no data of the board precedes ``Beginning run``
+however long the operator waits between prepare and begin. What does reach the stream in
+READY (what the board sent during a configuration action, data a routine sends) is kept,
+never dropped, and counted in ``messages_before_begin``; in the file it stands before the
+``Beginning run`` marker. Every frame gets the next ``seq`` of the stream and its word
+``offset``; ``Beginning run`` goes out at begin and ``Ending run`` (flagged ``last``) at end,
+in order with the data. Sending needs credit from the
 aggregator; without credit the producer waits (the board's own buffers then fill: that is
 the only place where data can be lost, and the PACMAN client counts it).
 
@@ -87,6 +92,7 @@ class ProducerCounters(Counters):
     hellos: int = 0
     bad_messages: int = 0
     messages_unsent: int = 0
+    messages_before_begin: int = 0  # kept in the run, before its "Beginning run" marker
     tap_messages_dropped: int = 0
     frames_acked: int = 0
     frames_resent: int = 0
@@ -156,7 +162,8 @@ class Producer:
         self.epoch = 0
         self.seq = 0
         self.offset = 0
-        self.flowing = False
+        self.flowing = False  # the run's stream is open (READY and RUN)
+        self.reading = False  # the board is read out (RUN)
         self.credit = 0
         self.counters = ProducerCounters()
         self.tap_messages = int(tap_messages)
@@ -228,8 +235,9 @@ class Producer:
             self.seq = 0
             self.offset = 0
             self._first_sent = -1
-            self.source.start()
+            self.source.prepare()
             self.flowing = True
+            self.reading = False
         self.call(do)
 
     def _snapshot(self) -> None:
@@ -257,6 +265,8 @@ class Producer:
         def do() -> bool:
             if not self.flowing:
                 return False
+            if not self.reading:
+                self.counters.messages_before_begin += len(messages)
             for m in messages:
                 self._frame(KIND_DATA, bytes(m))
             return True
@@ -266,6 +276,8 @@ class Producer:
         def do() -> None:
             self._snapshot()
             self._frame(KIND_INFO, b"Beginning run")
+            self.source.start()
+            self.reading = True
         self.call(do)
 
     def end(self, patience: float = END_PATIENCE) -> dict[str, float]:
@@ -281,6 +293,7 @@ class Producer:
             if not self.flowing and self.run_number < 0:
                 done.set_result(None)
                 return
+            self.reading = False
             self._snapshot()
             self.flowing = False
             last = self._frame(KIND_INFO, b"Ending run", last=True)
@@ -445,7 +458,10 @@ class Producer:
 
     def _read_board(self) -> None:
         idle = self.credit <= 0 or not self._welcomed or not len(self.backlog)
-        msgs = self.source.read(0.02 if idle else 0.0)
+        self._forward(self.source.read(0.02 if idle else 0.0))
+
+    def _forward(self, msgs: list[bytes]) -> None:
+        """The board's messages into the stream (and to the recorder and routine taps)."""
         if not msgs:
             return
         self._record(msgs)
@@ -462,8 +478,14 @@ class Producer:
             self._send_backlog()
             if self._stop.is_set():
                 break  # never read from the board what can no longer be sent
-            if self.flowing and (self.source.runs_on_its_own or not len(self.backlog)):
+            if self.reading and (self.source.runs_on_its_own
+                                 or not len(self.backlog)):
                 self._read_board()
+            elif self.flowing:  # READY: no readout; what the board sent anyway is kept
+                early = self.source.pending()
+                self.counters.messages_before_begin += len(early)
+                self._forward(early)
+                self._receive(20)
             else:
                 self._receive(20)
         # Read from the board or framed, and not sent when it stopped.
@@ -482,6 +504,7 @@ class ProducerComponent(Component):
         super().__init__(name, core, **kw)
         self.producer = producer
         self._unsent_before = 0.0  # messages_unsent when this run was prepared
+        self._before_begin_base = 0
         self.board = BoardActions(producer, name=name, log=self.log,
                                   routine_dirs=routine_dirs)
         self.register_actions_of(self.board)
@@ -491,6 +514,7 @@ class ProducerComponent(Component):
 
     def on_prepare(self, run: RunInfo) -> dict | None:
         self._unsent_before = self.producer.counters.messages_unsent
+        self._before_begin_base = self.producer.counters.messages_before_begin
         self.producer.prepare(run.run_number)
         return None
 
@@ -502,7 +526,9 @@ class ProducerComponent(Component):
         counters = self.producer.end()
         # What this run read from the board and never sent (the total covers every run).
         unsent = self.producer.counters.messages_unsent - self._unsent_before
-        return {"counters": {**counters, "run_messages_unsent": unsent}}
+        early = self.producer.counters.messages_before_begin - self._before_begin_base
+        return {"counters": {**counters, "run_messages_unsent": unsent,
+                             "run_messages_before_begin": early}}
 
     def start(self) -> ProducerComponent:
         self.producer.start()

@@ -588,4 +588,3 @@ def read_run_packets(paths: Sequence[str | Path]) -> np.ndarray:
         with Hdf5File(p) as f:
             arrays.append(f.read_packets())
     return np.concatenate(arrays) if arrays else np.zeros(0, PACKETS_DTYPE)
-

@@ -1,7 +1,8 @@
 """Where a producer's PACMAN messages come from: a board, or a recorded file.
 
 Every source gives whole PACMAN ``D`` messages, bytes unchanged, between :meth:`Source.start`
-and :meth:`Source.stop`. What a producer may ask of a source beyond that is part of the
+and :meth:`Source.stop` (a run's beginning and end: nothing is read out while a run is only
+prepared). What a producer may ask of a source beyond that is part of the
 :class:`Source` interface, so nothing sniffs a source's type or attributes:
 
 * :meth:`Source.session` - the board operations (configuration, routines) on its board;
@@ -43,11 +44,21 @@ class Source(ABC):
 
     @abstractmethod
     def start(self) -> None:
-        """Data flows from now (a prepare)."""
+        """Readout starts: data flows from now (the beginning of a run)."""
 
     @abstractmethod
     def stop(self) -> None:
-        """Data stops (the end of a run)."""
+        """Readout stops (the end of a run)."""
+
+    def prepare(self) -> None:
+        """A run is prepared (readout starts only at its beginning): what the board sends
+        meanwhile (during a configuration action) is kept for :meth:`pending`."""
+        return None
+
+    def pending(self) -> list[bytes]:
+        """What the board sent while readout was not running and a run was prepared, taken
+        once; the producer keeps it in the run, flagged as before the beginning."""
+        return []
 
     @abstractmethod
     def read(self, wait: float) -> list[bytes]:

@@ -73,16 +73,26 @@ class SimSource(Source):
         # Messages the board sent while a configuration action advanced its time.
         self._operations_output: deque[bytes] = deque()
         self._flowing = False
+        self._prepared = False
         self.operations_messages_dropped = 0
 
     def board_output(self, message: bytes) -> None:
         """Data the board sent during a configuration action or routine: part of the run
-        while data flows (as a real board's would be); outside READY/RUN nothing is
+        once it is prepared (as a real board's would be); outside READY/RUN nothing is
         recorded, and those messages are counted."""
-        if self._flowing:
+        if self._flowing or self._prepared:
             self._operations_output.append(message)
         else:
             self.operations_messages_dropped += 1
+
+    def prepare(self) -> None:
+        self._prepared = True
+
+    def pending(self) -> list[bytes]:
+        out = []
+        while self._operations_output:
+            out.append(self._operations_output.popleft())
+        return out
 
     def _make(self, n: int, markers: bool = False) -> bytes:
         """One message of ``n`` data words (with ``markers``: those generated, with the SYNC
@@ -98,13 +108,11 @@ class SimSource(Source):
 
     def stop(self) -> None:
         self._flowing = False
+        self._prepared = False
 
     def read(self, wait: float) -> list[bytes]:
         if self._operations_output:
-            out = []
-            while self._operations_output:
-                out.append(self._operations_output.popleft())
-            return out
+            return self.pending()
         if self.physics:
             return self._read_physics(wait)
         n_msgs = 8
