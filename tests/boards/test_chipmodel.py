@@ -9,8 +9,9 @@ from hypothesis import strategies as st
 
 from larpixdaq.boards.chipmodel import ChipNetwork, field_values
 from larpixdaq.formats import packets as pk
-from larpixdaq.formats.network import Network, load_network, make_tile_network
+from larpixdaq.formats.network import Network, load_network
 from larpixdaq.formats.registers import DEFAULT_REGISTERS, NUM_REGISTERS
+from larpixdaq.formats.tilenetwork import make_tile_network
 
 
 def tile_network() -> Network:

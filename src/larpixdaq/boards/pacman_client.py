@@ -87,7 +87,8 @@ def with_network_registers(
     enables, or the chip drops off the network; this takes them from the network
     description so a physics configuration can be written as is.
     """
-    from larpixdaq.formats.network import Network, load_network, network_registers
+    from larpixdaq.formats.bringup import bring_up_registers
+    from larpixdaq.formats.network import Network, load_network
 
     net = network if isinstance(network, Network) else load_network(network)
     links: dict[tuple[int, int], dict[int, dict[int, int]]] = {}
@@ -95,7 +96,7 @@ def with_network_registers(
     for key, cfg in configs.items():
         g, ch, cid = parse_chip_key(str(key))
         if (g, ch) not in links:
-            links[(g, ch)] = network_registers(net, g, ch)
+            links[(g, ch)] = bring_up_registers(net.tree(g, ch))
         regs = cfg.to_registers()
         regs[CHIP_ID_REG] = cid
         for addr, value in links[(g, ch)].get(cid, {}).items():

@@ -1,221 +1,42 @@
-"""Hydra networks: which LArPix chips hang off which PACMAN UART, and how to bring them up.
+"""Hydra network files: the reference library's "controller" JSON, read into hydra trees.
 
-A network file (the reference library's "controller" JSON) describes, per io_group and
-io_channel, a tree of chips linked through their four UARTs. Each node lists its neighbours
-by relative position (``miso_us``: upstream, away from the PACMAN; ``miso_ds``/``mosi``:
-usually omitted and inferred) and UART maps translate positions into UART numbers. This
-module turns such a file into explicit links with UART numbers, and derives the exact
-register writes that bring a powered-up network (every chip answering as chip 1) into its
-configured shape, root outward: the same writes, in the same order and with the same values,
-as the reference client's ``init_network``, so real boards behave identically under either.
-
-Positions always index the node's own UART maps: ``miso_us[p]`` uses ``miso_uart_map[p]``
-(``miso_us_uart_map`` in the older map style), ``miso_ds[p]`` the same map (old style:
-``miso_ds_uart_map``), ``mosi[p]`` uses ``mosi_uart_map[p]``.
+A network file describes, per io_group and io_channel, a tree of chips linked through their
+four UARTs (:mod:`larpixdaq.formats.hydra`). Each node lists its neighbours by relative
+position (``miso_us``: upstream, away from the PACMAN; ``miso_ds``/``mosi``: usually omitted
+and inferred) and UART maps, given at any level and inherited network -> io_group ->
+io_channel -> node, translate positions into UART numbers. This module checks such a file,
+turns it into explicit links with UART numbers, and writes it back; the writes that bring a
+network up are planned by :mod:`larpixdaq.formats.bringup`.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import os
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from larpixdaq.errors import ConfigError
-from larpixdaq.formats.chipconfig import ChipConfig, load_config_json
+from larpixdaq.formats.bringup import BringUpStep, plan_bring_up
+from larpixdaq.formats.chipconfig import PathLike, load_config_json
 from larpixdaq.formats.chipkey import chip_key
-from larpixdaq.formats.registers import (
-    CHIP_ID_REG,
-    DOWNSTREAM_REG,
-    MOSI_REG,
-    UPSTREAM_REG,
+from larpixdaq.formats.hydra import (
+    ALL_MAP_KEYS,
+    NEW_STYLE_MAPS,
+    OLD_STYLE_MAPS,
+    RESERVED_CHIP_IDS,
+    HydraTree,
+    Node,
+    NodeId,
 )
-from larpixdaq.formats.registers import field as register_field
 
-NodeId = int | str
-"""A chip id (int), or a name (e.g. ``"ext"``) for a node that is not a chip (the PACMAN)."""
-
-NEW_STYLE_MAPS = ("miso_uart_map", "mosi_uart_map", "usds_link_map")
-OLD_STYLE_MAPS = ("miso_us_uart_map", "miso_ds_uart_map", "mosi_uart_map")
-ALL_MAP_KEYS = frozenset(NEW_STYLE_MAPS + OLD_STYLE_MAPS)
-RESERVED_CHIP_IDS = frozenset({0, 1, 255})
-POWER_ON_CHIP_ID = 1
-
-DEFAULT_MISO_UART_MAP = (3, 0, 1, 2)
-DEFAULT_MOSI_UART_MAP = (0, 1, 2, 3)
-DEFAULT_USDS_LINK_MAP = (2, 3, 0, 1)
+# The tile generator's home is :mod:`larpixdaq.formats.tilenetwork`; the name is also offered
+# here because the simulated board imports it together with ``load_network``.
+from larpixdaq.formats.tilenetwork import make_tile_network as make_tile_network
 
 _NODE_KEYS = frozenset({"chip_id", "root", "miso_us", "miso_ds", "mosi"}) | ALL_MAP_KEYS
-
-PathLike = Union[str, "os.PathLike[str]"]
-
-
-@dataclass
-class Node:
-    """One node of a hydra network, with its links resolved to UART numbers.
-
-    ``*_uarts`` map a neighbour to this node's UART used for the link: the UART sending
-    upstream to it, sending downstream to it, or receiving commands from it.
-    """
-
-    chip_id: NodeId
-    root: bool = False
-    miso_us: list[NodeId | None] = field(default_factory=lambda: [None] * 4)
-    miso_ds: list[NodeId | None] = field(default_factory=lambda: [None] * 4)
-    mosi: list[NodeId | None] = field(default_factory=lambda: [None] * 4)
-    maps: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    own_maps: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    explicit_miso_us: bool = False
-    explicit_miso_ds: bool = False
-    explicit_mosi: bool = False
-    miso_us_uarts: dict[NodeId, int] = field(default_factory=dict)
-    miso_ds_uarts: dict[NodeId, int] = field(default_factory=dict)
-    mosi_uarts: dict[NodeId, int] = field(default_factory=dict)
-
-    @property
-    def is_chip(self) -> bool:
-        return isinstance(self.chip_id, int)
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"chip_id": self.chip_id}
-        if self.root:
-            d["root"] = True
-        if self.explicit_miso_us:
-            d["miso_us"] = list(self.miso_us)
-        if self.explicit_miso_ds:
-            d["miso_ds"] = list(self.miso_ds)
-        if self.explicit_mosi:
-            d["mosi"] = list(self.mosi)
-        for k, v in self.own_maps.items():
-            d[k] = list(v)
-        return d
-
-
-@dataclass
-class HydraTree:
-    """The network of one (io_group, io_channel): nodes in file order, links resolved."""
-
-    io_group: int
-    io_channel: int
-    style: str
-    nodes: dict[NodeId, Node]
-    channel_maps: dict[str, tuple[int, ...]] = field(default_factory=dict)
-
-    def node(self, chip_id: NodeId) -> Node:
-        try:
-            return self.nodes[chip_id]
-        except KeyError:
-            known = ", ".join(str(n) for n in self.nodes)
-            raise ConfigError(
-                f"io_group {self.io_group} io_channel {self.io_channel} has no node "
-                f"{chip_id!r} (nodes: {known})"
-            ) from None
-
-    def chip_ids(self) -> list[int]:
-        """Chip ids (not PACMAN/other pseudo nodes), in file order."""
-        return [n for n in self.nodes if isinstance(n, int)]
-
-    def roots(self) -> list[NodeId]:
-        return [n.chip_id for n in self.nodes.values() if n.root]
-
-    def parents(self, chip_id: NodeId) -> list[tuple[NodeId, int]]:
-        """``(parent, parent's UART)`` for every node sending upstream to ``chip_id``."""
-        self.node(chip_id)
-        return [
-            (n.chip_id, n.miso_us_uarts[chip_id])
-            for n in self.nodes.values()
-            if chip_id in n.miso_us_uarts
-        ]
-
-    def parent(self, chip_id: NodeId) -> NodeId | None:
-        ps = self.parents(chip_id)
-        return ps[0][0] if ps else None
-
-    def children(self, chip_id: NodeId) -> list[NodeId]:
-        """Upstream neighbours, in link order."""
-        return list(self.node(chip_id).miso_us_uarts)
-
-    def order(self) -> list[NodeId]:
-        """Nodes reachable from the roots through upstream links, breadth first.
-
-        This is the order the network is brought up in (pseudo nodes included).
-        """
-        level = self.roots()
-        seen = set(level)
-        out: list[NodeId] = []
-        while level:
-            out.extend(level)
-            nxt: list[NodeId] = []
-            for n in level:
-                for child in self.nodes[n].miso_us_uarts:
-                    if child not in seen:
-                        seen.add(child)
-                        nxt.append(child)
-            level = nxt
-        return out
-
-    def unreachable(self) -> list[int]:
-        """Chips listed but not linked to any root: bring-up would never give them an id."""
-        reach = set(self.order())
-        return [c for c in self.chip_ids() if c not in reach]
-
-    def depth(self) -> dict[NodeId, int]:
-        """Hops from the nearest root, for every reachable node."""
-        out: dict[NodeId, int] = {}
-        level, d = self.roots(), 0
-        while level:
-            nxt = []
-            for n in level:
-                if n in out:
-                    continue
-                out[n] = d
-                nxt.extend(c for c in self.nodes[n].miso_us_uarts if c not in out)
-            level, d = nxt, d + 1
-        return out
-
-
-@dataclass(frozen=True)
-class ConfigWrite:
-    """One configuration-write packet of the bring-up.
-
-    ``chip_id`` is the id the packet is addressed to; ``parity_chip_id`` the id the
-    reference client computed the parity bit for. They differ only for the chip-id write
-    (addressed to the power-on id 1, parity computed for the new id), so a faithful sender
-    reproduces the reference's parity and a faithful chip must tolerate it.
-    """
-
-    chip_id: int
-    register: int
-    value: int
-    parity_chip_id: int
-
-
-@dataclass(frozen=True)
-class BringUpStep:
-    """Everything written to give one chip its id and links, in sending order."""
-
-    chip_id: NodeId
-    """The chip configured; a pseudo node (e.g. a PACMAN seen upstream of a chip) gets only
-    its parent's upstream enable."""
-    parent: NodeId | None
-    parent_uart: int | None
-    """The parent's UART whose upstream enable (register 124) is set; None for a root chip."""
-    upstream_enable: int | None
-    """Register 124 value written to the parent (all its upstream UARTs enabled so far)."""
-    parent_mosi: int | None
-    """Register 126 value written to the parent if a command input had to be re-enabled."""
-    downstream: int | None
-    """Register 125 value of the chip: downstream UART enables, bits 4-7 differential."""
-    mosi: int | None
-    """Register 126 value of the chip (its command inputs), or None if left at power-on."""
-    writes: tuple[ConfigWrite, ...]
-
-    @property
-    def chip_id_write(self) -> ConfigWrite | None:
-        return next((w for w in self.writes if w.register == CHIP_ID_REG), None)
 
 
 @dataclass
@@ -249,7 +70,9 @@ class Network:
     def bring_up_order(
         self, io_group: int, io_channel: int, differential: bool = True, modify_mosi: bool = True
     ) -> list[BringUpStep]:
-        return bring_up_order(self, io_group, io_channel, differential, modify_mosi)
+        """The writes that bring up one io_channel's chips, root outward (see
+        :func:`larpixdaq.formats.bringup.plan_bring_up`)."""
+        return plan_bring_up(self.tree(io_group, io_channel), differential, modify_mosi)
 
     def to_dict(self) -> dict[str, Any]:
         net: dict[str, Any] = {}
@@ -559,232 +382,3 @@ def _link(tree: HydraTree, where: str) -> None:
                 idx = own.index(ds_uart)
                 pos = o.maps["usds_link_map"][idx] if new else idx
             place(o.chip_id, pos)
-
-
-# ---- bring-up -------------------------------------------------------------------------------
-def _nibble(cfg: ChipConfig, name: str) -> int:
-    return int(cfg.to_registers()[register_field(name).first_register])
-
-
-def bring_up_order(
-    network: Network,
-    io_group: int,
-    io_channel: int,
-    differential: bool = True,
-    modify_mosi: bool = True,
-) -> list[BringUpStep]:
-    """The configuration writes that bring up one io_channel's chips, root outward.
-
-    Starts from every chip at power-on (id 1, all upstream disabled, all command inputs
-    enabled). For each chip in breadth-first order: enable its parent's upstream UART
-    (register 124, bits accumulate over siblings) and re-enable any of the parent's command
-    inputs that were turned off; write the chip id (register 122) addressed to chip 1; set
-    the downstream UARTs toward its parents (register 125, with bits 4-7 all set when
-    ``differential``); and enable only the command inputs it has links on (register 126)
-    when ``modify_mosi``.
-    """
-    tree = network.tree(io_group, io_channel)
-    configs: dict[NodeId, ChipConfig] = {}
-
-    def cfg_of(cid: NodeId) -> ChipConfig:
-        if cid not in configs:
-            configs[cid] = ChipConfig()
-        return configs[cid]
-
-    steps: list[BringUpStep] = []
-    for cid in tree.order():
-        writes: list[ConfigWrite] = []
-        first_parent: NodeId | None = None
-        first_uart: int | None = None
-        upstream: int | None = None
-        parent_mosi: int | None = None
-        for parent, uart in tree.parents(cid):
-            if first_parent is None:
-                first_parent = parent
-            if not isinstance(parent, int):
-                continue
-            pc = cfg_of(parent)
-            pc.set_value("enable_miso_upstream", 1, index=uart)
-            value = _nibble(pc, "enable_miso_upstream")
-            writes.append(ConfigWrite(parent, UPSTREAM_REG, value, parent))
-            if first_uart is None:
-                first_uart, upstream = uart, value
-            for muart in tree.nodes[parent].mosi_uarts.values():
-                if not pc.get_value("enable_mosi", index=muart):
-                    pc.set_value("enable_mosi", 1, index=muart)
-                    parent_mosi = _nibble(pc, "enable_mosi")
-                    writes.append(ConfigWrite(parent, MOSI_REG, parent_mosi, parent))
-        downstream: int | None = None
-        mosi: int | None = None
-        if isinstance(cid, int):
-            cc = cfg_of(cid)
-            cc["chip_id"] = cid
-            writes.append(ConfigWrite(POWER_ON_CHIP_ID, CHIP_ID_REG, cid, cid))
-            if differential:
-                cc["enable_miso_differential"] = [1] * 4
-            ds = [0] * 4
-            for uart in tree.nodes[cid].miso_ds_uarts.values():
-                ds[uart] = 1
-            cc["enable_miso_downstream"] = ds
-            downstream = _nibble(cc, "enable_miso_downstream")
-            writes.append(ConfigWrite(cid, DOWNSTREAM_REG, downstream, cid))
-            if modify_mosi:
-                en = [0] * 4
-                for uart in tree.nodes[cid].mosi_uarts.values():
-                    en[uart] = 1
-                cc["enable_mosi"] = en
-                mosi = _nibble(cc, "enable_mosi")
-                writes.append(ConfigWrite(cid, MOSI_REG, mosi, cid))
-        if not writes:
-            continue  # a pseudo node fed by nothing configurable (the PACMAN itself)
-        steps.append(
-            BringUpStep(
-                chip_id=cid,
-                parent=first_parent,
-                parent_uart=first_uart,
-                upstream_enable=upstream,
-                parent_mosi=parent_mosi,
-                downstream=downstream,
-                mosi=mosi,
-                writes=tuple(writes),
-            )
-        )
-    return steps
-
-
-def network_registers(
-    network: Network,
-    io_group: int,
-    io_channel: int,
-    differential: bool = True,
-    modify_mosi: bool = True,
-) -> dict[int, dict[int, int]]:
-    """Each chip's final ``{register: value}`` for the registers the bring-up writes."""
-    out: dict[int, dict[int, int]] = {}
-    for step in bring_up_order(network, io_group, io_channel, differential, modify_mosi):
-        for w in step.writes:
-            target = w.parity_chip_id  # the chip the write configures
-            out.setdefault(target, {})[w.register] = w.value
-    return out
-
-
-# ---- a standard tile ----------------------------------------------------------------------
-TILE_SIZE = 10
-TILE_FIRST_CHIP_ID = 11
-TILE_ROOT_CHIPS = (11, 41, 71, 101)
-"""The chips of a v2 tile wired to the PACMAN connector, one per io_channel (in order): the
-first column's chips of rows 0, 3, 6 and 9."""
-_STEP = {0: 1, 1: -TILE_SIZE, 2: -1, 3: TILE_SIZE}
-"""Neighbour of a tile chip at each UART position: 0 = +x, 1 = -y, 2 = -x, 3 = +y."""
-
-
-def tile_chip_id(x: int, y: int) -> int:
-    """Chip id at column x, row y (0..9) of a standard 10 x 10 tile: 11 + x + 10 y."""
-    return TILE_FIRST_CHIP_ID + x + TILE_SIZE * y
-
-
-def _grid_neighbour(chip: int, pos: int) -> int | None:
-    col = (chip - TILE_FIRST_CHIP_ID) % TILE_SIZE
-    if (pos == 0 and col == TILE_SIZE - 1) or (pos == 2 and col == 0):
-        return None  # no wrap from one row's end to the next row
-    return chip + _STEP[pos]
-
-
-def tile_tree_links(chips: Iterable[int], root: int) -> dict[int, list[int | None]]:
-    """Upstream links (``miso_us`` by position) of a breadth-first spanning tree of ``chips``
-    over grid neighbours, from ``root``: every chip at its fewest hops from the PACMAN.
-
-    Raises ConfigError if some chips cannot be reached through neighbours in the set.
-    """
-    members = set(chips)
-    if root not in members:
-        raise ConfigError(f"root chip {root} is not among the io_channel's chips")
-    links: dict[int, list[int | None]] = {root: [None] * 4}
-    level = [root]
-    while level:
-        nxt: list[int] = []
-        for cid in level:
-            for pos in range(4):
-                nb = _grid_neighbour(cid, pos)
-                if nb in members and nb not in links:
-                    links[cid][pos] = nb
-                    links[nb] = [None] * 4
-                    nxt.append(nb)
-        level = nxt
-    missing = sorted(members - set(links))
-    if missing:
-        raise ConfigError(f"chips {missing} are not connected to root {root} through "
-                          "neighbouring chips of the same io_channel")
-    return links
-
-
-def _root_of(chips: Iterable[int], k: int) -> int:
-    members = set(chips)
-    for r in (TILE_ROOT_CHIPS[k % 4], *TILE_ROOT_CHIPS):
-        if r in members:
-            return r
-    return min(members, key=lambda c: ((c - TILE_FIRST_CHIP_ID) % TILE_SIZE, c))
-
-
-def make_tile_network(
-    io_group: int,
-    tile_index: int = 0,
-    io_channels: Iterable[int] | None = None,
-    name: str | None = None,
-    chips: Iterable[Iterable[int]] | None = None,
-) -> dict[str, Any]:
-    """The network file of one LArPix-v2 tile (chip ids 11..110), as it is wired.
-
-    ``chips`` lists the chips on each of the tile's io_channels; by default the standard tile's
-    four sets from the packaged layout file (:func:`larpixdaq.geometry.standard_tile_chips`:
-    24, 26, 26 and 24 chips). Each set is one hydra tree rooted at its chip wired to the PACMAN
-    (:data:`TILE_ROOT_CHIPS`), spanning the set breadth first over grid neighbours; the PACMAN
-    sees its root at position 0. Maps are the reference defaults. ``io_channels`` defaults to
-    tile ``tile_index``'s UARTs, ``4 * tile_index + 1 ..``; a tile wired with fewer
-    io_channels (as some tiles of the 2x2 are) gives one chip set per io_channel it uses, and
-    the k-th UART of a tile (``(io_channel - 1) % 4``) prefers the k-th root chip.
-    """
-    if isinstance(tile_index, bool) or not isinstance(tile_index, int) or not 0 <= tile_index <= 7:
-        raise ConfigError(f"tile_index {tile_index!r} is out of range 0..7")
-    if chips is None:
-        from larpixdaq.geometry import standard_tile_chips
-
-        chips = standard_tile_chips()
-    sets = [sorted(int(c) for c in s) for s in chips]
-    if io_channels is None:
-        chans = tuple(4 * tile_index + k for k in range(1, 5))
-    else:
-        chans = tuple(io_channels)
-    if not 1 <= len(sets) <= 4 or any(not s for s in sets):
-        raise ConfigError(f"a tile has 1..4 non-empty chip sets (one per io_channel), "
-                          f"got {len(sets)}")
-    if len(chans) != len(sets) or len(set(chans)) != len(chans):
-        raise ConfigError(f"a tile needs {len(sets)} distinct io_channels, one per chip set, "
-                          f"got {chans!r}")
-    chip_key(io_group, chans[0], TILE_FIRST_CHIP_ID)  # range checks
-    for ch in chans:
-        chip_key(io_group, ch, TILE_FIRST_CHIP_ID)
-    group: dict[str, Any] = {}
-    for ch, members in zip(chans, sets, strict=True):
-        root = _root_of(members, (ch - 1) % 4)
-        links = tile_tree_links(members, root)
-        nodes: list[dict[str, Any]] = [{"chip_id": "ext", "root": True,
-                                        "miso_us": [root, None, None, None]}]
-        for cid, us in links.items():  # breadth first: file order is bring-up order
-            node: dict[str, Any] = {"chip_id": cid}
-            if any(u is not None for u in us):
-                node["miso_us"] = us
-            nodes.append(node)
-        group[str(ch)] = {"nodes": nodes}
-    return {
-        "_config_type": "controller",
-        "name": name if name is not None else f"tile-{io_group}-{tile_index}",
-        "asic_version": 2,
-        "layout": "2.4.0",
-        "network": {
-            str(io_group): group,
-            "miso_uart_map": list(DEFAULT_MISO_UART_MAP),
-            "mosi_uart_map": list(DEFAULT_MOSI_UART_MAP),
-            "usds_link_map": list(DEFAULT_USDS_LINK_MAP),
-        },
-    }
