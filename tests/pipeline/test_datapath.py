@@ -244,3 +244,39 @@ def test_storage_stalled_the_boards_spill_and_nothing_is_lost(tmp_path):
     finally:
         daq.storage.send(signal.SIGCONT)
         daq.close()
+
+
+def test_storage_stalled_past_the_grace_comes_back_and_the_run_succeeds(tmp_path):
+    """A stall is not a death: storage stopped (SIGSTOP) for longer than the core's rejoin
+    grace comes back with nothing lost, its incident is resolved and the run is a success."""
+    daq = Daq(tmp_path, boards=1, rate=50_000)
+    daq.core.extra += ["--rejoin-grace", "1.5"]
+    try:
+        daq.start()
+        daq.call("prepare_run")
+        daq.call("begin_run")
+        wait_for(lambda: _counter(daq, "storage", "packets_written") > 0)
+        seen: list = []
+
+        def event(kind: str) -> bool:
+            seen.extend(daq.op.poll_events(0.05))
+            return any(e.kind == kind and "storage" in e.message for e in seen)
+
+        daq.storage.send(signal.SIGSTOP)
+        try:
+            wait_for(lambda: event("overdue"), timeout=30)  # the grace ran out
+            assert daq.op.call("status").data["state"] == "RUN"
+        finally:
+            daq.storage.send(signal.SIGCONT)
+        wait_for(lambda: event("rejoined"), timeout=30)
+        final = daq.op.call("end_run")
+        assert final.success, final.message
+        run = daq.runs_json()[0]
+        (lost,) = (i for i, text in enumerate(run["incidents"]) if "storage" in text)
+        assert lost in run["resolved_incidents"]
+        rows = read_run_packets(run["files"])
+        _check_rows_match_sent(daq, rows, 1, run["run_number"])
+        assert run["exit_status"] == "success", (run["incidents"], _losses(run))
+    finally:
+        daq.storage.send(signal.SIGCONT)
+        daq.close()

@@ -315,10 +315,16 @@ class PlannerMachine(RuleBasedStateMachine):
         before = self.h.planner.state
         overdue = [x.name for x in self.h.roster.missing.values()
                    if x.deadline < self.h.now + dt]
+        steady = self.h.planner.transition is None and before in (State.READY, State.RUN)
         self.h.tick(dt)
-        if overdue and before not in (State.STOP, State.RESETTING):
-            # docs: a component that does not register again within its grace puts the run
-            # in ERROR (failing the transition in progress, if any).
+        if overdue and steady:
+            # docs (rule 6): a stall is not a death; in a steady run the grace running out
+            # keeps the name held and the state as it was.
+            assert self.h.planner.state is before
+            assert all(n in self.h.roster.missing for n in overdue)
+        elif overdue and before not in (State.STOP, State.RESETTING):
+            # docs: a component that does not register again within its grace while a
+            # transition waits for it (or in ERROR) puts the run in ERROR.
             assert self.h.planner.state is State.ERROR
 
     # --- invariants, from the specification -----------------------------------------------
@@ -434,8 +440,40 @@ def test_a_grace_running_out_fails_the_transition_that_waits_for_it():
                for e in h.events if e.kind == "error")
 
 
+def test_a_stall_longer_than_the_grace_in_a_steady_run_is_held_on_and_resolved():
+    h = _running_without_its_producer()
+    h.tick(GRACE + 0.1)
+    assert h.planner.state is State.RUN and "p1" in h.roster.missing
+    overdue = [e for e in h.events if e.kind == "overdue"]
+    assert len(overdue) == 1 and "p1 (producer) lost and did not register again within 2 s" \
+        in overdue[0].message and "goes on" in overdue[0].message
+    h.tick(GRACE + 0.1)
+    h.tick(GRACE + 0.1)
+    assert len([e for e in h.events if e.kind == "overdue"]) == 1  # told once
+    assert h.planner.state is State.RUN and h.roster.missing["p1"].since == 1000.0
+    # Back after three graces with its run intact: it takes its place (its incident is
+    # resolved by the core) and the run ends as usual.
+    assert h.register("p1", "producer", state="RUN", run_number=h.open_run) is None
+    assert h.roster.missing == {}
+    _run_to(h, "end_run")
+    assert h.closed == [(1, State.RUN)]
+
+
+def test_after_an_overdue_component_the_end_waits_one_grace_then_fails_naming_it():
+    h = _running_without_its_producer()
+    h.tick(GRACE + 0.1)
+    assert h.request("end_run")
+    h.tick(1.0)
+    assert h.planner.state is State.STOPPING
+    h.tick(GRACE)
+    assert h.planner.state is State.ERROR
+    assert any("p1 (producer) lost and did not register again within 2 s" in e.message
+               for e in h.events if e.kind == "error")
+
+
 def test_a_reset_does_not_wait_for_the_missing_and_closes_the_run_for_them():
     h = _running_without_its_producer()
+    assert h.request("end_run")
     h.tick(GRACE + 0.1)
     assert h.planner.state is State.ERROR
     h.lose("st", lost=True)

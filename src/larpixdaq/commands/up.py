@@ -53,6 +53,15 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--replay-speed", type=float, default=1.0,
                    help="replay at this multiple of real time (0: as fast as possible)")
     p.add_argument("--part-mb", type=float, default=4096, help="run file part size (MB)")
+    p.add_argument("--rejoin-grace", type=float, default=None,
+                   help="seconds a transition waits for a lost run member to register again "
+                        "(the core's --rejoin-grace; a steady run waits for it as long as it "
+                        "takes)")
+    p.add_argument("--hold-mb", type=float, default=None,
+                   help="each producer keeps this much in memory while the data path cannot "
+                        "take its board's data, then spills to --spill-dir (producer default)")
+    p.add_argument("--spill-dir", default=None,
+                   help="where producers spill what they cannot hold (default the data dir)")
     add_beam_arguments(p, "the simulated boards")
     add_routines_argument(p)
     p.add_argument("--no-web", action="store_true", help="do not start the web UI")
@@ -225,7 +234,11 @@ def build(args: argparse.Namespace):
     beam = beam_options(args, trigger)
     core = ["--core", args.core]
     sup = Supervisor()
-    sup.add("core", ["core", *core, "--db", str(data / RUNS_DB_NAME), "--data-dir", str(data)])
+    grace = [] if args.rejoin_grace is None else ["--rejoin-grace", str(args.rejoin_grace)]
+    hold = [] if args.hold_mb is None else ["--hold-mb", str(args.hold_mb)]
+    hold += [] if args.spill_dir is None else ["--spill-dir", str(args.spill_dir)]
+    sup.add("core", ["core", *core, "--db", str(data / RUNS_DB_NAME), "--data-dir", str(data),
+                     *grace])
     sup.add("logs", ["logs", *core, "--bind", logs, "--file", str(data / "larpix-daq.log"),
                      "--quiet"])
     sup.add("aggregator", ["aggregator", *core, "--inlet", inlet, "--outlet", outlet,
@@ -240,7 +253,7 @@ def build(args: argparse.Namespace):
                                       board, "--io-group", str(group), "--sim-rate",
                                       str(args.sim_rate), "--replay-speed",
                                       str(args.replay_speed), "--data-dir", str(data),
-                                      *detector, *sim,
+                                      *detector, *sim, *hold,
                                       *(x for d in args.routines for x in ("--routines", d))])
     if _has_command("monitor"):
         detector = ["--detector", args.detector] if args.detector else []

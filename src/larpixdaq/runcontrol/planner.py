@@ -22,7 +22,12 @@ The rules this file keeps:
 4. Starting a transition cancels every catch-up; catch-up starts only in a stable state with
    no transition in progress. A catch-up that fails is an incident, never a state change.
 5. A loss during a run holds the run for the grace (rule 4 of :mod:`.roster`) instead of
-   failing it, except during a reset or with no grace; a grace running out is a fault.
+   failing it, except during a reset or with no grace.
+6. A stall is not a death: a grace running out while the run is steady (READY or RUN, no
+   transition) tells the operators once (``overdue``) and keeps holding the name, a grace
+   at a time, so a component that comes back later with its data intact still resolves its
+   incident; the run goes on (the data path holds its data). A grace running out while a
+   transition waits for the component, or in ERROR, is a fault, as before.
 """
 
 from __future__ import annotations
@@ -347,7 +352,7 @@ class Planner:
                                               f"{job.step} within {self.ack_timeout:g} s", out)
         expired = self.roster.expired(now)
         if expired:
-            self._grace_expired(expired, out)
+            self._grace_expired(expired, now, out)
         return out
 
     def alarm(self, member: Member, message: str, data: dict[str, Any]) -> list[Effect]:
@@ -557,8 +562,13 @@ class Planner:
             out.append(Notify("error", f"{reason}; state is now {self.sm.state}",
                               {"state": str(self.sm.state)}))
 
-    def _grace_expired(self, expired: list[Missing], out: list[Effect]) -> None:
-        """Participants that did not come back in time: ERROR, naming them."""
+    def _grace_expired(self, expired: list[Missing], now: float, out: list[Effect]) -> None:
+        """Participants that did not come back in time: held on in a steady run (rule 6),
+        otherwise ERROR, naming them."""
+        if (self.run is not None and self._transition is None
+                and self.sm.state in (State.READY, State.RUN)):
+            self._overdue(expired, now, out)
+            return
         reasons = []
         absent = sorted(x.name for x in expired if x.after_restart)
         if absent:
@@ -585,6 +595,26 @@ class Planner:
             out.append(Notify("error", f"{reason}; state is {self.sm.state}",
                               {"state": str(self.sm.state),
                                "components": [x.name for x in expired]}))
+
+    def _overdue(self, expired: list[Missing], now: float, out: list[Effect]) -> None:
+        """Rule 6: keep each name for another grace; tell the operators the first time."""
+        assert self.run is not None
+        grace = self.roster.rejoin_grace
+        for x in sorted(expired, key=lambda x: x.name):
+            kept = self.roster.hold(x.name, x.role, now, x.what)
+            kept.since, kept.incident, kept.overdue = x.since, x.incident, True
+            if x.overdue:
+                continue
+            how = ("did not register again after the core restarted" if x.after_restart
+                   else f"{x.what} and did not register again within {grace:g} s")
+            message = (f"component {x.name} ({x.role}) {how}; run {self.run.run_number} goes "
+                       "on, its incident is resolved if it comes back (a stalled process) "
+                       "and the run's end waits for it at most the grace")
+            out.append(Notify("overdue", message, {
+                "component": x.name, "role": x.role, "run_number": self.run.run_number,
+                "missing_s": round(now - x.since, 3)}))
+            if x.after_restart:  # no incident yet for one absent since a core restart
+                out.append(Incident(self.run.run_number, message, hold=x.name))
 
     # --- the state --------------------------------------------------------------------------
 

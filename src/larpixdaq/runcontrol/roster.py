@@ -71,6 +71,8 @@ class Missing:
     #: Index of its incident on the run, filled in once the run database has recorded it;
     #: stays None for a participant absent since a core restart (no incident until it expires).
     incident: int | None = None
+    #: Its grace ran out at least once in a steady run and it is held on (the planner's rule 6).
+    overdue: bool = False
 
     @property
     def after_restart(self) -> bool:
