@@ -213,7 +213,7 @@ def test_storage_stalled_the_boards_spill_and_nothing_is_lost(tmp_path):
     """Storage stopped (SIGSTOP): the aggregator's small window fills, the producers go on
     reading their boards, hold 100 kB in memory and spill the rest to disk; when storage
     goes on, everything is replayed in order and the run is complete."""
-    daq = Daq(tmp_path, boards=2, rate=100_000, aggregator_args=("--window-mb", "0.5"),
+    daq = Daq(tmp_path, boards=2, rate=100_000, aggregator_args=("--window-mb", "2"),
               producer_args=("--hold-mb", "0.1", "--spill-dir", str(tmp_path / "spill")))
     daq.core.extra += ["--rejoin-grace", "60"]
     try:
@@ -227,8 +227,16 @@ def test_storage_stalled_the_boards_spill_and_nothing_is_lost(tmp_path):
             assert list((tmp_path / "spill").glob("spill-producer-*.bin"))
         finally:
             daq.storage.send(signal.SIGCONT)
-        wait_for(lambda: _counter(daq, "producer", "frames_replayed") > 100, timeout=30)
         wait_for(lambda: any(c["role"] == "storage" for c in daq.clients()), timeout=30)
+
+        def drained() -> bool:
+            # The end of the run comes after the backlog (the end has the core's ack time).
+            producers = [c["counters"] for c in daq.clients() if c["role"] == "producer"]
+            return len(producers) == 2 and all(
+                c["frames_spilled"] > 0 and c["frames_replayed"] == c["frames_spilled"]
+                for c in producers)
+
+        wait_for(drained, timeout=60)
         final = daq.op.call("end_run")
         assert final.success, final.message
         run = daq.runs_json()[0]

@@ -315,11 +315,13 @@ class PlannerMachine(RuleBasedStateMachine):
         before = self.h.planner.state
         overdue = [x.name for x in self.h.roster.missing.values()
                    if x.deadline < self.h.now + dt]
+        stalled = [x.name for x in self.h.roster.missing.values()
+                   if x.deadline < self.h.now + dt and x.what == "lost"]
         steady = self.h.planner.transition is None and before in (State.READY, State.RUN)
         self.h.tick(dt)
-        if overdue and steady:
-            # docs (rule 6): a stall is not a death; in a steady run the grace running out
-            # keeps the name held and the state as it was.
+        if overdue and steady and len(stalled) == len(overdue):
+            # docs (rule 6): a stall is not a death; in a steady run a lost component's
+            # grace running out keeps the name held and the state as it was.
             assert self.h.planner.state is before
             assert all(n in self.h.roster.missing for n in overdue)
         elif overdue and before not in (State.STOP, State.RESETTING):

@@ -23,11 +23,13 @@ The rules this file keeps:
    no transition in progress. A catch-up that fails is an incident, never a state change.
 5. A loss during a run holds the run for the grace (rule 4 of :mod:`.roster`) instead of
    failing it, except during a reset or with no grace.
-6. A stall is not a death: a grace running out while the run is steady (READY or RUN, no
+6. A stall is not a death: the grace of a *lost* component (silent: stopped, frozen, or
+   killed and being restarted) running out while the run is steady (READY or RUN, no
    transition) tells the operators once (``overdue``) and keeps holding the name, a grace
    at a time, so a component that comes back later with its data intact still resolves its
    incident; the run goes on (the data path holds its data). A grace running out while a
-   transition waits for the component, or in ERROR, is a fault, as before.
+   transition waits for the component, in ERROR, or for one that left (said goodbye) or
+   never came back after a core restart, is a fault, as before.
 """
 
 from __future__ import annotations
@@ -565,10 +567,13 @@ class Planner:
     def _grace_expired(self, expired: list[Missing], now: float, out: list[Effect]) -> None:
         """Participants that did not come back in time: held on in a steady run (rule 6),
         otherwise ERROR, naming them."""
-        if (self.run is not None and self._transition is None
-                and self.sm.state in (State.READY, State.RUN)):
-            self._overdue(expired, now, out)
-            return
+        if self.run is not None and self._transition is None and self.sm.state in (
+                State.READY, State.RUN):
+            stalled = [x for x in expired if x.what == "lost"]
+            self._overdue(stalled, now, out)
+            expired = [x for x in expired if x.what != "lost"]
+            if not expired:
+                return
         reasons = []
         absent = sorted(x.name for x in expired if x.after_restart)
         if absent:
@@ -605,16 +610,13 @@ class Planner:
             kept.since, kept.incident, kept.overdue = x.since, x.incident, True
             if x.overdue:
                 continue
-            how = ("did not register again after the core restarted" if x.after_restart
-                   else f"{x.what} and did not register again within {grace:g} s")
+            how = f"{x.what} and did not register again within {grace:g} s"
             message = (f"component {x.name} ({x.role}) {how}; run {self.run.run_number} goes "
                        "on, its incident is resolved if it comes back (a stalled process) "
                        "and the run's end waits for it at most the grace")
             out.append(Notify("overdue", message, {
                 "component": x.name, "role": x.role, "run_number": self.run.run_number,
                 "missing_s": round(now - x.since, 3)}))
-            if x.after_restart:  # no incident yet for one absent since a core restart
-                out.append(Incident(self.run.run_number, message, hold=x.name))
 
     # --- the state --------------------------------------------------------------------------
 
