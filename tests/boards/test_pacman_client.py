@@ -1,4 +1,4 @@
-"""The DAQ-side PACMAN client against emulated boards over real loopback sockets."""
+"""The DAQ-side PACMAN link and client against emulated boards over real loopback sockets."""
 
 from __future__ import annotations
 
@@ -11,14 +11,13 @@ import pytest
 import zmq
 
 from larpixdaq.boards.pacman_client import (
-    BoardError,
     Boards,
-    BoardTimeout,
     BringUpError,
     PacmanClient,
     with_network_registers,
 )
 from larpixdaq.boards.pacman_emulator import PacmanEmulator
+from larpixdaq.boards.pacman_link import BoardError, BoardTimeout
 from larpixdaq.formats import packets as K
 from larpixdaq.formats import pacman as P
 from larpixdaq.formats.chipconfig import ChipConfig
