@@ -83,8 +83,18 @@ def test_monitor_counts_what_it_is_sent_and_resets_on_prepare(setup):
     counters = wait_for(lambda: next(c for c in op.call("clients").data["components"]
                                      if c["name"] == "monitor")["counters"] or None)
     assert "fraction_seen" in counters
-    # A new run starts from zero.
+    # The end clears the display (the counts are in the run record), and frames of the
+    # ended run still in flight are not counted.
     assert op.call("end_run").success
+    snap = snapshot(op)
+    assert snap["ended_run"] == run and snap["run_number"] is None
+    assert snap["counters"]["packets_seen"] == 0 and sum(snap["adc"]) == 0
+    record = op.call("run", {"run_number": run}).data["run"]
+    assert record["counters"]["monitor"]["packets_seen"] == 40
+    send(feed, 4, 80, message(20), run)
+    wait_for(lambda: snapshot(op)["counters"]["frames_other_run"] == 1, timeout=10)
+    assert snapshot(op)["counters"]["packets_seen"] == 0
+    # A new run starts from zero.
     assert op.call("prepare_run", {"comment": "again"}).success
     snap = snapshot(op)
     assert snap["run_number"] == run + 1

@@ -83,7 +83,8 @@ def test_one_second_of_hits_lands_on_its_pixel(state):
     assert sum(tm["rate"]) == 10
     assert snap["adc"][5] == 10 and sum(snap["adc"]) == 10
     assert snap["chips"] == [{"key": "1-1-11", "io_group": 1, "io_channel": 1, "chip_id": 11,
-                              "rate": 10.0, "max": 10.0, "hits": 10}]
+                              "rate": 10.0, "max": 10.0, "hits": 10, "adc_mean": 5.0,
+                              "adc_width": 0.0}]
     assert snap["counters"]["packets_seen"] == 10
     assert snap["fraction_seen"] == {"frames": 1.0, "words": 1.0}
     assert len(snap["recent"]["chip_id"]) == 10

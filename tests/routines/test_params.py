@@ -49,8 +49,12 @@ def test_listing_says_what_each_parameter_accepts():
     described = {d["name"]: {p["name"]: p for p in d["params"]}
                  for d in RoutineRegistry().describe()}
     assert described["pedestal"]["seconds"] == {"name": "seconds", "required": False,
-                                                "default": 2.0, "type": "float", "above": 0}
+                                                "default": 2.0, "type": "float", "above": 0,
+                                                "unit": "s"}
     assert described["threshold_scan"]["start"]["maximum"] == 255
+    assert described["threshold_scan"]["start"]["unit"] == "DAC"
+    assert described["trim"]["target_rate"]["unit"] == "Hz"
+    assert "unit" not in described["quickstart"]["unmask"]
     assert described["quickstart"]["unmask"]["choices"] == ["routed", "all", "none"]
     assert described["trim"]["chip_keys"]["type"] == "list of str"
 

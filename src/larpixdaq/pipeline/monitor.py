@@ -10,7 +10,9 @@ arithmetic) and offers the result two ways:
 * a PUB socket (advertised to the core as ``monitor_snapshots``) sending
   ``[b"snapshot", json]`` about once a second, for tools that want a stream.
 
-It resets on prepare, so a run's numbers start from zero when the run is READY.
+It resets on prepare, so a run's numbers start from zero when the run is READY, and clears
+at the end of a run (its counts go to the run record first), so what it shows is always the
+running run's.
 """
 
 from __future__ import annotations
@@ -83,6 +85,14 @@ class MonitorComponent(Component):
         with self.state_lock:
             self.monitor.reset(time.time(), run.run_number)
         return None
+
+    def on_end(self, run: RunInfo) -> dict | None:
+        """The run's counts go to its record; then the display is cleared, so a page does
+        not show an ended run's rates as if data were still flowing."""
+        counts = self.counters()
+        with self.state_lock:
+            self.monitor.reset(time.time(), None, ended_run=run.run_number)
+        return {"counters": counts}
 
     def counters(self) -> dict[str, Any]:
         with self.state_lock:

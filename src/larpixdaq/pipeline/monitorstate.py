@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import collections
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -158,9 +159,12 @@ class MonitorState:
 
     # --- life cycle -----------------------------------------------------------------------
 
-    def reset(self, now: float, run_number: int | None = None) -> None:
-        """Forget everything: a new run starts being prepared at ``now``."""
+    def reset(self, now: float, run_number: int | None = None,
+              ended_run: int | None = None) -> None:
+        """Forget everything: a new run starts being prepared at ``now`` (or, with
+        ``ended_run``, that run ended: its frames still in flight are not counted)."""
         self.run_number = run_number
+        self.ended_run = ended_run
         self.t0 = float(now)
         self.sec = 0  # index of the second being filled
         self.cur = _Second()
@@ -214,7 +218,8 @@ class MonitorState:
         data_groups: list[int] = []
         c = self.counters
         for h, payload in zip(headers, payloads, strict=True):
-            if self.run_number is not None and h.run not in (self.run_number, -1):
+            if (self.run_number is not None and h.run not in (self.run_number, -1)) or (
+                    self.ended_run is not None and h.run == self.ended_run):
                 c.frames_other_run += 1
                 continue
             stream = self.streams.get(h.stream)
@@ -451,11 +456,17 @@ class MonitorState:
             totals = self.total[(g, ch)].sum(axis=1)
             chip_peak = peak.sum(axis=1)
             rates = last.sum(axis=1) if last is not None else np.zeros(CHIP_IDS)
+            mean, width = self._adc_maps((g, ch))
+            with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a chip without data: NaN
+                chip_mean, chip_width = np.nanmean(mean, axis=1), np.nanmean(width, axis=1)
             for chip in np.flatnonzero(totals):
                 out.append({"key": f"{g}-{ch}-{int(chip)}", "io_group": g, "io_channel": ch,
                             "chip_id": int(chip), "rate": round(float(rates[chip]), 2),
                             "max": round(float(chip_peak[chip]), 2),
-                            "hits": int(totals[chip])})
+                            "hits": int(totals[chip]),
+                            "adc_mean": _finite(chip_mean[chip]),
+                            "adc_width": _finite(chip_width[chip])})
         return out
 
     def alarms(self, now: float) -> list[Alarm]:
@@ -523,6 +534,7 @@ class MonitorState:
         recent = self.recent
         return {
             "run_number": self.run_number,
+            "ended_run": self.ended_run,
             "time": now,
             "since_reset_s": round(now - self.t0, 3),
             "fraction_seen": self.fraction_seen(),
@@ -556,6 +568,11 @@ class MonitorState:
 
 def _rounded(values: np.ndarray) -> list[float]:
     return np.round(values, 2).tolist()
+
+
+def _finite(value: float) -> float | None:
+    """A number for JSON: rounded, None for NaN."""
+    return round(float(value), 2) if math.isfinite(value) else None
 
 
 def _rounded_or_none(values: np.ndarray, ok: np.ndarray) -> list[float | None]:

@@ -88,7 +88,7 @@ def _register(name: str, **kw: Any) -> Param:
                  maximum=f.maximum, **kw)
 
 
-_POSITIVE = Param(float, above=0)
+_SECONDS = Param(float, above=0, unit="s")
 
 
 # ---- routines -------------------------------------------------------------------------------
@@ -99,7 +99,7 @@ def hello_world(ctx: RoutineContext, name: str = "world") -> dict[str, Any]:
     return {"greeting": text, "sent_to_data_flow": sent}
 
 
-@params(threshold_global=_register("threshold_global"),
+@params(threshold_global=_register("threshold_global", unit="DAC"),
         unmask=Param(str, choices=("routed", "all", "none")))
 def quickstart(ctx: RoutineContext, threshold_global: int = 45, unmask: str = "routed",
                bring_up: bool = True, verify: bool = True) -> Progress:
@@ -129,7 +129,8 @@ def quickstart(ctx: RoutineContext, threshold_global: int = 45, unmask: str = "r
     return out
 
 
-@params(seconds=_POSITIVE, cycles=_register("periodic_trigger_cycles", minimum=1),
+@params(seconds=_SECONDS, cycles=_register("periodic_trigger_cycles", minimum=1,
+                                           unit="clock cycles"),
         chip_keys=CHIP_KEYS)
 def pedestal(ctx: RoutineContext, seconds: float = 2.0, cycles: int = 1_000_000,
              chip_keys: list[str] | None = None, restore: bool = True) -> Progress:
@@ -158,8 +159,9 @@ def pedestal(ctx: RoutineContext, seconds: float = 2.0, cycles: int = 1_000_000,
 
 
 @params((lambda p: p["start"] <= p["stop"], "start must not be above stop"),
-        start=_register("threshold_global"), stop=_register("threshold_global"),
-        step=Param(int, minimum=1), dwell=_POSITIVE, chip_keys=CHIP_KEYS)
+        start=_register("threshold_global", unit="DAC"),
+        stop=_register("threshold_global", unit="DAC"),
+        step=Param(int, minimum=1, unit="DAC"), dwell=_SECONDS, chip_keys=CHIP_KEYS)
 def threshold_scan(ctx: RoutineContext, start: int = 20, stop: int = 60, step: int = 5,
                    dwell: float = 0.2, chip_keys: list[str] | None = None,
                    restore: bool = True) -> Progress:
@@ -185,7 +187,7 @@ def threshold_scan(ctx: RoutineContext, start: int = 20, stop: int = 60, step: i
 
 @params((lambda p: len(list(p["amplitudes"])) > 0, "amplitudes must not be empty"),
         amplitudes=Param(list, item=_register("csa_testpulse_dac", minimum=1)),
-        pulses=Param(int, minimum=1), spacing=_POSITIVE, chip_keys=CHIP_KEYS)
+        pulses=Param(int, minimum=1), spacing=_SECONDS, chip_keys=CHIP_KEYS)
 def testpulse(ctx: RoutineContext, amplitudes: Iterable[int] = (20, 50, 80, 110, 140, 170),
               pulses: int = 5, spacing: float = 0.01, chip_keys: list[str] | None = None,
               restore: bool = True) -> Progress:
@@ -223,9 +225,9 @@ def testpulse(ctx: RoutineContext, amplitudes: Iterable[int] = (20, 50, 80, 110,
             "chips": {k: _listed(means[:, j, :], 2) for j, k in enumerate(keys)}}
 
 
-@params(target_rate=_POSITIVE, dwell=_POSITIVE,
+@params(target_rate=Param(float, above=0, unit="Hz"), dwell=_SECONDS,
         threshold_global=Param(int, minimum=0, maximum=field("threshold_global").maximum,
-                               optional=True),
+                               optional=True, unit="DAC"),
         max_iterations=Param(int, minimum=1), chip_keys=CHIP_KEYS)
 def trim(ctx: RoutineContext, target_rate: float = 5.0, dwell: float = 0.5,
          threshold_global: int | None = None, max_iterations: int = 32,

@@ -31,7 +31,8 @@ class Param:
     """What one parameter accepts. ``above`` is an exclusive lower bound (``seconds > 0``),
     ``minimum``/``maximum`` inclusive ones; ``item`` is what each element of a list
     accepts; ``optional`` allows None. ``one_or_list`` also takes a single item for a list
-    (``chip_keys="1-1-11"``)."""
+    (``chip_keys="1-1-11"``). ``unit`` is what the number counts (``"s"``, ``"Hz"``, ``"DAC"``),
+    shown next to the input on the page."""
 
     kind: type
     minimum: float | None = None
@@ -41,6 +42,7 @@ class Param:
     item: Param | None = None
     optional: bool = False
     one_or_list: bool = False
+    unit: str | None = None
 
     def describe(self) -> dict[str, Any]:
         """The declaration as plain values (for `routine list` and the web page)."""
@@ -55,6 +57,8 @@ class Param:
             out["choices"] = list(self.choices)
         if self.optional:
             out["optional"] = True
+        if self.unit:
+            out["unit"] = self.unit
         return out
 
     def text(self) -> str:

@@ -203,8 +203,9 @@ class Poller(threading.Thread):
     """Asks the core what changed, about once a ``interval``, and tells the hub."""
 
     def __init__(self, core: str, hub: Hub, interval: float = 1.0, keys: Any = None,
-                 credential: Credential | bool = False) -> None:
+                 credential: Credential | bool = False, views: Views | None = None) -> None:
         super().__init__(name="web-poller", daemon=True)
+        self.views = views or Views()
         self.core = core
         self.keys = keys
         self.credential = credential  # a viewer's, when the core requires a login
@@ -279,12 +280,60 @@ class Poller(threading.Thread):
             self._emit({"type": "monitor", "data": None,
                         "message": "no monitor is registered with the core"})
             return
+        wanted = self.views.tiles()
+        params = {} if wanted is None else {"pixels": wanted}
         final = op.call("invoke", {"component": monitors[0], "action": "snapshot",
-                                   "params": {}})
+                                   "params": params})
         if isinstance(final, Result) and final.success:
             self._emit({"type": "monitor", "data": final.data.get("result")})
         else:
             self._emit({"type": "monitor", "data": None, "message": final.message})
+
+
+class Views:
+    """Which tiles' 70 x 70 maps the open pages show (a page says so on its WebSocket).
+
+    A detector of 64 tiles has 300,000 pixels: the poller asks the monitor for the maps of
+    the tiles someone looks at, not for all of them every second. With no page having said,
+    it asks for all (what the monitor gives by default)."""
+
+    MAX_PER_PAGE = 16
+
+    def __init__(self) -> None:
+        self._by_socket: dict[int, list[str]] = {}
+        self._lock = threading.Lock()
+
+    def set(self, socket_id: int, tiles: Any) -> bool:
+        """A page's choice: a list of "io_group/tile" (at most 16); False if malformed."""
+        if not isinstance(tiles, list) or len(tiles) > self.MAX_PER_PAGE or not all(
+                isinstance(t, str) and len(t) < 16 for t in tiles):
+            return False
+        with self._lock:
+            self._by_socket[socket_id] = list(tiles)
+        return True
+
+    def drop(self, socket_id: int) -> None:
+        with self._lock:
+            self._by_socket.pop(socket_id, None)
+
+    def tiles(self) -> list[str] | None:
+        with self._lock:
+            if not self._by_socket:
+                return None
+            return sorted({t for v in self._by_socket.values() for t in v})
+
+
+async def _page_message(daq: WebDaq, ws: WebSocket, text: str) -> None:
+    """What a page sends besides "ping": ``{"type": "view", "tiles": [...]}``; anything
+    else is counted and ignored."""
+    try:
+        msg = json.loads(text)
+    except ValueError:
+        msg = None
+    if isinstance(msg, dict) and msg.get("type") == "view" and daq.views.set(
+            id(ws), msg.get("tiles")):
+        return
+    daq.rejects.add("bad_ws_message")
 
 
 class WebDaq:
@@ -305,6 +354,7 @@ class WebDaq:
         self.rejects = Rejects()
         self.login_throttle = Throttle()
         self.hub = Hub()
+        self.views = Views()
         self.log = CommandLog(self.hub)
         self.bridge: Bridge | None = None
         self.poller: Poller | None = None
@@ -314,7 +364,7 @@ class WebDaq:
         self._pump = self.hub.start()
         self.bridge = Bridge(self.core, timeout=self.timeout, keys=self.keys)
         self.poller = Poller(self.core, self.hub, self.interval, self.keys,
-                             self.poll_credential)
+                             self.poll_credential, self.views)
         self.poller.start()
 
     async def shutdown(self) -> None:
@@ -471,6 +521,11 @@ async def get_layout(request: Request) -> Response:
     })
 
 
+async def favicon(request: Request) -> Response:
+    """The page's icon (browsers ask for /favicon.ico whatever the page says)."""
+    return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
+
+
 async def get_log(request: Request) -> Response:
     refusal = login.check_read(request)
     if refusal is not None:
@@ -516,10 +571,13 @@ async def websocket(ws: WebSocket) -> None:
             text = await ws.receive_text()
             if text == "ping":
                 await ws.send_text(json.dumps({"type": "pong", "time": time.time()}))
+            else:
+                await _page_message(daq, ws, text)
     except WebSocketDisconnect:
         pass
     finally:
         daq.hub.sockets.discard(ws)
+        daq.views.drop(id(ws))
 
 
 def create_app(core: str, *, interval: float = 1.0, timeout: float = 10.0,
@@ -556,6 +614,7 @@ def create_app(core: str, *, interval: float = 1.0, timeout: float = 10.0,
         Route("/api/runs/{number:int}", get_run),
         Route("/api/monitor", get_monitor),
         Route("/api/layout", get_layout),
+        Route("/favicon.ico", favicon),
         Route("/api/log", get_log),
         Route("/api/metrics", get_metrics),
         Route("/api/{what}", get_read),
