@@ -395,3 +395,13 @@ def test_with_the_2x2_a_uart_feeds_the_tile_the_layout_says():
     table = snap["detector"]["tiles"]
     assert snap["detector"]["name"] == "2x2" and len(table) == 64
     assert {t["io_group"] for t in table} == set(range(1, 9))
+
+
+def test_without_a_choice_only_the_first_eight_tiles_carry_pixel_maps(state):
+    s = Stream()
+    # io_channels 1, 5, ..., 37: ten standard tiles of io_group 1
+    feed(state, [s.data(message(11, 0, 1, io_channel=4 * k + 1)) for k in range(10)], T0 + 0.5)
+    snap = state.snapshot(T0 + 1.1)
+    with_maps = [t["tile"] for t in snap["tiles"] if "rate" in t]
+    assert with_maps == list(range(1, 9))
+    assert [t["hits_total"] for t in snap["tiles"]] == [1] * 10

@@ -3,6 +3,7 @@ each its own process; the app itself runs in the test through Starlette's TestCl
 
 from __future__ import annotations
 
+import json
 import math
 import time
 
@@ -327,3 +328,48 @@ def test_a_site_that_requires_a_login_shows_nothing_else(daq, tokens):
             "success"]
         assert c.get("/api/status").json()["data"]["state"] == "STOP"
         assert c.get("/", follow_redirects=False).status_code == 200
+
+
+def test_pages_choose_which_tiles_maps_the_poller_asks_for():
+    from larpixdaq.web.app import Views
+
+    views = Views()
+    assert views.tiles() is None  # no page has said: the monitor's default
+    assert views.set(1, ["1/2", "1/1"]) and views.set(2, ["3/4", "1/1"])
+    assert views.tiles() == ["1/1", "1/2", "3/4"]
+    for bad in ("1/1", [1], ["x" * 20], ["1/1"] * 17, None):
+        assert not views.set(3, bad)
+    views.drop(1)
+    assert views.tiles() == ["1/1", "3/4"]
+    views.drop(2)
+    assert views.tiles() is None
+
+
+def test_a_page_view_reaches_the_monitor_and_a_bad_message_is_counted(client, sessions):
+    def metric() -> int:
+        return client.get("/api/metrics").json()["data"]["http_rejected"].get(
+            "bad_ws_message", 0)
+
+    def tile_one():
+        r = client.get("/api/monitor")
+        snap = r.json().get("data") if r.status_code == 200 else None
+        tiles = [t for t in (snap or {}).get("tiles", []) if (t["io_group"], t["tile"]) == (1, 1)]
+        return tiles[0] if tiles and tiles[0]["hits_total"] > 0 else None
+
+    assert post_as(sessions, "operator", "prepare_run", {"comment": "views"}).status_code == 200
+    assert post_as(sessions, "operator", "begin_run").status_code == 200
+    try:
+        assert "rate" in wait_for(tile_one, timeout=15, interval=0.2)  # default: maps
+        before = metric()
+        with client.websocket_connect("/ws") as ws:
+            assert ws.receive_json()["type"] == "hello"
+            ws.send_text(json.dumps({"type": "view", "tiles": ["1/9"]}))  # another tile
+            wait_for(lambda: (t := tile_one()) is not None and "rate" not in t, timeout=15,
+                     interval=0.2)
+            ws.send_text("{not json")
+            wait_for(lambda: metric() == before + 1, timeout=5, interval=0.1)
+        # the page has gone: the poller asks for the default maps again
+        wait_for(lambda: (t := tile_one()) is not None and "rate" in t, timeout=15,
+                 interval=0.2)
+    finally:
+        assert post_as(sessions, "expert", "end_run").status_code == 200

@@ -7,6 +7,7 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from daq_procs import Daq, Proc
 from playwright.sync_api import expect, sync_playwright
@@ -279,8 +280,9 @@ def test_configuration_and_routines_against_the_real_daq(web_daq, page, tmp_path
     # The routine runner: hello_world, its result in the command log.
     page.select_option("#action-component", "producer-1")
     page.select_option("#action-name", "run_routine")
-    page.fill("#action-params input[name=name]", "hello_world")
-    page.fill("#action-params input[name=params]", '{"name": "browser"}')
+    expect(page.locator("#routine-name option[value=hello_world]")).to_have_count(1)
+    page.select_option("#routine-name", "hello_world")
+    page.fill("#action-params input[name=name]", "browser")
     page.click("#btn-invoke")
     log = page.locator("#log")
     expect(log.locator("li.ok").filter(has_text="run_routine").first).to_contain_text(
@@ -297,8 +299,10 @@ def test_configuration_and_routines_against_the_real_daq(web_daq, page, tmp_path
     assert daq.op.load_routines(tmp_path / "routines").wait().success
     stop = page.locator("#btn-stop-routine")
     expect(stop).to_be_disabled()
-    page.fill("#action-params input[name=name]", "endless")
-    page.fill("#action-params input[name=params]", "")
+    page.select_option("#action-name", "list_routines")  # the runner asks for the list again
+    page.select_option("#action-name", "run_routine")
+    expect(page.locator("#routine-name option[value=endless]")).to_have_count(1)
+    page.select_option("#routine-name", "endless")
     page.click("#btn-invoke")
     expect(stop).to_be_enabled(timeout=10_000)
     # Once it reports progress it is running in the producer (not merely sent).
@@ -386,4 +390,141 @@ def test_login_csrf_and_session_expiry(short_sessions, page, tmp_path):
     expect(who).to_have_text("not logged in (viewer)")
     expect(page.get_by_test_id("state")).to_have_text("READY")
     page.screenshot(path=str(tmp_path / "expired.png"))
+    assert not errors, errors
+
+
+# --- the detector in the page: views, pixel states, configuration maps, triggers, runs ------
+
+@pytest.fixture
+def anode_daq(tmp_path):
+    """One board of the 2x2 (io_group 1: module 1's first anode, 8 tiles) with a beam every
+    0.3 s, the monitor knowing the 2x2, and the web server."""
+    (tmp_path / "routines").mkdir()
+    d = Daq(tmp_path, boards=1, rate=20_000, routines=tmp_path / "routines",
+            producer_args=["--detector", "2x2", "--beam", "--beam-period", "0.3"])
+    try:
+        d.start()
+        c = ["--core", d.core.endpoint]
+        d._proc("monitor", ["monitor", *c, "--detector", "2x2"])
+        web = d._proc("web", ["web", *c, "--port", "0", "--interval", "0.5"])
+        url = re.search(r"http://\S+", web.first_line).group(0)
+        wait_for(lambda: any(x["role"] == "monitor" for x in d.clients()), timeout=15)
+        yield d, url
+    finally:
+        d.close()
+
+
+def hover_pixel(page, pixel: int) -> str:
+    """Point at one pixel of the tile view (490 px, 7 px a pixel) and read the tip."""
+    box = page.locator("#hitmap").bounding_box()
+    scale = box["width"] / 490
+    x = box["x"] + ((pixel % 70) * 7 + 3.5) * scale
+    y = box["y"] + ((pixel // 70) * 7 + 3.5) * scale
+    page.mouse.move(x, y)
+    tip = page.locator("#hitmap-tip")
+    expect(tip).to_be_visible()
+    return tip.inner_text()
+
+
+def test_detector_views_pixel_states_triggers_and_runs(anode_daq, page, tmp_path):
+    from larpixdaq.geometry import load_detector, standard_tile
+
+    daq, url = anode_daq
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(login_link(url, daq.core.endpoint))
+    expect(page.locator("link[rel=icon]")).to_have_attribute("href", "/static/favicon.svg")
+    assert page.request.get(url + "favicon.ico").headers["content-type"].startswith("image/svg")
+    state = page.get_by_test_id("state")
+    expect(state).to_have_text("STOP", timeout=10_000)
+    # mask one bonded channel of chip 1-1-11 in the software copy, before the run
+    layout = standard_tile()
+    channel = int(np.flatnonzero(layout.pixel_of[11] >= 0)[0])
+    masked_pixel = int(layout.pixel_of[11, channel])
+    assert daq.op.send_configuration({"1-1-11": {f"channel_mask[{channel}]": 1}}).wait().success
+    page.click("#btn-prepare_run")
+    expect(state).to_have_text("READY", timeout=15_000)
+    page.click("#btn-begin_run")
+    expect(state).to_have_text("RUN", timeout=15_000)
+
+    # The tiles are named as the layout names them; io_channel 1's chips are on tile 1.
+    det = load_detector("2x2")
+    n_tiles = len({int(t) for t in det.locate(
+        1, (det.keys[(det.keys >> 16) == 1] >> 8) & 0xFF, det.keys[(det.keys >> 16) == 1] & 0xFF,
+        0).tile})
+    expect(page.locator("#tile-select option")).to_have_count(n_tiles, timeout=20_000)
+    expect(page.locator("#tile-select option").first).to_have_text(
+        "io_group 1 tile 1 (module 1, anode 1)")
+    wait_for(lambda: canvas_ink(page, "hitmap") > 5000, timeout=20, interval=0.3)
+    # The top left pixel is chip 11's (the layout's orientation); the masked one says so.
+    assert "chip 1-1-11" in hover_pixel(page, 0)
+    expect(page.locator("#map-legend")).to_contain_text("masked")
+    wait_for(lambda: "masked" in hover_pixel(page, masked_pixel), timeout=20, interval=0.5)
+
+    # Triggers: the beam's TRIG words arrive and the page shows a trigger rate.
+    wait_for(lambda: int(page.locator(".stat").filter(has_text="trigger words seen")
+                         .locator(".v").inner_text()) > 0, timeout=30, interval=0.5)
+    assert canvas_ink(page, "trigplot") > 50
+
+    # ADC per channel: pedestal and noise maps on the same layout.
+    page.select_option("#hitmap-mode", "adc_mean")
+    wait_for(lambda: re.search(r"ADC mean \(pedestal\): \d", hover_pixel(page, 3 * 70 + 3)),
+             timeout=20, interval=0.5)
+    page.select_option("#hitmap-mode", "adc_width")
+    assert "ADC width (noise)" in hover_pixel(page, 3 * 70 + 3)
+    # Configuration on the layout: threshold_global per chip, the mask per channel.
+    page.select_option("#hitmap-mode", "threshold_global")
+    assert re.search(r"threshold_global \(per chip\): \d+ DAC", hover_pixel(page, 0))
+    page.select_option("#hitmap-mode", "channel_mask")
+    assert "channel_mask (1: masked): 1" in hover_pixel(page, masked_pixel)
+    assert "channel_mask (1: masked): 0" in hover_pixel(page, 0)
+    page.select_option("#hitmap-mode", "rate")
+    page.locator("#monitor-card").screenshot(path=str(tmp_path / "tile.png"))
+
+    # The anode view: the anode's tiles where they sit, pixel by pixel; a click opens one.
+    page.click("[data-view=anode]")
+    wait_for(lambda: page.evaluate("() => document.getElementById('hitmap').height") > 500,
+             timeout=10)
+    wait_for(lambda: canvas_ink(page, "hitmap") > 20_000, timeout=20, interval=0.5)
+    box = page.locator("#hitmap").bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.5)
+    expect(page.locator("#hitmap-tip")).to_contain_text("module 1, anode 1")
+    page.locator("#monitor-card").screenshot(path=str(tmp_path / "anode.png"))
+    # The detector view: every tile of the 2x2 chip by chip, 8 (module, anode) panels.
+    page.click("[data-view=detector]")
+    wait_for(lambda: page.evaluate("() => document.getElementById('hitmap').width") > 600,
+             timeout=10)
+    page.locator("#monitor-card").screenshot(path=str(tmp_path / "detector.png"))
+    page.mouse.move(box["x"] + 20, box["y"] + 40)
+    page.mouse.click(box["x"] + 20, box["y"] + 40)
+    expect(page.locator("[data-view=tile]")).to_have_class(re.compile("on"))
+
+    # The run: how long it has run, what storage wrote and lost.
+    expect(page.get_by_test_id("elapsed")).to_contain_text(" s", timeout=10_000)
+    wait_for(lambda: int(page.get_by_test_id("written").inner_text().replace(",", "") or 0)
+             > 1000, timeout=20, interval=0.5)
+    expect(page.get_by_test_id("lost")).to_have_text("0")
+    page.click("#btn-end_run")
+    expect(state).to_have_text("STOP", timeout=20_000)
+    run = daq.runs_json()[0]
+    row = page.locator("#runs tbody tr").first
+    expect(row).to_contain_text(f"{run['packets_written']:,}", timeout=10_000)
+    expect(row.locator("td").nth(2)).to_have_text(run["exit_status"])
+    expect(page.locator("#monitor-note")).to_contain_text(
+        f"run {run['run_number']} ended: the monitor was cleared", timeout=10_000)
+
+    # A routine's form is built from its parameters: types, defaults, units; no markup.
+    page.select_option("#action-component", "producer-1")
+    page.select_option("#action-name", "run_routine")
+    page.select_option("#routine-name", "pedestal")
+    seconds = page.locator("#action-params input[name=seconds]")
+    expect(seconds).to_have_attribute("type", "number")
+    expect(seconds).to_have_value("2")
+    expect(page.locator("#action-params")).to_contain_text("float in s, > 0, default 2")
+    doc = page.locator("#action-doc")
+    expect(doc.locator("code").first).to_be_visible()
+    assert "``" not in doc.inner_text() and ":func:" not in doc.inner_text()
+    page.select_option("#routine-name", "quickstart")
+    expect(page.locator("#action-params select[name=unmask]")).to_have_value('"routed"')
+    page.screenshot(path=str(tmp_path / "page-after-run.png"), full_page=True)
     assert not errors, errors

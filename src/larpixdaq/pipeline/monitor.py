@@ -72,6 +72,7 @@ class MonitorComponent(Component):
         self.monitor = MonitorState(**(options or {}), tiles=TileMap(detector))
         self.monitor.reset(time.time())
         self.snapshots_published = 0
+        self._last_counters: dict[str, Any] = {}
 
     def stop(self, timeout: float = 5.0) -> None:
         super().stop(timeout)
@@ -95,15 +96,22 @@ class MonitorComponent(Component):
         return {"counters": counts}
 
     def counters(self) -> dict[str, Any]:
-        with self.state_lock:
+        # A heartbeat must not wait for a big batch being digested (a 2x2's feed can keep
+        # the state busy for a second under load): then the last counts are sent again.
+        if not self.state_lock.acquire(timeout=0.05):
+            return dict(self._last_counters)
+        try:
             c: dict[str, Any] = self.monitor.counters.as_dict()
             frac = self.monitor.fraction_seen()["words"]
             errors = dict(self.monitor.decode_errors)
+        finally:
+            self.state_lock.release()
         # What the decoder rejected, by kind, as storage reports it (bad frames included).
         c["decode_errors"] = sum(errors.values())
         c.update({f"decode_errors_{kind}": n for kind, n in errors.items()})
         c["fraction_seen"] = round(frac, 4) if frac is not None else -1.0
         c["snapshots_published"] = self.snapshots_published
+        self._last_counters = c
         return c
 
     # --- actions --------------------------------------------------------------------------
@@ -112,7 +120,8 @@ class MonitorComponent(Component):
     def snapshot(self, pixels: list[str] | None = None) -> dict[str, Any]:
         """What the monitor sees now: rates, hit maps, ADC, recent packets, alarms.
 
-        pixels: the tiles ("io_group/tile") whose 70 x 70 maps to include (default all)."""
+        pixels: the tiles ("io_group/tile") whose 70 x 70 maps to include (default: the
+        first 8 tiles with data)."""
         with self.state_lock:
             snap = self.monitor.snapshot(time.time(), pixels)
         snap["monitor"] = self.name

@@ -50,6 +50,9 @@ from larpixdaq.pipeline.tilemap import TileMap
 
 CHIP_IDS = 256
 ADC_BINS = 256
+DEFAULT_PIXEL_TILES = 8
+"""Tiles whose pixel maps a snapshot carries unless told which (one anode of the 2x2): all
+64 tiles' maps are 1.5 million numbers, too many to send every second."""
 UARTS_PER_TILE = 4
 
 _FIFO_FULL = 0b10  # bit 1 of the 2-bit local/shared FIFO fields: the FIFO is full
@@ -399,8 +402,9 @@ class MonitorState:
 
     def tiles(self, pixels: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """Every tile with data: where it is, its totals, and (for the tiles ``pixels`` names
-        as ``"io_group/tile"``, all if None) its 70 x 70 maps: last-second rate, per-second
-        maximum, hits seen, ADC mean and width per pixel (None: no data)."""
+        as ``"io_group/tile"``; if None, the first ``DEFAULT_PIXEL_TILES``) its 70 x 70 maps:
+        last-second rate, per-second maximum, hits seen, ADC mean and width per pixel (None:
+        no data)."""
         by_tile: dict[tuple[int, int], list[tuple[int, int]]] = {}
         for g, ch in self.max:
             by_tile.setdefault(self.tilemap.tile_of(g, ch), []).append((g, ch))
@@ -410,7 +414,9 @@ class MonitorState:
         # then zeroed)
         has = layout.pixel_chip >= 0
         pc, pch = np.where(has, layout.pixel_chip, 0), np.where(has, layout.pixel_channel, 0)
-        wanted = None if pixels is None else {str(p) for p in pixels}
+        if pixels is None:  # the first tiles; a detector's 300,000 pixels are asked for
+            pixels = [f"{g}/{t}" for g, t in sorted(by_tile)[:DEFAULT_PIXEL_TILES]]
+        wanted = {str(p) for p in pixels}
         for (g, t), uarts in sorted(by_tile.items()):
             entry: dict[str, Any] = {"io_group": g, "tile": t,
                                      "io_channels": sorted(ch for _, ch in uarts),
@@ -418,7 +424,7 @@ class MonitorState:
             last = sum(float(self.last[k].sum()) for k in uarts if k in self.last)
             entry["rate_total"] = round(last, 2)
             entry["hits_total"] = int(sum(int(self.total[k].sum()) for k in uarts))
-            if wanted is not None and f"{g}/{t}" not in wanted:
+            if f"{g}/{t}" not in wanted:
                 out.append(entry)
                 continue
             rate = np.zeros(layout.pixels)
@@ -525,7 +531,7 @@ class MonitorState:
 
     def snapshot(self, now: float, pixels: Sequence[str] | None = None) -> dict[str, Any]:
         """Everything the web page shows, as plain JSON-able values; the 70 x 70 maps only of
-        the tiles ``pixels`` names (``"io_group/tile"``; all if None)."""
+        the tiles ``pixels`` names (``"io_group/tile"``; the first 8 if None)."""
         self.tick(now)
         hist = list(self.history)
         rates = [h[1] for h in hist]

@@ -1,6 +1,8 @@
 // The LArPix DAQ page: every button is one Operator request to the core, sent through
 // POST /api/command/<command>; everything shown arrives on the WebSocket /ws.
-import { drawHistogram, drawHitmap, drawLine, fmt, pixelAt } from "./plots.js";
+import { LEGEND, describe, drawView, tileKey, tileLabel, tilePlaces, viewTiles } from "./mapview.js";
+import { MODES, prepareLayout } from "./maps.js";
+import { drawHistogram, drawLine, fmt } from "./plots.js";
 
 const $ = (id) => document.getElementById(id);
 const el = (tag, attrs = {}, ...children) => {
@@ -19,6 +21,8 @@ const S = {
   status: null, connected: false, actions: {}, runs: [], monitor: null, monitorNote: "",
   layout: null, paused: false, board: "", tile: "", log: new Map(), ws: null,
   session: { user: null, role: "viewer", csrf: null }, ownClients: new Set(),
+  view: "tile", regions: [], configs: new Map(), configLoading: new Set(), sentView: "",
+  routines: new Map(),
 };
 
 // Who this page acts as: a logged-in user (with the session's CSRF token, sent with every
@@ -70,6 +74,7 @@ function connect() {
   const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
   S.ws = ws;
   ws.onmessage = (ev) => handle(JSON.parse(ev.data));
+  ws.onopen = () => { S.sentView = ""; sendView(); };
   ws.onclose = () => {
     setConnection(false, "web server unreachable; reconnecting…");
     setTimeout(connect, 1000);
@@ -140,10 +145,26 @@ function renderStatus() {
   info.replaceChildren();
   if (st.run) {
     const r = st.run;
-    for (const [k, v] of [["run", r.run_number], ["type", r.run_type], ["comment", r.comment || "–"],
-      ["data dir", r.data_dir], ["started", new Date(r.start_time * 1000).toLocaleString()]]) {
-      info.append(el("span", { class: "k", text: k }), el("span", { text: String(v) }));
+    const written = storageCounts(st, r.run_number);
+    // the status names the run; its record (the runs list) says when it began
+    const begun = S.runs.find((x) => x.run_number === r.run_number)?.begin_time;
+    const rows = [["run", r.run_number], ["type", r.run_type], ["comment", r.comment || "–"],
+      ["data dir", r.data_dir], ["prepared", new Date(r.start_time * 1000).toLocaleString()],
+      ["running for", begun ? duration(Date.now() / 1000 - begun) : st.state === "RUN" ? "–" : "not begun"],
+      ["packets written", written ? count(written.written) : "–"],
+      ["packets lost", written ? count(written.lost) : "–"]];
+    for (const [k, v] of rows) {
+      const value = el("span", { text: String(v) });
+      if (k === "running for") value.dataset.testid = "elapsed";
+      if (k === "packets written") value.dataset.testid = "written";
+      if (k === "packets lost") {
+        value.dataset.testid = "lost";
+        if (written && written.lost > 0) value.className = "lost-some";
+      }
+      info.append(el("span", { class: "k", text: k }), value);
     }
+    if (written) info.append(el("span", { class: "k", text: "" }),
+      el("span", { class: "muted small", text: `as storage counts them (${written.from}); the monitor only estimates` }));
   }
   $("incidents").replaceChildren(...(st.incidents || []).map((t) => el("li", { text: t })));
   const body = $("components").tBodies[0];
@@ -159,6 +180,25 @@ function renderStatus() {
   }));
   renderBoards();
   renderConfig();
+}
+
+// What the storage components have written and lost of this run (their own counts, from
+// their heartbeats), summed; null when no storage reports on this run.
+function storageCounts(st, run) {
+  const stores = st.components.filter((c) => c.role === "storage" && c.counters
+    && c.counters.run_number === run && typeof c.counters.packets_written === "number");
+  if (!stores.length) return null;
+  return { written: stores.reduce((a, c) => a + c.counters.packets_written, 0),
+    lost: stores.reduce((a, c) => a + (c.counters.packets_lost || 0), 0),
+    from: stores.map((c) => c.name).join(", ") };
+}
+
+const count = (n) => (typeof n === "number" ? n.toLocaleString("en-US") : "–");
+
+function duration(seconds) {
+  if (!(seconds >= 0)) return "–";
+  const s = Math.floor(seconds), h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60);
+  return h ? `${h} h ${String(m).padStart(2, "0")} min` : m ? `${m} min ${String(s % 60).padStart(2, "0")} s` : `${s} s`;
 }
 
 async function transition(name) {
@@ -196,40 +236,60 @@ function boardIoGroup() {
 }
 
 // ------------------------------------------------------------------ monitor
+// Tiles with data (the board selector narrows them to one io_group).
 function tiles() {
   const all = S.monitor?.tiles || [];
   const g = boardIoGroup();
   return S.board && g !== null ? all.filter((t) => t.io_group === g) : all;
 }
 
+// Tell the server which tiles' pixel maps this page draws (it fetches only those).
+function sendView() {
+  if (!S.ws || S.ws.readyState !== WebSocket.OPEN || !S.layout) return;
+  const wanted = viewTiles(S.view, S.tile, tilePlaces(S.monitor, S.layout.pitch_mm)).slice(0, 16);
+  const text = JSON.stringify({ type: "view", tiles: wanted });
+  if (text !== S.sentView) { S.ws.send(text); S.sentView = text; }
+}
+
+function stat(label, value, id) {
+  const v = el("div", { class: "v", text: value });
+  if (id) v.dataset.testid = id;
+  return el("div", { class: "stat" }, v, el("div", { class: "l", text: label }));
+}
+
 function renderMonitor() {
   const m = S.monitor;
-  $("monitor-note").textContent = m ? "" : (S.monitorNote || "waiting for the monitor…");
+  const note = m ? (m.run_number === null && m.ended_run !== null && m.ended_run !== undefined
+    ? `run ${m.ended_run} ended: the monitor was cleared; it fills again with the next run` : "")
+    : (S.monitorNote || "waiting for the monitor…");
+  $("monitor-note").textContent = note;
   if (!m) return;
   const frac = m.fraction_seen || {};
-  const stats = [
-    ["rate, last second", `${fmt(m.rate.last_second)} Hz`],
-    ["average (100 s)", `${fmt(m.rate.average)} Hz`],
-    ["since run start", `${fmt(m.rate.since_start)} Hz`],
-    ["packets (estimate)", fmt(m.packets_estimate)],
-    ["seen by monitor", frac.words === null || frac.words === undefined ? "–" : `${(100 * frac.words).toFixed(1)} %`],
-    ["parity errors", String(m.counters.parity_errors)],
-    ["decode errors", String(Object.values(m.decode_errors).reduce((a, b) => a + b, 0))],
-    ["run", m.run_number === null ? "–" : String(m.run_number)],
-  ];
-  $("monitor-stats").replaceChildren(...stats.map(([l, v]) => el("div", { class: "stat" },
-    el("div", { class: "v", text: v }), el("div", { class: "l", text: l }))));
+  const trig = m.triggers || { last_second: 0, average: 0, seen: 0 };
+  $("monitor-stats").replaceChildren(
+    stat("rate, last second", `${fmt(m.rate.last_second)} Hz`),
+    stat("average (100 s)", `${fmt(m.rate.average)} Hz`),
+    stat("since run start", `${fmt(m.rate.since_start)} Hz`),
+    stat("packets (estimate)", fmt(m.packets_estimate)),
+    stat("seen by monitor", frac.words === null || frac.words === undefined ? "–" : `${(100 * frac.words).toFixed(1)} %`),
+    stat("triggers, last second", `${fmt(trig.last_second)} Hz`, "trigger-rate"),
+    stat("triggers (100 s avg)", `${fmt(trig.average)} Hz`),
+    stat("trigger words seen", String(trig.seen)),
+    stat("parity errors", String(m.counters.parity_errors)),
+    stat("decode errors", String(Object.values(m.decode_errors).reduce((a, b) => a + b, 0))),
+    stat("run", m.run_number === null ? "–" : String(m.run_number)));
   renderAlarms(m.alarms);
-  // tile selector
-  const ts = tiles();
+  // tile selector: the tiles with data, named as the detector names them
+  const places = S.layout ? tilePlaces(m, S.layout.pitch_mm) : [];
+  const ts = tiles().map((t) => ({ ...(places.find((p) => tileKey(p) === tileKey(t)) || {}), ...t }));
   const sel = $("tile-select");
-  const keys = ts.map((t) => `${t.io_group}/${t.tile}`);
+  const keys = ts.map(tileKey);
   if (JSON.stringify([...sel.options].map((o) => o.value)) !== JSON.stringify(keys)) {
-    sel.replaceChildren(...ts.map((t) => el("option", { value: `${t.io_group}/${t.tile}`,
-      text: `io_group ${t.io_group} tile ${t.tile + 1}` })));
+    sel.replaceChildren(...ts.map((t) => el("option", { value: tileKey(t), text: tileLabel(t) })));
     sel.value = keys.includes(S.tile) ? S.tile : (keys[0] || "");
     S.tile = sel.value;
   }
+  sendView();
   drawMonitorPlots();
   renderRecent(m.recent);
   $("messages").replaceChildren(...[...m.messages].reverse().map((x) => el("li", {
@@ -237,7 +297,8 @@ function renderMonitor() {
   if (!m.messages.length) $("messages").append(el("li", { class: "muted", text: "none seen yet" }));
   $("chips").tBodies[0].replaceChildren(...m.chips.slice().sort((a, b) => b.rate - a.rate).slice(0, 200)
     .map((c) => el("tr", {}, el("td", { text: c.key }), el("td", { text: fmt(c.rate) }),
-      el("td", { text: fmt(c.max) }), el("td", { text: String(c.hits) }))));
+      el("td", { text: fmt(c.max) }), el("td", { text: String(c.hits) }),
+      el("td", { text: fmt(c.adc_mean ?? null) }), el("td", { text: fmt(c.adc_width ?? null) }))));
 }
 
 const ALARM_TITLES = {
@@ -261,32 +322,56 @@ function renderAlarms(alarms) {
   }));
 }
 
-function currentTile() {
-  return tiles().find((t) => `${t.io_group}/${t.tile}` === S.tile) || null;
+// The producer that serves an io_group (from the monitor's streams).
+function boardOf(ioGroup) {
+  const st = (S.monitor?.streams || []).find((x) => x.io_group === ioGroup);
+  return st ? st.source : null;
+}
+
+// The software copy of a board's chips, for the masked pixels and the configuration maps;
+// fetched once per io_group (Reload configuration fetches it again).
+async function loadConfig(ioGroup) {
+  const board = boardOf(ioGroup);
+  if (!board || S.configLoading.has(ioGroup) || !S.session.user) return;
+  const acts = S.actions[board] || {};
+  if (!("retrieve_configuration" in acts)) return;
+  S.configLoading.add(ioGroup);
+  try {
+    const headers = { "Content-Type": "application/json" };
+    if (S.session.csrf) headers["X-CSRF-Token"] = S.session.csrf;
+    const r = await fetch("/api/command/invoke", { method: "POST", headers, body: JSON.stringify(
+      { component: board, action: "retrieve_configuration", params: {} }) });
+    const body = await r.json();
+    if (body.success && body.data?.result?.chips) S.configs.set(ioGroup, body.data.result.chips);
+    else $("map-note").textContent = `configuration of ${board} not available: ${body.message}`;
+  } finally {
+    S.configLoading.delete(ioGroup);
+  }
+  if (S.monitor) drawMonitorPlots();
 }
 
 function drawMonitorPlots() {
   const m = S.monitor;
-  const side = S.layout ? S.layout.pixels_per_side : 70;
-  const t = currentTile();
+  if (!S.layout) return;
   const mode = $("hitmap-mode").value;
-  let values = new Array(side * side).fill(0);
-  if (t && mode === "max") values = t.max;
-  else if (t && mode === "rate") values = t.rate;
-  else if (t) {
-    // hits seen / time / share seen: the run's average rate per pixel
-    const seen = (m.fraction_seen && m.fraction_seen.words) || 1;
-    const secs = Math.max(1, m.since_reset_s);
-    values = t.hits.map((h) => h / secs / seen);
+  const places = tilePlaces(m, S.layout.pitch_mm);
+  if (S.view !== "detector") {
+    for (const key of viewTiles(S.view, S.tile, places)) {
+      const g = Number(key.split("/")[0]);
+      if (!S.configs.has(g)) loadConfig(g);
+    }
   }
-  $("hitmap-caption").textContent = {
-    rate: "Pixel hit rate, last second (Hz)", max: "Pixel hit rate, per-second maximum (Hz)",
-    avg: "Pixel hit rate, run average (Hz)" }[mode];
-  drawHitmap($("hitmap"), $("hitmap-scale"), values, side, !$("hitmap-linear").checked);
+  const configs = new Map([...S.configs].map(([g, c]) => [g, c]));
+  $("hitmap-caption").textContent = `${MODES[mode].label}: ${
+    { tile: S.tile ? tileLabel(places.find((p) => tileKey(p) === S.tile) || { io_group: S.tile.split("/")[0], tile: S.tile.split("/")[1] }) : "no tile yet",
+      anode: "the selected tile's anode, pixel by pixel", detector: "every tile, chip by chip (click a tile)" }[S.view]}`;
+  S.regions = drawView($("hitmap"), $("hitmap-scale"), { monitor: m, layout: S.layout, view: S.view,
+    selected: S.tile, mode, linear: $("hitmap-linear").checked, configs });
   const hist = m.history || [];
   const last = hist.length ? hist[hist.length - 1][0] : 0;
-  const points = hist.map(([s, r]) => [s - last, r]);
-  drawLine($("rateplot"), points, -99, 0, m.rate.average, (x) => `${Math.round(x)} s`);
+  drawLine($("rateplot"), hist.map(([s, r]) => [s - last, r]), -99, 0, m.rate.average, (x) => `${Math.round(x)} s`);
+  drawLine($("trigplot"), hist.map((h) => [h[0] - last, h[3] || 0]), -99, 0, m.triggers?.average || 0,
+    (x) => `${Math.round(x)} s`);
   drawHistogram($("adcplot"), m.adc);
 }
 
@@ -306,22 +391,40 @@ function renderRecent(recent) {
   table.tBodies[0].replaceChildren(...rows);
 }
 
+function canvasPoint(ev) {
+  const c = $("hitmap");
+  const r = c.getBoundingClientRect();
+  return [(ev.clientX - r.left) * c.width / r.width, (ev.clientY - r.top) * c.height / r.height, r];
+}
+
 function hitmapHover(ev) {
   const tip = $("hitmap-tip");
-  const t = currentTile();
-  if (!S.layout || !t) { tip.hidden = true; return; }
-  const side = S.layout.pixels_per_side;
-  const p = pixelAt($("hitmap"), ev, side);
-  if (p < 0) { tip.hidden = true; return; }
-  const chip = S.layout.chip_id[p], channel = S.layout.channel[p];
-  const uart = t.io_channels.find((ch) => (S.monitor.chips || []).some((c) => c.io_channel === ch && c.chip_id === chip));
-  const key = uart === undefined ? `${t.io_group}-?-${chip}` : `${t.io_group}-${uart}-${chip}`;
-  tip.textContent = `pixel ${p} (x ${p % side}, y ${Math.floor(p / side)})\nchip ${key}  channel ${channel}\n`
-    + `rate ${fmt(t.rate[p])} Hz   max ${fmt(t.max[p])} Hz\nhits seen ${t.hits[p]}`;
-  const r = $("hitmap").getBoundingClientRect();
+  if (!S.layout || !S.monitor) { tip.hidden = true; return; }
+  const [x, y, r] = canvasPoint(ev);
+  const text = describe(S.regions, S.layout, S.monitor, x, y, $("hitmap-mode").value);
+  if (!text) { tip.hidden = true; return; }
+  tip.textContent = text;
   tip.style.left = `${ev.clientX - r.left + 14}px`;
   tip.style.top = `${ev.clientY - r.top + 14}px`;
   tip.hidden = false;
+}
+
+// In the anode and detector views a click on a tile opens its pixels.
+function hitmapClick(ev) {
+  if (S.view === "tile") return;
+  const [x, y] = canvasPoint(ev);
+  const hit = S.regions.find((g) => x >= g.x && y >= g.y && x < g.x + g.size && y < g.y + g.size);
+  if (!hit) return;
+  S.tile = tileKey(hit.t);
+  setView("tile");
+}
+
+function setView(view) {
+  S.view = view;
+  for (const b of document.querySelectorAll("[data-view]")) b.classList.toggle("on", b.dataset.view === view);
+  $("tile-select").value = S.tile;
+  sendView();
+  if (S.monitor) drawMonitorPlots();
 }
 
 // ------------------------------------------------------------------ actions
@@ -344,13 +447,49 @@ function renderActionNames() {
   renderParams();
 }
 
+// A docstring as text: paragraphs, ``code`` and :role:`name` as code, no markup shown.
+function docNodes(text) {
+  const out = [];
+  for (const para of String(text || "").split(/\n\s*\n/)) {
+    const line = para.replace(/\s*\n\s*/g, " ").trim();
+    if (!line) continue;
+    const p = el("p");
+    const re = /``([^`]+)``|:[a-z]+:`~?([^`]+)`|`([^`]+)`/g;
+    let at = 0, m;
+    while ((m = re.exec(line)) !== null) {
+      p.append(line.slice(at, m.index));
+      const code = m[1] ?? m[2] ?? m[3];
+      p.append(el("code", { text: m[2] ? code.split(".").pop() : code }));
+      at = re.lastIndex;
+    }
+    p.append(line.slice(at));
+    out.push(p);
+  }
+  return out;
+}
+
+function isRoutineRunner() {
+  return $("action-name").value === "run_routine";
+}
+
+// The routines a producer offers, with their parameters (asked once per producer).
+async function loadRoutines(component) {
+  if (S.routines.has(component)) return S.routines.get(component);
+  const r = await command("invoke", { component, action: "list_routines", params: {} });
+  const list = r.success ? (r.data.result?.routines || []) : [];
+  if (r.success) S.routines.set(component, list);
+  return list;
+}
+
 function renderParams() {
   const spec = (S.actions[$("action-component").value] || {})[$("action-name").value];
   const form = $("action-params");
   form.replaceChildren();
   $("btn-invoke").disabled = !spec;
-  $("action-doc").textContent = spec ? (spec.doc || "(no description)") : "no actions offered";
-  if (!spec) return;
+  $("routine-row").hidden = true;
+  if (!spec) { $("action-doc").replaceChildren(el("p", { text: "no actions offered" })); return; }
+  if (isRoutineRunner()) { renderRoutineChoice(); return; }
+  $("action-doc").replaceChildren(...(spec.doc ? docNodes(spec.doc) : [el("p", { text: "(no description)" })]));
   for (const p of spec.params) {
     const input = p.annotation === "bool"
       ? el("input", { type: "checkbox", name: p.name })
@@ -360,6 +499,75 @@ function renderParams() {
     form.append(el("label", { text: p.name }), input);
     form.append(el("span", { class: "hint", text: `${p.annotation || "any"}${p.required ? ", required" : `, default ${JSON.stringify(p.default ?? null)}`}` }));
   }
+}
+
+async function renderRoutineChoice() {
+  const component = $("action-component").value;
+  const routines = await loadRoutines(component);
+  if (!isRoutineRunner() || $("action-component").value !== component) return;
+  const sel = $("routine-name");
+  const keep = sel.value;
+  sel.replaceChildren(...routines.map((r) => el("option", { value: r.name, text: r.name })));
+  if (routines.some((r) => r.name === keep)) sel.value = keep;
+  $("routine-row").hidden = false;
+  renderRoutineForm();
+}
+
+// One input per routine parameter, from its declaration: type, default, range, choices, unit.
+function renderRoutineForm() {
+  const routines = S.routines.get($("action-component").value) || [];
+  const r = routines.find((x) => x.name === $("routine-name").value);
+  const form = $("action-params");
+  form.replaceChildren();
+  if (!r) { $("action-doc").replaceChildren(el("p", { text: "this producer offers no routines" })); return; }
+  $("action-doc").replaceChildren(...(r.doc ? docNodes(r.doc) : [el("p", { text: "(no description)" })]));
+  for (const p of r.params) {
+    const type = p.type || "any";
+    let input;
+    if (p.choices) {
+      input = el("select", { name: p.name }, ...p.choices.map((c) => el("option", { value: JSON.stringify(c), text: String(c) })));
+      if (p.default !== undefined) input.value = JSON.stringify(p.default);
+    } else if (type === "bool") {
+      input = el("input", { type: "checkbox", name: p.name });
+      input.checked = Boolean(p.default);
+    } else if (type === "int" || type === "float") {
+      input = el("input", { type: "number", name: p.name, step: type === "int" ? "1" : "any" });
+      if (p.minimum !== undefined) input.min = String(p.minimum);
+      if (p.maximum !== undefined) input.max = String(p.maximum);
+      if (p.default !== undefined && p.default !== null) input.value = String(p.default);
+    } else {
+      input = el("input", { name: p.name, placeholder: type.startsWith("list") ? "values separated by commas" : "" });
+      if (p.default !== undefined && p.default !== null) input.value = Array.isArray(p.default) ? p.default.join(", ") : String(p.default);
+    }
+    input.dataset.type = type;
+    input.id = `routine-param-${p.name}`;
+    if (p.required) input.required = true;
+    const field = el("span", { class: "field" }, input, p.unit ? el("span", { class: "unit", text: p.unit }) : null);
+    form.append(el("label", { text: p.name, for: input.id }), field);
+    const range = [p.above !== undefined ? `> ${p.above}` : null, p.minimum !== undefined ? `≥ ${p.minimum}` : null,
+      p.maximum !== undefined ? `≤ ${p.maximum}` : null].filter(Boolean).join(", ");
+    form.append(el("span", { class: "hint", text: `${type}${p.unit ? ` in ${p.unit}` : ""}${range ? `, ${range}` : ""}${
+      p.required ? ", required" : `, default ${JSON.stringify(p.default ?? null)}`}${p.optional ? ", may be empty" : ""}` }));
+  }
+}
+
+function routineValue(input) {
+  const type = input.dataset.type;
+  if (input.tagName === "SELECT") return JSON.parse(input.value);
+  if (input.type === "checkbox") return input.checked;
+  const raw = input.value.trim();
+  if (type === "int" || type === "float") {
+    const v = Number(raw);
+    if (raw === "" || Number.isNaN(v) || (type === "int" && !Number.isInteger(v))) {
+      throw new Error(`${input.name} must be ${type === "int" ? "a whole number" : "a number"}`);
+    }
+    return v;
+  }
+  if (type.startsWith("list")) {
+    const items = raw.split(/[\s,]+/).filter((x) => x !== "");
+    return type.includes("int") || type.includes("float") ? items.map(Number) : items;
+  }
+  return raw;
 }
 
 function paramValue(input) {
@@ -373,12 +581,22 @@ function paramValue(input) {
 }
 
 async function invoke() {
-  const component = $("action-component").value, action = $("action-name").value;
-  const params = {};
+  const component = $("action-component").value;
+  const action = $("action-name").value;
+  let params = {};
   try {
-    for (const input of $("action-params").querySelectorAll("input")) {
-      if (input.type !== "checkbox" && input.value.trim() === "") continue; // default applies
-      params[input.name] = paramValue(input);
+    if (isRoutineRunner()) {
+      const values = {};
+      for (const input of $("action-params").querySelectorAll("input, select")) {
+        if (input.type !== "checkbox" && input.tagName !== "SELECT" && input.value.trim() === "") continue;
+        values[input.name] = routineValue(input);
+      }
+      params = { name: $("routine-name").value, params: values };
+    } else {
+      for (const input of $("action-params").querySelectorAll("input")) {
+        if (input.type !== "checkbox" && input.value.trim() === "") continue; // default applies
+        params[input.name] = paramValue(input);
+      }
     }
   } catch (err) { showError(err.message); return; }
   $("btn-invoke").disabled = true;
@@ -564,13 +782,26 @@ function markDifferences(table, result) {
 // ------------------------------------------------------------------ runs and log
 function when(t) { return t ? new Date(t * 1000).toLocaleString() : "–"; }
 
+// One status per run: running (or ready) while open, else how it ended.
+function runStatus(r) {
+  if (!r.exit_status) return r.state === "RUN" ? "running" : r.state === "READY" ? "ready" : (r.state || "open").toLowerCase();
+  return r.exit_status;
+}
+
 function renderRuns() {
-  $("runs").tBodies[0].replaceChildren(...S.runs.map((r) => el("tr", {},
-    el("td", { text: String(r.run_number) }), el("td", { text: r.run_type }),
-    el("td", { text: r.exit_status || "open", class: `exit-${r.exit_status || "open"}` }),
-    el("td", { text: r.state }),
-    el("td", { text: when(r.start_time) }), el("td", { text: when(r.end_time) }),
-    el("td", { text: r.comment }), el("td", { text: (r.files || []).join(", ") }))));
+  $("runs").tBodies[0].replaceChildren(...S.runs.map((r) => {
+    const status = runStatus(r);
+    const end = r.end_time || (r.exit_status ? null : Date.now() / 1000);
+    const counted = r.exit_status !== null && r.exit_status !== undefined;
+    return el("tr", {},
+      el("td", { text: String(r.run_number) }), el("td", { text: r.run_type }),
+      el("td", { text: status, class: `status-${status}`, title: r.end_reason || "" }),
+      el("td", { text: when(r.begin_time || r.start_time) }),
+      el("td", { text: duration(end - (r.begin_time || r.start_time)) }),
+      el("td", { class: "num", text: counted ? count(r.packets_written) : "–" }),
+      el("td", { class: `num${r.packets_lost > 0 ? " lost-some" : ""}`, text: counted ? count(r.packets_lost) : "–" }),
+      el("td", { text: r.comment }), el("td", { text: (r.files || []).join(", ") }));
+  }));
 }
 
 function renderLog() {
@@ -632,16 +863,24 @@ function start() {
     renderConfig();
     if (S.monitor) renderMonitor();
   };
-  $("tile-select").onchange = (ev) => { S.tile = ev.target.value; if (S.monitor) drawMonitorPlots(); };
+  $("tile-select").onchange = (ev) => { S.tile = ev.target.value; sendView(); if (S.monitor) drawMonitorPlots(); };
+  for (const b of document.querySelectorAll("[data-view]")) b.onclick = () => setView(b.dataset.view);
+  $("hitmap-mode").replaceChildren(...Object.entries(MODES).map(([k, m]) => el("option", { value: k, text: m.label })));
+  $("map-legend").replaceChildren(...LEGEND.map(([text, c]) => el("span", { class: "swatch" },
+    el("i", { style: `background:${c}` }), text)));
+  $("btn-reload-config").onclick = () => { S.configs.clear(); if (S.monitor) drawMonitorPlots(); };
+  $("hitmap").addEventListener("click", hitmapClick);
   for (const id of ["hitmap-mode", "hitmap-linear"]) $(id).onchange = () => { if (S.monitor) drawMonitorPlots(); };
   $("hitmap").addEventListener("mousemove", hitmapHover);
   $("hitmap").addEventListener("mouseleave", () => { $("hitmap-tip").hidden = true; });
-  $("action-component").onchange = renderActionNames;
-  $("action-name").onchange = renderParams;
+  // the routine list is asked for again whenever the operator picks the runner
+  $("action-component").onchange = () => { S.routines.clear(); renderActionNames(); };
+  $("action-name").onchange = () => { S.routines.clear(); renderParams(); };
+  $("routine-name").onchange = renderRoutineForm;
   $("btn-invoke").onclick = invoke;
   $("btn-stop-routine").onclick = stopRoutine;
   $("btn-logout").onclick = logout;
-  fetch("/api/layout").then((r) => r.json()).then((l) => { S.layout = l; });
+  fetch("/api/layout").then((r) => r.json()).then((l) => { S.layout = prepareLayout(l); sendView(); });
   loadSession().then(connect);
 }
 
