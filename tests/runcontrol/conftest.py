@@ -163,8 +163,8 @@ def spawn_component():
         p = subprocess.Popen([sys.executable, "-c", COMPONENT_SCRIPT, name, endpoint, role,
                               str(prepare_delay)],
                              stdout=subprocess.PIPE, text=True)
+        procs.append(p)  # before any check, so a process that misbehaves is still ended
         assert p.stdout.readline().strip() == "registered"
-        procs.append(p)
         return p
 
     yield spawn
