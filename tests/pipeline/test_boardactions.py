@@ -174,7 +174,10 @@ def test_readout_continues_while_a_routine_runs_and_configs_reach_the_file(daq):
         configs = f["configs"][:]
         messages = [bytes(m).rstrip(b"\0") for m in f["messages"]["message"]]
         packets = f["packets"][:]
-    assert len(configs) == 200  # 100 chips at begin and at end
+    # 100 chips at begin and at end, and the writes of the refused pedestal routine (it set
+    # the chips for its measurement, then put them back): each recorded with a message
+    assert messages.count(b"configuration written: 100 chips") == 2, messages
+    assert len(configs) == 400
     # What the board sent while the routine read chip 11 is part of the run, as a real
     # board's output would be: its config-read replies are in the file.
     replies = packets[(packets["packet_type"] == 3) & (packets["chip_id"] == 11)
@@ -184,7 +187,7 @@ def test_readout_continues_while_a_routine_runs_and_configs_reach_the_file(daq):
     row = configs[(configs["io_channel"] == 1) & (configs["chip_id"] == 11)][-1]
     assert int(row["registers"][64]) == soft["threshold_global"]
     assert b"slow routine done" in messages
-    assert np.count_nonzero(configs["io_group"] == 1) == 200
+    assert np.count_nonzero(configs["io_group"] == 1) == 400
 
 
 def test_routine_timeout_aborts_it_and_the_next_one_runs(daq):

@@ -64,6 +64,10 @@ class BoardSession:
         self.network_source = ""
         self.configs: dict[str, ChipConfig] = {}
         self.counters: Counter[str] = Counter()
+        #: Called with the chip keys and the register addresses (None: all) after every
+        #: configuration write that succeeded (the producer keeps its configuration of
+        #: record and the run's record of writes).
+        self.on_write: Callable[[list[str], list[int] | None], None] | None = None
 
     # ---- board and network -----------------------------------------------------------------
     @classmethod
@@ -304,6 +308,8 @@ class BoardSession:
         with self._op():
             n = client.write_configs({k: self.configs[k] for k in keys}, registers=addrs)
         self.counters["chips_written"] += len(keys)
+        if self.on_write is not None:
+            self.on_write(keys, addrs)
         return {"written": keys if len(keys) <= 16 else len(keys), "packets": n}
 
     def read(self, chip_keys: str | Iterable[str] | None = None,
@@ -348,11 +354,13 @@ class BoardSession:
         with self.lock:
             return collect_messages(client, seconds, stop)
 
-    def config_rows(self) -> np.ndarray:
-        """The software copy as ``configs`` rows (for the run file)."""
+    def config_rows(self, chip_keys: Iterable[str] | None = None) -> np.ndarray:
+        """The software copy (of ``chip_keys``, or every chip) as ``configs`` rows (for the
+        run file)."""
         from larpixdaq.formats.rows import CONFIGS_DTYPE
 
-        keys = sorted(self.configs, key=_key_order)
+        keys = sorted(self.configs if chip_keys is None else
+                      [k for k in chip_keys if k in self.configs], key=_key_order)
         rows = np.zeros(len(keys), dtype=CONFIGS_DTYPE)
         if not keys:
             return rows

@@ -25,6 +25,7 @@ from larpixdaq.commands.common import (
 from larpixdaq.errors import CommandError
 from larpixdaq.pipeline.addresses import DEFAULT_INLET, DEFAULT_MONITOR, DEFAULT_OUTLET
 from larpixdaq.pipeline.backlog import DEFAULT_HOLD_BYTES
+from larpixdaq.pipeline.configrecord import CONFIG_RECORD_DIR
 
 ROUTINE_RESULTS_DIR = "routines"
 """Where in its data directory a producer keeps routine results."""
@@ -157,7 +158,9 @@ def configure_producer(p: argparse.ArgumentParser) -> None:
                    help="also write every data message sent to this raw file, one per run "
                         "('{run}' in the name is replaced by the run number)")
     p.add_argument("--data-dir", default="data",
-                   help=f"routine results are kept in DATA_DIR/{ROUTINE_RESULTS_DIR} "
+                   help=f"routine results are kept in DATA_DIR/{ROUTINE_RESULTS_DIR}, the "
+                        f"configuration last written to the chips (re-applied when the "
+                        f"producer starts again) in DATA_DIR/{CONFIG_RECORD_DIR} "
                         "(default data)")
     add_routines_argument(p)
     p.add_argument("--hold-mb", type=float, default=DEFAULT_HOLD_BYTES / (1 << 20),
@@ -226,6 +229,7 @@ def run_producer(args: argparse.Namespace) -> int:
             raise CommandError(f"--routines {d}: no such directory")
     comp = ProducerComponent(name, args.core, producer, routine_dirs=args.routines)
     comp.board.keep_routine_results_in(Path(args.data_dir) / ROUTINE_RESULTS_DIR)
+    comp.board.keep_configuration_record_in(Path(args.data_dir) / CONFIG_RECORD_DIR)
     return _run_component(comp, "producer")
 
 

@@ -12,6 +12,13 @@ lock, taken for one short step at a time on a simulated board and for one operat
 PACMAN (whose data arriving meanwhile waits in the client, not lost).
 
 Chip selections (``chip_keys``) take one key (``"1-1-11"``), a list, or None for all.
+
+Every configuration write that succeeds (an action's or a routine's) is, during a run, put
+into the run's stream: a ``configs`` frame with the registers of the chips written and a
+message row (``configuration written: ...``), so a scan's data can be matched to its
+settings. It also updates the producer's configuration of record
+(:mod:`larpixdaq.pipeline.configrecord`), which a restarted producer re-applies and verifies
+(:meth:`BoardActions.restore_configuration`) before it takes part in a run.
 """
 
 from __future__ import annotations
@@ -26,6 +33,13 @@ from typing import Any, Protocol
 
 from larpixdaq.boards.session import BoardSession
 from larpixdaq.errors import LarpixDaqError
+from larpixdaq.formats.chipconfig import ChipConfig
+from larpixdaq.pipeline.configrecord import (
+    ConfigRecordError,
+    load_record,
+    record_path,
+    save_record,
+)
 from larpixdaq.pipeline.counters import Counters
 from larpixdaq.pipeline.sources import Source
 from larpixdaq.routines.context import RoutineContext
@@ -74,6 +88,7 @@ class RunStream(Protocol):
     def read_run_data(self, seconds: float,
                       stop: threading.Event | None = None) -> list[bytes]: ...
     def send_info(self, text: str) -> bool: ...
+    def send_configs(self, rows: Any) -> bool: ...
     def send_data(self, messages: list[bytes]) -> bool: ...
 
 
@@ -85,6 +100,17 @@ class RoutineCounters(Counters):
     routines_failed: int = 0
     routines_refused: int = 0  # parameters that make no sense: refused before running
     routine_results_unsaved: int = 0  # outcomes that could not be kept on disk
+
+
+@dataclass
+class ConfigRecordCounters(Counters):
+    """The configuration of record and the run's record of configuration writes."""
+
+    config_writes_in_run: int = 0  # writes put into the run's stream (configs + message)
+    config_restored_chips: int = 0  # chips given the record again when this process started
+    config_restore_mismatches: int = 0  # ... and that did not read back as written
+    config_record_unapplied: int = 0  # chips of the record this board does not know (yet)
+    config_record_errors: int = 0  # the record could not be read or written
 
 
 class BoardActions:
@@ -111,6 +137,12 @@ class BoardActions:
         self._routine: _Running | None = None
         self.routine_counters = RoutineCounters()
         self._results_store: ResultStore | None = None
+        self.config_counters = ConfigRecordCounters()
+        self._record_path: Path | None = None
+        #: Why this producer must not take part in a run: its configuration of record could
+        #: not be re-applied as recorded (cleared by the next configuration write).
+        self.restore_problem: str | None = None
+        self.session.on_write = self._written
 
     def keep_routine_results_in(self, directory: str | Path) -> None:
         """Write every routine's outcome (summary JSON + arrays) into ``directory``."""
@@ -133,11 +165,83 @@ class BoardActions:
 
     def counters(self) -> dict[str, int]:
         """The session's counts (``board_``), its client's (``pacman_``: time-outs,
-        retries, bad and error replies) and the routines'."""
+        retries, bad and error replies), the routines' and the configuration record's."""
         client = self.session.client.counters if self.session.client is not None else {}
         return {**{f"board_{k}": v for k, v in self.session.counters.items()},
                 **{f"pacman_{k}": v for k, v in client.items()},
-                **self.routine_counters.as_dict()}
+                **self.routine_counters.as_dict(), **self.config_counters.as_dict()}
+
+    # ---- the configuration of record, and configuration written during a run -----------------
+    def keep_configuration_record_in(self, directory: str | Path) -> None:
+        """Keep the configuration of record in ``directory`` (one file for this producer)."""
+        self._record_path = record_path(directory, self.name or "producer")
+
+    def _written(self, keys: list[str], addresses: list[int] | None) -> None:
+        """After a configuration write: into the run (if one is open) and into the record."""
+        self.restore_problem = None  # the operator has set the chips anew
+        if self.producer.flowing:
+            rows = self.session.config_rows(keys)
+            what = keys[0] if len(keys) == 1 else f"{len(keys)} chips"
+            if self.producer.send_configs(rows):
+                self.producer.send_info(f"configuration written: {what}")
+                self.config_counters.config_writes_in_run += 1
+        if self._record_path is None:
+            return
+        try:
+            chips = load_record(self._record_path)
+            for key in keys:
+                now = self.session.configs[key].to_registers()
+                if addresses is None or key not in chips:
+                    chips[key] = now
+                else:
+                    chips[key][addresses] = now[addresses]
+            save_record(self._record_path, self.session.io_group, chips)
+        except ConfigRecordError as exc:
+            self.config_counters.config_record_errors += 1
+            self.log.error("%s", exc)
+
+    def restore_configuration(self) -> dict[str, Any] | None:
+        """Re-apply the configuration of record to the chips and verify it (a producer that
+        starts again does this before it registers); None if there is no record.
+
+        A write that fails or chips that do not read back as recorded set
+        :attr:`restore_problem`: the producer then refuses to take part in a run, so the run
+        records an incident instead of data taken with unknown settings."""
+        if self._record_path is None:
+            return None
+        try:
+            chips = load_record(self._record_path)
+        except ConfigRecordError as exc:
+            self.config_counters.config_record_errors += 1
+            self.restore_problem = str(exc)
+            return {"ok": False, "message": str(exc)}
+        if not chips:
+            return None
+        known = sorted(k for k in chips if k in self.session.configs)
+        unknown = sorted(set(chips) - set(known))
+        self.config_counters.config_record_unapplied += len(unknown)
+        out: dict[str, Any] = {"ok": True, "chips": len(known), "unknown": unknown,
+                               "record": str(self._record_path)}
+        if unknown:
+            self.log.warning("the configuration of record %s names %d chip(s) this board "
+                             "does not know yet (%s); load the network and write them",
+                             self._record_path, len(unknown), ", ".join(unknown[:4]))
+        if not known:
+            return out
+        for key in known:
+            self.session.configs[key] = ChipConfig.from_registers(chips[key], strict=False)
+        try:
+            self.session.write(known)
+            check = self.session.validate(known)
+        except Exception as exc:  # the board refused or did not answer
+            check = {"match": False, "summary": f"{type(exc).__name__}: {exc}"}
+        self.config_counters.config_restored_chips += len(known)
+        out.update(ok=bool(check["match"]), message=check["summary"])
+        if not check["match"]:
+            self.config_counters.config_restore_mismatches += 1
+            self.restore_problem = (f"the configuration of record ({self._record_path}) "
+                                    f"could not be re-applied: {check['summary']}")
+        return out
 
     @action(immediate=True)
     def stop_routine(self) -> dict[str, Any]:

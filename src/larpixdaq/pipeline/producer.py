@@ -260,6 +260,16 @@ class Producer:
             return True
         return bool(self.call(do))
 
+    def send_configs(self, rows: np.ndarray) -> bool:
+        """A ``configs`` frame (chip registers, e.g. just written) into the stream, in order
+        with the data; only while data flows."""
+        def do() -> bool:
+            if not self.flowing or not len(rows):
+                return False
+            self._frame(KIND_CONFIGS, rows.tobytes())
+            return True
+        return bool(self.call(do))
+
     def send_data(self, messages: list[bytes]) -> bool:
         """PACMAN data messages into the stream (e.g. from a routine); only while data flows."""
         def do() -> bool:
@@ -505,6 +515,7 @@ class ProducerComponent(Component):
         self.producer = producer
         self._unsent_before = 0.0  # messages_unsent when this run was prepared
         self._before_begin_base = 0
+        self._restored: dict[str, Any] | None = None  # what start() re-applied, until told
         self.board = BoardActions(producer, name=name, log=self.log,
                                   routine_dirs=routine_dirs)
         self.register_actions_of(self.board)
@@ -513,9 +524,17 @@ class ProducerComponent(Component):
         return {**self.producer.snapshot(), **self.board.counters()}
 
     def on_prepare(self, run: RunInfo) -> dict | None:
+        if self.board.restore_problem:
+            raise RuntimeError(f"{self.board.restore_problem}; write the configuration "
+                               "again before taking data")
         self._unsent_before = self.producer.counters.messages_unsent
         self._before_begin_base = self.producer.counters.messages_before_begin
         self.producer.prepare(run.run_number)
+        if self._restored is not None and self._restored.get("chips"):
+            # Once: the first run this process takes part in says where its settings came from.
+            self.producer.send_info(f"config of record re-applied: {self._restored['chips']} "
+                                    "chips")
+            self._restored = None
         return None
 
     def on_begin(self, run: RunInfo) -> dict | None:
@@ -527,10 +546,22 @@ class ProducerComponent(Component):
         # What this run read from the board and never sent (the total covers every run).
         unsent = self.producer.counters.messages_unsent - self._unsent_before
         early = self.producer.counters.messages_before_begin - self._before_begin_base
-        return {"counters": {**counters, "run_messages_unsent": unsent,
+        return {"counters": {**counters, **self.board.counters(),
+                             "run_messages_unsent": unsent,
                              "run_messages_before_begin": early}}
 
     def start(self) -> ProducerComponent:
+        # Before registering, so the chips hold their recorded settings before this process
+        # takes part in any run (a restart must not fall back to power-on values unnoticed).
+        restored = self.board.restore_configuration()
+        if restored is not None:
+            self._restored = restored
+            if restored["ok"]:
+                self.log.warning("re-applied the configuration of record to %d chip(s) and "
+                                 "verified it (%s)", restored.get("chips", 0),
+                                 restored.get("record", ""))
+            else:
+                self.log.error("%s", self.board.restore_problem)
         self.producer.start()
         super().start()
         return self
