@@ -120,3 +120,24 @@ def test_the_record_is_replaced_whole_and_a_torn_one_is_a_clear_error(tmp_path):
     path.write_text('{"version": 1, "chips": {"3-1-11": "0a0')  # torn by a crash
     with pytest.raises(ConfigRecordError, match="not readable"):
         load_record(path)
+
+
+def test_a_bring_up_that_resets_the_chips_takes_them_out_of_the_record(tmp_path):
+    from larpixdaq.pipeline.boardactions import BoardActions
+    from larpixdaq.pipeline.producer import Producer
+    from larpixdaq.pipeline.sources.sim import SimSource
+
+    producer = Producer("p", SimSource(1, rate=0), "tcp://127.0.0.1:9")  # never started
+    try:
+        board = BoardActions(producer, name="p")
+        board.keep_configuration_record_in(tmp_path)
+        board.session.update({CHIP: {"threshold_global": 60}})
+        board.session.write([CHIP, "1-1-12"])
+        assert sorted(load_record(record_path(tmp_path, "p"))) == [CHIP, "1-1-12"]
+        list(board.session.bring_up(reset=False))
+        assert sorted(load_record(record_path(tmp_path, "p"))) == [CHIP, "1-1-12"]
+        list(board.session.bring_up(reset=True))  # the chips are at power-on values again
+        assert load_record(record_path(tmp_path, "p")) == {}
+        assert board.restore_configuration() is None
+    finally:
+        producer.source.close()

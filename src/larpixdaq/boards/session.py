@@ -68,6 +68,9 @@ class BoardSession:
         #: configuration write that succeeded (the producer keeps its configuration of
         #: record and the run's record of writes).
         self.on_write: Callable[[list[str], list[int] | None], None] | None = None
+        #: Called with the chip keys of this io_group after a bring-up reset its chips (to
+        #: power-on values: whatever was written to them before no longer holds).
+        self.on_reset: Callable[[list[str]], None] | None = None
 
     # ---- board and network -----------------------------------------------------------------
     @classmethod
@@ -268,6 +271,9 @@ class BoardSession:
             client.enable_channels(channels)
             if reset:
                 client.reset_chips()
+                if self.on_reset is not None:
+                    self.on_reset([k for k in net.chip_keys()
+                                   if parse_chip_key(k)[0] == self.io_group])
         up: list[str] = []
         failed: dict[str, str] = {}
         for i, ch in enumerate(channels):

@@ -143,6 +143,7 @@ class BoardActions:
         #: not be re-applied as recorded (cleared by the next configuration write).
         self.restore_problem: str | None = None
         self.session.on_write = self._written
+        self.session.on_reset = self._reset
 
     def keep_routine_results_in(self, directory: str | Path) -> None:
         """Write every routine's outcome (summary JSON + arrays) into ``directory``."""
@@ -196,6 +197,19 @@ class BoardActions:
                 else:
                     chips[key][addresses] = now[addresses]
             save_record(self._record_path, self.session.io_group, chips)
+        except ConfigRecordError as exc:
+            self.config_counters.config_record_errors += 1
+            self.log.error("%s", exc)
+
+    def _reset(self, keys: list[str]) -> None:
+        """A bring-up reset these chips: the record no longer says what they hold."""
+        if self._record_path is None:
+            return
+        try:
+            chips = load_record(self._record_path)
+            if any(k in chips for k in keys):
+                save_record(self._record_path, self.session.io_group,
+                            {k: v for k, v in chips.items() if k not in keys})
         except ConfigRecordError as exc:
             self.config_counters.config_record_errors += 1
             self.log.error("%s", exc)
