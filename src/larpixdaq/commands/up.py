@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import importlib.util
-import os
 import socket
 import time
 from pathlib import Path
@@ -97,23 +95,16 @@ def shutdown_reason(signal_name: str) -> str:
 def claim(data: Path) -> IO[str]:
     """Take the data directory's `up` lock (kept for the life of the returned file); a
     CommandError naming the holder's pid if another `up` has it."""
+    from larpixdaq.processes import LockHeld, take_pid_lock
+
     path = data / UP_LOCK_NAME
-    lock = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held while up runs
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.seek(0)
-        holder = lock.read().strip() or "?"
-        lock.close()
+        return take_pid_lock(path)
+    except LockHeld as held:
         raise CommandError(
-            f"another larpix-daq up (pid {holder}) is running with data directory {data} "
-            f"(lock {path}); stop it first (Ctrl-C there, or kill {holder}). Nothing was "
-            "started") from None
-    lock.seek(0)
-    lock.truncate()
-    lock.write(f"{os.getpid()}\n")
-    lock.flush()
-    return lock
+            f"another larpix-daq up (pid {held.holder}) is running with data directory "
+            f"{data} (lock {path}); stop it first (Ctrl-C there, or kill {held.holder}). "
+            "Nothing was started") from None
 
 
 def check_ports(ports: dict[str, tuple[str, int]]) -> None:

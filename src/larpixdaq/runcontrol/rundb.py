@@ -16,9 +16,7 @@ and answers; only a new run number, which must be on disk before it is used, is 
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import sqlite3
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from larpixdaq.errors import LarpixDaqError
+from larpixdaq.processes import LockHeld, take_pid_lock
 from larpixdaq.runcontrol.statemachine import EXIT_STATUSES, State
 
 STORAGE_ROLE = "storage"
@@ -180,22 +179,13 @@ class RunDatabase:
 
     def _take_lock(self) -> None:
         """One core per database: two would both think they own the run in progress."""
-        lock = open(f"{self.path}.lock", "a+")  # noqa: SIM115 - held for the object's life
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.seek(0)
-            holder = lock.read().strip() or "?"
-            lock.close()
+            self._lock = take_pid_lock(f"{self.path}.lock")  # held for the object's life
+        except LockHeld as held:
             raise RunDatabaseError(
-                f"the run database {self.path} is in use by another core (pid {holder}); "
-                "stop that core or give another --db"
+                f"the run database {self.path} is in use by another core "
+                f"(pid {held.holder}); stop that core or give another --db"
             ) from None
-        lock.seek(0)
-        lock.truncate()
-        lock.write(str(os.getpid()))
-        lock.flush()
-        self._lock = lock
 
     def close(self) -> None:
         self._db.close()
