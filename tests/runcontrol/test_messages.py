@@ -68,6 +68,12 @@ def _raw(**body):
         (_raw(v=1, type="ack", id="x", ok=1), "field 'ok' must be bool"),
         (_raw(v=1, type="register", name="a", role="r", host="h", pid=True),
          "field 'pid' must be int"),
+        (_raw(v=1, type="welcome", name="a", state="STOP", heartbeat_interval="1"),
+         "field 'heartbeat_interval' must be int or float, got str"),
+        (_raw(v=1, type="command", id="x", command="status", timeout=False),
+         "field 'timeout' must be int or float or NoneType, got bool"),
+        (_raw(v=1, type="heartbeat", name="a", state="STOP", counters=[]),
+         "field 'counters' must be dict, got list"),
         (_raw(v=1, type="ack", id="x", extra=1), "unknown field"),
         (_raw(v=1, type="ack", id=""), "id must be 1 to 64"),
         (b"", "not a msgpack message"),
@@ -86,6 +92,15 @@ def test_random_bytes_never_crash(data):
     except MessageError:
         return
     assert type(msg) in MESSAGE_TYPES.values()
+
+
+def test_number_and_optional_fields_take_what_their_annotation_allows():
+    # a float field takes an int, an optional one takes None (nil on the wire)
+    hello = decode(_raw(v=1, type="welcome", name="a", state="STOP", run=None,
+                        heartbeat_interval=1, heartbeat_timeout=2.5))
+    assert hello.heartbeat_interval == 1 and hello.heartbeat_timeout == 2.5 and hello.run is None
+    cmd = decode(_raw(v=1, type="command", id="x", command="status", timeout=3, user=None))
+    assert cmd.timeout == 3 and cmd.user is None
 
 
 def test_run_info():

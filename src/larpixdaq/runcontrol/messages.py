@@ -14,6 +14,9 @@ and never by arrival order. See ``docs/runcontrol.md`` for who sends what.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -29,16 +32,11 @@ class MessageError(LarpixDaqError, ValueError):
     """Bytes that are not a valid control message of this protocol version."""
 
 
-_STR = (str,)
-_INT = (int,)
-_NUM = (int, float)
-_OPT_INT = (int, type(None))
-_OPT_STR = (str, type(None))
-_OPT_NUM = (int, float, type(None))
-_OPT_DICT = (dict, type(None))
-_DICT = (dict,)
-_LIST = (list,)
-_BOOL = (bool,)
+#: The wire types a field's annotation allows: a ``float`` field takes an int too (a sender
+#: may well write 5 for 5.0); a ``bool`` is never taken for an int.
+_WIRE_TYPES: dict[Any, tuple[type, ...]] = {
+    str: (str,), int: (int,), float: (int, float), bool: (bool,), dict: (dict,), list: (list,),
+}
 
 
 @dataclass(frozen=True)
@@ -46,7 +44,6 @@ class Message:
     """Base of every control message; ``TYPE`` is its name on the wire."""
 
     TYPE: ClassVar[str] = ""
-    FIELDS: ClassVar[dict[str, tuple[type, ...]]] = {}
 
 
 @dataclass(frozen=True)
@@ -54,10 +51,6 @@ class Register(Message):
     """Component -> core: here I am, this is what I do. Answered by Welcome or Reject."""
 
     TYPE: ClassVar[str] = "register"
-    FIELDS: ClassVar = {
-        "name": _STR, "role": _STR, "host": _STR, "pid": _INT, "actions": _DICT,
-        "counters": _LIST, "state": _STR, "run_number": _OPT_INT, "endpoints": _DICT,
-    }
     name: str
     role: str
     host: str
@@ -74,10 +67,6 @@ class Welcome(Message):
     """Core -> component: registration accepted; the current state and heartbeat timing."""
 
     TYPE: ClassVar[str] = "welcome"
-    FIELDS: ClassVar = {
-        "name": _STR, "state": _STR, "run": _OPT_DICT, "heartbeat_interval": _NUM,
-        "heartbeat_timeout": _NUM, "services": _DICT,
-    }
     name: str
     state: str
     run: dict | None = None
@@ -91,7 +80,6 @@ class Reject(Message):
     """Core -> peer: refused (duplicate name, not registered, bad request)."""
 
     TYPE: ClassVar[str] = "reject"
-    FIELDS: ClassVar = {"code": _STR, "message": _STR}
     code: str
     message: str
 
@@ -102,8 +90,6 @@ class Heartbeat(Message):
     adds its state, run and the services components advertise (e.g. the log collector)."""
 
     TYPE: ClassVar[str] = "heartbeat"
-    FIELDS: ClassVar = {"name": _STR, "state": _STR, "run_number": _OPT_INT, "counters": _DICT,
-                        "services": _DICT}
     name: str
     state: str
     run_number: int | None = None
@@ -116,7 +102,6 @@ class Bye(Message):
     """Component -> core: leaving on purpose (not a loss)."""
 
     TYPE: ClassVar[str] = "bye"
-    FIELDS: ClassVar = {"name": _STR}
     name: str
 
 
@@ -129,8 +114,6 @@ class Command(Message):
     """
 
     TYPE: ClassVar[str] = "command"
-    FIELDS: ClassVar = {"id": _STR, "command": _STR, "params": _DICT, "timeout": _OPT_NUM,
-                        "user": _OPT_STR, "token": _OPT_STR}
     id: str
     command: str
     params: dict = field(default_factory=dict)
@@ -148,7 +131,6 @@ class Transition(Message):
     """Core -> component: carry out ``prepare``/``begin``/``end``/``reset`` for ``run``."""
 
     TYPE: ClassVar[str] = "transition"
-    FIELDS: ClassVar = {"id": _STR, "transition": _STR, "run": _OPT_DICT}
     id: str
     transition: str
     run: dict | None = None
@@ -159,7 +141,6 @@ class Invoke(Message):
     """Core -> component: run one of your registered actions with these parameters."""
 
     TYPE: ClassVar[str] = "invoke"
-    FIELDS: ClassVar = {"id": _STR, "action": _STR, "params": _DICT}
     id: str
     action: str
     params: dict = field(default_factory=dict)
@@ -170,7 +151,6 @@ class Ack(Message):
     """Reply: request received (for a transition: carried out, with ``ok`` and ``data``)."""
 
     TYPE: ClassVar[str] = "ack"
-    FIELDS: ClassVar = {"id": _STR, "ok": _BOOL, "message": _STR, "data": _DICT}
     id: str
     ok: bool = True
     message: str = ""
@@ -182,7 +162,6 @@ class Progress(Message):
     """Reply: an intermediate step of a long request."""
 
     TYPE: ClassVar[str] = "progress"
-    FIELDS: ClassVar = {"id": _STR, "data": _DICT}
     id: str
     data: dict = field(default_factory=dict)
 
@@ -192,7 +171,6 @@ class Result(Message):
     """Reply: the final answer to a request, success or failure, with a message."""
 
     TYPE: ClassVar[str] = "result"
-    FIELDS: ClassVar = {"id": _STR, "success": _BOOL, "message": _STR, "data": _DICT}
     id: str
     success: bool
     message: str = ""
@@ -205,7 +183,6 @@ class Alarm(Message):
     the core tells the operators, records it on the run and fails the run."""
 
     TYPE: ClassVar[str] = "alarm"
-    FIELDS: ClassVar = {"name": _STR, "message": _STR, "data": _DICT}
     name: str
     message: str
     data: dict = field(default_factory=dict)
@@ -216,7 +193,6 @@ class Event(Message):
     """Core -> operators: something happened that nobody asked about (a component lost)."""
 
     TYPE: ClassVar[str] = "event"
-    FIELDS: ClassVar = {"kind": _STR, "message": _STR, "data": _DICT, "time": _NUM}
     kind: str
     message: str
     data: dict = field(default_factory=dict)
@@ -228,6 +204,20 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
     for cls in (Register, Welcome, Reject, Heartbeat, Bye, Command, Transition, Invoke, Ack,
                 Progress, Result, Event, Alarm)
 }
+
+
+@functools.cache
+def wire_fields(cls: type[Message]) -> dict[str, tuple[type, ...]]:
+    """Each field of a message type and the wire types it accepts, read from its annotations,
+    so that a field's type is declared once, where the field is."""
+    hints = typing.get_type_hints(cls)
+    out: dict[str, tuple[type, ...]] = {}
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        parts = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        out[f.name] = tuple(t for part in parts
+                            for t in ((part,) if part is type(None) else _WIRE_TYPES[part]))
+    return out
 
 
 def encode(message: Message) -> bytes:
@@ -274,7 +264,7 @@ def decode(data: bytes) -> Message:
                 raise MessageError(f"{kind} message lacks the field {name!r}")
             continue
         value = body[name]
-        allowed = cls.FIELDS[name]
+        allowed = wire_fields(cls)[name]
         if isinstance(value, bool) and bool not in allowed:
             ok = False
         else:
