@@ -158,6 +158,9 @@ def test_routine_list_run_and_load(daq, capsys):
     assert cli(daq, "routine", "list", *b) == 0
     out = capsys.readouterr().out
     assert "hello_world(name=\"world\")  [built-in]" in out and "threshold_scan(" in out
+    assert cli(daq, "routine", "list", "--json", *b) == 0
+    listed = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert listed["hello_world"]["origin"] == "built-in" and "threshold_scan" in listed
     assert cli(daq, "routine", "run", "hello_world", "name=CLI", *b) == 0
     assert "Hello, CLI!" in capsys.readouterr().out
     assert cli(daq, "routine", "run", "threshold_scan", "start=30", "stop=40", "step=10",

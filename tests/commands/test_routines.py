@@ -41,6 +41,9 @@ def test_routine_stop_aborts_the_running_routine(daq, capsys, tmp_path):
         "        time.sleep(0.05)\n"
         "        yield {'spin': 1}\n")
     assert main(["routine", "load", str(tmp_path), "--core", daq]) == 0
+    assert "loaded 1 routine(s): spin" in capsys.readouterr().out
+    assert main(["routine", "load", str(tmp_path), "--json", "--core", daq]) == 0
+    assert json.loads(capsys.readouterr().out)["loaded"] == ["spin"]
     assert main(["routine", "stop", "--core", daq]) == 0
     assert "no routine is running" in capsys.readouterr().out
     with Operator(daq, timeout=30) as op:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
+from typing import Any
 
 from larpixdaq.commands import Command
 from larpixdaq.commands.common import (
@@ -95,53 +97,58 @@ def _print_outcome(outcome: dict) -> None:
         print("not kept on disk (the producer has no data directory); --json prints it all")
 
 
+def _print_routines(result: dict) -> None:
+    for r in result["routines"]:
+        params = ", ".join(
+            p["name"] + ("" if p["required"] else f"={json.dumps(p.get('default'))}")
+            for p in r["params"])
+        first = r["doc"].splitlines()[0] if r["doc"] else ""
+        print(f"{r['name']}({params})  [{r['origin']}]\n    {first}")
+        accepts = [f"{p['name']} {_accepts(p)}" for p in r["params"] if _accepts(p)]
+        if accepts:
+            print(f"    accepts: {'; '.join(accepts)}")
+
+
+def _print_loaded(result: dict) -> None:
+    loaded = result["loaded"]
+    print(f"loaded {len(loaded)} routine(s): {', '.join(loaded) or 'none'}")
+
+
+def _request(op: Any, args: argparse.Namespace) -> Any:
+    """The Operator request a subcommand makes (its replies, not yet driven)."""
+    what, board = args.what, args.board
+    if what == "list":
+        return op.list_routines(board=board)
+    if what == "load":
+        return op.load_routines(args.directory, board=board)
+    if what == "results":
+        return op.routine_results(args.limit, args.routine, board=board)
+    if what == "stop":
+        return op.stop_routine(board=board)
+    return op.run_routine(args.name, board=board, routine_timeout=args.stop_after,
+                          routine_params=parse_assignments(args.params))
+
+
+#: How each subcommand shows the action's result: with --json, the key printed (None: all of
+#: it) and the ``json.dumps`` options; else the function that writes it for a person.
+_SHOW: dict[str, tuple[str | None, dict[str, Any], Callable[[dict], None]]] = {
+    "list": ("routines", {"indent": 2}, _print_routines),
+    "load": (None, {}, _print_loaded),
+    "results": (None, {"indent": 2, "sort_keys": True}, _print_results),
+    "stop": (None, {}, lambda r: print(r["message"])),
+    "run": (None, {"indent": 2, "sort_keys": True}, _print_outcome),
+}
+
+
 def run(args: argparse.Namespace) -> int:
     with connect_operator(args) as op:
-        if args.what == "list":
-            final = drive(op.list_routines(board=args.board), quiet=args.json)
-            routines = final.data["result"]["routines"]
-            if args.json:
-                print(json.dumps(routines, indent=2))
-                return 0
-            for r in routines:
-                params = ", ".join(
-                    p["name"] + ("" if p["required"] else f"={json.dumps(p.get('default'))}")
-                    for p in r["params"])
-                first = r["doc"].splitlines()[0] if r["doc"] else ""
-                print(f"{r['name']}({params})  [{r['origin']}]\n    {first}")
-                accepts = [f"{p['name']} {_accepts(p)}" for p in r["params"] if _accepts(p)]
-                if accepts:
-                    print(f"    accepts: {'; '.join(accepts)}")
-            return 0
-        if args.what == "load":
-            final = drive(op.load_routines(args.directory, board=args.board), quiet=args.json)
-            loaded = final.data["result"]["loaded"]
-            print(json.dumps(final.data["result"]) if args.json
-                  else f"loaded {len(loaded)} routine(s): {', '.join(loaded) or 'none'}")
-            return 0
-        if args.what == "results":
-            final = drive(op.routine_results(args.limit, args.routine, board=args.board),
-                          quiet=args.json)
-            result = final.data["result"]
-            if args.json:
-                print(json.dumps(result, indent=2, sort_keys=True))
-            else:
-                _print_results(result)
-            return 0
-        if args.what == "stop":
-            final = drive(op.stop_routine(board=args.board), quiet=args.json)
-            result = final.data["result"]
-            print(json.dumps(result) if args.json else result["message"])
-            return 0
-        params = parse_assignments(args.params)
-        final = drive(op.run_routine(args.name, board=args.board,
-                                     routine_timeout=args.stop_after,
-                                     routine_params=params), quiet=args.json)
-    outcome = final.data["result"]
+        final = drive(_request(op, args), quiet=args.json)
+    result = final.data["result"]
+    key, dumps, write = _SHOW[args.what]
     if args.json:
-        print(json.dumps(outcome, indent=2, sort_keys=True))
+        print(json.dumps(result if key is None else result[key], **dumps))
     else:
-        _print_outcome(outcome)
+        write(result)
     return 0
 
 
