@@ -240,16 +240,22 @@ class RunDatabase:
         self.write_errors += 1
         self.last_write_error = str(exc)
 
+    def _try_write(self, sql: str, params: tuple[Any, ...]) -> sqlite3.Cursor | None:
+        """One statement in a transaction of its own; None, the failure counted, if the
+        database cannot be written now (the caller keeps what it meant to write)."""
+        try:
+            with self._db:
+                return self._db.execute(sql, params)
+        except sqlite3.Error as exc:
+            self._failed_write(exc)
+            return None
+
     def _write(self, run_number: int, values: dict[str, Any]) -> bool:
         """One UPDATE; False if the database cannot be written now."""
         cols = ", ".join(f"{k} = ?" for k in values)
-        try:
-            with self._db:
-                cur = self._db.execute(
-                    f"UPDATE runs SET {cols} WHERE run_number = ?",
-                    (*values.values(), run_number))
-        except sqlite3.Error as exc:
-            self._failed_write(exc)
+        cur = self._try_write(f"UPDATE runs SET {cols} WHERE run_number = ?",
+                              (*values.values(), run_number))
+        if cur is None:
             return False
         if cur.rowcount == 0:
             raise RunDatabaseError(f"no run {run_number} in {self.path}")
@@ -268,19 +274,11 @@ class RunDatabase:
             del self._pending_audit[provisional]
             self._audit_ids[provisional] = audit_id
         for audit_id, values in list(self._pending_audit_ends.items()):
-            try:
-                with self._db:
-                    self._db.execute(
-                        "UPDATE audit SET result = ?, message = ?, end_time = ? WHERE id = ?",
-                        (*values.values(), audit_id))
-            except sqlite3.Error as exc:
-                self._failed_write(exc)
+            if not self._write_audit_end(audit_id, values):
                 return
             del self._pending_audit_ends[audit_id]
-        if self._pending_state is not None:
-            value = self._pending_state
+        if self._pending_state is not None and self._write_state(self._pending_state):
             self._pending_state = None
-            self._save_state(value)
 
     def _update(self, run_number: int, **values: Any) -> None:
         """Set columns of a run; kept in memory (and shown by reads) if the disk refuses."""
@@ -428,15 +426,14 @@ class RunDatabase:
         return self._audit_seq
 
     def _insert_audit(self, entry: dict[str, Any]) -> int | None:
-        try:
-            with self._db:
-                cur = self._db.execute(
-                    f"INSERT INTO audit ({', '.join(entry)}) VALUES "
-                    f"({', '.join('?' for _ in entry)})", tuple(entry.values()))
-        except sqlite3.Error as exc:
-            self._failed_write(exc)
-            return None
-        return int(cur.lastrowid)
+        cur = self._try_write(f"INSERT INTO audit ({', '.join(entry)}) VALUES "
+                              f"({', '.join('?' for _ in entry)})", tuple(entry.values()))
+        return None if cur is None else int(cur.lastrowid)
+
+    def _write_audit_end(self, audit_id: int, values: dict[str, Any]) -> bool:
+        return self._try_write(
+            "UPDATE audit SET result = ?, message = ?, end_time = ? WHERE id = ?",
+            (values["result"], values["message"], values["end_time"], audit_id)) is not None
 
     def finish_audit(self, audit_id: int, success: bool, message: str) -> None:
         """The final result of an accepted request."""
@@ -447,13 +444,7 @@ class RunDatabase:
             return
         audit_id = self._audit_ids.get(audit_id, audit_id)
         self._flush_pending()
-        try:
-            with self._db:
-                self._db.execute(
-                    "UPDATE audit SET result = ?, message = ?, end_time = ? WHERE id = ?",
-                    (*values.values(), audit_id))
-        except sqlite3.Error as exc:
-            self._failed_write(exc)
+        if not self._write_audit_end(audit_id, values):
             self._pending_audit_ends[audit_id] = values
 
     def list_audit(self, limit: int | None = 100, user: str | None = None,
@@ -484,20 +475,13 @@ class RunDatabase:
     def save_core_state(self, state: str, run_number: int | None) -> None:
         self._flush_pending()
         value = json.dumps({"state": state, "run_number": run_number})
-        if self._pending_state is not None:
+        if self._pending_state is not None or not self._write_state(value):
             self._pending_state = value
-            return
-        self._save_state(value)
 
-    def _save_state(self, value: str) -> None:
-        try:
-            with self._db:
-                self._db.execute(
-                    "INSERT OR REPLACE INTO core_state (key, value) VALUES ('state', ?)",
-                    (value,))
-        except sqlite3.Error as exc:
-            self._failed_write(exc)
-            self._pending_state = value
+    def _write_state(self, value: str) -> bool:
+        return self._try_write(
+            "INSERT OR REPLACE INTO core_state (key, value) VALUES ('state', ?)",
+            (value,)) is not None
 
     def load_core_state(self) -> tuple[str, int | None]:
         if self._pending_state is not None:
