@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import errno
 import importlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -42,6 +45,46 @@ def golden_dir() -> Path:
             pytrace=False,
         )
     return GOLDEN_DIR
+
+
+@pytest.fixture
+def golden_messages(golden_dir: Path) -> tuple[list[bytes], list[int]]:
+    """The reference library's PACMAN messages and their io_groups (``pacman-messages.hex``:
+    one ``io_group hex-bytes`` line a message)."""
+    messages, groups = [], []
+    for line in (golden_dir / "pacman-messages.hex").read_text().splitlines():
+        if line.strip():
+            group, hexed = line.split()
+            groups.append(int(group))
+            messages.append(bytes.fromhex(hexed))
+    return messages, groups
+
+
+@pytest.fixture
+def held_by_child() -> Callable[[str, str], contextlib.AbstractContextManager[None]]:
+    """``with held_by_child(setup, teardown):`` runs the Python source ``setup`` in a child
+    process, which then holds what it opened until the block ends and runs ``teardown``; the
+    child must end cleanly. For what another process (a writer of a run in progress) does to
+    the files it holds."""
+
+    @contextlib.contextmanager
+    def hold(setup: str, teardown: str) -> Iterator[None]:
+        code = f"import sys\n{setup}print('ready', flush=True)\nsys.stdin.read()\n{teardown}"
+        child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True)
+        try:
+            assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+            yield
+        finally:
+            try:
+                child.communicate("", timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.communicate()
+                raise
+        assert child.returncode == 0
+
+    return hold
 
 
 @pytest.fixture(scope="session")

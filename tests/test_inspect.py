@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import h5py
@@ -133,11 +131,12 @@ def test_truncated_file(tmp_path: Path) -> None:
         inspect_file(cut)
 
 
-def test_files_being_recorded_by_another_process(tmp_path: Path, golden_dir: Path) -> None:
+def test_files_being_recorded_by_another_process(tmp_path: Path, golden_dir: Path,
+                                                held_by_child) -> None:
     """A run in progress (SWMR writers in another process) can be inspected."""
     raw, v24 = tmp_path / "live-raw.h5", tmp_path / "live.h5"
-    code = (
-        "import sys, h5py\n"
+    setup = (
+        "import h5py\n"
         "from larpixdaq.formats.hdf5file import Hdf5Writer\n"
         "from larpixdaq.formats.rawfile import RawWriter, open_raw\n"
         f"msgs, groups = open_raw({str(golden_dir / 'raw-messages.h5')!r}).read()\n"
@@ -147,21 +146,10 @@ def test_files_being_recorded_by_another_process(tmp_path: Path, golden_dir: Pat
         f"w = Hdf5Writer({str(v24)!r}, swmr=True)\n"
         "w.append(rows)\n"
         "w.flush()\n"
-        "print('ready', flush=True)\n"
-        "sys.stdin.read()\n"
-        "w.close()\n"
-        "r.close()\n"
     )
-    child = subprocess.Popen(
-        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+    with held_by_child(setup, "w.close()\nr.close()\n"):
         live_raw = inspect_file(raw)
         live = inspect_file(v24)
-    finally:
-        child.communicate("", timeout=30)
-    assert child.returncode == 0
     assert live_raw["format"] == "raw PACMAN messages" and live_raw["rows"] == 228
     assert live["rows"] == 228 and live["clean_close"] is False
     assert inspect_file(v24)["clean_close"] is True

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import subprocess
-import sys
 from pathlib import Path
 
 import h5py
@@ -324,26 +322,12 @@ def test_bad_compression_level_leaves_no_open_file(tmp_path: Path) -> None:
     assert len(read_packets(path)) == 10
 
 
-def test_file_held_by_a_writer_in_another_process(tmp_path: Path) -> None:
+def test_file_held_by_a_writer_in_another_process(tmp_path: Path, held_by_child) -> None:
     path = tmp_path / "held.h5"
-    code = (
-        "import sys\n"
-        "from larpixdaq.formats.hdf5file import Hdf5Writer\n"
-        f"w = Hdf5Writer({str(path)!r})\n"
-        "print('ready', flush=True)\n"
-        "sys.stdin.read()\n"
-        "w.close()\n"
-    )
-    child = subprocess.Popen(
-        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
-        with pytest.raises(FormatError, match="open for writing by another process"):
-            open_file(path)
-    finally:
-        child.communicate("", timeout=30)
-    assert child.returncode == 0
+    writer = f"from larpixdaq.formats.hdf5file import Hdf5Writer\nw = Hdf5Writer({str(path)!r})\n"
+    with (held_by_child(writer, "w.close()\n"),
+          pytest.raises(FormatError, match="open for writing by another process")):
+        open_file(path)
     assert open_file(path).info().clean_close is True
 
 

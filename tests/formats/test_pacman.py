@@ -17,17 +17,9 @@ from larpixdaq.formats import pacman as M
 from larpixdaq.formats import rows as R
 
 
-def golden_messages(golden_dir: Path) -> tuple[list[bytes], list[int]]:
-    messages, groups = [], []
-    for line in (golden_dir / "pacman-messages.hex").read_text().splitlines():
-        group, hexed = line.split()
-        groups.append(int(group))
-        messages.append(bytes.fromhex(hexed))
-    return messages, groups
-
-
-def test_golden_messages_decode_to_the_reference_rows(golden_dir: Path) -> None:
-    messages, groups = golden_messages(golden_dir)
+def test_golden_messages_decode_to_the_reference_rows(golden_dir: Path,
+                                                     golden_messages) -> None:
+    messages, groups = golden_messages
     with h5py.File(golden_dir / "reference-v2.4.h5", "r") as f:
         reference = f["packets"][:]
     result = M.decode_data_messages(messages, groups)
@@ -39,16 +31,16 @@ def test_golden_messages_decode_to_the_reference_rows(golden_dir: Path) -> None:
     assert (result.rows["valid_parity"][result.rows["packet_type"] < 4] == 0).any()
 
 
-def test_golden_messages_decode_the_same_one_at_a_time(golden_dir: Path) -> None:
-    messages, groups = golden_messages(golden_dir)
+def test_golden_messages_decode_the_same_one_at_a_time(golden_messages) -> None:
+    messages, groups = golden_messages
     together = M.decode_data_messages(messages, groups).rows
     apart = np.concatenate([M.decode_data_messages([m], g).rows for m, g in zip(
         messages, groups, strict=True)])
     np.testing.assert_array_equal(together, apart)
 
 
-def test_heartbeat_sync_row(golden_dir: Path) -> None:
-    messages, groups = golden_messages(golden_dir)
+def test_heartbeat_sync_row(golden_messages) -> None:
+    messages, groups = golden_messages
     rows = M.decode_data_messages(messages, groups).rows
     sync = rows[rows["packet_type"] == R.SYNC]
     assert set(sync["trigger_type"]) == {ord("S"), ord("H")}

@@ -20,18 +20,8 @@ from larpixdaq.formats.rawfile import (
 )
 
 
-def golden_messages(golden_dir: Path) -> tuple[list[bytes], list[int]]:
-    msgs, groups = [], []
-    for line in (golden_dir / "pacman-messages.hex").read_text().split("\n"):
-        if line.strip():
-            group, hexmsg = line.split()
-            groups.append(int(group))
-            msgs.append(bytes.fromhex(hexmsg))
-    return msgs, groups
-
-
-def test_reads_the_golden_raw_file(golden_dir: Path) -> None:
-    msgs, groups = golden_messages(golden_dir)
+def test_reads_the_golden_raw_file(golden_dir: Path, golden_messages) -> None:
+    msgs, groups = golden_messages
     with open_raw(golden_dir / "raw-messages.h5") as f:
         assert f.n_messages == 6
         meta = f.meta
@@ -166,10 +156,10 @@ def test_truncated_file_gives_format_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.reference
-def test_reference_library_reads_our_raw_file(tmp_path: Path, golden_dir: Path) -> None:
+def test_reference_library_reads_our_raw_file(tmp_path: Path, golden_messages) -> None:
     from larpix.format.rawhdf5format import from_rawfile, len_rawfile
 
-    msgs, groups = golden_messages(golden_dir)
+    msgs, groups = golden_messages
     path = tmp_path / "ours.h5"
     with RawWriter(path, swmr=True) as w:
         w.append(msgs[:2], groups[:2])
