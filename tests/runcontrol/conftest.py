@@ -131,28 +131,25 @@ def recorders():
             assert c.wait_registered(5)
         return c
 
+    make.journal = journal
+    make.made = made
     yield make
     for c in made:
         c.stop()
 
 
 @pytest.fixture
-def components(core):
-    """A factory; every component it makes is stopped at the end."""
-    made: list[Component] = []
-    journal: list = []
+def components(core, recorders):
+    """A factory of components on ``core``; every one it makes is stopped at the end.
+
+    ``journal`` is the hook calls of them all, in order; ``made`` the components."""
 
     def make(name, role, **kw):
-        c = Recorder(name, core.endpoint, role, journal, **kw).start()
-        made.append(c)
-        assert c.wait_registered(5)
-        return c
+        return recorders(name, role, core.endpoint, **kw)
 
-    make.journal = journal
-    make.made = made
-    yield make
-    for c in made:
-        c.stop()
+    make.journal = recorders.journal
+    make.made = recorders.made
+    return make
 
 
 @pytest.fixture
@@ -176,19 +173,6 @@ def spawn_component():
 
 
 @pytest.fixture
-def components_factory_for_restart(tmp_path):
+def components_factory_for_restart(core, components):
     """A core the test may kill, plus components that outlive it."""
-    c = CoreProcess(tmp_path / "runs.sqlite").start()
-    made: list[Component] = []
-    journal: list = []
-
-    def make(name, role, **kw):
-        comp = Recorder(name, c.endpoint, role, journal, **kw).start()
-        made.append(comp)
-        assert comp.wait_registered(5)
-        return comp
-
-    yield c, make
-    for comp in made:
-        comp.stop()
-    c.terminate()
+    return core, components
