@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from larpixdaq.runcontrol.testing import CoreProcess
+
 # Token files written by the cores the tests start (and read by their clients) go to a folder
 # of this test session, never the tester's own ~/.config/larpix-daq. Set before any test
 # starts a process, so every child inherits it.
@@ -85,6 +87,13 @@ def held_by_child() -> Callable[[str, str], contextlib.AbstractContextManager[No
         assert child.returncode == 0
 
     return hold
+
+
+@pytest.fixture
+def core(tmp_path: Path) -> Iterator[CoreProcess]:
+    """A real core process with its run database in the test's folder, ended after the test."""
+    with CoreProcess(tmp_path / "runs.sqlite") as c:
+        yield c
 
 
 @pytest.fixture(scope="session")

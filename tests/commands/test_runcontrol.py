@@ -32,12 +32,6 @@ class Store(Component):
 
 
 @pytest.fixture
-def core(tmp_path):
-    with CoreProcess(tmp_path / "runs.sqlite") as c:
-        yield c
-
-
-@pytest.fixture
 def store(core):
     s = Store(core.endpoint).start()
     assert s.wait_registered(5)

@@ -93,13 +93,6 @@ while True:
 
 
 @pytest.fixture
-def core(tmp_path):
-    c = CoreProcess(tmp_path / "runs.sqlite").start()
-    yield c
-    c.terminate()
-
-
-@pytest.fixture
 def make_core(tmp_path):
     """A factory of cores with extra options (e.g. another ``--rejoin-grace``)."""
     made: list[CoreProcess] = []

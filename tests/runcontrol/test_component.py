@@ -64,12 +64,6 @@ class Board(Component):
 
 
 @pytest.fixture
-def core(tmp_path):
-    with CoreProcess(tmp_path / "runs.sqlite") as c:
-        yield c
-
-
-@pytest.fixture
 def board(core):
     b = Board("board", core.endpoint).start()
     assert b.wait_registered(5)
