@@ -11,6 +11,7 @@ io_channel.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from larpixdaq.formats.chipconfig import ChipConfig
@@ -69,6 +70,15 @@ def _nibble(cfg: ChipConfig, name: str) -> int:
     return int(cfg.to_registers()[register_field(name).first_register])
 
 
+def _enable_only(cfg: ChipConfig, name: str, uarts: Iterable[int]) -> int:
+    """Set the 4-UART enable ``name`` to exactly ``uarts``; the register value it makes."""
+    enabled = [0] * 4
+    for uart in uarts:
+        enabled[uart] = 1
+    cfg[name] = enabled
+    return _nibble(cfg, name)
+
+
 def plan_bring_up(
     tree: HydraTree, differential: bool = True, modify_mosi: bool = True
 ) -> list[BringUpStep]:
@@ -120,18 +130,11 @@ def plan_bring_up(
             writes.append(ConfigWrite(POWER_ON_CHIP_ID, CHIP_ID_REG, cid, cid))
             if differential:
                 cc["enable_miso_differential"] = [1] * 4
-            ds = [0] * 4
-            for uart in tree.nodes[cid].miso_ds_uarts.values():
-                ds[uart] = 1
-            cc["enable_miso_downstream"] = ds
-            downstream = _nibble(cc, "enable_miso_downstream")
+            node = tree.nodes[cid]
+            downstream = _enable_only(cc, "enable_miso_downstream", node.miso_ds_uarts.values())
             writes.append(ConfigWrite(cid, DOWNSTREAM_REG, downstream, cid))
             if modify_mosi:
-                en = [0] * 4
-                for uart in tree.nodes[cid].mosi_uarts.values():
-                    en[uart] = 1
-                cc["enable_mosi"] = en
-                mosi = _nibble(cc, "enable_mosi")
+                mosi = _enable_only(cc, "enable_mosi", node.mosi_uarts.values())
                 writes.append(ConfigWrite(cid, MOSI_REG, mosi, cid))
         if not writes:
             continue  # a pseudo node fed by nothing configurable (the PACMAN itself)
