@@ -422,3 +422,30 @@ def test_nothing_is_read_out_before_begin_and_what_arrives_anyway_is_kept_and_co
     assert any(np.array_equal(before, decode_data_messages(order, 1).rows)
                for order in (early, early[::-1]))
     assert len(rows) - len(before) > 10_000
+
+
+def test_with_nothing_left_to_send_a_silence_of_acks_finds_a_new_aggregator(tmp_path):
+    # A file that ends: once it is sent there is no credit to wait for, only frames not yet
+    # acknowledged; an aggregator that died with them is found by the acks' silence.
+    raw = tmp_path / "few.raw"
+    write_raw(raw, make_few := [encode_data_message(i, SimulatedBoard(1, seed=i)
+                                                     .bring_up_all().generate_packets(50)[:50])
+                                for i in range(4)], 1)
+    src = ReplaySource(raw, io_group=1, speed=0)
+    agg = FakeAggregator(instance=1)
+    p = Producer("p", src, agg.address).start()
+    try:
+        wait_for(lambda: agg.pump() or agg.identity)
+        p.prepare(1)
+        p.begin()
+        agg.grant(1 << 20)
+        wait_for(lambda: agg.pump() or len(agg.frames) >= len(make_few))
+        agg.instance = 2  # the aggregator "restarted" and lost them
+        agg.frames.clear()
+        wait_for(lambda: agg.pump() or p.counters.aggregator_changes == 1, timeout=15)
+        agg.grant(1 << 20)
+        wait_for(lambda: agg.pump() or len(agg.frames) >= len(make_few))
+        assert [h.seq for h in agg.frames][:len(make_few)] == list(range(len(make_few)))
+    finally:
+        p.stop()
+        agg.close()

@@ -73,6 +73,10 @@ up waiting for the stream's last frame to be committed."""
 HELLO_INTERVAL = 1.0
 """Seconds without an answer (WELCOME) or without credit after which a producer says HELLO
 again: the aggregator may have restarted and forgotten it."""
+ACK_SILENCE = 2.0
+"""Seconds without an acknowledgement, with frames sent and not acknowledged, after which a
+producer says HELLO again (storage commits every 0.2 s): the aggregator that had them may
+be gone, and with nothing left to send no lack of credit would tell."""
 
 DEFAULT_TAP_MESSAGES = 4096
 """Messages a routine's copy of the run's data holds before it drops: bounded, so a routine
@@ -175,6 +179,7 @@ class Producer:
         self._welcomed = False
         self._hello_at = 0.0
         self._waiting_since: float | None = None
+        self._last_ack = 0.0  # when an ACK last came, or the first unacknowledged frame went
         self._first_sent = -1  # frames at or below this seq of this epoch were sent before
         self._end: tuple[int, int, Future] | None = None  # (epoch, seq, future) of the end
         self._calls = ThreadCalls()
@@ -382,6 +387,7 @@ class Producer:
                 self.unacked_bytes = 0
 
     def _ack(self, msg: Ack) -> None:
+        self._last_ack = time.monotonic()
         for source, epoch, seq in msg.streams:
             if source == self.name and seq > self.acked.get(epoch, -1):
                 self.acked[epoch] = seq
@@ -431,7 +437,9 @@ class Producer:
             self._waiting_since = None
         if now - self._hello_at < HELLO_INTERVAL:
             return
-        if not self._welcomed or (waiting and now - self._waiting_since >= HELLO_INTERVAL):
+        silent = bool(self.unacked) and now - self._last_ack >= ACK_SILENCE
+        if not self._welcomed or silent or (
+                waiting and now - self._waiting_since >= HELLO_INTERVAL):
             self._hello()
 
     def _send_backlog(self) -> None:
@@ -442,6 +450,8 @@ class Producer:
                 return
             self.backlog.pop()
             self._sock.send_multipart([FRAME, item.header, item.payload], copy=False)
+            if not self.unacked:
+                self._last_ack = time.monotonic()  # the silence counts from here
             self.unacked.append(item)
             if self._end is not None:
                 self._check_end(item)

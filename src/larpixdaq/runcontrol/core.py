@@ -142,7 +142,9 @@ class Core:
         state = saved if saved in (State.READY, State.RUN, State.ERROR) else State.ERROR
         self.planner = p.Planner(
             self.roster, self._new_id, ack_timeout=self.ack_timeout, state=state, run=run,
-            run_failed=state is State.ERROR or bool(record.incidents))
+            # Incidents put right (a component that came back) do not fail the run; one
+            # still open does, and so does ERROR.
+            run_failed=state is State.ERROR or bool(record.unresolved_incidents))
         self._persist(state, record.run_number)
         now = time.monotonic()
         for name, role in record.participants.items():
