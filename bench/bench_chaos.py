@@ -85,6 +85,64 @@ def _retry(fn: Any, timeout: float = 60.0) -> Any:
 def chaos(tmp: Path, seconds: float = 60.0, period: float = 3.0, rate: float = 100_000,
           seed: int | None = None, say: Any = None) -> ChaosResult:
     """Run the chaos (see the module docstring) in ``tmp``; returns what it found."""
+    rng = random.Random(seed)
+    say = say or (lambda text: None)
+
+    def kill_at_random(children: dict, result: ChaosResult, op: Any, wait: Any) -> None:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < seconds:
+            time.sleep(period * rng.uniform(0.7, 1.3))
+            victim = rng.choice(KILLABLE)
+            proc = children[victim].proc
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                result.kills.append(victim)
+                say(f"  {time.monotonic() - t0:5.1f} s: SIGKILL {victim}")
+        result.seconds = time.monotonic() - t0
+
+    return exercise(tmp, kill_at_random, rate=rate)
+
+
+def stall(tmp: Path, victim: str = "storage", seconds: float = 20.0,
+          rate: float = 1_000_000, hold_mb: float = 256, say: Any = None) -> ChaosResult:
+    """One board at ``rate`` packets/s while ``victim`` is stopped (SIGSTOP) for ``seconds``:
+    the producer holds ``hold_mb`` in memory, spills the rest, replays it afterwards."""
+    say = say or (lambda text: None)
+
+    def stop_for_a_while(children: dict, result: ChaosResult, op: Any, wait: Any) -> None:
+        time.sleep(2.0)
+        proc = children[victim].proc
+        proc.send_signal(signal.SIGSTOP)
+        say(f"  SIGSTOP {victim} for {seconds:g} s")
+        t0 = time.monotonic()
+        try:
+            time.sleep(seconds)
+        finally:
+            proc.send_signal(signal.SIGCONT)
+        result.seconds = time.monotonic() - t0
+        result.kills.append(victim)
+
+        def drained() -> bool:
+            producers = [c["counters"] for c in op.call("clients").data["components"]
+                         if c["role"] == "producer"]
+            return bool(producers) and all(
+                c.get("frames_replayed", 0) == c.get("frames_spilled", 0)
+                and c.get("frames_held", 0) < 2000 for c in producers)
+
+        t1 = time.monotonic()
+        wait(drained, 600)
+        say(f"  drained {time.monotonic() - t1:.1f} s after {victim} went on")
+
+    return exercise(tmp, stop_for_a_while, rate=rate, boards=1,
+                    producer_args=["--sim-pool", "64", "--words-per-message", "4096",
+                                   "--hold-mb", str(hold_mb)])
+
+
+def exercise(tmp: Path, disturb: Any, *, rate: float, boards: int = 2,
+             producer_args: list[str] | None = None) -> ChaosResult:
+    """`up`'s DAQ with ``boards`` recording producers, a run during which ``disturb``
+    (children, result, operator, wait) does its worst, the files checked against the
+    recordings."""
     import numpy as np
 
     from larpixdaq.commands.up import build, configure
@@ -94,22 +152,22 @@ def chaos(tmp: Path, seconds: float = 60.0, period: float = 3.0, rate: float = 1
     from larpixdaq.pipeline.runfile import read_run_packets
     from larpixdaq.runcontrol.operator import Operator
 
-    rng = random.Random(seed)
-    say = say or (lambda text: None)
     port = _free_base_port()
     core = f"tcp://127.0.0.1:{port}"
     parser = argparse.ArgumentParser()
     configure(parser)
     args = parser.parse_args([
-        "--data-dir", str(tmp / "data"), "--core", core, "--board", "sim", "--board", "sim",
+        "--data-dir", str(tmp / "data"), "--core", core, *["--board", "sim"] * boards,
         "--sim-rate", str(rate), "--no-web", "--rejoin-grace", "30"])
     sup = build(args)
     log = open(tmp / "up.log", "a")  # noqa: SIM115 - closed below
     sup.out = log
     children = {c.name: c for c in sup.children}
-    for name in ("producer-1", "producer-2"):
-        children[name].args += ["--record", str(tmp / f"sent-{name[-1]}-{{run}}.raw"),
-                                "--words-per-message", "1000"]
+    groups = list(range(1, boards + 1))
+    for g in groups:
+        children[f"producer-{g}"].args += [
+            "--record", str(tmp / f"sent-{g}-{{run}}.raw"),
+            *(producer_args or ["--words-per-message", "1000"])]
     children["core"].args += ["--heartbeat-timeout", "2", "--ack-timeout", "30"]
     result = ChaosResult()
     watcher = threading.Thread(target=sup.watch, daemon=True)
@@ -139,22 +197,13 @@ def chaos(tmp: Path, seconds: float = 60.0, period: float = 3.0, rate: float = 1
         wait(all_back, 60)
         _retry(lambda: op.prepare_run(comment="chaos").wait())
         _retry(lambda: op.begin_run().wait())
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < seconds:
-            time.sleep(period * rng.uniform(0.7, 1.3))
-            victim = rng.choice(KILLABLE)
-            proc = children[victim].proc
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                result.kills.append(victim)
-                say(f"  {time.monotonic() - t0:5.1f} s: SIGKILL {victim}")
-        result.seconds = time.monotonic() - t0
+        disturb(children, result, op, wait)
         wait(all_back, 120)
         final = _retry(lambda: op.end_run().wait(), timeout=120)
         run = final.data["run"]
         result.run = run
         rows = read_run_packets(run["files"])
-        for g in (1, 2):
+        for g in groups:
             with open_raw(tmp / f"sent-{g}-{run['run_number']}.raw") as f:
                 msgs, _ = f.read()
             sent = decode_data_messages(msgs, g).rows
