@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
+from loopback import port_of
 from standin import StandInBoard
 
+from larpixdaq.boards.pacman_client import PacmanClient
 from larpixdaq.boards.pacman_emulator import PacmanEmulator
+from larpixdaq.boards.pacman_link import PacmanLink
 
 
 @pytest.fixture
@@ -32,3 +35,24 @@ def start_emulator() -> Iterator[Callable[..., PacmanEmulator]]:
 @pytest.fixture
 def emulator(start_emulator: Callable[..., PacmanEmulator]) -> PacmanEmulator:
     return start_emulator()
+
+
+@pytest.fixture
+def connect() -> Iterator[Callable[..., PacmanLink]]:
+    """Clients (``cls``, a PacmanClient unless told) to emulators or to nothing; every one
+    is closed after the test."""
+    made: list[PacmanLink] = []
+
+    def make(emu: PacmanEmulator | None = None, io_group: int = 1, *,
+             cls: type[PacmanLink] = PacmanClient, **kw: object) -> PacmanLink:
+        if emu is not None:
+            kw.setdefault("cmd_port", port_of(emu.cmd_endpoint))
+            kw.setdefault("data_port", port_of(emu.data_endpoint))
+        kw.setdefault("timeout", 1.0)
+        client = cls(io_group, "127.0.0.1", **kw)
+        made.append(client)
+        return client
+
+    yield make
+    for c in made:
+        c.close()
