@@ -449,3 +449,35 @@ def test_with_nothing_left_to_send_a_silence_of_acks_finds_a_new_aggregator(tmp_
     finally:
         p.stop()
         agg.close()
+
+
+class _LateQueue(SimSource):
+    """A board whose client has messages queued that the data loop has not read yet when
+    the run ends (``late``: handed out only to a read that does not wait, as a PACMAN
+    client's queue is drained by the producer's last, non-waiting read)."""
+
+    def __init__(self, late: list[bytes]) -> None:
+        # read only when nothing waits to be sent, so the data loop's reads always wait
+        super().__init__(1, rate=0, words_per_message=10)
+        assert not self.runs_on_its_own
+        self.late = list(late)
+
+    def read(self, wait: float) -> list[bytes]:
+        if wait == 0.0 and self.late and self._flowing:
+            out, self.late = self.late, []
+            return out
+        return super().read(wait)
+
+
+def test_what_the_board_delivered_before_the_end_is_in_that_run_not_the_next(path):
+    make_producer, store = path
+    late = _board_messages()[:1]
+    src = _LateQueue(late)
+    p = make_producer(src)
+    summary = _run(store, p, 8, lambda: p.counters.packets_sent > 50)
+    rows = read_run_packets(summary["files"])
+    markers = np.flatnonzero(rows["packet_type"] == MESSAGE)
+    expected = decode_data_messages(late, 1).rows
+    tail = rows[markers[-1] - len(expected):markers[-1]]  # just before "Ending run"
+    assert np.array_equal(tail, expected)
+    assert src.late == []

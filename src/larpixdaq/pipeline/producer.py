@@ -308,6 +308,14 @@ class Producer:
             if not self.flowing and self.run_number < 0:
                 done.set_result(None)
                 return
+            if self.reading:
+                # What the board has already delivered (a PACMAN client's queue) belongs to
+                # this run: taken now, before the marker, never left for the next run.
+                self._forward(self.source.read(0.0))
+            else:  # ended from READY: what the board sent meanwhile, kept as before begin
+                early = self.source.pending()
+                self.counters.messages_before_begin += len(early)
+                self._forward(early)
             self.reading = False
             self._snapshot()
             self.flowing = False
