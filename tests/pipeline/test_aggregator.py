@@ -27,7 +27,7 @@ from larpixdaq.runcontrol.testing import wait_for
 @pytest.fixture
 def agg():
     a = Aggregator("tcp://127.0.0.1:0", "tcp://127.0.0.1:0", "tcp://127.0.0.1:0",
-                   window=1 << 20, monitor_rate=1000).start()
+                   window=1 << 20, monitor_rate=1000, storage_timeout=0.5).start()
     socks = []
 
     def dealer(address):
@@ -112,10 +112,20 @@ def test_frames_held_until_acked_and_resent_to_a_restarted_storage(agg):
     store.send_multipart([ACK, msgpack.packb({"streams": [["p", 7, 3]]})])
     wait_for(lambda: agg.snapshot()["frames_held"] == 6)
 
-    # The storage dies; a new one has frames up to 5 on disk and gets 6..9 again, in order.
-    store.close(0)
+    # The storage dies; a new one has frames up to 5 on disk and gets 6..9 again, in order,
+    # once the old one has been silent for storage_timeout (before that it is refused).
     again = agg.dealer(agg.outlet)
-    again.send_multipart([HELLO, msgpack.packb({"committed": [["p", 7, 5]], "credit": 1 << 20})])
+    hello = [HELLO, msgpack.packb({"committed": [["p", 7, 5]], "credit": 1 << 20})]
+
+    def second_hello_while_the_first_speaks():
+        store.send_multipart([CREDIT, msgpack.packb({"bytes": 0})])  # a sign of life
+        again.send_multipart(hello)
+        return agg.snapshot()["storage_hellos_refused"] >= 1
+    wait_for(second_hello_while_the_first_speaks)
+    assert not again.poll(100)  # refused: nothing for the second one
+    store.close(0)
+    wait_for(lambda: time.monotonic() - agg._storage_heard > agg.storage_timeout)
+    again.send_multipart(hello)
     got = [decode_header(_recv(again)[1]).seq for _ in range(4)]
     assert got == [6, 7, 8, 9]
     assert not again.poll(200)
@@ -292,3 +302,127 @@ def test_storage_acks_are_relayed_to_the_producer_of_the_stream(agg):
     again = agg.dealer(agg.inlet)
     again.send_multipart([HELLO, msgpack.packb({"source": "p"})])
     assert msgpack.unpackb(_next(again, ACK)[1]) == {"streams": [["p", 7, 2]]}
+
+
+def _credits(sock, wait_ms=300) -> int:
+    """The credit granted in what arrives until ``wait_ms`` pass quietly (WELCOME and ACK
+    are skipped)."""
+    total = 0
+    while sock.poll(wait_ms):
+        parts = sock.recv_multipart()
+        if parts[0] == CREDIT:
+            total += msgpack.unpackb(parts[1])["bytes"]
+    return total
+
+
+def test_credit_of_producers_that_went_away_comes_back_to_a_real_one():
+    # 300 processes say HELLO and go away: without expiry each kept its grant for good, the
+    # window stayed handed out and the one real producer was held to what was left.
+    a = Aggregator("tcp://127.0.0.1:0", "tcp://127.0.0.1:0", None, window=1 << 20,
+                   peer_timeout=2.0).start()
+    ctx = zmq.Context.instance()
+    dead = [ctx.socket(zmq.DEALER) for _ in range(300)]
+    real = ctx.socket(zmq.DEALER)
+    try:
+        for i, s in enumerate(dead):
+            s.setsockopt(zmq.LINGER, 0)
+            s.connect(a.inlet)
+            s.send_multipart([HELLO, msgpack.packb({"source": f"gone-{i}"})])
+        wait_for(lambda: a.snapshot()["producer_hellos"] == 300)
+        real.setsockopt(zmq.LINGER, 0)
+        real.connect(a.inlet)
+        hello = [HELLO, msgpack.packb({"source": "real"})]
+        real.send_multipart(hello)
+        # The window is already handed out to the first ones (credit is never taken back):
+        # at most a 1/301 share is left for the real producer.
+        assert _credits(real, 300) <= (1 << 20) // 250
+        for s in dead:
+            s.close(0)
+        dead.clear()
+
+        # The real producer speaks (here often, to stay well inside the time-out on a busy
+        # machine); the others fall silent and their credit comes back.
+        def expired():
+            real.send_multipart(hello)
+            snap = a.snapshot()
+            return snap["producers_expired"] == 300 and snap["producers"] == 1
+        wait_for(expired)
+        assert a.snapshot()["producers_silent"] == 300
+        _credits(real)  # what the HELLOs above were granted
+        real.send_multipart(hello)  # a fresh account: now the whole grant
+        assert _credits(real) == a.max_grant == (1 << 20) // 32
+    finally:
+        for s in dead:
+            s.close(0)
+        real.close(0)
+        a.stop()
+
+
+def test_a_silent_producer_heard_again_is_counted_with_the_credit_it_held(agg):
+    agg.peer_timeout = 0.3
+    prod = agg.dealer(agg.inlet)
+    prod.send_multipart([HELLO, msgpack.packb({"source": "p"})])
+    held = _credits(prod)
+    assert held == agg.max_grant
+    wait_for(lambda: agg.snapshot()["producers_silent"] == 1)
+    assert agg.producers[next(iter(agg.producers))].credit_out == 0  # taken back
+    # It comes back with a frame paid from the credit it still held: accepted, and the
+    # rest of that credit is counted as handed out again, so nothing more is granted.
+    (h, payload), = _frames(1)
+    prod.send_multipart([FRAME, encode_header(h), payload])
+    wait_for(lambda: agg.snapshot()["frames_in"] == 1)
+    assert agg.snapshot()["producers"] == 1
+    assert agg.producers[next(iter(agg.producers))].credit_out == held - len(payload)
+    assert _credits(prod) == 0  # under an eighth of a grant is missing: none is due
+
+
+def test_oversize_messages_are_refused_and_counted_not_held(agg):
+    from larpixdaq.pipeline.protocol import MAX_PAYLOAD_BYTES
+
+    prod = agg.dealer(agg.inlet)
+    prod.send_multipart([HELLO, msgpack.packb({"source": "p"})])
+    _credit(prod)
+    (h, _), = _frames(1)
+    prod.send_multipart([FRAME, encode_header(h), b"\0" * (MAX_PAYLOAD_BYTES + 1)])
+    prod.send_multipart([FRAME, b"\x80" * 2000, b""])  # a header over its limit
+    wait_for(lambda: agg.snapshot()["frames_oversize"] == 2)
+    snap = agg.snapshot()
+    assert snap["frames_in"] == 0 and snap["bytes_held"] == 0 and snap["bad_messages"] == 0
+
+
+def test_admitted_streams_only_and_each_stream_from_one_connection(agg):
+    import random
+
+    from larpixdaq.runcontrol.admitted import AdmittedStreams, epoch_in_block, mint
+
+    table = mint({"p": 11}, random.Random(4).getrandbits)
+    agg.admit(AdmittedStreams.from_run(1, table))
+    epoch = epoch_in_block(table["p"][1], random.Random(5).getrandbits)
+    real, other = agg.dealer(agg.inlet), agg.dealer(agg.inlet)
+    real.send_multipart([HELLO, msgpack.packb({"source": "p", "io_group": 11})])
+    _credit(real)
+    frames = make_frames("p", 11, make_messages(11, 6, words=10), epoch=epoch, markers=False)
+    for h, payload in frames[:3]:
+        real.send_multipart([FRAME, encode_header(h), payload])
+    wait_for(lambda: agg.snapshot()["frames_in"] == 3)
+    # Another connection says HELLO in p's name (refused: p is alive), then sends p's stream
+    # (a forged seq ahead of the real one) and frames of a stream the run does not know.
+    other.send_multipart([HELLO, msgpack.packb({"source": "p", "io_group": 11})])
+    wait_for(lambda: agg.snapshot()["producer_hellos_refused"] == 1)
+    assert not other.poll(100)  # no WELCOME, no credit
+    other.send_multipart([HELLO, msgpack.packb({"source": "q", "io_group": 11})])
+    wait_for(lambda: agg.snapshot()["producer_hellos"] == 2)
+    forged = frames[5][0]
+    other.send_multipart([FRAME, encode_header(forged), frames[5][1]])
+    for h, payload in make_frames("p", 11, make_messages(12, 2, words=10), epoch=7,
+                                  markers=False):
+        other.send_multipart([FRAME, encode_header(h), payload])
+    wait_for(lambda: agg.snapshot()["frames_not_admitted"] == 3)
+    for h, payload in frames[3:]:
+        real.send_multipart([FRAME, encode_header(h), payload])
+    wait_for(lambda: agg.snapshot()["frames_in"] == 6)
+    store = agg.dealer(agg.outlet)
+    store.send_multipart([HELLO, msgpack.packb({"committed": [], "credit": 1 << 20})])
+    got = [decode_header(_recv(store)[1]) for _ in range(6)]
+    assert [(h.epoch, h.seq) for h in got] == [(epoch, i) for i in range(6)]
+    assert not store.poll(200)

@@ -13,6 +13,7 @@ from larpixdaq.pipeline.protocol import (
     FRAME,
     HELLO,
     KINDS,
+    MAX_EPOCH,
     STATS,
     Ack,
     BodyError,
@@ -36,8 +37,8 @@ from larpixdaq.pipeline.protocol import (
 
 headers = st.builds(
     FrameHeader,
-    source=st.text(max_size=20),
-    epoch=st.integers(0, 2**63 - 1),
+    source=st.text(min_size=1, max_size=20),
+    epoch=st.integers(0, MAX_EPOCH),
     seq=st.integers(0, 2**63 - 1),
     io_group=st.integers(0, 255),
     run=st.integers(-1, 2**31),
@@ -54,7 +55,7 @@ frames = st.builds(Frame, headers, st.binary(max_size=64))
 # What each receiver takes, and a builder of every message it takes.
 RECEIVERS = {
     "producer": (parse_producer_message, st.one_of(
-        frames, st.builds(ProducerHello, st.text(max_size=20),
+        frames, st.builds(ProducerHello, st.text(min_size=1, max_size=20),
                           st.one_of(st.none(), st.integers(0, 255))))),
     "storage": (parse_storage_message, st.one_of(
         st.builds(StorageHello, stream_seq_lists, counts), st.builds(Credit, counts),

@@ -452,3 +452,22 @@ def test_a_part_the_library_cannot_close_on_a_full_disk_still_opens_elsewhere(sm
     # cleared all the same, so any other program reads every committed row.
     assert result["held"] is True
     assert _rows_elsewhere(small_disk.path / "run-000011.h5") >= result["committed"] > 0
+
+
+def test_a_frame_sent_again_is_a_duplicate_other_bytes_under_its_seq_a_conflict(tmp_path):
+    msgs = make_messages(5, 6, words=10)
+    frames = make_frames("a", 1, msgs, markers=False)
+    w = RunWriter(tmp_path, 1)
+    w.add(frames[:4])
+    forged_payload = make_messages(99, 1, words=10)[0]
+    w.add([frames[2],  # the same frame again: a resend
+           (frames[3][0], forged_payload)])  # other bytes under seq 3: a conflict
+    w.add(frames[4:])
+    summary = w.close()
+    c = summary["counters"]
+    assert c["frames_duplicate"] == 1
+    assert c["frames_conflicting"] == 1
+    assert c["frames_missing"] == 0 and c["packets_lost"] == 0
+    # The file holds what was written first under each seq, nothing of the forged frame.
+    assert np.array_equal(_chip_rows(read_run_packets(summary["files"]), 1),
+                          expected_rows(msgs, 1))

@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from larpixdaq.pipeline.sequence import SeqTracker
+from larpixdaq.pipeline.sequence import SeenFrames, SeqTracker, frame_digest
 
 
 def _reference(last, nxt, seqs, offsets, words):
@@ -50,3 +50,20 @@ def test_tracker_counts_hole_words():
     assert (v.missing_frames, v.missing_words) == (2, 20)
     v = t.observe(np.array([4, 5]), np.array([40, 50]), np.array([10, 10]))
     assert v.keep.tolist() == [False, True] and v.duplicates == 1
+
+
+def test_seen_frames_tells_a_duplicate_from_a_conflict():
+    seen = SeenFrames(memory=3)
+    a = frame_digest("data", 1, 0, False, b"payload")
+    assert a == frame_digest("data", 1, 0, False, bytearray(b"payload"))
+    seen.remember(0, a)
+    assert seen.judge(0, a) is True
+    assert seen.judge(0, frame_digest("data", 1, 0, False, b"payloaD")) is False
+    # Header fields that say what a frame holds count too.
+    assert seen.judge(0, frame_digest("data", 2, 0, False, b"payload")) is False
+    assert seen.judge(0, frame_digest("data", 1, 5, False, b"payload")) is False
+    assert seen.judge(0, frame_digest("info", 1, 0, True, b"payload")) is False
+    assert seen.judge(1, a) is None  # never written
+    for seq in (1, 2, 3):
+        seen.remember(seq, a)
+    assert seen.judge(0, a) is None  # the oldest is forgotten: bounded memory

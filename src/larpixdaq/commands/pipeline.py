@@ -18,6 +18,7 @@ from larpixdaq.commands import Command
 from larpixdaq.commands.common import (
     add_beam_arguments,
     add_core_argument,
+    add_keys_argument,
     add_routines_argument,
     beam_for,
     sim_rate,
@@ -71,6 +72,7 @@ def _aggregator_address(args: argparse.Namespace, key: str, default: str) -> str
 
 def configure_aggregator(p: argparse.ArgumentParser) -> None:
     add_core_argument(p)
+    add_keys_argument(p, "its sockets then admit only the authorised keys")
     p.add_argument("--name", default="aggregator", help="component name")
     p.add_argument("--inlet", default=DEFAULT_INLET, help="where producers connect")
     p.add_argument("--outlet", default=DEFAULT_OUTLET, help="where storage connects")
@@ -86,21 +88,29 @@ def run_aggregator(args: argparse.Namespace) -> int:
     from larpixdaq.pipeline.aggregator import Aggregator, AggregatorComponent
 
     _logging()
+    from larpixdaq.runcontrol.security import KeysError, server_keys
+
+    try:
+        keys = server_keys(args.keys)
+    except KeysError as exc:
+        raise CommandError(str(exc)) from None
     agg = Aggregator(args.inlet, args.outlet, args.monitor or None,
-                     window=int(args.window_mb * (1 << 20)))
+                     window=int(args.window_mb * (1 << 20)), keys=keys)
     try:
         agg.bind()
     except zmq.ZMQError as exc:
         raise CommandError(f"aggregator cannot listen: {exc}") from None
     print(f"aggregator {args.name}: producers -> {agg.inlet}, storage <- {agg.outlet}, "
           f"monitors <- {agg.monitor}", flush=True)
-    return _run_component(AggregatorComponent(args.name, args.core, agg), "aggregator")
+    return _run_component(AggregatorComponent(args.name, args.core, agg, keys=args.keys),
+                          "aggregator")
 
 
 # --- storage ---------------------------------------------------------------------------------
 
 def configure_storage(p: argparse.ArgumentParser) -> None:
     add_core_argument(p)
+    add_keys_argument(p, "for the core and the aggregator")
     p.add_argument("--name", default="storage", help="component name")
     p.add_argument("--aggregator", default=None,
                    help="the aggregator's storage address (default: as advertised to the core)")
@@ -124,7 +134,7 @@ def run_storage(args: argparse.Namespace) -> int:
                        compression=args.compression,
                        reserve_bytes=int(args.reserve_mb * (1 << 20)))
     try:
-        comp = StorageComponent(args.name, args.core, link)
+        comp = StorageComponent(args.name, args.core, link, keys=args.keys)
     except StorageError as exc:
         raise CommandError(str(exc)) from None
     print(f"storage {args.name}: frames from {address}, files in {args.data_dir}", flush=True)
@@ -135,6 +145,7 @@ def run_storage(args: argparse.Namespace) -> int:
 
 def configure_producer(p: argparse.ArgumentParser) -> None:
     add_core_argument(p)
+    add_keys_argument(p, "for the core and the aggregator")
     p.add_argument("--name", default=None, help="component name (default producer-IOGROUP)")
     p.add_argument("--aggregator", default=None,
                    help="the aggregator's producer address (default: as advertised)")
@@ -227,7 +238,8 @@ def run_producer(args: argparse.Namespace) -> int:
     for d in args.routines:
         if not Path(d).is_dir():
             raise CommandError(f"--routines {d}: no such directory")
-    comp = ProducerComponent(name, args.core, producer, routine_dirs=args.routines)
+    comp = ProducerComponent(name, args.core, producer, routine_dirs=args.routines,
+                             keys=args.keys)
     comp.board.keep_routine_results_in(Path(args.data_dir) / ROUTINE_RESULTS_DIR)
     comp.board.keep_configuration_record_in(Path(args.data_dir) / CONFIG_RECORD_DIR)
     return _run_component(comp, "producer")

@@ -45,6 +45,7 @@ from larpixdaq.pipeline.protocol import (
     Credit,
     Frame,
     FrameHeader,
+    OversizeError,
     ProducerHello,
     ProtocolError,
     Stats,
@@ -54,16 +55,27 @@ from larpixdaq.pipeline.protocol import (
     parse_storage_message,
     stream_seqs,
 )
+from larpixdaq.runcontrol.admitted import AdmittedStreams
 from larpixdaq.runcontrol.component import Component
+from larpixdaq.runcontrol.security import ServerKeys, server_keys
 
 log = logging.getLogger("larpixdaq.aggregator")
 
 DEFAULT_WINDOW = 64 << 20
+"""Bytes held for storage at most: enough to ride over storage's commit interval at full
+rate, small enough that storage drains it in well under a second at the end of a run."""
 MAX_PRODUCERS = 32
 """Producers that can each hold a full grant of the window at once (PACMAN boards of a large
 detector); beyond this many, late joiners wait for credit to come back."""
-"""Bytes held for storage at most: enough to ride over storage's commit interval at full
-rate, small enough that storage drains it in well under a second at the end of a run."""
+PEER_TIMEOUT = 3.0
+"""Seconds of silence after which a producer's credit comes back to the window (it said
+HELLO and went away, or is idle): it gets no more until it is heard from again."""
+MAX_SILENT = 1024
+"""Silent producers remembered at most (the oldest are forgotten first)."""
+STORAGE_TIMEOUT = 1.5
+"""Seconds of silence after which another storage may take over (storage says something at
+least every 0.5 s, ``storage.KEEPALIVE``); before that, a second storage's HELLO is
+refused. A restarted process takes more than this to start, so it is taken at once."""
 Stream = tuple[str, int]
 
 
@@ -86,6 +98,9 @@ class _Producer:
     source: str
     credit_out: int = 0
     last_heard: float = field(default_factory=time.monotonic)
+    #: Credit taken back when it fell silent (None: not silent); restored if it is heard
+    #: from again, since it may still hold that credit.
+    reclaimed: int | None = None
 
 
 @dataclass
@@ -101,8 +116,13 @@ class AggregatorCounters(Counters):
     frames_to_monitor: int = 0
     frames_not_to_monitor: int = 0
     bad_messages: int = 0
+    frames_not_admitted: int = 0
+    frames_oversize: int = 0
     producer_hellos: int = 0
+    producers_expired: int = 0
+    producer_hellos_refused: int = 0
     storage_hellos: int = 0
+    storage_hellos_refused: int = 0
     frames_unannounced: int = 0
     storage_messages_unannounced: int = 0
     frames_duplicate: int = 0
@@ -124,9 +144,14 @@ class Aggregator:
         *,
         window: int = DEFAULT_WINDOW,
         monitor_rate: float = 20.0,
+        peer_timeout: float = PEER_TIMEOUT,
+        storage_timeout: float = STORAGE_TIMEOUT,
+        keys: ServerKeys | None = None,
         context: zmq.Context | None = None,
     ) -> None:
         self.inlet, self.outlet, self.monitor = inlet, outlet, monitor
+        #: CURVE: with keys, every socket admits only holders of an authorised key.
+        self.keys = keys
         self.window = int(window)
         # One grant is at most 1/MAX_PRODUCERS of the window: producers that joined first cannot
         # hold the whole window while a slow board takes minutes to use its credit, so every
@@ -145,6 +170,13 @@ class Aggregator:
         self.instance = random.getrandbits(62)
         self.storage: bytes | None = None
         self.storage_credit = 0
+        self.peer_timeout = peer_timeout
+        self.storage_timeout = storage_timeout
+        self._storage_heard = 0.0
+        # The run's admitted streams and, per stream, the producer connection that sends it:
+        # replaced together (one assignment) when a run is prepared.
+        self._admission: tuple[AdmittedStreams | None, dict[Stream, bytes]] = (None, {})
+        self._refusals_logged: set[str] = set()
         self._last_monitor: dict[Stream, float] = {}
         self.counters = AggregatorCounters()
         self.per_stream: dict[Stream, int] = {}
@@ -160,6 +192,8 @@ class Aggregator:
             s.setsockopt(zmq.LINGER, 0)
             s.setsockopt(zmq.RCVHWM, 0)
             s.setsockopt(zmq.SNDHWM, 0)
+            if self.keys is not None:
+                self.keys.apply(s, self._ctx)
         self._in.bind(self.inlet)
         self.inlet = self._in.getsockopt_string(zmq.LAST_ENDPOINT)
         self._out.bind(self.outlet)
@@ -168,6 +202,8 @@ class Aggregator:
         if self.monitor:
             self._pub = self._ctx.socket(zmq.PUB)
             self._pub.setsockopt(zmq.LINGER, 0)
+            if self.keys is not None:  # monitors with a key only
+                self.keys.apply(self._pub, self._ctx)
             self._pub.setsockopt(zmq.SNDHWM, 200)
             self._pub.bind(self.monitor)
             self.monitor = self._pub.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -193,6 +229,8 @@ class Aggregator:
         for s in (self._in, self._out, self._pub):
             if s is not None:
                 s.close(0)
+        if self.keys is not None:
+            self.keys.close()
 
     # -- the loop --------------------------------------------------------------------------
     def loop(self) -> None:
@@ -221,11 +259,35 @@ class Aggregator:
                 return
             try:
                 handler(parts[0].bytes, parts[1:])
+            except OversizeError as exc:
+                self.counters.frames_oversize += 1
+                log.warning("aggregator: refused an oversize message: %s", exc)
             except ProtocolError as exc:
                 self.counters.bad_messages += 1
                 log.warning("aggregator: rejected a malformed message: %s", exc)
 
     # -- producers -------------------------------------------------------------------------
+    def admit(self, admitted: AdmittedStreams | None) -> None:
+        """Accept frames only of the streams of ``admitted`` from now on (None: any, as
+        without run control). Called when a run is prepared; the table stays until the next."""
+        self._admission = (admitted, {})
+        self._refusals_logged = set()
+
+    def _refusal(self, identity: bytes, header: FrameHeader) -> str | None:
+        """Why this frame may not enter the run, or None: it must belong to an admitted
+        stream, and each stream comes from one connection (the first that sent it), so no
+        other peer can put frames (or a forged seq) into a producer's stream."""
+        admitted, senders = self._admission
+        if admitted is None:
+            return None
+        why = admitted.refusal(header.source, header.epoch, header.io_group, header.run)
+        if why is not None:
+            return why
+        sender = senders.setdefault(header.stream, identity)
+        if sender != identity:
+            return f"stream {header.source}/{header.epoch} is sent by another connection"
+        return None
+
     def _on_producer(self, identity: bytes, parts: list[zmq.Frame]) -> None:
         msg = parse_producer_message(parts)
         if isinstance(msg, Frame):
@@ -236,8 +298,18 @@ class Aggregator:
                 # again after our WELCOME, in order.
                 self.counters.frames_unannounced += 1
                 return
+            if p.reclaimed is not None:  # silent for a while, and back: it holds this still
+                p.credit_out, p.reclaimed = p.reclaimed, None
             p.credit_out = max(0, p.credit_out - size)
             p.last_heard = time.monotonic()
+            # Before the duplicate check: a forged seq must not make real frames duplicates.
+            why = self._refusal(identity, header)
+            if why is not None:
+                self.counters.frames_not_admitted += 1
+                if why not in self._refusals_logged and len(self._refusals_logged) < 64:
+                    self._refusals_logged.add(why)  # once per reason and run: no flood
+                    log.warning("aggregator: refused a frame: %s", why)
+                return
             if header.seq <= self.per_stream.get(header.stream, -1):
                 self.counters.frames_duplicate += 1
                 return
@@ -254,6 +326,8 @@ class Aggregator:
             self._producer_hello(identity, msg)
 
     def _producer_hello(self, identity: bytes, hello: ProducerHello) -> None:
+        if self._hello_refused(identity, hello.source):
+            return
         for ident, p in list(self.producers.items()):
             if p.source == hello.source:
                 del self.producers[ident]  # the same producer, reconnected
@@ -264,15 +338,57 @@ class Aggregator:
         # What storage has of this producer's streams, so it can let go at once.
         self._relay(tuple((s, e, q) for (s, e), q in self.acked.items() if s == hello.source))
 
+    def _hello_refused(self, identity: bytes, source: str) -> bool:
+        """During a run, a source admitted to it is taken over by another connection only
+        once the one sending it has been silent for ``peer_timeout`` (the process died or
+        restarted): a HELLO in a producer's name cannot cut a live producer off."""
+        if self._admission[0] is None:
+            return False
+        current = self.producers.get(self.sources.get(source, b""))
+        if (current is None or current.identity == identity or current.reclaimed is not None
+                or time.monotonic() - current.last_heard > self.peer_timeout):
+            return False
+        self.counters.producer_hellos_refused += 1
+        if self.counters.producer_hellos_refused == 1:
+            log.warning("aggregator: refused a HELLO in the name of %s, which another "
+                        "connection sends and was heard from lately", source[:64])
+        return True
+
+    def _expire(self, now: float) -> None:
+        """Take back the credit of producers not heard from for ``peer_timeout``: hundreds
+        of HELLOs from processes that went away must not keep the window shared out among
+        them. A silent producer gets no credit until it is heard from again; the oldest
+        silent ones beyond :data:`MAX_SILENT` are forgotten."""
+        silent = []
+        for p in self.producers.values():
+            if p.reclaimed is None and now - p.last_heard > self.peer_timeout:
+                p.reclaimed, p.credit_out = p.credit_out, 0
+                self.counters.producers_expired += 1
+            if p.reclaimed is not None:
+                silent.append(p)
+        if len(silent) > MAX_SILENT:
+            silent.sort(key=lambda p: p.last_heard)
+            for p in silent[:len(silent) - MAX_SILENT]:
+                del self.producers[p.identity]
+
+    def _live(self) -> list[_Producer]:
+        """Producers that get credit: heard from lately and, while a run's table is set,
+        of an admitted source (others would hold credit they cannot use)."""
+        admitted = self._admission[0]
+        return [p for p in self.producers.values() if p.reclaimed is None
+                and (admitted is None or p.source in admitted.sources)]
+
     def _grant(self) -> None:
         """Top producers up to their share of the window, in chunks worth a message."""
-        if not self.producers:
+        self._expire(time.monotonic())
+        live = self._live()
+        if not live:
             return
         # Small grants: credit handed out cannot be taken back, so no producer may sit on
         # much of the window when another one joins.
-        share = min(self.window // len(self.producers), self.max_grant)
+        share = min(self.window // len(live), self.max_grant)
         room = self.window - self.held_bytes - sum(p.credit_out for p in self.producers.values())
-        for p in self.producers.values():
+        for p in live:
             want = min(share - p.credit_out, room)
             if want >= max(1, share // 8):
                 p.credit_out += want
@@ -309,6 +425,8 @@ class Aggregator:
     # -- storage ---------------------------------------------------------------------------
     def _on_storage(self, identity: bytes, parts: list[zmq.Frame]) -> None:
         msg = parse_storage_message(parts)
+        if identity == self.storage:
+            self._storage_heard = time.monotonic()
         if isinstance(msg, StorageHello):
             self._storage_hello(identity, msg)
         elif identity != self.storage:
@@ -337,7 +455,20 @@ class Aggregator:
                 self.counters.acks_relayed += 1
 
     def _storage_hello(self, identity: bytes, hello: StorageHello) -> None:
-        """A (new or restarted) storage: forget what it has, send it all the rest again."""
+        """A (new or restarted) storage: forget what it has, send it all the rest again.
+
+        Another connection takes the place of the storage only once the one we talk to has
+        been silent for ``storage_timeout`` (it died or restarted): a second process saying
+        HELLO cannot divert the run's data from a storage that is alive."""
+        now = time.monotonic()
+        if (self.storage is not None and identity != self.storage
+                and now - self._storage_heard < self.storage_timeout):
+            self.counters.storage_hellos_refused += 1
+            if self.counters.storage_hellos_refused == 1:
+                log.warning("aggregator: refused a second storage's HELLO (the storage it "
+                            "sends to was heard %.1f s ago)", now - self._storage_heard)
+            return
+        self._storage_heard = now
         for source, epoch, seq in hello.committed:
             stream = (source, epoch)
             self.acked[stream] = max(self.acked.get(stream, -1), seq)
@@ -382,7 +513,9 @@ class Aggregator:
         with self._lock:
             held = {"frames_held": len(self.inflight) + len(self.unsent),
                     "bytes_held": self.held_bytes}
-        return {**self.counters.as_dict(), **held, "producers": len(self.producers),
+        live = sum(1 for p in self.producers.values() if p.reclaimed is None)
+        return {**self.counters.as_dict(), **held, "producers": live,
+                "producers_silent": len(self.producers) - live,
                 "storage_connected": int(self.storage is not None)}
 
 
@@ -392,7 +525,11 @@ class AggregatorComponent(Component):
     role = "aggregator"
 
     def __init__(self, name: str, core: str, aggregator: Aggregator, **kw: Any) -> None:
-        self.aggregator = aggregator.bind() if not hasattr(aggregator, "_in") else aggregator
+        if not hasattr(aggregator, "_in"):
+            if aggregator.keys is None:  # the component's keys ($LARPIX_DAQ_KEYS by default)
+                aggregator.keys = server_keys(kw.get("keys"))
+            aggregator.bind()
+        self.aggregator = aggregator
         super().__init__(name, core, endpoints=aggregator.endpoints(), **kw)
         self._base = AggregatorCounters()
 
@@ -401,6 +538,8 @@ class AggregatorComponent(Component):
 
     def on_prepare(self, run: Any) -> dict | None:
         self._base = self.aggregator.counters.copy()
+        # Only the streams the core admitted enter this run.
+        self.aggregator.admit(AdmittedStreams.from_run(run.run_number, run.admitted))
         return None
 
     def on_end(self, run: Any) -> dict | None:

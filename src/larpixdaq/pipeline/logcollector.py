@@ -22,6 +22,7 @@ from larpixdaq.pipeline.addresses import DEFAULT_LOGS_BIND
 from larpixdaq.runcontrol.addresses import DEFAULT_CORE
 from larpixdaq.runcontrol.component import Component
 from larpixdaq.runcontrol.logforward import LogRecordError, decode_record, format_record
+from larpixdaq.runcontrol.security import server_keys
 
 
 class LogCollector(Component):
@@ -40,6 +41,10 @@ class LogCollector(Component):
         ctx = kw.get("context") or zmq.Context.instance()
         self._pull = ctx.socket(zmq.PULL)
         self._pull.setsockopt(zmq.LINGER, 0)
+        # With keys, records only from key holders (no forged ERROR in the log file).
+        self._server_keys = server_keys(kw.get("keys"))
+        if self._server_keys is not None:
+            self._server_keys.apply(self._pull, ctx)
         if bind.startswith("tcp://") and bind.endswith(":0"):
             bind = bind[:-2] + ":*"
         self._pull.bind(bind)
@@ -84,6 +89,8 @@ class LogCollector(Component):
                     self._write(lines)
         finally:
             self._pull.close(0)
+            if self._server_keys is not None:
+                self._server_keys.close()
 
     def _write(self, lines: list[dict[str, Any]]) -> None:
         """Append records to the file, whole lines in one ``write``; a file that cannot take

@@ -157,6 +157,8 @@ class MonitorComponent(Component):
                     if address:
                         sub = ctx.socket(zmq.SUB)
                         sub.setsockopt(zmq.LINGER, 0)
+                        if self._keys is not None:  # the aggregator's feed, with keys on
+                            self._keys.apply(sub)
                         sub.setsockopt(zmq.RCVHWM, 1000)
                         sub.setsockopt(zmq.SUBSCRIBE, b"")
                         sub.connect(address)

@@ -62,8 +62,11 @@ from larpixdaq.pipeline.protocol import (
 )
 from larpixdaq.pipeline.sources import Source
 from larpixdaq.pipeline.threadcalls import ThreadCalls
+from larpixdaq.runcontrol import admitted
+from larpixdaq.runcontrol.admitted import EPOCH_BITS
 from larpixdaq.runcontrol.component import Component
 from larpixdaq.runcontrol.messages import RunInfo
+from larpixdaq.runcontrol.security import ClientKeys
 
 log = logging.getLogger("larpixdaq.producer")
 
@@ -170,6 +173,7 @@ class Producer:
         self.reading = False  # the board is read out (RUN)
         self.credit = 0
         self.counters = ProducerCounters()
+        self.keys: ClientKeys | None = None  # CURVE keys for the aggregator, if it has them
         self.tap_messages = int(tap_messages)
         self.backlog = Backlog(hold_bytes, spill_dir, name)
         self.unacked: deque[Pending] = deque()
@@ -191,6 +195,8 @@ class Producer:
     def start(self) -> Producer:
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
+        if self.keys is not None:  # an aggregator with keys admits key holders only
+            self.keys.apply(self._sock)
         self._sock.setsockopt(zmq.SNDHWM, 0)
         self._sock.connect(self.aggregator)
         self._hello()
@@ -233,10 +239,13 @@ class Producer:
                             self.run_number, tap.dropped)
 
     # -- transitions -------------------------------------------------------------------------
-    def prepare(self, run_number: int) -> None:
+    def prepare(self, run_number: int, epoch_base: int | None = None) -> None:
+        """A new stream for ``run_number``; its epoch inside the block the core admitted this
+        source with (``epoch_base``; a random one without run control)."""
         def do() -> None:
             self.run_number = run_number
-            self.epoch = random.getrandbits(62)
+            self.epoch = (random.getrandbits(EPOCH_BITS) if epoch_base is None
+                          else admitted.epoch_in_block(epoch_base, random.getrandbits))
             self.seq = 0
             self.offset = 0
             self._first_sent = -1
@@ -531,6 +540,9 @@ class ProducerComponent(Component):
                  routine_dirs: Iterable[str | Path] = (), **kw: Any) -> None:
         super().__init__(name, core, **kw)
         self.producer = producer
+        self.io_group = producer.io_group
+        if producer.keys is None:  # the data path with the component's keys
+            producer.keys = self._keys
         self._unsent_before = 0.0  # messages_unsent when this run was prepared
         self._before_begin_base = 0
         self._restored: dict[str, Any] | None = None  # what start() re-applied, until told
@@ -547,7 +559,11 @@ class ProducerComponent(Component):
                                "again before taking data")
         self._unsent_before = self.producer.counters.messages_unsent
         self._before_begin_base = self.producer.counters.messages_before_begin
-        self.producer.prepare(run.run_number)
+        block = admitted.parse(run.admitted).get(self.name)
+        if block is None and run.admitted:
+            self.log.warning("%s was not admitted to run %d (it registered after the run was "
+                             "prepared): its frames will be refused", self.name, run.run_number)
+        self.producer.prepare(run.run_number, None if block is None else block[1])
         if self._restored is not None and self._restored.get("chips"):
             # Once: the first run this process takes part in says where its settings came from.
             self.producer.send_info(f"config of record re-applied: {self._restored['chips']} "

@@ -48,6 +48,20 @@ from larpixdaq.errors import FormatError
 HELLO, CREDIT, ACK, FRAME, STATS = b"HELLO", b"CREDIT", b"ACK", b"FRAME", b"stats"
 WELCOME = b"WELCOME"
 
+MAX_PAYLOAD_BYTES = 8 << 20
+"""A frame's payload at most: one PACMAN message or one configuration snapshot is far
+smaller; a bigger one is refused, never held (it would take the window from the others)."""
+MAX_HEADER_BYTES = 1024
+"""A frame header's msgpack bytes at most (a real one is about 120)."""
+MAX_BODY_BYTES = 1 << 20
+"""Any other message's body at most (an ACK of many streams is a few kB)."""
+MAX_SOURCE_CHARS = 128
+"""A source (producer) name's characters at most."""
+MAX_SEQ = 2**63 - 1
+"""seq and offset at most: what int64 bookkeeping holds."""
+MAX_EPOCH = 2**62 - 1
+"""An epoch at most (see :mod:`larpixdaq.runcontrol.admitted`)."""
+
 KINDS = ("data", "info", "configs")
 KIND_DATA, KIND_INFO, KIND_CONFIGS = KINDS
 
@@ -62,6 +76,12 @@ class ProtocolError(FormatError):
     ``body``) and the text says what."""
 
     part = "parts"
+
+
+class OversizeError(ProtocolError):
+    """A part larger than the protocol allows (refused before it is parsed or held)."""
+
+    part = "size"
 
 
 class FrameError(ProtocolError):
@@ -82,7 +102,9 @@ def pack(obj: Any) -> bytes:
 
 
 def unpack(raw: Part) -> Any:
-    """A body from its msgpack bytes; :class:`BodyError` if it is not msgpack."""
+    """A body from its msgpack bytes; :class:`BodyError` if it is not msgpack,
+    :class:`OversizeError` if it is longer than :data:`MAX_BODY_BYTES`."""
+    _bounded(raw, MAX_BODY_BYTES, "message body")
     try:
         return msgpack.unpackb(bytes(_buffer(raw)), raw=False)
     except Exception as exc:  # msgpack raises several unrelated types
@@ -91,6 +113,12 @@ def unpack(raw: Part) -> Any:
 
 def _buffer(part: Part) -> Any:
     return getattr(part, "buffer", part)  # a zmq.Frame's bytes without a copy
+
+
+def _bounded(part: Part, limit: int, what: str) -> None:
+    size = len(_buffer(part))
+    if size > limit:
+        raise OversizeError(f"{what} of {size} bytes is over the {limit}-byte limit")
 
 
 def _verb(part: Part) -> bytes:
@@ -179,8 +207,7 @@ def encode_header(h: FrameHeader) -> bytes:
         raise FrameError(f"frame kind must be one of {', '.join(KINDS)}, not {h.kind!r}")
     if not 0 <= h.io_group <= 255:
         raise FrameError(f"io_group {h.io_group} is outside 0..255")
-    if h.seq < 0 or h.offset < 0 or h.epoch < 0:
-        raise FrameError("seq, offset and epoch are never negative")
+    _check_ranges(h.source, h.seq, h.offset, h.epoch, h.run)
     return msgpack.packb(
         {"source": h.source, "epoch": h.epoch, "seq": h.seq, "offset": h.offset,
          "io_group": h.io_group, "run": h.run, "t_recv": h.t_recv, "kind": h.kind,
@@ -188,8 +215,22 @@ def encode_header(h: FrameHeader) -> bytes:
     )
 
 
+def _check_ranges(source: str, seq: int, offset: int, epoch: int, run: int) -> None:
+    """Bounds every receiver relies on (int64 arithmetic, names that fit a log line)."""
+    if not 0 <= seq <= MAX_SEQ or not 0 <= offset <= MAX_SEQ:
+        raise FrameError(f"frame seq and offset are never negative, at most {MAX_SEQ}")
+    if not 0 <= epoch <= MAX_EPOCH:
+        raise FrameError(f"frame epoch is never negative, at most {MAX_EPOCH}")
+    if not -1 <= run <= MAX_SEQ:
+        raise FrameError(f"frame run {run} is outside -1..{MAX_SEQ}")
+    if not 0 < len(source) <= MAX_SOURCE_CHARS:
+        raise FrameError(f"frame source is 1 to {MAX_SOURCE_CHARS} characters")
+
+
 def decode_header(raw: Part) -> FrameHeader:
-    """Parse and check a header; :class:`FrameError` names the first thing wrong."""
+    """Parse and check a header; :class:`FrameError` names the first thing wrong (an
+    :class:`OversizeError` if it is longer than :data:`MAX_HEADER_BYTES`)."""
+    _bounded(raw, MAX_HEADER_BYTES, "frame header")
     try:
         d = msgpack.unpackb(bytes(_buffer(raw)), raw=False)
     except Exception as exc:  # msgpack raises several unrelated types
@@ -207,8 +248,7 @@ def decode_header(raw: Part) -> FrameHeader:
         raise FrameError(f"frame kind {d['kind']!r} is not one of {', '.join(KINDS)}")
     if not 0 <= d["io_group"] <= 255:
         raise FrameError(f"frame io_group {d['io_group']} is outside 0..255")
-    if d["seq"] < 0 or d["offset"] < 0 or d["epoch"] < 0:
-        raise FrameError("frame seq, offset and epoch are never negative")
+    _check_ranges(d["source"], d["seq"], d["offset"], d["epoch"], d["run"])
     return FrameHeader(
         source=d["source"], epoch=d["epoch"], seq=d["seq"], io_group=d["io_group"],
         run=d["run"], t_recv=float(d["t_recv"]), kind=d["kind"], offset=d["offset"],
@@ -324,6 +364,7 @@ def _need(parts: Sequence[Part], n: int, layout: str) -> None:
 
 def _frame(parts: Sequence[Part]) -> Frame:
     _need(parts, 3, "FRAME, header, payload")
+    _bounded(parts[2], MAX_PAYLOAD_BYTES, "frame payload")
     return Frame(decode_header(parts[1]), parts[2], parts[1])
 
 
@@ -331,8 +372,10 @@ def _producer_hello(parts: Sequence[Part]) -> ProducerHello:
     _need(parts, 2, "HELLO, body")
     body = _map(parts[1])
     io_group = body.get("io_group")
-    return ProducerHello(str(body.get("source", "")),
-                         io_group if isinstance(io_group, int) else None)
+    source = body.get("source")
+    if not isinstance(source, str) or not 0 < len(source) <= MAX_SOURCE_CHARS:
+        raise BodyError(f"a HELLO's source is a name of 1 to {MAX_SOURCE_CHARS} characters")
+    return ProducerHello(source, io_group if isinstance(io_group, int) else None)
 
 
 def _credit(body: dict) -> Credit:

@@ -56,7 +56,7 @@ from larpixdaq.pipeline.runjournal import (
     seal,
     stream_key,
 )
-from larpixdaq.pipeline.sequence import SeqTracker
+from larpixdaq.pipeline.sequence import SeenFrames, SeqTracker, frame_digest
 
 log = logging.getLogger("larpixdaq.storage")
 
@@ -91,6 +91,7 @@ class StorageCounters:
     frames_received: int = 0
     frames_written: int = 0
     frames_duplicate: int = 0
+    frames_conflicting: int = 0  # other bytes under a seq already written: refused
     frames_missing: int = 0
     packets_written: int = 0
     packets_lost: int = 0
@@ -148,6 +149,7 @@ class RunWriter:
         self.metadata = dict(metadata or {})
         self.counters = StorageCounters()
         self.trackers: dict[Stream, SeqTracker] = {}
+        self.seen: dict[Stream, SeenFrames] = {}
         self.finished: set[Stream] = set()
         self.files: list[Path] = []
         self.part = 0
@@ -407,10 +409,29 @@ class RunWriter:
                                 np.fromiter((h.offset for h in hs), np.int64, len(hs)),
                                 np.maximum(words, 0))
             keep[idx] = v.keep
-            c.frames_duplicate += v.duplicates
+            conflicts = self._judge(stream, [frames[i] for i in idx], v.keep)
+            c.frames_duplicate += v.duplicates - conflicts
+            c.frames_conflicting += conflicts
             c.frames_missing += v.missing_frames
             c.packets_lost += v.missing_words
         return keep
+
+    def _judge(self, stream: Stream, frames: list[Frame], keep: np.ndarray) -> int:
+        """Remember the digests of the frames kept; of those dropped at a seq already
+        written, count the ones whose bytes differ from the written frame (conflicts)."""
+        seen = self.seen.setdefault(stream, SeenFrames())
+        conflicts = 0
+        for (h, payload), kept in zip(frames, keep.tolist(), strict=True):
+            digest = frame_digest(h.kind, h.io_group, h.offset, h.last, payload)
+            if kept:
+                seen.remember(h.seq, digest)
+            elif seen.judge(h.seq, digest) is False:
+                conflicts += 1
+                if conflicts == 1:
+                    log.warning("run %d: refused a frame of %s/%d at seq %d whose bytes differ "
+                                "from the frame written there (kept)", self.run_number,
+                                h.source, h.epoch, h.seq)
+        return conflicts
 
     def _write_data(self, segment: list[Frame]) -> None:
         if not segment:

@@ -3,11 +3,13 @@
 Every frame carries its stream's ``seq`` (0, 1, 2, ... with no holes) and word ``offset``
 (see :class:`~larpixdaq.pipeline.protocol.FrameHeader`). :class:`SeqTracker` is the pure
 per-stream state storage uses to drop duplicates (retransmissions after a restart) and
-count holes, vectorised over a batch of frames.
+count holes, vectorised over a batch of frames; :class:`SeenFrames` tells a duplicate (the
+same bytes again) from a conflict (other bytes under a seq already written).
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,3 +59,40 @@ class SeqTracker:
             self.last_seq = int(kept_seq[-1])
             self.next_offset = int(kept_end[-1])
         return SeqVerdict(keep, int(len(seqs) - len(kept_seq)), missing_frames, missing_words)
+
+
+HASH_MEMORY = 4096
+"""Frames per stream whose digest storage keeps: more than a producer or the aggregator
+sends again after a restart (what was not yet acknowledged)."""
+
+
+def frame_digest(kind: str, io_group: int, offset: int, last: bool, payload: bytes) -> bytes:
+    """What makes two frames with the same (source, epoch, seq) the same frame: the payload
+    and the header fields that say what it holds (``t_recv`` is the producer's, the same in
+    a frame sent again)."""
+    h = hashlib.blake2b(payload, digest_size=16)
+    h.update(f"|{kind}|{io_group}|{offset}|{int(last)}".encode())
+    return h.digest()
+
+
+class SeenFrames:
+    """Digests of one stream's most recent frames, so a frame at a seq already written can be
+    told apart: the same bytes again (a duplicate, dropped) or other bytes under the same
+    seq (a *conflict*: a forged or corrupt frame, refused and counted; the written one is
+    kept). Bounded to ``memory`` frames: a seq older than that is judged a duplicate
+    unverified (:meth:`judge` gives None)."""
+
+    def __init__(self, memory: int = HASH_MEMORY) -> None:
+        self.memory = int(memory)
+        self._digests: dict[int, bytes] = {}
+
+    def remember(self, seq: int, digest: bytes) -> None:
+        self._digests[seq] = digest
+        if len(self._digests) > self.memory:
+            del self._digests[next(iter(self._digests))]  # the oldest (insertion order)
+
+    def judge(self, seq: int, digest: bytes) -> bool | None:
+        """True: the frame written at ``seq`` had these bytes; False: other bytes (a
+        conflict); None: not remembered."""
+        known = self._digests.get(seq)
+        return None if known is None else known == digest

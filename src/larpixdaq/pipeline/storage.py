@@ -53,13 +53,20 @@ from larpixdaq.pipeline.runfile import (
 )
 from larpixdaq.pipeline.runjournal import Stream, journal_path, read_journal, unfinished_runs
 from larpixdaq.pipeline.threadcalls import ThreadCalls
+from larpixdaq.runcontrol.admitted import AdmittedStreams
 from larpixdaq.runcontrol.component import Component
 from larpixdaq.runcontrol.messages import RunInfo
+from larpixdaq.runcontrol.security import ClientKeys
 from larpixdaq.runcontrol.statemachine import State
 
 log = logging.getLogger("larpixdaq.storage")
 
 DEFAULT_WINDOW = 32 << 20
+KEEPALIVE = 0.5
+"""Seconds between signs of life to the aggregator when there is nothing else to say: it
+gives a storage's place to another only after ``aggregator.STORAGE_TIMEOUT`` of silence."""
+HELLO_AFTER = 1.0
+"""Seconds without a frame after which storage says HELLO again."""
 
 
 class StorageLink:
@@ -91,7 +98,8 @@ class StorageLink:
         self.error: str | None = None
         self.counters: dict[str, int] = dict.fromkeys(
             ["bad_frames", "frames_outside_run", "frames_late", "write_errors",
-             "frames_refused", "files_refused", "hellos"], 0)
+             "frames_refused", "frames_not_admitted", "files_refused", "hellos"], 0)
+        self.admitted: AdmittedStreams | None = None  # the run's streams (None: any)
         #: Called (from the data thread) with the reason when the run cannot be written.
         self.on_alarm: Callable[[str], None] | None = None
         self._extra_acks: dict[Stream, int] = {}
@@ -103,6 +111,8 @@ class StorageLink:
         self._failed: list[tuple[RunWriter, str]] = []  # parts/journals still to finish
         self._next_retry = 0.0
         self._calls = ThreadCalls()
+        self._last_sent = 0.0
+        self.keys: ClientKeys | None = None  # CURVE keys for the aggregator, if it has them
         self._ending: tuple[Future, float] | None = None
         self._end_patience = 3.0
         self._stop = threading.Event()
@@ -125,6 +135,8 @@ class StorageLink:
     def start(self) -> StorageLink:
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
+        if self.keys is not None:  # an aggregator with keys admits key holders only
+            self.keys.apply(self._sock)
         self._sock.setsockopt(zmq.RCVHWM, 0)
         self._sock.connect(self.aggregator)
         self._thread = threading.Thread(target=self._loop, name="storage-data", daemon=True)
@@ -150,8 +162,12 @@ class StorageLink:
         return self._calls.call(fn, timeout)
 
     # -- run control entry points (called from other threads) ------------------------------
-    def prepare(self, run_number: int, metadata: dict[str, Any]) -> dict[str, Any]:
+    def prepare(self, run_number: int, metadata: dict[str, Any],
+                admitted: AdmittedStreams | None = None) -> dict[str, Any]:
+        """Open run ``run_number``'s file; only frames of the ``admitted`` streams go in
+        (None: any, as without run control or in a run resumed from its journal)."""
         def do() -> dict[str, Any]:
+            self.admitted = admitted
             if self.writer is not None and not self.writer.closed:
                 if self.writer.run_number == run_number:
                     return {"files": [str(p) for p in self.writer.files], "resumed": True}
@@ -223,7 +239,7 @@ class StorageLink:
             # (after a write error the writer's trackers include rows that were cut: what
             # was committed before it has been acknowledged already)
             committed.update(self.writer.committed())
-        self._sock.send_multipart(StorageHello(stream_seqs(committed), self.window).parts())
+        self._send(StorageHello(stream_seqs(committed), self.window).parts())
         self.counters["hellos"] += 1
 
     def _loop(self) -> None:
@@ -251,12 +267,16 @@ class StorageLink:
                 if self._ending is not None:
                     self._ending = (self._ending[0], now + self._end_patience)
                 self._write_batch(batch)
-                self._sock.send_multipart(Credit(size).parts())
+                self._send(Credit(size).parts())
                 pending_bytes += size
-            elif now - last_heard > 2.0:
-                # Nothing for a while: the aggregator may have restarted and not know us.
+            elif now - last_heard > HELLO_AFTER:
+                # Nothing for a while: the aggregator may have restarted and not know us (or
+                # refused our HELLO while the storage before us was still heard from).
                 self._hello()
                 last_heard = now
+            if now - self._last_sent > KEEPALIVE:
+                # A sign of life, so the aggregator keeps sending to us and to nobody else.
+                self._send(Credit(0).parts())
             if self._failed and now >= self._next_retry:
                 self._next_retry = now + 1.0
                 self._retry_failed()
@@ -293,6 +313,8 @@ class StorageLink:
         if self.error or w is None or w.closed:
             self._refuse(mine)
             return
+        if self.admitted is not None and self.admitted.run_number == w.run_number:
+            mine = self._admitted_only(mine)
         try:
             w.add(mine)
         except (StorageError, OSError, RuntimeError) as exc:
@@ -310,11 +332,31 @@ class StorageLink:
         late = sum(1 for h, _ in frames if 0 <= h.run <= self._last_run)
         self.counters["frames_late"] += late
         self.counters["frames_outside_run"] += len(frames) - late
+        self._remember_acks(frames)
+        if frames:
+            self._send_ack({})
+
+    def _admitted_only(self, frames: list) -> list:
+        """The frames of admitted streams; the others are counted, acknowledged (so the
+        aggregator lets go) and never written."""
+        admitted = self.admitted
+        ok, refused = [], []
+        for f in frames:
+            h = f[0]
+            why = admitted.refusal(h.source, h.epoch, h.io_group, h.run)
+            (ok if why is None else refused).append(f)
+            if why is not None and len(refused) == 1:
+                log.warning("storage: refused a frame: %s", why)
+        if refused:
+            self.counters["frames_not_admitted"] += len(refused)
+            self._remember_acks(refused)
+            self._send_ack({})
+        return ok
+
+    def _remember_acks(self, frames: list) -> None:
         for h, _ in frames:
             if h.seq > self._extra_acks.get(h.stream, -1):
                 self._extra_acks[h.stream] = h.seq
-        if frames:
-            self._send_ack({})
 
     def _refuse(self, frames: list) -> None:
         """Frames of the run that storage cannot write: counted, never acknowledged while
@@ -368,7 +410,11 @@ class StorageLink:
 
     def _send_ack(self, committed: dict[Stream, int]) -> None:
         merged = {**self._extra_acks, **committed}
-        self._sock.send_multipart(Ack(stream_seqs(merged)).parts())
+        self._send(Ack(stream_seqs(merged)).parts())
+
+    def _send(self, parts: list[bytes]) -> None:
+        self._sock.send_multipart(parts)
+        self._last_sent = time.monotonic()
 
     def _check_end(self) -> None:
         assert self._ending is not None
@@ -432,6 +478,8 @@ class StorageComponent(Component):
     def __init__(self, name: str, core: str, link: StorageLink, **kw: Any) -> None:
         super().__init__(name, core, **kw)
         self.link = link
+        if link.keys is None:  # the data path with the component's keys
+            link.keys = self._keys
         link.on_alarm = self.alarm
         self._base: dict[str, int] = {}  # the link's counters when this run was prepared
         run = link.resume_unfinished()
@@ -449,7 +497,8 @@ class StorageComponent(Component):
                 "start_time": run.start_time or time.time(),
                 "config_hash": run.config_hash or ""}
         self._base = dict(self.link.counters)
-        return self.link.prepare(run.run_number, meta)
+        return self.link.prepare(run.run_number, meta,
+                                 AdmittedStreams.from_run(run.run_number, run.admitted))
 
     def on_error(self, reason: str) -> None:
         # The core put the run in ERROR: what storage refused will never be written to it.

@@ -16,10 +16,12 @@ up to the core, which answers it as an internal error.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from larpixdaq.runcontrol import admitted
 from larpixdaq.runcontrol import messages as m
 from larpixdaq.runcontrol.access import Verdict
 from larpixdaq.runcontrol.planner import Effect, Planner
@@ -235,9 +237,15 @@ def _transition(ctx: CommandContext, requester: Requester, cmd: m.Command) -> No
         except Exception:
             planner.undo_request(previous)  # nothing was started
             raise
+        # The streams that may write into this run: the producers registered now (see
+        # admitted.py); kept with the run so a restarted core tells the same table.
+        table = admitted.mint({c.name: c.io_group for c in ctx.roster.members.values()
+                               if c.role == admitted.PRODUCER_ROLE}, secrets.randbits)
+        ctx.db.set_admitted(rec.run_number, table)
         planner.open_run(m.RunInfo(
             run_number=rec.run_number, run_type=rec.run_type, comment=rec.comment,
-            data_dir=rec.data_dir, start_time=rec.start_time, config_hash=rec.config_hash))
+            data_dir=rec.data_dir, start_time=rec.start_time, config_hash=rec.config_hash,
+            admitted=table))
         ctx.db.set_participants(rec.run_number,
                                 {c.name: c.role for c in ctx.roster.members.values()})
     elif cmd.command == "begin_run":

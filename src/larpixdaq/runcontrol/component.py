@@ -88,6 +88,8 @@ class Component:
     """
 
     role: ClassVar[str] = "component"
+    #: The board a producer reads (said at registration, so the core admits its frames).
+    io_group: int | None = None
 
     def __init__(
         self,
@@ -279,7 +281,7 @@ class Component:
             name=self.name, role=self.role, host=self.host, pid=self.pid,
             actions={n: s.describe() for n, s in self._actions.items()},
             counters=sorted(self._safe_counters()), state=str(state), run_number=run_number,
-            endpoints=self.endpoints,
+            endpoints=self.endpoints, io_group=self.io_group,
         )
 
     def _safe_counters(self) -> dict[str, Any]:
@@ -424,7 +426,8 @@ class Component:
             logforward.uninstall_forwarding(self._log_address)
             self._log_address = None
         if isinstance(address, str):
-            self._log_handler = logforward.install_forwarding(address, self.name)
+            self._log_handler = logforward.install_forwarding(address, self.name,
+                                                              keys=self._keys)
             self._log_address = address
 
     def _call_on_error(self, reason: str) -> None:

@@ -115,6 +115,7 @@ class Core:
                          "components_replaced": 0, "internal_errors": 0, "messages_unsent": 0}
         self.last_malformed = ""
         self._stop = threading.Event()
+        self._peer_key: str | None = None  # the key of the message being handled
         self.planner = p.Planner(self.roster, self._new_id, ack_timeout=ack_timeout)
         self._recover()
 
@@ -134,7 +135,7 @@ class Core:
         run = m.RunInfo(
             run_number=record.run_number, run_type=record.run_type, comment=record.comment,
             data_dir=record.data_dir, start_time=record.start_time,
-            config_hash=record.config_hash,
+            config_hash=record.config_hash, admitted=record.admitted,
         )
         saved = State(record.state) if record.state in State.__members__ else State.ERROR
         if saved not in (State.READY, State.RUN, State.ERROR):
@@ -200,10 +201,13 @@ class Core:
             if poller.poll(timeout * 1000):
                 for _ in range(1000):
                     try:
-                        frames = self._sock.recv_multipart(zmq.NOBLOCK)
+                        frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
                     except zmq.Again:
                         break
-                    self._on_frames(frames)
+                    # With keys, the peer's public key (what its registration is bound to).
+                    self._peer_key = (frames[-1].get("User-Id")
+                                      if self._server_keys is not None else None)
+                    self._on_frames([f.bytes for f in frames])
             self._tick(time.monotonic())
 
     def _next_deadline(self) -> float:
@@ -369,7 +373,8 @@ class Core:
 
     def _on_register(self, identity: bytes, msg: m.Register) -> None:
         now = time.monotonic()
-        admission = self.roster.admit(msg, identity, now, self.planner.run_number)
+        key = self._peer_key
+        admission = self.roster.admit(msg, identity, now, self.planner.run_number, key)
         if admission.refusal is not None:
             self.send(identity, m.Reject(code="duplicate-name", message=admission.refusal))
             return
@@ -384,7 +389,7 @@ class Core:
                             "considered alive", lost=True, what="restarted")
         if admission.reconnects is not None:
             self.planner.reconnected(msg.name)
-        member, missing = self.roster.add(msg, identity, now)
+        member, missing = self.roster.add(msg, identity, now, key)
         run = self.planner.run
         self.send(identity, m.Welcome(
             name=msg.name, state=str(self.planner.state),
@@ -427,7 +432,8 @@ class Core:
             logforward.uninstall_forwarding(self._log_address, logger="larpixdaq.core")
             self._log_address = None
         if isinstance(address, str):
-            logforward.install_forwarding(address, "core", logger="larpixdaq.core")
+            logforward.install_forwarding(address, "core", logger="larpixdaq.core",
+                                          keys=self._server_keys and self._server_keys.as_client())
             self._log_address = address
 
     def _on_heartbeat(self, identity: bytes, msg: m.Heartbeat) -> None:

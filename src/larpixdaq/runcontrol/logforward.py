@@ -23,6 +23,8 @@ from typing import Any
 import msgpack
 import zmq
 
+from larpixdaq.runcontrol.security import ClientKeys
+
 RECORD_VERSION = 1
 _COMPONENT_LOGGER = "larpixdaq.component."
 _REQUIRED = {"time": (int, float), "level": (str,), "logger": (str,), "message": (str,),
@@ -80,7 +82,8 @@ class LogForwarder(logging.Handler):
     """A logging handler that pushes records to a log collector without ever blocking."""
 
     def __init__(self, address: str, component: str = "", *, level: int = logging.INFO,
-                 queue_limit: int = 10000, context: zmq.Context | None = None) -> None:
+                 queue_limit: int = 10000, context: zmq.Context | None = None,
+                 keys: ClientKeys | None = None) -> None:
         super().__init__(level)
         self.address = address
         self.component = component
@@ -90,6 +93,8 @@ class LogForwarder(logging.Handler):
         self._sock = (context or zmq.Context.instance()).socket(zmq.PUSH)
         self._sock.setsockopt(zmq.LINGER, 500)
         self._sock.setsockopt(zmq.SNDHWM, queue_limit)
+        if keys is not None:  # a collector with keys takes records from key holders only
+            keys.apply(self._sock)
         self._sock.connect(address)
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -119,14 +124,15 @@ _installed: dict[tuple[str, str], tuple[LogForwarder, int]] = {}
 _installed_lock = threading.Lock()
 
 
-def install_forwarding(address: str, component: str = "",
-                       logger: str = "larpixdaq") -> LogForwarder:
-    """Forward records of ``logger`` to ``address``; once per process per address."""
+def install_forwarding(address: str, component: str = "", logger: str = "larpixdaq",
+                       keys: ClientKeys | None = None) -> LogForwarder:
+    """Forward records of ``logger`` to ``address`` (a CURVE client with ``keys``); once per
+    process per address."""
     key = (address, logger)
     with _installed_lock:
         handler, count = _installed.get(key, (None, 0))
         if handler is None:
-            handler = LogForwarder(address, component)
+            handler = LogForwarder(address, component, keys=keys)
             logging.getLogger(logger).addHandler(handler)
             lg = logging.getLogger(logger)
             if lg.level == logging.NOTSET or lg.level > logging.INFO:

@@ -60,6 +60,8 @@ class Register(Message):
     state: str = "STOP"
     run_number: int | None = None
     endpoints: dict = field(default_factory=dict)
+    #: A producer's io_group (the board it reads): what the core admits its frames with.
+    io_group: int | None = None
 
 
 @dataclass(frozen=True)
@@ -290,6 +292,9 @@ class RunInfo:
     data_dir: str = "."
     start_time: float = 0.0
     config_hash: str | None = None
+    #: The run's admitted streams, ``{source: [io_group, epoch_base]}`` (see
+    #: :mod:`larpixdaq.runcontrol.admitted`): the aggregator and storage refuse the rest.
+    admitted: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

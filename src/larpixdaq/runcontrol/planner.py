@@ -311,7 +311,8 @@ class Planner:
             data.update(run_number=self.run.run_number, rejoin_grace=grace)
         out.append(Notify("lost" if lost else "left", message, data))
         if hold:
-            self.roster.hold(member.name, member.role, now, what or ("lost" if lost else "left"))
+            self.roster.hold(member.name, member.role, now, what or ("lost" if lost else "left"),
+                             key=member.key)
             out.append(Incident(self.run.run_number, reason, hold=member.name))
             if waited_on:
                 tr.rejoining.add(member.name)

@@ -13,9 +13,12 @@ The rules this file keeps:
 3. A process that was taken over from stays refused for :data:`SUPERSEDED_TTL` seconds, so it
    stops instead of fighting for the name (after that its host/pid pair may be someone else).
 4. A run participant that is gone is *missing* until ``now + rejoin_grace``; while it is, its
-   name is kept for its role. The first registration under that name takes the missing entry
-   (the caller resolves the incident); an entry whose deadline passed is handed out by
-   :meth:`Roster.expired` exactly once.
+   name is kept for its role (and its key). The first registration under that name takes
+   the missing entry (the caller resolves the incident); an entry whose deadline passed is
+   handed out by :meth:`Roster.expired` exactly once.
+5. With CURVE keys, a name belongs to the key that registered it: a registration under a
+   registered (or missing) name with another key is refused, whatever host and pid it says.
+   Host and pid are only what a process claims; the key is what it holds.
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ class Member:
     run_number: int | None
     last_seen: float
     counters: dict[str, Any] = field(default_factory=dict)
+    io_group: int | None = None  # a producer's board, as it registered
+    key: str | None = None  # the CURVE public key it registered with (z85), if keys are on
 
     def summary(self, now: float) -> dict[str, Any]:
         return {
@@ -68,6 +73,7 @@ class Missing:
     since: float
     deadline: float
     what: str  # "lost", "left", "restarted" or ABSENT_AFTER_RESTART
+    key: str | None = None  # the key the name was registered with (None: any may take it)
     #: Index of its incident on the run, filled in once the run database has recorded it;
     #: stays None for a participant absent since a core restart (no incident until it expires).
     incident: int | None = None
@@ -140,16 +146,20 @@ class Roster:
     # --- registration ---------------------------------------------------------------------
 
     def admit(self, msg: m.Register, identity: bytes, now: float,
-              run_number: int | None) -> Admission:
-        """Decide what a registration does (rules 1-4); records a take-over (rule 3)."""
-        key = (msg.name, msg.host, msg.pid)
-        superseded = self._superseded.get(key)
+              run_number: int | None, key: str | None = None) -> Admission:
+        """Decide what a registration does (rules 1-5); records a take-over (rule 3).
+        ``key``: the peer's CURVE public key (z85) when keys are on."""
+        held = self._key_refusal(msg.name, key)
+        if held is not None:
+            return Admission(refusal=held)
+        process = (msg.name, msg.host, msg.pid)
+        superseded = self._superseded.get(process)
         if superseded is not None:
             if now < superseded[1]:
                 return Admission(refusal=(
                     f"component {msg.name} pid {msg.pid} on {msg.host} was replaced by pid "
                     f"{superseded[0]}; this process should stop"))
-            del self._superseded[key]
+            del self._superseded[process]
         old = self.members.get(msg.name)
         same_process = old is not None and (old.host, old.pid) == (msg.host, msg.pid)
         if old is not None and not same_process and (
@@ -172,7 +182,16 @@ class Roster:
             return Admission(displaces=old)
         return Admission(reconnects=old)
 
-    def add(self, msg: m.Register, identity: bytes, now: float) -> tuple[Member, Missing | None]:
+    def _key_refusal(self, name: str, key: str | None) -> str | None:
+        """Rule 5: why ``key`` may not take ``name``, or None."""
+        for holder in (self.members.get(name), self.missing.get(name)):
+            if holder is not None and holder.key is not None and holder.key != key:
+                return (f"the name {name!r} is registered with another key; only the holder "
+                        "of that key can take it over")
+        return None
+
+    def add(self, msg: m.Register, identity: bytes, now: float,
+            key: str | None = None) -> tuple[Member, Missing | None]:
         """Record an admitted registration; returns the member and the missing entry it takes.
 
         A displaced process must have been removed first (:meth:`remove`); a reconnecting one
@@ -184,7 +203,8 @@ class Roster:
         member = Member(
             name=msg.name, role=msg.role, host=msg.host, pid=msg.pid, identity=identity,
             actions=msg.actions, counter_names=list(msg.counters), endpoints=msg.endpoints,
-            state=msg.state, run_number=msg.run_number, last_seen=now,
+            state=msg.state, run_number=msg.run_number, last_seen=now, io_group=msg.io_group,
+            key=key,
         )
         self.members[msg.name] = member
         self._by_identity[identity] = msg.name
@@ -197,9 +217,10 @@ class Roster:
 
     # --- the rejoin grace -----------------------------------------------------------------
 
-    def hold(self, name: str, role: str, now: float, what: str) -> Missing:
-        """Keep ``name`` for ``role`` until ``now + rejoin_grace``."""
-        entry = Missing(name, role, now, now + self.rejoin_grace, what)
+    def hold(self, name: str, role: str, now: float, what: str,
+             key: str | None = None) -> Missing:
+        """Keep ``name`` for ``role`` (and ``key``) until ``now + rejoin_grace``."""
+        entry = Missing(name, role, now, now + self.rejoin_grace, what, key=key)
         self.missing[name] = entry
         return entry
 

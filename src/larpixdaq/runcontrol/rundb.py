@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS runs (
     end_reason TEXT NOT NULL DEFAULT '',
     prepared_by TEXT,
     begun_by TEXT,
-    ended_by TEXT
+    ended_by TEXT,
+    admitted TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -76,7 +77,8 @@ CREATE TABLE IF NOT EXISTS core_state (
 #: Columns added after the first release: (name, declaration) added to older databases.
 _ADDED_COLUMNS = (("resolved_incidents", "TEXT NOT NULL DEFAULT '[]'"),
                   ("end_reason", "TEXT NOT NULL DEFAULT ''"),
-                  ("prepared_by", "TEXT"), ("begun_by", "TEXT"), ("ended_by", "TEXT"))
+                  ("prepared_by", "TEXT"), ("begun_by", "TEXT"), ("ended_by", "TEXT"),
+                  ("admitted", "TEXT NOT NULL DEFAULT '{}'"))
 #: Results of an audit entry: refused at once, or accepted and then how it ended.
 AUDIT_RESULTS = ("refused", "accepted", "success", "failed")
 AUDIT_PARAMS_LIMIT = 4000  # characters of JSON kept of a request's parameters
@@ -117,6 +119,8 @@ class RunRecord:
     prepared_by: str | None = None
     begun_by: str | None = None
     ended_by: str | None = None
+    #: The streams admitted to the run (``{source: [io_group, epoch_base]}``, admitted.py).
+    admitted: dict[str, list] = field(default_factory=dict)
 
     @property
     def unresolved_incidents(self) -> list[str]:
@@ -134,7 +138,7 @@ class RunRecord:
 
 
 _JSON_COLUMNS = ("files", "counters", "roles", "participants", "incidents",
-                 "resolved_incidents")
+                 "resolved_incidents", "admitted")
 
 
 class RunDatabase:
@@ -300,6 +304,10 @@ class RunDatabase:
         column = {"prepare_run": "prepared_by", "begin_run": "begun_by", "end_run": "ended_by",
                   "reset": "ended_by"}[request]
         self._update(run_number, **{column: user})
+
+    def set_admitted(self, run_number: int, table: dict[str, list]) -> None:
+        """The streams admitted to the run (what a restarted core tells components again)."""
+        self._update(run_number, admitted=json.dumps(table))
 
     def set_participants(self, run_number: int, participants: dict[str, str]) -> None:
         """The components (name -> role) expected to take part, for recovery after a restart."""

@@ -1,8 +1,11 @@
-"""Optional authentication and encryption of the control port with ZeroMQ CURVE.
+"""Optional authentication and encryption with ZeroMQ CURVE: the control port and the data path.
 
 Without keys, anyone who can reach the core's port can change the state or register a fake
-board, as in the original system. With a key directory, the core accepts only clients whose
-public key is in ``DIR/authorized/`` and all control traffic is encrypted:
+board, and anyone who reaches the aggregator or the log collector can speak to them, as in
+the original system. With a key directory, the core, the aggregator (its producer, storage
+and monitor sockets) and the log collector accept only clients whose public key is in
+``DIR/authorized/``, and all their traffic is encrypted. The servers all use the core's
+pair, so a client checks them against ``DIR/core.key``:
 
     DIR/core.key, DIR/core.key_secret        the core's key pair
     DIR/authorized/NAME.key                  public keys of clients allowed in
@@ -79,6 +82,7 @@ class ClientKeys:
     server_public: bytes
     public: bytes
     secret: bytes
+    directory: Path | None = None  # where they came from (a data-path server needs it)
 
     @classmethod
     def load(cls, directory: str | Path, name: str | None = None) -> ClientKeys:
@@ -89,10 +93,16 @@ class ClientKeys:
         public, secret = _load(d / f"{name}.key_secret")
         if secret is None:
             raise KeysError(f"{d / (name + '.key_secret')} holds no secret key")
-        return cls(server_public, public, secret)
+        return cls(server_public, public, secret, d)
+
+    @property
+    def user_id(self) -> str:
+        """What a server's authenticator says this client is (the z85 public key)."""
+        return self.public.decode("ascii")  # loaded z85-encoded
 
     def apply(self, sock: zmq.Socket) -> None:
-        """Make ``sock`` (before connect) a CURVE client of the core."""
+        """Make ``sock`` (before connect) a CURVE client of the core or of a data-path
+        server (they all hold the core's pair)."""
         sock.curve_serverkey = self.server_public
         sock.curve_publickey = self.public
         sock.curve_secretkey = self.secret
@@ -106,8 +116,36 @@ def client_keys(keys: str | Path | ClientKeys | None) -> ClientKeys | None:
     return ClientKeys.load(directory) if directory else None
 
 
+class _AllowedKeys:
+    """What a context's authenticator admits: the keys of every ``authorized`` folder its
+    servers named, and the servers' own (the core forwards its log records as a client)."""
+
+    def __init__(self) -> None:
+        self.keys: set[bytes] = set()
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        return key in self.keys
+
+
+# One authenticator per context (ZeroMQ allows one ZAP handler per context): the core and
+# a data-path server started in one process share it. context id -> (auth, allowed, users).
+_authenticators: dict[int, tuple[ThreadAuthenticator, _AllowedKeys, int]] = {}
+
+
+def _read_authorized(folder: Path) -> set[bytes]:
+    keys = set()
+    for path in sorted(folder.glob("*.key")):
+        try:
+            public, _ = zmq.auth.load_certificate(str(path))
+        except (ValueError, OSError):
+            continue  # not a key file: never admits anyone
+        keys.add(public)  # z85, as the authenticator gives it
+    return keys
+
+
 class ServerKeys:
-    """The core's side: its key pair, and an authenticator admitting the authorised keys."""
+    """A server's side (the core, the aggregator, the log collector): the core's key pair,
+    and an authenticator admitting the authorised keys."""
 
     def __init__(self, directory: str | Path) -> None:
         _require_curve()
@@ -118,24 +156,51 @@ class ServerKeys:
         self.authorized = self.directory / "authorized"
         if not self.authorized.is_dir():
             raise KeysError(f"no folder {self.authorized} of authorised client keys")
-        self._auth: ThreadAuthenticator | None = None
+        self._context: zmq.Context | None = None
+
+    def as_client(self) -> ClientKeys:
+        """The core's own pair as a client of the other servers (it forwards its log
+        records to the collector, which admits the servers' key)."""
+        return ClientKeys(self.public, self.public, self.secret, self.directory)
 
     def apply(self, sock: zmq.Socket, context: zmq.Context) -> None:
         """Make ``sock`` (before bind) a CURVE server admitting only authorised clients."""
-        if self._auth is None:
-            self._auth = ThreadAuthenticator(context)
-            self._auth.start()
-            self._auth.configure_curve(domain="*", location=str(self.authorized))
+        if self._context is None:
+            self._context = context
+            auth, allowed, users = _authenticators.get(id(context), (None, None, 0))
+            if auth is None:
+                auth, allowed = ThreadAuthenticator(context), _AllowedKeys()
+                auth.start()
+                auth.configure_curve_callback(domain="*", credentials_provider=allowed)
+            _authenticators[id(context)] = (auth, allowed, users + 1)
+            self.reload()
         sock.curve_secretkey = self.secret
         sock.curve_publickey = self.public
         sock.curve_server = True
 
     def reload(self) -> None:
         """Re-read the authorised keys (after adding or removing one)."""
-        if self._auth is not None:
-            self._auth.configure_curve(domain="*", location=str(self.authorized))
+        if self._context is not None:
+            _, allowed, _ = _authenticators[id(self._context)]
+            allowed.keys = _read_authorized(self.authorized) | {self.public}
 
     def close(self) -> None:
-        if self._auth is not None:
-            self._auth.stop()
-            self._auth = None
+        if self._context is None:
+            return
+        auth, allowed, users = _authenticators.pop(id(self._context))
+        if users > 1:
+            _authenticators[id(self._context)] = (auth, allowed, users - 1)
+        else:
+            auth.stop()
+        self._context = None
+
+
+def server_keys(keys: str | Path | ClientKeys | ServerKeys | None) -> ServerKeys | None:
+    """Resolve a data-path server's ``keys`` argument: server keys, the directory of client
+    keys or a directory, or ``None`` (then ``$LARPIX_DAQ_KEYS``)."""
+    if isinstance(keys, ServerKeys):
+        return keys
+    if isinstance(keys, ClientKeys):
+        return ServerKeys(keys.directory) if keys.directory is not None else None
+    directory = keys if keys is not None else os.environ.get("LARPIX_DAQ_KEYS")
+    return ServerKeys(directory) if directory else None

@@ -286,8 +286,15 @@ LOSS_COUNTERS: dict[str, tuple[str, ...]] = {
         "run_write_errors",        # the file could not be written
         "run_frames_refused",      # not written after a write error (never acknowledged)
         "run_frames_outside_run",  # frames of no open run (written nowhere)
+        "run_frames_not_admitted", # frames of streams not admitted to the run
+        "frames_conflicting",      # other bytes under a seq already written
     ),
-    "aggregator": ("run_bad_messages",),     # producer/storage messages refused as malformed
+    "aggregator": (
+        "run_bad_messages",        # producer/storage messages refused as malformed
+        "run_frames_not_admitted",  # frames of streams not admitted to the run (or of a
+                                    # stream another connection sends)
+        "run_frames_oversize",     # messages over the protocol's size limits
+    ),
     "producer": ("run_messages_unsent",),    # read from the board but never sent
 }
 
