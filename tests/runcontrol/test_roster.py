@@ -168,3 +168,21 @@ class RosterMachine(RuleBasedStateMachine):
 RosterMachine.TestCase.settings = settings(max_examples=200, stateful_step_count=30,
                                            deadline=None)
 TestRosterMachine = RosterMachine.TestCase
+
+
+def test_with_keys_a_name_belongs_to_the_key_that_registered_it():
+    roster = Roster(rejoin_grace=3.0)
+    first = register("storage", "daq1", 100, "storage")
+    assert roster.admit(first, b"a", 0.0, None, "KEY-A").refusal is None
+    roster.add(first, b"a", 0.0, "KEY-A")
+    # Same host and role, a made-up pid: a take-over (rule 2) with the same key only.
+    forged = register("storage", "daq1", 999, "storage")
+    refusal = roster.admit(forged, b"b", 1.0, None, "KEY-B").refusal
+    assert refusal is not None and "another key" in refusal
+    assert roster.admit(forged, b"b", 1.0, None, None).refusal is not None  # no key either
+    assert roster.admit(forged, b"c", 1.0, None, "KEY-A").displaces is not None
+    # A name kept for a missing participant is kept for its key too.
+    member = roster.remove("storage")
+    roster.hold(member.name, member.role, 2.0, "lost", key=member.key)
+    assert "another key" in roster.admit(forged, b"d", 2.5, 1, "KEY-B").refusal
+    assert roster.admit(forged, b"d", 2.5, 1, "KEY-A").refusal is None
