@@ -3,19 +3,9 @@
 import { LEGEND, describe, drawView, tileKey, tileLabel, tilePlaces, viewTiles } from "./mapview.js";
 import { MODES, prepareLayout } from "./maps.js";
 import { drawHistogram, drawLine, fmt } from "./plots.js";
-
-const $ = (id) => document.getElementById(id);
-const el = (tag, attrs = {}, ...children) => {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === "class") e.className = v;
-    else if (k === "text") e.textContent = v;
-    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
-    else e.setAttribute(k, v);
-  }
-  for (const c of children) if (c !== null && c !== undefined) e.append(c);
-  return e;
-};
+import { $, el } from "./dom.js";
+import { docNodes, paramValue, routineValue } from "./forms.js";
+import { editedRegisters, markDifferences, showRegisters } from "./registers.js";
 
 const S = {
   status: null, connected: false, actions: {}, runs: [], monitor: null, monitorNote: "",
@@ -447,27 +437,6 @@ function renderActionNames() {
   renderParams();
 }
 
-// A docstring as text: paragraphs, ``code`` and :role:`name` as code, no markup shown.
-function docNodes(text) {
-  const out = [];
-  for (const para of String(text || "").split(/\n\s*\n/)) {
-    const line = para.replace(/\s*\n\s*/g, " ").trim();
-    if (!line) continue;
-    const p = el("p");
-    const re = /``([^`]+)``|:[a-z]+:`~?([^`]+)`|`([^`]+)`/g;
-    let at = 0, m;
-    while ((m = re.exec(line)) !== null) {
-      p.append(line.slice(at, m.index));
-      const code = m[1] ?? m[2] ?? m[3];
-      p.append(el("code", { text: m[2] ? code.split(".").pop() : code }));
-      at = re.lastIndex;
-    }
-    p.append(line.slice(at));
-    out.push(p);
-  }
-  return out;
-}
-
 function isRoutineRunner() {
   return $("action-name").value === "run_routine";
 }
@@ -551,34 +520,6 @@ function renderRoutineForm() {
   }
 }
 
-function routineValue(input) {
-  const type = input.dataset.type;
-  if (input.tagName === "SELECT") return JSON.parse(input.value);
-  if (input.type === "checkbox") return input.checked;
-  const raw = input.value.trim();
-  if (type === "int" || type === "float") {
-    const v = Number(raw);
-    if (raw === "" || Number.isNaN(v) || (type === "int" && !Number.isInteger(v))) {
-      throw new Error(`${input.name} must be ${type === "int" ? "a whole number" : "a number"}`);
-    }
-    return v;
-  }
-  if (type.startsWith("list")) {
-    const items = raw.split(/[\s,]+/).filter((x) => x !== "");
-    return type.includes("int") || type.includes("float") ? items.map(Number) : items;
-  }
-  return raw;
-}
-
-function paramValue(input) {
-  const kind = input.dataset.kind;
-  if (input.type === "checkbox") return input.checked;
-  const raw = input.value.trim();
-  if (kind === "int") { const v = Number.parseInt(raw, 10); if (Number.isNaN(v)) throw new Error(`${input.name} must be an integer`); return v; }
-  if (kind === "float") { const v = Number(raw); if (Number.isNaN(v)) throw new Error(`${input.name} must be a number`); return v; }
-  if (kind === "str") return raw;
-  try { return JSON.parse(raw); } catch { return raw; }
-}
 
 async function invoke() {
   const component = $("action-component").value;
@@ -713,70 +654,6 @@ function renderConfig() {
     ...(S.monitor?.chips || []).map((c) => el("option", { value: c.key })));
   body.replaceChildren(keys, el("p", { class: "muted", text: `configuration of chips on ${target}` }),
     el("div", { class: "form-row" }, el("label", { text: "Chip " }, chip)), buttons, table, result);
-}
-
-// A register map is {name: number or list of numbers}, possibly under "registers" or "config".
-// List registers (pixel_trim_dac, channel_mask, ...: one value per channel) are edited as
-// space-separated numbers and sent element by element (`pixel_trim_dac[3]`), the form the
-// producer's send_configuration takes.
-function registersOf(result) {
-  const regs = result.registers || result.config || result;
-  const isNumbers = (v) => Array.isArray(v) && v.length && v.every((x) => typeof x === "number");
-  return Object.fromEntries(Object.entries(regs).filter(([, v]) => typeof v === "number" || isNumbers(v)));
-}
-
-function listValues(input) {
-  const words = input.value.trim().split(/[\s,]+/).filter((w) => w !== "");
-  const values = words.map(Number);
-  const n = input.dataset.orig.split(" ").length;
-  if (values.length !== n || values.some((v) => !Number.isInteger(v))) {
-    throw new Error(`${input.dataset.reg}: give ${n} whole numbers separated by spaces (got ${words.length})`);
-  }
-  return values;
-}
-
-// The registers edited in the table: {name: value} and {"name[i]": value} for list elements.
-function editedRegisters(table) {
-  const out = {};
-  for (const input of table.querySelectorAll("input[data-reg]")) {
-    if (input.value === input.dataset.orig) continue;
-    const reg = input.dataset.reg;
-    if (input.dataset.list !== "1") {
-      const v = Number(input.value);
-      if (input.value.trim() === "" || !Number.isInteger(v)) throw new Error(`${reg}: give a whole number`);
-      out[reg] = v;
-      continue;
-    }
-    const was = input.dataset.orig.split(" ").map(Number);
-    listValues(input).forEach((v, i) => { if (v !== was[i]) out[`${reg}[${i}]`] = v; });
-  }
-  return out;
-}
-
-function showRegisters(table, result) {
-  const regs = registersOf(result);
-  table.replaceChildren(el("thead", {}, el("tr", {}, el("th", { text: "register" }), el("th", { text: "value" }))));
-  const tb = el("tbody");
-  for (const [name, value] of Object.entries(regs)) {
-    const list = Array.isArray(value);
-    const text = list ? value.join(" ") : String(value);
-    const input = list ? el("input", { value: text, class: "reg-list", title: `${value.length} values, one per element` })
-      : el("input", { value: text, type: "number", min: "0" });
-    input.dataset.reg = name; input.dataset.orig = text;
-    if (list) input.dataset.list = "1";
-    input.oninput = () => input.parentElement.classList.toggle("changed", input.value !== input.dataset.orig);
-    tb.append(el("tr", {}, el("td", { text: name }), el("td", {}, input)));
-  }
-  table.append(tb);
-}
-
-// Verification answers which registers differ; mark them in the table shown.
-function markDifferences(table, result) {
-  const diff = result.differences || result.diff || {};
-  const names = new Set(Array.isArray(diff) ? diff.map(String) : Object.keys(diff));
-  for (const input of table.querySelectorAll("input[data-reg]")) {
-    input.parentElement.previousSibling.classList.toggle("diff", names.has(input.dataset.reg));
-  }
 }
 
 // ------------------------------------------------------------------ runs and log
