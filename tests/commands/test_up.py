@@ -379,3 +379,22 @@ def test_up_passes_the_rejoin_grace_to_the_core_and_the_hold_to_the_producers(tm
         out = subprocess.run([sys.executable, "-m", "larpixdaq.cli", args[0], "--help"],
                              capture_output=True, text=True, timeout=60)
         assert all(o in out.stdout for o in args if o.startswith("--"))
+
+
+def test_up_with_keys_admits_key_holders_only(tmp_path):
+    from larpixdaq.runcontrol.operator import Timeout
+    from larpixdaq.runcontrol.security import create_keys
+
+    keys = tmp_path / "keys"
+    create_keys(keys)
+    proc, core, _ = _one_up(tmp_path, "--no-web", "--keys", str(keys))
+    try:
+        with Operator(core, timeout=10, credential=False, keys=keys) as keyed:
+            wait_for(lambda: set(_components(keyed)) >= UP_COMPONENTS, timeout=60)
+        with Operator(core, timeout=10, keys=keys) as op:
+            _taking_data(op)  # the data path carries data with keys on every socket
+            assert op.call("end_run", timeout=30).success
+        with Operator(core, timeout=1, credential=False) as keyless:
+            assert isinstance(keyless.call("status"), Timeout)
+    finally:
+        _stop_up(proc)

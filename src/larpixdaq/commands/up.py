@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import os
 import socket
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ from larpixdaq.commands.common import (
     RUNS_DB_NAME,
     add_beam_arguments,
     add_core_argument,
+    add_keys_argument,
     add_routines_argument,
     beam_options,
     sim_rate,
@@ -38,6 +40,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     add_core_argument(p, help=f"address the core listens on (default: $LARPIX_DAQ_CORE or "
                               f"{DEFAULT_CORE}); the data path uses the next ports")
     p.add_argument("--data-dir", default="data", help="run files, run database and log")
+    add_keys_argument(p, "every process then admits and uses only its keys; "
+                         "`larpix-daq keys DIR` makes them")
     p.add_argument("--board", action="append", default=None,
                    help="sim | pacman:HOST[:CMD_PORT:DATA_PORT] | replay:FILE; repeat for "
                         "several boards (io_group 1, 2, ...); default one sim board")
@@ -276,6 +280,10 @@ def local_login(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.keys:
+        # Every child (core, aggregator, log collector as servers; the rest as clients) and
+        # this process's own operator take the keys from the environment.
+        os.environ["LARPIX_DAQ_KEYS"] = str(Path(args.keys).resolve())
     sup = build(args)
     lock = claim(Path(args.data_dir))
     try:
