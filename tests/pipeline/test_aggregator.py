@@ -417,7 +417,13 @@ def test_admitted_streams_only_and_each_stream_from_one_connection(agg):
     for h, payload in make_frames("p", 11, make_messages(12, 2, words=10), epoch=7,
                                   markers=False):
         other.send_multipart([FRAME, encode_header(h), payload])
-    wait_for(lambda: agg.snapshot()["frames_not_admitted"] == 3)
+    # Nor a stream of its own in p's name, with an epoch inside p's block.
+    fresh = epoch_in_block(table["p"][1], random.Random(6).getrandbits)
+    assert fresh != epoch
+    for h, payload in make_frames("p", 11, make_messages(13, 2, words=10), epoch=fresh,
+                                  markers=False):
+        other.send_multipart([FRAME, encode_header(h), payload])
+    wait_for(lambda: agg.snapshot()["frames_not_admitted"] == 5)
     for h, payload in frames[3:]:
         real.send_multipart([FRAME, encode_header(h), payload])
     wait_for(lambda: agg.snapshot()["frames_in"] == 6)

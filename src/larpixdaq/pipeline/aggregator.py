@@ -273,16 +273,20 @@ class Aggregator:
         self._admission = (admitted, {})
         self._refusals_logged = set()
 
-    def _refusal(self, identity: bytes, header: FrameHeader) -> str | None:
+    def _refusal(self, identity: bytes, source: str, header: FrameHeader) -> str | None:
         """Why this frame may not enter the run, or None: it must belong to an admitted
-        stream, and each stream comes from one connection (the first that sent it), so no
-        other peer can put frames (or a forged seq) into a producer's stream."""
+        stream, come from the connection that said HELLO as its source (taken over only
+        from a silent one), and each stream comes from one connection (the first that sent
+        it), so no other peer can put frames (or a forged seq) into a producer's stream, nor
+        open a stream of its own in a producer's name."""
         admitted, senders = self._admission
         if admitted is None:
             return None
         why = admitted.refusal(header.source, header.epoch, header.io_group, header.run)
         if why is not None:
             return why
+        if source != header.source:
+            return f"a frame of {header.source[:64]} from the connection of {source[:64]}"
         sender = senders.setdefault(header.stream, identity)
         if sender != identity:
             return f"stream {header.source}/{header.epoch} is sent by another connection"
@@ -303,7 +307,7 @@ class Aggregator:
             p.credit_out = max(0, p.credit_out - size)
             p.last_heard = time.monotonic()
             # Before the duplicate check: a forged seq must not make real frames duplicates.
-            why = self._refusal(identity, header)
+            why = self._refusal(identity, p.source, header)
             if why is not None:
                 self.counters.frames_not_admitted += 1
                 if why not in self._refusals_logged and len(self._refusals_logged) < 64:
