@@ -147,6 +147,36 @@ def test_up_detector_2x2_is_eight_sim_boards_on_io_groups_1_to_8(tmp_path):
     assert [c.name for c in plain] == ["producer-1"] and "--detector" not in plain[0].args
 
 
+def test_up_beam_reaches_every_sim_board_and_the_trigger_one_io_group(tmp_path):
+    import argparse
+
+    from larpixdaq.commands.common import beam_for
+    from larpixdaq.commands.pipeline import configure_producer
+    from larpixdaq.commands.up import build
+    from larpixdaq.errors import CommandError
+
+    sup = build(_up_args(tmp_path, "--detector", "2x2", "--no-web", "--beam",
+                         "--beam-period", "0.5", "--trigger-io-group", "3"))
+    producers = [c for c in sup.children if c.name.startswith("producer-")]
+    p = argparse.ArgumentParser()
+    configure_producer(p)
+    for child in producers:
+        args = p.parse_args(child.args[1:])  # what each producer will be started with
+        assert args.beam and args.beam_period == 0.5 and args.trigger_io_group == 3
+    monitor = next(c for c in sup.children if c.name == "monitor")
+    assert monitor.args[monitor.args.index("--detector") + 1] == "2x2"
+    # by default the trigger is on the lowest io_group; without --beam no beam at all
+    default = build(_up_args(tmp_path, "--detector", "2x2", "--no-web", "--beam"))
+    a = next(c for c in default.children if c.name == "producer-5").args
+    assert a[a.index("--trigger-io-group") + 1] == "1"
+    plain = build(_up_args(tmp_path, "--no-web"))
+    assert all("--beam" not in c.args for c in plain.children)
+    with pytest.raises(CommandError, match="--trigger-io-group 9: no board serves it"):
+        build(_up_args(tmp_path, "--detector", "2x2", "--beam", "--trigger-io-group", "9"))
+    with pytest.raises(CommandError, match="beam period must be at least 1 ms"):
+        beam_for(p.parse_args(["--beam", "--beam-period", "0"]), 1, 1)
+
+
 def test_up_refuses_an_unknown_detector(tmp_path):
     from larpixdaq.commands.up import build
     from larpixdaq.errors import CommandError
