@@ -90,3 +90,14 @@ def test_a_directory_that_cannot_be_written_raises_for_the_caller_to_count(tmp_p
     with pytest.raises(OSError):
         ResultStore(tmp_path / "file" / "routines").save(
             run_routine_offline("hello_world").to_dict(), finished=1.0)
+
+
+def test_numbers_an_array_cannot_hold_exactly_stay_in_the_summary():
+    # Found by the property above: a result with integers past int64 must not crash the save.
+    big = {"a": [2**63, 1], "b": [3, 4], "c": [5, 6], "d": [7, 8], "e": [9, 10],
+           "f": [11, 12], "g": [13, 14], "h": [15, 16]}
+    summary, arrays = split_result(big)
+    assert join_result(summary, arrays) == big
+    mixed = [2**60 + 1, 0.5] * 8
+    summary, arrays = split_result({"x": mixed})
+    assert join_result(summary, arrays) == {"x": mixed}

@@ -28,6 +28,7 @@ import numpy as np
 
 #: Numeric lists with at least this many numbers go to the arrays; shorter ones stay inline.
 ARRAY_MIN_SIZE = 16
+INT64_MIN, INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
 SUMMARY_SUFFIX, ARRAYS_SUFFIX = ".json", ".npz"
 
 
@@ -47,9 +48,16 @@ def _numeric_array(value: Any) -> np.ndarray | None:
     if not all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
                for v in flat):
         return None
+    # Only what an array gives back unchanged becomes one: integers beyond int64 (or, beside
+    # floats, beyond float64's exact 2**53) stay in the summary as JSON numbers.
+    ints = [v for v in flat if isinstance(v, int)]
     if any(v is None or isinstance(v, float) for v in flat):
+        if any(abs(v) > 2**53 for v in ints):
+            return None
         return np.array([np.nan if v is None else v for v in flat],
                         dtype=np.float64).reshape(arr.shape)
+    if any(not INT64_MIN <= v <= INT64_MAX for v in ints):
+        return None
     return np.array(flat.tolist(), dtype=np.int64).reshape(arr.shape)
 
 
