@@ -225,8 +225,30 @@ def exercise(tmp: Path, disturb: Any, *, rate: float, boards: int = 2,
 def run(quick: bool) -> list[Row]:
     import tempfile
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-chaos-"))
-    return rows(chaos(tmp, seconds=20.0 if quick else 60.0, period=3.0, say=print))
+    out = rows(chaos(Path(tempfile.mkdtemp(prefix="bench-chaos-")),
+                     seconds=20.0 if quick else 60.0, period=3.0, say=print))
+    for victim in ("storage", "aggregator"):
+        r = stall(Path(tempfile.mkdtemp(prefix="bench-stall-")), victim,
+                  seconds=5.0 if quick else 20.0, rate=1_000_000, hold_mb=64, say=print)
+        out += stall_rows(r, victim)
+    return out
+
+
+def stall_rows(r: ChaosResult, victim: str) -> list[Row]:
+    """The figures of a stall: what the producer held, spilled and replayed, and the loss."""
+    c = r.run["counters"]["producer-1"]
+    what = f"{victim} stopped {r.seconds:.0f} s, 1 M packets/s"
+    return [
+        Row(f"{what}: packets sent", sum(r.sent.values()), "packets",
+            "all in the files, in order, once" if all(r.exactly_once.values())
+            else "DIFFER FROM WHAT WAS SENT"),
+        Row(f"{what}: lost", r.lost + r.run["packets_lost"], "packets",
+            f"must be 0; run {r.run['exit_status']}"),
+        Row(f"{what}: held in memory at most", c["max_bytes_held"] / 2**20, "MB",
+            "--hold-mb 64"),
+        Row(f"{what}: spilled and replayed", c["bytes_spilled"] / 2**20, "MB",
+            f"{c['frames_spilled']} frames spilled, {c['frames_replayed']} replayed"),
+    ]
 
 
 def rows(r: ChaosResult) -> list[Row]:

@@ -269,3 +269,36 @@ def test_begin_run_brings_a_returning_component_along(make_core, recorders, spaw
             "st": ("RUN", number), "board": ("RUN", number)}
         assert "resolved" in status["incidents"][_naming(status["incidents"], "board")]
         assert op.wait(op.end_run()).data["run"]["exit_status"] == "success"
+
+
+def test_a_component_lost_before_the_core_restarts_resolves_its_incident_on_return(
+        make_core, recorders, spawn_component):
+    # The core goes down while a run member is missing; the member returns to the restarted
+    # core: its open incident is put right, as without the restart, and the run succeeds.
+    from larpixdaq.runcontrol.testing import CoreProcess
+
+    core = make_core("--rejoin-grace", "20")
+    recorders("st", "storage", core.endpoint, lost=0)
+    board = spawn_component("board", core.endpoint)
+    with Operator(core.endpoint) as op:
+        events = Events(op)
+        assert op.wait(op.prepare_run()).success
+        assert op.wait(op.begin_run()).success
+        board.send_signal(signal.SIGKILL)
+        events.wait("lost", "board")
+    core.kill()
+    restarted = CoreProcess(core.db, endpoint=core.endpoint,
+                            extra=["--rejoin-grace", "20"]).start()
+    try:
+        with Operator(restarted.endpoint) as op:
+            wait_for(lambda: _status(op)["state"] == "RUN")
+            spawn_component("board", restarted.endpoint)
+            wait_for(lambda: not _status(op)["missing"], timeout=30)
+            end = op.wait(op.end_run())
+            assert end.success, end.message
+            run = end.data["run"]
+            lost = _naming(run["incidents"], "board")
+            assert lost in run["resolved_incidents"], run["incidents"]
+            assert run["exit_status"] == "success", run["incidents"]
+    finally:
+        restarted.terminate()

@@ -143,13 +143,17 @@ class Core:
         state = saved if saved in (State.READY, State.RUN, State.ERROR) else State.ERROR
         self.planner = p.Planner(
             self.roster, self._new_id, ack_timeout=self.ack_timeout, state=state, run=run,
-            # Incidents put right (a component that came back) do not fail the run; one
-            # still open does, and so does ERROR.
-            run_failed=state is State.ERROR or bool(record.unresolved_incidents))
+            # An incident fails the run only if it is still open when the run ends (a
+            # component lost before the restart may yet come back and put it right).
+            run_failed=state is State.ERROR)
         self._persist(state, record.run_number)
         now = time.monotonic()
+        resolved = set(record.resolved_incidents)
         for name, role in record.participants.items():
-            self.roster.hold(name, role, now, ABSENT_AFTER_RESTART)
+            held = self.roster.hold(name, role, now, ABSENT_AFTER_RESTART)
+            # A participant lost before the core went down keeps its open incident: its
+            # return resolves it, as it would have without the core's restart.
+            held.incident = _open_incident(record.incidents, resolved, name, role)
         log.warning("recovered run %d in state %s", record.run_number, state)
 
     def bind(self) -> str:
@@ -396,8 +400,8 @@ class Core:
             run=run.to_dict() if run else None,
             heartbeat_interval=self.heartbeat_interval,
             heartbeat_timeout=self.heartbeat_timeout, services=self.roster.services()))
-        if missing is not None and not missing.after_restart:
-            self._rejoined(member, missing, now)
+        if missing is not None and (not missing.after_restart or missing.incident is not None):
+            self._rejoined(member, missing, now)  # (lost before a core restart: incident kept)
         elif admission.reconnects is None:
             self._event("joined", f"component {msg.name} ({msg.role}) registered from "
                         f"{msg.host} pid {msg.pid}", {"component": msg.name, "role": msg.role})
@@ -587,3 +591,14 @@ class Core:
                     id=inv.operator[1], success=False,
                     message=f"action {inv.action} on {inv.component} timed out"))
         self.apply(self.planner.tick(now))
+
+
+def _open_incident(incidents: list[str], resolved: set[int], name: str,
+                   role: str) -> int | None:
+    """The index of the last incident not put right that is about component ``name``."""
+    about = f"component {name} ({role}) "
+    for i in range(len(incidents) - 1, -1, -1):
+        # each text is "<time> <what>"; the what of a loss starts with "component NAME (ROLE)"
+        if i not in resolved and incidents[i].partition(" ")[2].startswith(about):
+            return i
+    return None
