@@ -286,6 +286,8 @@ def test_a_component_lost_before_the_core_restarts_resolves_its_incident_on_retu
         assert op.wait(op.begin_run()).success
         board.send_signal(signal.SIGKILL)
         events.wait("lost", "board")
+        # recorded (the event may go out just before the run database has the incident)
+        wait_for(lambda: any("component board (" in i for i in _status(op)["incidents"]))
     core.kill()
     restarted = CoreProcess(core.db, endpoint=core.endpoint,
                             extra=["--rejoin-grace", "20"]).start()
