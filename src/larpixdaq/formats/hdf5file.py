@@ -273,6 +273,27 @@ class Hdf5Writer:
         if self.swmr:
             self._configs.flush()
 
+    def add_message_rows(self, rows: np.ndarray) -> None:
+        """Append ``messages`` rows as they are (their type-5 ``packets`` rows are the
+        caller's): for copying a part whose rows already point at their messages."""
+        self._check_open()
+        if not isinstance(rows, np.ndarray) or rows.dtype != MESSAGES_DTYPE or rows.ndim != 1:
+            raise TypeError("add_message_rows() takes a 1-D numpy array of MESSAGES_DTYPE rows")
+        n0 = self._n_messages
+        self._messages.resize((n0 + len(rows),))
+        self._messages[n0:] = rows
+        if self.swmr:
+            self._messages.flush()
+        self._n_messages = n0 + len(rows)
+
+    def set_header(self, attrs: Mapping[str, Any]) -> None:
+        """Extra ``/_header`` attributes (a repaired copy keeps its original ``created``
+        and says when it was ``recovered``); the clean-close mark is :meth:`close`'s."""
+        self._check_open()
+        header = self._file["_header"]
+        for key, value in attrs.items():
+            header.attrs[str(key)] = _attr_value(value)
+
     def set_run_metadata(self, metadata: Mapping[str, Any]) -> None:
         """Store run metadata as attributes of ``/run`` (structured values as JSON text)."""
         self._check_open()

@@ -43,7 +43,7 @@ import numpy as np
 from larpixdaq.formats.hdf5file import Hdf5File, Hdf5Writer
 from larpixdaq.formats.pacman import HEADER_BYTES, WORD_BYTES, decode_data_messages
 from larpixdaq.formats.rows import CONFIGS_DTYPE, PACKETS_DTYPE, configs_hash
-from larpixdaq.pipeline.h5recover import clear_write_flags, truncate_to_commit
+from larpixdaq.pipeline.h5recover import clear_write_flags, repair_part
 from larpixdaq.pipeline.protocol import KIND_CONFIGS, KIND_DATA, KIND_INFO, FrameHeader
 from larpixdaq.pipeline.runjournal import (
     Stream,
@@ -102,6 +102,7 @@ class StorageCounters:
     commits: int = 0
     restarts: int = 0
     part_names_taken: int = 0  # part names skipped because a file not of this run had them
+    parts_rebuilt: int = 0  # killed parts copied afresh; the damaged original kept aside
     decode_errors: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -161,6 +162,8 @@ class RunWriter:
         self._repair_due = False  # the part still has to be cut back to its last commit
         self.closed = False
         self._configs_seen: list[np.ndarray] = []  # for the run's config_hash at close
+        self._journal: Any = None  # the run's journal, open for appending
+        self._pending_records: list[dict[str, Any]] = []  # for the journal once it is open
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             if self._journal_path.exists():
@@ -243,6 +246,9 @@ class RunWriter:
             if last != "\n":
                 self._journal.write("\n")
                 self._journal.flush()
+        for record in self._pending_records:
+            self._log(record)
+        self._pending_records = []
 
     def _resume(self) -> None:
         records = read_journal(self._journal_path)
@@ -269,9 +275,8 @@ class RunWriter:
         path = part_path(self.data_dir, self.run_number, part)
         if path.exists() and path in own:
             if not is_sealed(path):  # a finished part (closed at a rollover) stays as it is
-                cut = truncate_to_commit(path, last["packets"], last["messages"],
-                                         last["configs"])
-                seal(path)
+                cut = self._repair_part(path, last["packets"], last["messages"],
+                                        last["configs"])
                 # Rows below the commit that did not survive are lost, and said so.
                 self.counters.packets_lost += max(0, -cut.get("packets", 0))
             if path not in self.files:
@@ -289,6 +294,29 @@ class RunWriter:
         # itself cut short leaves no empty part behind.
         self.part = max([part, *opened]) + 1
         self._writer = None
+
+    def _repair_part(self, path: Path, packets: int, messages: int, configs: int
+                     ) -> dict[str, int]:
+        """Cut a part back to its commit and seal it (:func:`repair_part`); a part rebuilt
+        from its committed rows is counted, logged and named in the journal with the place
+        its damaged original was kept."""
+        result = repair_part(path, packets, messages, configs)
+        seal(path)
+        if result.rebuilt:
+            if result.aside is not None and result.aside.exists():
+                seal(result.aside)
+            self.counters.parts_rebuilt += 1
+            log.warning("run %d: %s could not be cut back in place (%s); its committed rows "
+                        "were copied into a new %s, the damaged original kept as %s",
+                        self.run_number, path.name, result.reason, path.name,
+                        result.aside.name if result.aside else "-")
+            record = {"rebuilt_part": str(path), "aside": str(result.aside),
+                      "reason": result.reason, "cut": result.cut}
+            if self._journal is None or self._journal.closed:
+                self._pending_records.append(record)
+            else:
+                self._log(record)
+        return result.cut
 
     def _configs_read_back(self) -> None:
         """The configuration rows committed before a restart (the run's start is in them)."""
@@ -567,8 +595,7 @@ class RunWriter:
         that cannot be done yet (no room), the part stays readable and it is tried again."""
         try:
             if self.path.exists():
-                truncate_to_commit(self.path, *self._last_commit)
-                seal(self.path)
+                self._repair_part(self.path, *self._last_commit)
             self._repair_due = False
         except Exception as exc:
             log.warning("could not cut %s back to its last commit yet: %s", self.path, exc)
