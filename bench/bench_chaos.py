@@ -223,13 +223,19 @@ def exercise(tmp: Path, disturb: Any, *, rate: float, boards: int = 2,
 
 
 def run(quick: bool) -> list[Row]:
+    import shutil
     import tempfile
 
-    out = rows(chaos(Path(tempfile.mkdtemp(prefix="bench-chaos-")),
-                     seconds=20.0 if quick else 60.0, period=3.0, say=print))
+    # Each measure in a directory of its own, removed afterwards (a stall writes GBs).
+    with tempfile.TemporaryDirectory(prefix="bench-chaos-") as tmp:
+        out = rows(chaos(Path(tmp), seconds=20.0 if quick else 60.0, period=3.0, say=print))
     for victim in ("storage", "aggregator"):
-        r = stall(Path(tempfile.mkdtemp(prefix="bench-stall-")), victim,
-                  seconds=5.0 if quick else 20.0, rate=1_000_000, hold_mb=64, say=print)
+        tmp = tempfile.mkdtemp(prefix="bench-stall-")
+        try:
+            r = stall(Path(tmp), victim, seconds=5.0 if quick else 20.0, rate=1_000_000,
+                      hold_mb=64, say=print)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         out += stall_rows(r, victim)
     return out
 
@@ -281,5 +287,5 @@ if __name__ == "__main__":
     a = ap.parse_args()
     import tempfile
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-chaos-"))
-    print_table(TITLE, rows(chaos(tmp, a.seconds, a.period, say=print)))
+    with tempfile.TemporaryDirectory(prefix="bench-chaos-") as tmp:
+        print_table(TITLE, rows(chaos(Path(tmp), a.seconds, a.period, say=print)))
