@@ -169,3 +169,15 @@ def test_committed_rows_that_cannot_be_read_back_are_counted_lost(tmp_path):
     with Hdf5File(path) as f:
         assert f.n_packets == 0 and f.info().clean_close is True
     assert (tmp_path / "gone.h5.damaged").read_bytes().startswith(b"\x89HDF")
+
+
+def test_a_part_with_a_damaged_superblock_is_rebuilt_not_refused(killed_file):
+    data = bytearray(killed_file.read_bytes())
+    data[20] ^= 0xFF  # inside the superblock, covered by its checksum
+    killed_file.write_bytes(bytes(data))
+    result = repair_part(killed_file, 120, 0, 0)
+    assert result.rebuilt and "checksum does not match" in result.reason
+    assert result.cut["packets"] == -120  # nothing readable: counted lost, not hidden
+    assert result.aside.read_bytes() == bytes(data)
+    with Hdf5File(killed_file) as f:
+        assert f.n_packets == 0 and f.info().clean_close is True

@@ -239,9 +239,13 @@ def repair_part(path: str | Path, packets: int, messages: int, configs: int) -> 
     path = Path(path)
     with open(path, "rb") as f:
         superblock = f.read(64)  # as the writer left it, for a damaged original kept aside
-    clear_write_flags(path)
-    grown = extend_eoa_to_eof(path)
-    reason = untrusted_reason(path)
+    grown = 0
+    try:
+        clear_write_flags(path)
+        grown = extend_eoa_to_eof(path)
+        reason = untrusted_reason(path)
+    except FormatError as exc:  # a superblock that is not what the writer left
+        reason = str(exc)
     if reason is None:
         try:
             return Repair(cut=truncate_to_commit(path, packets, messages, configs),
