@@ -77,6 +77,11 @@ def test_the_store_never_overwrites_and_lists_newest_first(tmp_path):
     assert [r["summary_file"] for r in listed if r["status"] != "unreadable"] == [
         third["summary_file"], second["summary_file"], first["summary_file"]]
     assert any(r["status"] == "unreadable" for r in listed)
+    # Each listing carries the start of its summary: a line per scalar, arrays by shape.
+    hello = listed[0]["brief"]
+    assert hello[0] == 'greeting  "Hello, world!"' and len(hello) <= 3
+    scan = listed[-1]["brief"]
+    assert len(scan) == 4 and scan[-1].startswith("... (") and "more; see the files" in scan[-1]
     # The arrays are in numpy, the summary and parameters in JSON: the whole result.
     record = json.loads(Path(first["summary_file"]).read_text())
     with np.load(first["arrays_file"]) as npz:

@@ -12,6 +12,7 @@ import pytest
 from daq_procs import Daq, Proc
 from playwright.sync_api import expect, sync_playwright
 
+from larpixdaq.commands.pipeline import ROUTINE_RESULTS_DIR
 from larpixdaq.runcontrol.actions import action
 from larpixdaq.runcontrol.component import Component
 from larpixdaq.runcontrol.credentials import find_credential
@@ -320,6 +321,52 @@ def test_configuration_and_routines_against_the_real_daq(web_daq, page, tmp_path
     shot = tmp_path / "routines-real.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not errors, errors
+
+
+def test_routine_results_table(web_daq, page, tmp_path):
+    """A routine run from the page's form gets its row in the results table once it ends
+    (newest first, with the files its producer wrote); an anonymous viewer reads it too."""
+    daq, url = web_daq
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(login_link(url, daq.core.endpoint))
+    expect(page.get_by_test_id("who")).to_contain_text("(expert)")
+    rows = page.locator("#routine-results tbody tr")
+    # the table is asked for when the producer's actions arrive: nothing kept yet
+    expect(page.locator("#log li.ok").filter(has_text="routine_results")).not_to_have_count(
+        0, timeout=15_000)
+    expect(rows).to_have_count(0)
+
+    page.select_option("#action-component", "producer-1")
+    page.select_option("#action-name", "run_routine")
+    expect(page.locator("#routine-name option[value=hello_world]")).to_have_count(1)
+    page.select_option("#routine-name", "hello_world")
+    for name in ("first", "second"):
+        page.fill("#action-params input[name=name]", name)
+        page.click("#btn-invoke")
+        expect(page.locator("#action-result")).to_contain_text(f"Hello, {name}!",
+                                                               timeout=15_000)
+        expect(rows.first).to_contain_text(f"Hello, {name}!", timeout=15_000)
+    expect(rows).to_have_count(2)
+    newest = rows.first.locator("td")
+    expect(newest.nth(1)).to_have_text("hello_world")
+    expect(newest.nth(2)).to_have_text("producer-1")
+    expect(newest.nth(3)).to_have_text("success")
+    expect(rows.nth(1)).to_contain_text("Hello, first!")
+    # the files named are the ones the producer wrote, newest first
+    kept = sorted((daq.data / ROUTINE_RESULTS_DIR).glob("*-hello_world.json"), reverse=True)
+    assert len(kept) == 2
+    assert newest.nth(5).inner_text() == kept[0].name
+    assert rows.nth(1).locator("td").nth(5).inner_text() == kept[1].name
+
+    # a viewer (not logged in) reads the same table
+    page.click("#btn-logout")
+    expect(page.get_by_test_id("who")).to_contain_text("not logged in (viewer)")
+    page.reload()
+    expect(page.get_by_test_id("who")).to_contain_text("not logged in (viewer)")
+    expect(rows).to_have_count(2, timeout=15_000)
+    expect(rows.first).to_contain_text("Hello, second!")
     assert not errors, errors
 
 

@@ -28,6 +28,8 @@ import numpy as np
 
 #: Numeric lists with at least this many numbers go to the arrays; shorter ones stay inline.
 ARRAY_MIN_SIZE = 16
+#: Summary lines a listing carries per result (a table's "summary" column).
+BRIEF_LINES = 3
 INT64_MIN, INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
 SUMMARY_SUFFIX, ARRAYS_SUFFIX = ".json", ".npz"
 
@@ -234,8 +236,9 @@ class ResultStore:
 
     def list(self, limit: int | None = None, routine: str | None = None
              ) -> list[dict[str, Any]]:
-        """Kept results, newest first, without their summaries (what a table shows);
-        a file that cannot be read is listed with the reason rather than hidden."""
+        """Kept results, newest first, without their summaries (what a table shows) but
+        with their first :data:`BRIEF_LINES` summary lines as ``brief``; a file that cannot
+        be read is listed with the reason rather than hidden."""
         if not self.directory.is_dir():
             return []
         out: list[dict[str, Any]] = []
@@ -248,7 +251,9 @@ class ResultStore:
                 continue
             if routine and record.get("routine") != routine:
                 continue
-            out.append({k: v for k, v in record.items() if k not in ("summary", "traceback")})
+            listed = {k: v for k, v in record.items() if k not in ("summary", "traceback")}
+            listed["brief"] = summary_lines(record.get("summary"), limit=BRIEF_LINES)
+            out.append(listed)
             if limit and len(out) >= limit:
                 break
         return out

@@ -6,6 +6,7 @@ import { drawHistogram, drawLine, fmt } from "./plots.js";
 import { $, el } from "./dom.js";
 import { docNodes, paramValue, routineValue } from "./forms.js";
 import { editedRegisters, markDifferences, showRegisters } from "./registers.js";
+import { refreshRoutineResults } from "./results.js";
 import {
   count, duration, renderAlarms, renderLog, renderRecent, renderRuns, storageCounts,
 } from "./tables.js";
@@ -15,7 +16,7 @@ const S = {
   layout: null, paused: false, board: "", tile: "", log: new Map(), ws: null,
   session: { user: null, role: "viewer", csrf: null }, ownClients: new Set(),
   view: "tile", regions: [], configs: new Map(), configLoading: new Set(), sentView: "",
-  routines: new Map(),
+  routines: new Map(), routinesDone: new Set(),
 };
 
 // Who this page acts as: a logged-in user (with the session's CSRF token, sent with every
@@ -88,14 +89,22 @@ function handle(msg) {
       setConnection(msg.connected, msg.connected ? `core ${msg.core}` : `core ${msg.core}: ${msg.message}`);
       if (msg.connected) { S.status = msg.data; renderStatus(); }
       break;
-    case "actions": S.actions = msg.data; renderBoards(); renderActions(); renderConfig(); break;
+    case "actions": {
+      const first = !Object.keys(S.actions).length;
+      S.actions = msg.data; renderBoards(); renderActions(); renderConfig();
+      if (first) refreshResults();
+      break;
+    }
     case "runs": S.runs = msg.data; renderRuns(S.runs); break;
     case "monitor":
       if (S.paused) break;
       S.monitor = msg.data; S.monitorNote = msg.message || "";
       renderMonitor();
       break;
-    case "log": S.log.set(msg.entry.id, msg.entry); renderLog(S.log); renderStopRoutine(); break;
+    case "log":
+      S.log.set(msg.entry.id, msg.entry); renderLog(S.log); renderStopRoutine();
+      if (routineEnded(msg.entry)) refreshResults();
+      break;
     case "audit":
       // The core's audit trail: requests from elsewhere (command line, scripts, other pages)
       // and failed logins; this server's own requests are already in the log.
@@ -525,6 +534,18 @@ async function stopRoutine() {
   renderStopRoutine();
 }
 
+// ------------------------------------------------------------------ routine results
+// A routine's outcome is kept by its producer when it ends, so the table is asked for again
+// whenever a run_routine this page (or another page of this server) sent has finished.
+function routineEnded(e) {
+  if (e.command !== "invoke" || e.params?.action !== "run_routine" || e.status === "running") return false;
+  if (S.routinesDone.has(e.id)) return false;
+  S.routinesDone.add(e.id);
+  return true;
+}
+
+const refreshResults = () => refreshRoutineResults(command, S.actions);
+
 // ------------------------------------------------------------------ configuration editor
 const CONFIG_ACTIONS = {
   retrieve: ["retrieve_configuration", "get_configuration", "configuration"],
@@ -635,6 +656,7 @@ function start() {
   $("routine-name").onchange = renderRoutineForm;
   $("btn-invoke").onclick = invoke;
   $("btn-stop-routine").onclick = stopRoutine;
+  $("btn-refresh-results").onclick = refreshResults;
   $("btn-logout").onclick = logout;
   fetch("/api/layout").then((r) => r.json()).then((l) => { S.layout = prepareLayout(l); sendView(); });
   loadSession().then(connect);
