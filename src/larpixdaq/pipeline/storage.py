@@ -116,6 +116,7 @@ class StorageLink:
         self._ending: tuple[Future, float] | None = None
         self._end_patience = 3.0
         self._stop = threading.Event()
+        self._leaving = threading.Event()  # stopping: an end waits for no stream any more
         self._thread: threading.Thread | None = None
         self._last_summary: dict[str, Any] | None = None
 
@@ -143,7 +144,14 @@ class StorageLink:
         self._thread.start()
         return self
 
+    def leave(self) -> None:
+        """The process is stopping (SIGTERM): a run's end under way, or asked for from now
+        on, closes the file with what has arrived instead of waiting for streams whose
+        producers are gone (``up`` stops them first), so storage leaves within its grace."""
+        self._leaving.set()
+
     def stop(self) -> None:
+        self._leaving.set()
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
@@ -437,7 +445,7 @@ class StorageLink:
                 fut.set_result(self._last_summary or {"files": [], "counters": {}})
             return
         unfinished = [s for s in w.trackers if s not in w.finished]
-        if unfinished and time.monotonic() < deadline:
+        if unfinished and time.monotonic() < deadline and not self._leaving.is_set():
             return
         self._ending = None
         self._run = None
@@ -522,5 +530,8 @@ class StorageComponent(Component):
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
+        # Before the base waits for a transition under way: an end waiting for streams
+        # that will never finish must finish now, or the process outlives its grace.
+        self.link.leave()
         super().stop(timeout)
         self.link.stop()
