@@ -96,3 +96,15 @@ def test_each_incident_the_core_records_is_explained(fragment):
     section = GUIDE[GUIDE.index("## 10. Incidents"):]
     assert fragment in source, f"the core no longer says {fragment!r}: update the guide"
     assert fragment in section
+
+
+@pytest.mark.parametrize("fragment", [
+    "data gap: ", "died and was restarted; io_group ", "has no data from message time ",
+    "(last SYNC before, first after)", "spill file(s) of a dead ",
+    "kept on disk, not replayed"])
+def test_each_incident_a_producer_reports_is_explained(fragment):
+    source = (ROOT / "src" / "larpixdaq" / "pipeline" / "gapmark.py").read_text()
+    source = re.sub(r'"\s*\n\s*f?"', "", source)  # adjacent literals of one message joined
+    section = GUIDE[GUIDE.index("## 10. Incidents"):]
+    assert fragment in source, f"the producer no longer says {fragment!r}: update the guide"
+    assert fragment in section

@@ -233,7 +233,8 @@ def run_producer(args: argparse.Namespace) -> int:
     address = _aggregator_address(args, "aggregator_in", DEFAULT_INLET)
     producer = Producer(name, source, address, record=args.record,
                         hold_bytes=int(args.hold_mb * (1 << 20)),
-                        spill_dir=args.spill_dir or args.data_dir)
+                        spill_dir=args.spill_dir or args.data_dir,
+                        state_dir=args.data_dir)
     print(f"producer {name}: {args.board} io_group {args.io_group} -> {address}", flush=True)
     for d in args.routines:
         if not Path(d).is_dir():

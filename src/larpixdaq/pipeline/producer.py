@@ -43,6 +43,7 @@ import numpy as np
 import zmq
 
 from larpixdaq.formats.pacman import HEADER_BYTES, WORD_BYTES
+from larpixdaq.pipeline import gapmark
 from larpixdaq.pipeline.backlog import DEFAULT_HOLD_BYTES, Backlog, Pending
 from larpixdaq.pipeline.boardactions import BoardActions
 from larpixdaq.pipeline.counters import Counters
@@ -104,6 +105,9 @@ class ProducerCounters(Counters):
     frames_acked: int = 0
     frames_resent: int = 0
     aggregator_changes: int = 0
+    data_gaps: int = 0  # holes in the board's data left by a dead process of this name
+    spill_files_orphaned: int = 0  # spill files a dead process of this name left (kept)
+    state_write_errors: int = 0  # the gap mark could not be written
 
 
 class DataTap:
@@ -154,7 +158,8 @@ class Producer:
                  record: str | Path | None = None, context: zmq.Context | None = None,
                  tap_messages: int = DEFAULT_TAP_MESSAGES,
                  hold_bytes: int = DEFAULT_HOLD_BYTES,
-                 spill_dir: str | Path | None = None) -> None:
+                 spill_dir: str | Path | None = None,
+                 state_dir: str | Path | None = None) -> None:
         self.name = name
         self.source = source
         self.io_group = source.io_group
@@ -176,6 +181,23 @@ class Producer:
         self.keys: ClientKeys | None = None  # CURVE keys for the aggregator, if it has them
         self.tap_messages = int(tap_messages)
         self.backlog = Backlog(hold_bytes, spill_dir, name)
+        #: Spill files a dead process of this name left: kept, reported, never replayed
+        #: (their frames belong to the dead process's stream, whose earlier frames died).
+        self.orphaned_spills = ([] if spill_dir is None else sorted(
+            p for p in Path(spill_dir).glob(f"spill-{name}-*.bin")
+            if p != self.backlog.spill_path))
+        self.counters.spill_files_orphaned = len(self.orphaned_spills)
+        # Where the data storage committed last stands (see gapmark); what a dead
+        # predecessor left there is the start of a hole, told at the first data after begin.
+        self.mark_path = gapmark.state_path(state_dir, name) if state_dir else None
+        self.before_death = gapmark.read_mark(self.mark_path) if self.mark_path else None
+        self._last_acked: Pending | None = None
+        self._last_sync: tuple[int, int] | None = None  # (run, time) of the last SYNC committed
+        if self.before_death is not None and self.before_death.sync_time is not None:
+            self._last_sync = (self.before_death.run, self.before_death.sync_time)
+        self._mark_at = 0.0
+        #: Called (from the data thread) with the text and details of a hole in the data.
+        self.on_gap: Callable[[str, dict[str, Any]], None] | None = None
         self.unacked: deque[Pending] = deque()
         self.unacked_bytes = 0
         self.acked: dict[int, int] = {}  # epoch -> highest seq storage committed
@@ -410,8 +432,14 @@ class Producer:
                 self.acked[epoch] = seq
         u = self.unacked
         while u and u[0].seq <= self.acked.get(u[0].epoch, -1):
-            self.unacked_bytes -= len(u.popleft().payload)
+            item = u.popleft()
+            self.unacked_bytes -= len(item.payload)
             self.counters.frames_acked += 1
+            if item.words:  # one numpy pass per message (about 8 us for 8192 words)
+                self._last_acked = item
+                _, sync = gapmark.message_marks(item.payload)
+                if sync is not None:
+                    self._last_sync = (self.run_number, sync)
         self._check_end()
 
     def _check_end(self, sent: Pending | None = None) -> None:
@@ -497,10 +525,45 @@ class Producer:
         idle = self.credit <= 0 or not self._welcomed or not len(self.backlog)
         self._forward(self.source.read(0.02 if idle else 0.0))
 
+    def _save_mark(self) -> None:
+        """At most once a second: where the committed data of the board ends (gapmark)."""
+        item, now = self._last_acked, time.monotonic()
+        if item is None or self.mark_path is None or now - self._mark_at < 1.0:
+            return
+        self._last_acked, self._mark_at = None, now
+        msg_time, _ = gapmark.message_marks(item.payload)
+        last = self._last_sync
+        sync = last[1] if last is not None and last[0] == self.run_number else None
+        mark = gapmark.Mark(self.run_number, self.io_group, msg_time, sync)
+        try:
+            gapmark.write_mark(self.mark_path, mark)
+        except OSError as exc:
+            self.counters.state_write_errors += 1
+            log.warning("%s: could not write %s: %s", self.name, self.mark_path, exc)
+
+    def _tell_gap(self, msgs: list[bytes]) -> None:
+        """The first data after a restart in the run a dead predecessor was in: the hole
+        goes into the stream (INFO, before this data) and to run control (an incident)."""
+        before, self.before_death = self.before_death, None
+        if before is None or before.run != self.run_number:
+            return
+        after_time, _ = gapmark.message_marks(msgs[0])
+        after_sync = gapmark.first_sync(msgs)
+        self.counters.data_gaps += 1
+        self._frame(KIND_INFO, gapmark.gap_info(before, after_time, after_sync).encode())
+        text = gapmark.gap_text(self.name, before, after_time, after_sync)
+        log.warning("%s", text)
+        if self.on_gap is not None:
+            self.on_gap(text, {"io_group": self.io_group, "run_number": self.run_number,
+                               "from_unix": before.msg_time, "to_unix": after_time,
+                               "from_sync": before.sync_time, "to_sync": after_sync})
+
     def _forward(self, msgs: list[bytes]) -> None:
         """The board's messages into the stream (and to the recorder and routine taps)."""
         if not msgs:
             return
+        if self.before_death is not None and self.reading:
+            self._tell_gap(msgs)
         self._record(msgs)
         for tap in tuple(self._taps):
             self.counters.tap_messages_dropped += tap.offer(msgs)
@@ -513,6 +576,7 @@ class Producer:
             self._receive(0)
             self._keep_in_touch()
             self._send_backlog()
+            self._save_mark()
             if self._stop.is_set():
                 break  # never read from the board what can no longer be sent
             if self.reading and (self.source.runs_on_its_own
@@ -544,6 +608,9 @@ class ProducerComponent(Component):
         if producer.keys is None:  # the data path with the component's keys
             producer.keys = self._keys
         self._unsent_before = 0.0  # messages_unsent when this run was prepared
+        self._gaps_before = 0  # data_gaps when this run was prepared
+        self._orphans_told = False
+        producer.on_gap = lambda text, data: self.notice(text, **data)
         self._before_begin_base = 0
         self._restored: dict[str, Any] | None = None  # what start() re-applied, until told
         self.board = BoardActions(producer, name=name, log=self.log,
@@ -558,6 +625,7 @@ class ProducerComponent(Component):
             raise RuntimeError(f"{self.board.restore_problem}; write the configuration "
                                "again before taking data")
         self._unsent_before = self.producer.counters.messages_unsent
+        self._gaps_before = self.producer.counters.data_gaps
         self._before_begin_base = self.producer.counters.messages_before_begin
         block = admitted.parse(run.admitted).get(self.name)
         if block is None and run.admitted:
@@ -573,6 +641,11 @@ class ProducerComponent(Component):
 
     def on_begin(self, run: RunInfo) -> dict | None:
         self.producer.begin()
+        orphans = self.producer.orphaned_spills
+        if orphans and not self._orphans_told:  # once, in the first run this process joins
+            self._orphans_told = True
+            self.notice(gapmark.orphan_text(self.name, orphans),
+                        files=[str(p) for p in orphans])
         return None
 
     def on_end(self, run: RunInfo | None) -> dict | None:
@@ -582,6 +655,8 @@ class ProducerComponent(Component):
         early = self.producer.counters.messages_before_begin - self._before_begin_base
         return {"counters": {**counters, **self.board.counters(),
                              "run_messages_unsent": unsent,
+                             "run_data_gaps": self.producer.counters.data_gaps
+                             - self._gaps_before,
                              "run_messages_before_begin": early}}
 
     def start(self) -> ProducerComponent:

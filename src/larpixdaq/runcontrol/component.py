@@ -176,6 +176,13 @@ class Component:
     def main(self, stop: threading.Event) -> None:
         """Optional long-running body (e.g. a data loop) run in its own thread until ``stop``."""
 
+    def notice(self, message: str, **data: Any) -> None:
+        """Tell the core something the run's data must be read with that does not stop the
+        run (a hole in a board's data): operators get an ``incident`` event and the run an
+        incident, recorded as resolved. Safe from any thread."""
+        self.log.warning("incident: %s", message)
+        self._post(m.Notice(name=self.name, message=message, data=plain(data)))
+
     def alarm(self, message: str, **data: Any) -> None:
         """Tell the core at once that the run cannot carry on as it is (from any thread):
         operators get an ``alarm`` event, the run an incident, and an open run fails."""

@@ -281,6 +281,8 @@ class Core:
                 self._persist(effect.state, effect.run_number)
             elif isinstance(effect, p.Incident):
                 index = self.db.add_incident(effect.run_number, effect.reason)
+                if effect.resolution is not None:
+                    self.db.resolve_incident(effect.run_number, index, effect.resolution)
                 held = self.roster.missing.get(effect.hold) if effect.hold else None
                 if held is not None:
                     held.incident = index
@@ -359,7 +361,7 @@ class Core:
         handler = {
             m.Register: self._on_register, m.Heartbeat: self._on_heartbeat, m.Bye: self._on_bye,
             m.Command: self._on_command, m.Ack: self._on_ack, m.Progress: self._on_progress,
-            m.Result: self._on_result, m.Alarm: self._on_alarm,
+            m.Result: self._on_result, m.Alarm: self._on_alarm, m.Notice: self._on_notice,
         }.get(type(msg))
         if handler is None:
             self.counters["unexpected_messages"] += 1
@@ -460,6 +462,16 @@ class Core:
                                          message="register before raising alarms"))
             return
         self.apply(self.planner.alarm(self.roster.members[name], msg.message, msg.data))
+
+    def _on_notice(self, identity: bytes, msg: m.Notice) -> None:
+        """A component tells what the run's data must be read with (a hole in a board's
+        data): the operators hear it, the run records it; the run goes on."""
+        name = self.roster.name_of(identity)
+        if name is None:
+            self.send(identity, m.Reject(code="not-registered",
+                                         message="register before sending notices"))
+            return
+        self.apply(self.planner.notice(self.roster.members[name], msg.message, msg.data))
 
     def _on_bye(self, identity: bytes, msg: m.Bye) -> None:
         name = self.roster.name_of(identity)

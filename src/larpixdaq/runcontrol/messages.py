@@ -191,6 +191,19 @@ class Alarm(Message):
 
 
 @dataclass(frozen=True)
+class Notice(Message):
+    """Component -> core: something the run must remember that does not stop it (a board's
+    data has a hole where its producer was dead); the core tells the operators and records
+    it on the run as an incident, marked resolved (it is a fact about the data, not a
+    problem still open: the counters the component reports say what it cost)."""
+
+    TYPE: ClassVar[str] = "notice"
+    name: str
+    message: str
+    data: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Event(Message):
     """Core -> operators: something happened that nobody asked about (a component lost)."""
 
@@ -204,7 +217,7 @@ class Event(Message):
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.TYPE: cls
     for cls in (Register, Welcome, Reject, Heartbeat, Bye, Command, Transition, Invoke, Ack,
-                Progress, Result, Event, Alarm)
+                Progress, Result, Event, Alarm, Notice)
 }
 
 

@@ -105,6 +105,7 @@ class Incident:
     run_number: int
     reason: str
     hold: str | None = None
+    resolution: str | None = None  # recorded as resolved at once, with this resolution
 
 
 @dataclass(frozen=True)
@@ -367,6 +368,18 @@ class Planner:
         if self.run is not None:
             out.append(Incident(self.run.run_number, reason))
             self._fault(reason, out)
+        return out
+
+    def notice(self, member: Member, message: str, data: dict[str, Any]) -> list[Effect]:
+        """A component tells what the run's data must be read with (a hole in a board's
+        data): the operators hear it; an open run records it as an incident that needs no
+        action (resolved as it is recorded). The run goes on."""
+        reason = f"{member.role} {member.name}: {message}"
+        out: list[Effect] = [Notify("incident", reason, {**data, "component": member.name,
+                                                         "role": member.role})]
+        if self.run is not None:
+            out.append(Incident(self.run.run_number, reason,
+                                resolution="recorded (the data around it is in the files)"))
         return out
 
     def fault(self, reason: str) -> list[Effect]:

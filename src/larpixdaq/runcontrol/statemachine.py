@@ -295,7 +295,8 @@ LOSS_COUNTERS: dict[str, tuple[str, ...]] = {
                                     # stream another connection sends)
         "run_frames_oversize",     # messages over the protocol's size limits
     ),
-    "producer": ("run_messages_unsent",),    # read from the board but never sent
+    "producer": ("run_messages_unsent",      # read from the board but never sent
+                 "run_data_gaps"),           # holes left by a dead producer (see gapmark)
 }
 
 #: Every exit status a run can end with, best first.

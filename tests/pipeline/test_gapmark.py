@@ -1,0 +1,63 @@
+"""Where a dead producer's hole is: what a PACMAN message says, the texts, the state file."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from larpixdaq.formats.pacman import (
+    concat_words,
+    data_words,
+    encode_data_message,
+    sync_words,
+)
+from larpixdaq.pipeline import gapmark
+
+u32 = st.integers(0, 2**32 - 1)
+
+
+def _message(stamp: int, syncs: list[int], packets: int = 5) -> bytes:
+    parts = [data_words(1, np.arange(packets, dtype=np.uint64), 7)]
+    for t in syncs:
+        parts += [sync_words(t), data_words(1, np.arange(2, dtype=np.uint64), 8)]
+    return encode_data_message(stamp, concat_words(parts))
+
+
+@given(stamp=u32, syncs=st.lists(u32, max_size=4))
+def test_a_message_gives_its_header_time_and_its_last_sync(stamp, syncs):
+    assert gapmark.message_marks(_message(stamp, syncs)) == (
+        stamp, syncs[-1] if syncs else None)
+
+
+def test_the_first_sync_after_a_restart_is_looked_for_across_messages():
+    msgs = [_message(10, []), _message(11, [500, 600]), _message(12, [700])]
+    assert gapmark.first_sync(msgs) == 500
+    assert gapmark.first_sync(msgs[:1]) is None
+    assert gapmark.message_marks(b"D\x00") == (0, None)  # too short: no time, no crash
+
+
+@given(t0=u32, t1=u32, s0=st.none() | u32, s1=st.none() | u32)
+def test_the_file_row_fits_the_messages_table_and_says_the_interval(t0, t1, s0, s1):
+    info = gapmark.gap_info(gapmark.Mark(3, 1, t0, s0), t1, s1)
+    assert len(info.encode()) <= gapmark.MAX_INFO_BYTES
+    assert info == f"gap {t0}-{t1} SYNC {'none' if s0 is None else s0}-" \
+                   f"{'none' if s1 is None else s1}"
+
+
+def test_the_incident_names_the_producer_the_io_group_and_both_units():
+    text = gapmark.gap_text("producer-7", gapmark.Mark(3, 7, 1000, 25), 1004, None)
+    assert text.startswith("data gap: producer-7 ")
+    assert "io_group 7 has no data from message time 1000 to 1004 (unix s, 4 s)" in text
+    assert "SYNC 25 to none" in text
+
+
+def test_the_state_file_is_replaced_whole_and_read_back(tmp_path):
+    path = gapmark.state_path(tmp_path, "producer-1")
+    assert gapmark.read_mark(path) is None
+    gapmark.write_mark(path, gapmark.Mark(4, 1, 1700000000, None))
+    gapmark.write_mark(path, gapmark.Mark(4, 1, 1700000001, 99))
+    assert gapmark.read_mark(path) == gapmark.Mark(4, 1, 1700000001, 99)
+    assert [p.name for p in tmp_path.iterdir()] == ["producer-producer-1.state"]
+    path.write_text("{not json")
+    assert gapmark.read_mark(path) is None
