@@ -131,3 +131,93 @@ def test_a_spill_file_left_by_a_killed_producer_is_kept_and_reported(tmp_path):
         assert run["counters"]["producer-1"]["spill_files_orphaned"] == 1
     finally:
         daq.close()
+
+
+def test_with_a_pacman_every_packet_outside_the_recorded_gap_is_in_the_files_once(tmp_path):
+    """The board (the PACMAN emulator) runs on while its producer is dead; a subscriber of
+    its PUB records what it published (the truth). The files hold the truth's messages in
+    two unbroken stretches, and every message between them is inside the recorded gap."""
+    import threading
+
+    import zmq
+
+    from larpixdaq.boards.pacman_emulator import PacmanEmulator
+    from larpixdaq.boards.simboard import SimulatedBoard
+    from larpixdaq.formats.pacman import HEADER, decode_data_messages
+
+    emu = PacmanEmulator(SimulatedBoard(1, seed=2).bring_up_all(), cmd_port=0, data_port=0,
+                         echo_port=0).start()
+    ports = {k: int(v.rsplit(":", 1)[1]) for k, v in emu.endpoints().items()}
+    truth: list[bytes] = []
+    stop = threading.Event()
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.RCVHWM, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(f"tcp://127.0.0.1:{ports['data']}")
+
+    def record() -> None:
+        while not stop.is_set():
+            if sub.poll(50):
+                truth.append(sub.recv())
+
+    recorder = threading.Thread(target=record, daemon=True)
+    recorder.start()
+    wait_for(lambda: len(truth) > 0, timeout=20)
+    daq = Daq(tmp_path, boards=1, producer_args=(
+        "--board", f"pacman:127.0.0.1:{ports['cmd']}:{ports['data']}"))
+    daq.core.extra += ["--rejoin-grace", "30"]
+    try:
+        daq.start()
+        daq.call("prepare_run")
+        daq.call("begin_run")
+        run_number = _run_number(daq)
+        state = daq.data / "producer-producer-1.state"
+        wait_for(lambda: state.exists() and _packets_sent(daq) > 2000, timeout=20)
+        _kill_and_restart(daq, run_number)
+        wait_for(lambda: _packets_sent(daq) > 2000, timeout=20)
+        final = daq.op.call("end_run")
+        assert final.success, final.message
+        run = daq.runs_json()[0]
+    finally:
+        daq.close()
+        stop.set()
+        recorder.join(5)
+        sub.close(0)
+        emu.stop()
+    (text,) = (t for t in run["incidents"] if "data gap" in t)
+    t0, t1 = (int(x) for x in text.split("from message time ")[1].split(" (")[0].split(" to "))
+    msgs = [m for m in truth if m[:1] == b"D"]
+    each = [decode_data_messages([m], 1).rows for m in msgs]  # the test's own bookkeeping
+    each = [r[r["packet_type"] != MESSAGE] for r in each]
+    rows = np.concatenate(each)
+    of_message = np.repeat(np.arange(len(msgs)), [len(r) for r in each])
+    times = np.array([HEADER.unpack_from(m)[1] for m in msgs])
+    got = read_run_packets(run["files"])
+    got = got[(got["io_group"] == 1) & (got["packet_type"] != MESSAGE)]
+
+    def stretch(start: int) -> tuple[int, int]:
+        """Where got[start] is in the truth (of the places its row is, the one where the two
+        go on together longest), and how far they go on together."""
+        best = (-1, 0)
+        for at in np.flatnonzero(rows == got[start]):
+            n = min(len(got) - start, len(rows) - at)
+            differ = np.flatnonzero(got[start:start + n] != rows[at:at + n])
+            run = int(differ[0]) if len(differ) else n
+            if run > best[1]:
+                best = (int(at), run)
+        assert best[0] >= 0, "a row of the files the board never published"
+        return best
+
+    a, n1 = stretch(0)
+    assert n1 < len(got), "no hole at all: the producer's death lost nothing?"
+    c, n2 = stretch(n1)
+    assert n1 + n2 == len(got), "more than one hole"
+    assert c >= a + n1  # in order, nothing twice
+    hole = np.unique(of_message[a + n1:c])
+    assert len(hole) > 0
+    print(f"gap {t0}..{t1}: {len(hole)} of {len(msgs)} messages ({c - a - n1} packets) in the "
+          f"hole, {n1} + {n2} packets in the files")
+    assert (times[hole] >= t0).all() and (times[hole] <= t1).all(), (t0, t1, times[hole])
+    # The stretches are whole messages: the hole starts and ends at message boundaries.
+    assert of_message[a + n1 - 1] != of_message[a + n1] and of_message[c - 1] != of_message[c]
