@@ -99,6 +99,15 @@ class Daq:
         wait_for(lambda: len(self.clients()) == 2 + self.boards, timeout=15)
         return self
 
+    def start_run(self, rejoin_grace: float) -> Daq:
+        """Start, prepare and begin, with the core holding a run for a lost component
+        ``rejoin_grace`` seconds: where every fault test of the data path begins."""
+        self.core.extra += ["--rejoin-grace", str(rejoin_grace)]
+        self.start()
+        self.call("prepare_run")
+        self.call("begin_run")
+        return self
+
     def start_aggregator(self) -> Proc:
         """The aggregator; started again, it binds the addresses the first one had (its
         peers reconnect to them)."""

@@ -110,11 +110,8 @@ def test_runs_record_every_packet_sent(daq_factory, boards):
 def test_storage_killed_mid_run_loses_nothing(tmp_path):
     daq = Daq(tmp_path, boards=2, rate=100_000)
     # Room for a restart on a busy machine: the run is held until storage is back.
-    daq.core.extra += ["--rejoin-grace", "30"]
     try:
-        daq.start()
-        daq.call("prepare_run")
-        daq.call("begin_run")
+        daq.start_run(rejoin_grace=30)
         wait_for(lambda: _counter(daq, "storage", "packets_written") > 0)
         daq.storage.stop(signal.SIGKILL)
         # Run control notices the loss (a heartbeat time-out later) and holds the run;
@@ -179,11 +176,8 @@ def test_aggregator_killed_mid_run_loses_nothing(tmp_path):
     """The producers keep every frame until storage has committed it: a new aggregator gets
     what the killed one held again, storage drops what it already had, nothing is lost."""
     daq = Daq(tmp_path, boards=2, rate=100_000)
-    daq.core.extra += ["--rejoin-grace", "30"]
     try:
-        daq.start()
-        daq.call("prepare_run")
-        daq.call("begin_run")
+        daq.start_run(rejoin_grace=30)
         wait_for(lambda: _counter(daq, "storage", "packets_written") > 0)
         daq.aggregator.stop(signal.SIGKILL)
         wait_for(lambda: all(c["role"] != "aggregator" for c in daq.clients()))
@@ -215,11 +209,8 @@ def test_storage_stalled_the_boards_spill_and_nothing_is_lost(tmp_path):
     goes on, everything is replayed in order and the run is complete."""
     daq = Daq(tmp_path, boards=2, rate=100_000, aggregator_args=("--window-mb", "2"),
               producer_args=("--hold-mb", "0.1", "--spill-dir", str(tmp_path / "spill")))
-    daq.core.extra += ["--rejoin-grace", "60"]
     try:
-        daq.start()
-        daq.call("prepare_run")
-        daq.call("begin_run")
+        daq.start_run(rejoin_grace=60)
         wait_for(lambda: _counter(daq, "storage", "packets_written") > 0)
         daq.storage.send(signal.SIGSTOP)
         try:
@@ -258,11 +249,8 @@ def test_storage_stalled_past_the_grace_comes_back_and_the_run_succeeds(tmp_path
     """A stall is not a death: storage stopped (SIGSTOP) for longer than the core's rejoin
     grace comes back with nothing lost, its incident is resolved and the run is a success."""
     daq = Daq(tmp_path, boards=1, rate=50_000)
-    daq.core.extra += ["--rejoin-grace", "1.5"]
     try:
-        daq.start()
-        daq.call("prepare_run")
-        daq.call("begin_run")
+        daq.start_run(rejoin_grace=1.5)
         wait_for(lambda: _counter(daq, "storage", "packets_written") > 0)
         seen: list = []
 

@@ -67,11 +67,8 @@ def _texts(files) -> list[str]:
 
 def test_a_killed_producer_restarted_records_the_gap_and_loses_nothing_it_sent(tmp_path):
     daq = Daq(tmp_path, boards=1, rate=50_000)
-    daq.core.extra += ["--rejoin-grace", "30"]
     try:
-        daq.start()
-        daq.call("prepare_run")
-        daq.call("begin_run")
+        daq.start_run(rejoin_grace=30)
         run_number = _run_number(daq)
         state = daq.data / "producer-producer-1.state"
         wait_for(lambda: state.exists() and _packets_sent(daq) > 50_000, timeout=20)
@@ -107,11 +104,8 @@ def test_a_killed_producer_restarted_records_the_gap_and_loses_nothing_it_sent(t
 
 def test_a_spill_file_left_by_a_killed_producer_is_kept_and_reported(tmp_path):
     daq = Daq(tmp_path, boards=1, rate=100_000, producer_args=("--hold-mb", "0.2"))
-    daq.core.extra += ["--rejoin-grace", "30"]
     try:
-        daq.start()
-        daq.call("prepare_run")
-        daq.call("begin_run")
+        daq.start_run(rejoin_grace=30)
         wait_for(lambda: _packets_sent(daq) > 10_000, timeout=20)
         daq.aggregator.send(signal.SIGSTOP)  # the producer holds, then spills
         try:
@@ -166,11 +160,8 @@ def test_with_a_pacman_every_packet_outside_the_recorded_gap_is_in_the_files_onc
     wait_for(lambda: len(truth) > 0, timeout=20)
     daq = Daq(tmp_path, boards=1, producer_args=(
         "--board", f"pacman:127.0.0.1:{ports['cmd']}:{ports['data']}"))
-    daq.core.extra += ["--rejoin-grace", "30"]
     try:
-        daq.start()
-        daq.call("prepare_run")
-        daq.call("begin_run")
+        daq.start_run(rejoin_grace=30)
         run_number = _run_number(daq)
         state = daq.data / "producer-producer-1.state"
         wait_for(lambda: state.exists() and _packets_sent(daq) > 2000, timeout=20)
