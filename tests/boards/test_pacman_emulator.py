@@ -20,8 +20,10 @@ from larpixdaq.boards.pacman_emulator import (
     ERR_UNKNOWN_WORD,
     PacmanEmulator,
 )
+from larpixdaq.boards.simboard import SimulatedBoard
 from larpixdaq.formats import packets as K
 from larpixdaq.formats import pacman as P
+from larpixdaq.runcontrol.testing import wait_for
 
 
 @pytest.fixture
@@ -307,3 +309,69 @@ def test_a_fault_in_the_board_model_is_answered_and_serving_goes_on(start_emulat
     assert isinstance(err, P.Err) and err.code == ERR_BOARD and err.message == b"RuntimeError"
     assert emu.counters["errors_internal"] == 1
     assert P.decode_control(ask(s, P.encode_request([P.Ping()]))).words == (P.Ping(),)
+
+
+def _until(sub: zmq.Socket, last: bytes, timeout: float = 20.0) -> list[bytes]:
+    """Every message ``sub`` receives up to and including ``last``."""
+    out: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    while not out or out[-1] != last:
+        left = deadline - time.monotonic()
+        assert left > 0 and sub.poll(int(left * 1000) + 1), f"{len(out)} messages, no last"
+        out.append(sub.recv())
+    return out
+
+
+def test_rate_mode_publishes_the_fixed_rate_with_syncs_and_pause_holds_it(start_emulator, ctx):
+    """A board brought up gives ~18 k packets/s of physics; at rate=100 k the emulator makes
+    100 k/s (never more than the wall clock allows), SYNC words included, and a subscriber
+    that joined before sees exactly what the counters say was published."""
+    board = SimulatedBoard(1, seed=3).bring_up_all()
+    physics = board.physics.expected_rate(board._active())
+    rate = 100_000
+    assert physics < rate / 3
+    emu = start_emulator(board, rate=rate, message_words=1000)
+    sub = sub_socket(ctx, emu.data_endpoint)
+    sub.setsockopt(zmq.RCVHWM, 0)
+    assert sub.poll(20_000)  # joined: nothing published from now on is missed
+    emu.pause()
+    _until(sub, emu.last_message)
+    before = dict(emu.counters)
+    t0 = time.monotonic()
+    emu.resume()
+    wait_for(lambda: emu.counters["rate_packets"] - before["rate_packets"] >= rate, timeout=20)
+    emu.pause()
+    elapsed = time.monotonic() - t0
+    made = emu.counters["rate_packets"] - before["rate_packets"]
+    assert made <= 1.05 * rate * elapsed + 2000, (made, elapsed)  # never ahead of the clock
+    assert made / elapsed > 2 * physics, (made, elapsed)  # not the board's physics rate
+    msgs = _until(sub, emu.last_message)
+    assert len(msgs) == emu.counters["data_messages"] - before["data_messages"]
+    words = np.frombuffer(b"".join(m[P.HEADER_BYTES:] for m in msgs), P.WORD_DTYPE)
+    assert len(words) == emu.counters["data_words"] - before["data_words"]
+    assert np.count_nonzero(words["type"] == P.WORD_DATA) == made
+    assert np.count_nonzero(words["type"] == P.WORD_SYNC) >= 3  # board time ran >= 3 s
+    assert max(header(m)[2] for m in msgs) <= 1000
+    # Paused: requests are answered (each a turn of the serving loop), nothing published.
+    s = req_socket(ctx, emu.cmd_endpoint)
+    for _ in range(3):
+        assert P.decode_control(ask(s, P.encode_request([P.Ping()]))).words == (P.Ping(),)
+    assert emu.counters["data_messages"] - before["data_messages"] == len(msgs)
+    assert not sub.poll(0)
+    assert emu.counters["rate_behind"] == 0 or elapsed > 1.5  # only a starved thread skips
+
+
+def test_rate_mode_idles_in_real_time_until_a_chip_can_send(start_emulator, ctx):
+    emu = start_emulator(SimulatedBoard(1, seed=3), rate=50_000)  # nothing configured
+    s = req_socket(ctx, emu.cmd_endpoint)
+    assert P.decode_control(ask(s, P.encode_request([P.Ping()]))).words == (P.Ping(),)
+    wait_for(lambda: emu.counters["rate_idle"] >= 3, timeout=20)
+    assert emu.counters["rate_packets"] == 0
+    assert emu.counters["simulated_seconds"] > 0  # time follows the clock meanwhile
+
+
+@pytest.mark.parametrize("kwargs", [{"rate": 0}, {"rate": -5.0}, {"rate": float("nan")},
+                                    {"rate": 10.0, "flood": True}])
+def test_a_rate_that_cannot_be_paced_is_refused(kwargs):
+    with pytest.raises(ValueError, match="rate"):
+        PacmanEmulator(StandInBoard(), **kwargs)

@@ -12,6 +12,12 @@ lock and keeps the board's time ordering obvious (a command always acts between 
 right after a request that sent packets to the chips, so that config-read replies come back
 promptly) the board is advanced by the wall time elapsed and whatever it produced is
 published.
+
+Two other data modes exist for measurements: ``flood`` (as fast as the board can make
+packets) and ``rate`` (a fixed number of physics packets per second, paced by the wall
+clock, whatever the chips' configuration would give). :meth:`PacmanEmulator.pause` holds
+the data without stopping the board's command service, so a test can know exactly which
+messages were published between two instants (``counters`` and ``last_message``).
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ class Board(Protocol):
     def pacman_read(self, register: int) -> int: ...
     def transmit(self, io_channel: int, packets: np.ndarray) -> None: ...
     def generate(self, seconds: float) -> np.ndarray: ...
+    def generate_packets(self, n: int, markers: bool = False) -> np.ndarray: ...
 
 
 def _bind(sock: zmq.Socket, host: str, port: int) -> str:
@@ -68,7 +75,11 @@ class PacmanEmulator:
     ``message_words`` caps the words per data message (the format allows 65535; a real
     board sends far smaller messages, and small ones keep subscriber latency low).
     ``flood`` replaces real-time data by physics packets sent as fast as the board can make
-    them (``generate_packets``), to measure what a subscriber can take.
+    them (``generate_packets``), to measure what a subscriber can take. ``rate`` (packets
+    per second) replaces it by physics packets at that fixed rate, SYNC words included
+    (``generate_packets(n, markers=True)``, paced by the wall clock every ``period``): a
+    board that sends a known, steady load whatever its configuration gives (the board's
+    own time runs at the pace the packets need, faster or slower than the wall clock).
     """
 
     def __init__(
@@ -81,23 +92,37 @@ class PacmanEmulator:
         period: float = 0.01,
         message_words: int = 4096,
         flood: bool = False,
+        rate: float | None = None,
     ) -> None:
         if not 1 <= message_words <= P.MAX_WORDS:
             raise ValueError(f"message_words must be 1..{P.MAX_WORDS}, got {message_words}")
         if period <= 0:
             raise ValueError(f"period must be positive, got {period}")
+        if rate is not None and not (isinstance(rate, (int, float)) and 0 < rate < float("inf")):
+            raise ValueError(f"rate must be a positive number of packets/s, got {rate!r}")
+        if rate is not None and flood:
+            raise ValueError("flood and rate are two different data modes: choose one")
         self.board = board
         self.host = host
         self.ports = {"cmd": cmd_port, "data": data_port, "echo": echo_port}
         self.period = period
         self.message_words = message_words
         self.flood = flood
+        self.rate = rate
         self.cmd_endpoint = ""
         self.data_endpoint = ""
         self.echo_endpoint = ""
         self.counters: Counter[str] = Counter()
         """requests, request_words, replies, reply_words, errors, errors_<kind>,
-        tx_packets, data_messages, data_words, echo_messages, simulated_seconds."""
+        tx_packets, data_messages, data_words, echo_messages, simulated_seconds; with
+        ``rate``: rate_packets (DATA words made), rate_idle (nothing configured to send yet),
+        rate_behind (the thread fell more than MAX_CATCH_UP behind; that time is skipped)."""
+        self.last_message: bytes | None = None
+        """The last data message published (with ``counters``, what a subscriber must have
+        seen by the time it has this one)."""
+        self._pause = threading.Condition()
+        self._pause_wanted = False
+        self._paused = False
         self._ctx: zmq.Context | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -105,6 +130,7 @@ class PacmanEmulator:
         self.generate_error: BaseException | None = None
         """The last exception the board raised while generating data (counted too)."""
         self._started = threading.Event()
+        self._pace = (0.0, 0)  # rate mode: since when packets are due, how many were made
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> PacmanEmulator:
@@ -171,9 +197,27 @@ class PacmanEmulator:
         next_tick = last + self.period
         # Ask the board for many messages' worth at once: its per-call cost is not per word.
         flood_batch = self.message_words * max(1, (1 << 16) // self.message_words)
+        self._pace = (last, 0)
         self._started.set()
         try:
             while not self._stop.is_set():
+                if self._hold():
+                    # Paused: commands are answered, the board's time stands still (a
+                    # request's replies come out after the data resumes).
+                    if poller.poll(min(self.period * 1000.0, 50.0)):
+                        self._answer(cmd, echo)
+                    last = next_tick = time.monotonic()
+                    self._pace = (last, 0)
+                    continue
+                if self.rate is not None:
+                    wait_ms = max(0.0, (next_tick - time.monotonic()) * 1000.0)
+                    if poller.poll(min(wait_ms, 50.0)):
+                        self._answer(cmd, echo)  # replies come out with the next packets
+                    now = time.monotonic()
+                    if now >= next_tick:
+                        last = self._paced(data, last, now)
+                        next_tick = max(next_tick + self.period, now)
+                    continue
                 if self.flood:
                     # Commands and their replies keep real time, so a host can bring the
                     # network up and configure it while the board floods.
@@ -201,6 +245,71 @@ class PacmanEmulator:
         finally:
             for s in (cmd, data, echo):
                 s.close(linger=0)
+
+    # ------------------------------------------------------------------ pausing the data
+    def pause(self, timeout: float = 10.0) -> None:
+        """Stop publishing data (requests are still answered); returns once the serving
+        thread has stopped, so nothing is published from then until :meth:`resume`, and
+        ``counters`` and ``last_message`` say everything that was."""
+        self._set_pause(True, timeout)
+
+    def resume(self, timeout: float = 10.0) -> None:
+        """Publish data again (the board's time goes on from where the pause held it);
+        returns once the serving thread has taken it up."""
+        self._set_pause(False, timeout)
+
+    def _set_pause(self, wanted: bool, timeout: float) -> None:
+        with self._pause:
+            self._pause_wanted = wanted
+            if self._thread is None or not self._thread.is_alive():
+                self._paused = wanted  # taken up when serving starts
+                return
+            if not self._pause.wait_for(lambda: self._paused == wanted, timeout):
+                what = "pause" if wanted else "resume"
+                raise TimeoutError(f"the emulator's thread did not {what} within {timeout:g} s")
+
+    def _hold(self) -> bool:
+        """The serving thread's side of pause/resume: take up what is wanted, say it."""
+        with self._pause:
+            if self._paused != self._pause_wanted:
+                self._paused = self._pause_wanted
+                self._pause.notify_all()
+            return self._paused
+
+    def _paced(self, data: zmq.Socket, last: float, now: float) -> float:
+        """``rate`` mode: publish the physics packets due by ``now`` (SYNCs merged in), and
+        the configuration replies that came due; returns the time the board was last
+        advanced in real time (when nothing can send yet, time follows the wall clock, so
+        a host's configuration is answered)."""
+        t0, done = self._pace
+        due = self.rate * (now - t0) - done
+        if due > self.rate * MAX_CATCH_UP:  # stalled: skip the time rather than burst
+            self.counters["rate_behind"] += 1
+            t0 = now - MAX_CATCH_UP - done / self.rate
+            due = self.rate * MAX_CATCH_UP
+        n = int(due)
+        if n < 1:
+            self._pace = (t0, done)
+            return last
+        try:
+            replies = self.board.generate(0.0)  # the replies that came due meanwhile
+            try:
+                words = self.board.generate_packets(n, markers=True)
+            except RuntimeError:  # nothing configured to send yet: real time
+                self.counters["rate_idle"] += 1
+                self._pace = (now, 0)
+                self.publish(data, replies)
+                return self._tick(data, last)
+        except Exception as err:  # noqa: BLE001 - a model fault must not stop the commands
+            self.counters["errors_generate"] += 1
+            self.generate_error = err
+            self._pace = (now, 0)
+            return now
+        made = int(np.count_nonzero(words["type"] == P.WORD_DATA))
+        self.counters["rate_packets"] += made
+        self._pace = (t0, done + made)
+        self.publish(data, np.concatenate([replies, words]) if len(replies) else words)
+        return now
 
     def _answer(self, cmd: zmq.Socket, echo: zmq.Socket) -> bool:
         """Receive one request, send its reply (and the echo); True if packets went out.
@@ -244,12 +353,14 @@ class PacmanEmulator:
         for start in range(0, n, self.message_words):
             chunk = words[start : start + self.message_words]
             try:
-                data.send(P.encode_data_message(stamp, chunk), zmq.NOBLOCK, copy=False)
+                payload = P.encode_data_message(stamp, chunk)
+                data.send(payload, zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 self.counters["data_messages_dropped"] += 1
                 continue
             self.counters["data_messages"] += 1
             self.counters["data_words"] += len(chunk)
+            self.last_message = payload
 
     # ------------------------------------------------------------------ requests
     def handle_request(self, request: bytes) -> tuple[bytes, bool]:
