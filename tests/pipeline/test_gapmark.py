@@ -52,6 +52,18 @@ def test_the_incident_names_the_producer_the_io_group_and_both_units():
     assert "SYNC 25 to none" in text
 
 
+@given(g=st.integers(0, 255), t0=u32, t1=u32, s0=st.none() | u32, s1=st.none() | u32,
+       name=st.text("abcdefgh-0123456789", min_size=1, max_size=20))
+def test_the_interval_is_read_back_from_the_incident_text(g, t0, t1, s0, s1, name):
+    text = gapmark.gap_text(name, gapmark.Mark(2, g, t0, s0), t1, s1)
+    assert gapmark.gap_interval(text) == (g, t0, t1)
+
+
+def test_other_incidents_have_no_gap_interval():
+    assert gapmark.gap_interval("storage was lost and came back") is None
+    assert gapmark.gap_interval(gapmark.gap_info(gapmark.Mark(1, 1, 5, 6), 7, 8)) is None
+
+
 def test_the_state_file_is_replaced_whole_and_read_back(tmp_path):
     path = gapmark.state_path(tmp_path, "producer-1")
     assert gapmark.read_mark(path) is None

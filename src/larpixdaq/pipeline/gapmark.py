@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -75,6 +76,17 @@ def gap_text(name: str, before: Mark, after_time: int, after_sync: int | None) -
             f"{after_time - before.msg_time} s), SYNC {_sync(before.sync_time)} to "
             f"{_sync(after_sync)} (last SYNC before, first after)")
     return text
+
+
+_GAP = re.compile(r"io_group (\d+) has no data from message time (\d+) to (\d+) \(unix s")
+
+
+def gap_interval(text: str) -> tuple[int, int, int] | None:
+    """(io_group, T0, T1) of an incident :func:`gap_text` made, or None for any other text:
+    the one reader of that text, so a check of the files against a board's output (which
+    messages may be missing) follows the text if it changes."""
+    m = _GAP.search(text)
+    return None if m is None else (int(m[1]), int(m[2]), int(m[3]))
 
 
 def orphan_text(name: str, paths: list[Path]) -> str:
