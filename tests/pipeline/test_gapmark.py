@@ -1,4 +1,5 @@
-"""Where a dead producer's hole is: what a PACMAN message says, the texts, the state file."""
+"""Where a dead producer's hole is: what a PACMAN message says, where a log's data stops,
+the texts."""
 
 from __future__ import annotations
 
@@ -64,12 +65,28 @@ def test_other_incidents_have_no_gap_interval():
     assert gapmark.gap_interval(gapmark.gap_info(gapmark.Mark(1, 1, 5, 6), 7, 8)) is None
 
 
-def test_the_state_file_is_replaced_whole_and_read_back(tmp_path):
-    path = gapmark.state_path(tmp_path, "producer-1")
-    assert gapmark.read_mark(path) is None
-    gapmark.write_mark(path, gapmark.Mark(4, 1, 1700000000, None))
-    gapmark.write_mark(path, gapmark.Mark(4, 1, 1700000001, 99))
-    assert gapmark.read_mark(path) == gapmark.Mark(4, 1, 1700000001, 99)
-    assert [p.name for p in tmp_path.iterdir()] == ["producer-producer-1.state"]
-    path.write_text("{not json")
-    assert gapmark.read_mark(path) is None
+def test_where_a_log_s_data_stops_is_its_last_message_with_the_last_sync_of_that_run():
+    log = [(3, 1, _message(1000, [10])), (3, 1, _message(1001, [20, 30])),
+           (3, 1, _message(1002, []))]
+    assert gapmark.last_mark(log) == gapmark.Mark(3, 1, 1002, 30)
+    # A SYNC of an earlier run is not one of this run's.
+    assert gapmark.last_mark([(2, 1, _message(900, [5])), (3, 1, _message(1003, []))]) == (
+        gapmark.Mark(3, 1, 1003, None))
+    assert gapmark.last_mark([]) is None
+
+
+@given(runs=st.lists(st.tuples(st.integers(0, 3), u32, st.lists(u32, max_size=2)),
+                     min_size=1, max_size=8))
+def test_the_mark_is_the_last_message_and_the_last_sync_seen_in_its_run(runs):
+    log = [(run, 1, _message(stamp, syncs)) for run, stamp, syncs in runs]
+    mark = gapmark.last_mark(log)
+    run, stamp, _ = runs[-1]
+    # The test's own bookkeeping: walk back while the run is the same, to the last SYNC.
+    expected_sync = None
+    for r, _, syncs in reversed(runs):
+        if r != run:
+            break
+        if syncs:
+            expected_sync = syncs[-1]
+            break
+    assert mark == gapmark.Mark(run, 1, stamp, expected_sync)

@@ -12,9 +12,16 @@ from daq_procs import Daq, Proc
 
 from larpixdaq.formats.hdf5file import Hdf5File
 from larpixdaq.formats.rows import MESSAGE
+from larpixdaq.pipeline import framelog
 from larpixdaq.pipeline.runfile import read_run_packets
 from larpixdaq.runcontrol.statemachine import run_losses
 from larpixdaq.runcontrol.testing import wait_for
+
+
+RATE = 50_000
+ONE_READ = RATE // 2 + 1000 + 100
+"""Chip packets one read of a simulated board at ``RATE`` gives at most: its budget (half a
+second of the rate, and one message of the run's 1000 words), and the SYNC words among them."""
 
 
 def _producer(daq: Daq) -> Proc:
@@ -65,39 +72,62 @@ def _texts(files) -> list[str]:
     return out
 
 
-def test_a_killed_producer_restarted_records_the_gap_and_loses_nothing_it_sent(tmp_path):
-    daq = Daq(tmp_path, boards=1, rate=50_000)
+def _producer_counters(daq: Daq) -> dict:
+    return next((c.get("counters", {}) for c in daq.clients() if c["name"] == "producer-1"),
+                {})
+
+
+def test_a_killed_producer_s_successor_sends_what_it_had_not_got_committed(tmp_path):
+    """Storage is stopped (SIGSTOP), so the producer holds frames nobody has committed when
+    it is SIGKILLed; its successor sends them again from the frame log, ends the dead
+    stream, and records the hole. Every packet the dead one recorded is in the files once,
+    then the successor's."""
+    daq = Daq(tmp_path, boards=1, rate=RATE)
     try:
-        daq.start_run(rejoin_grace=30)
+        daq.start_run(rejoin_grace=60)
         run_number = _run_number(daq)
-        state = daq.data / "producer-producer-1.state"
-        wait_for(lambda: state.exists() and _packets_sent(daq) > 50_000, timeout=20)
-        dead = _kill_and_restart(daq, run_number)
-        wait_for(lambda: _packets_sent(daq) > 20_000, timeout=20)  # the successor's
+        wait_for(lambda: _packets_sent(daq) > 50_000, timeout=20)
+        daq.storage.send(signal.SIGSTOP)
+        try:
+            wait_for(lambda: _producer_counters(daq).get("frames_held", 0) >= 20, timeout=20)
+            held = _producer_counters(daq)["frames_held"]
+            dead = _kill_and_restart(daq, run_number)
+        finally:
+            daq.storage.send(signal.SIGCONT)
+        wait_for(lambda: _producer_counters(daq).get("packets_sent", 0) > 20_000, timeout=30)
         final = daq.op.call("end_run")
         assert final.success, final.message
         run = daq.runs_json()[0]
+        mine = run["counters"]["producer-1"]
+        # At least what was held at the last heartbeat before the kill was sent again.
+        assert mine["frames_recovered"] >= held, (mine["frames_recovered"], held)
+        assert mine["packets_recovered"] > 0
+        assert run["counters"]["storage"]["streams_unfinished"] == 0
         gaps = [i for i, t in enumerate(run["incidents"]) if "data gap" in t]
         assert len(gaps) == 1, run["incidents"]
         text = run["incidents"][gaps[0]]
         assert "producer-1" in text and "io_group 1 " in text and "SYNC" in text
         assert gaps[0] in run["resolved_incidents"]
         losses = run_losses(run["counters"], run["roles"])
-        assert losses.get("producer-1.run_data_gaps") == 1, losses
+        assert losses == {"producer-1.run_data_gaps": 1}, losses
         assert run["exit_status"] == "degraded"
-        # The hole is a row of the run file, before the successor's data.
+        # The hole is a row of the run file, before the successor's data, and the dead
+        # stream's end is there too.
         texts = _texts(run["files"])
         (row,) = (t for t in texts if t.startswith("gap "))
         t0, t1 = (int(x) for x in row.split()[1].split("-"))
         assert t0 <= t1 and f"from message time {t0} to {t1}" in text
-        # Every packet the killed producer sent is in the files once, then the successor's.
+        assert framelog.TAKEOVER_TEXT.decode() in texts
+        # Every packet the killed producer recorded is in the files once, in order; then at
+        # most what it logged and had not yet recorded when it died (one read of the board:
+        # it records right after logging); then the successor's.
         rows = read_run_packets(run["files"])
         got = rows[(rows["io_group"] == 1) & (rows["packet_type"] != MESSAGE)]
         before, after = _rows(daq, dead), daq.sent_rows(1, run_number)
-        k = len(got) - len(after)
-        assert 50_000 <= k <= len(before)
-        assert np.array_equal(got[:k], before[:k])
-        assert np.array_equal(got[k:], after)
+        assert len(before) > 50_000
+        assert np.array_equal(got[:len(before)], before)
+        assert np.array_equal(got[len(got) - len(after):], after)
+        assert 0 <= len(got) - len(before) - len(after) <= ONE_READ
     finally:
         daq.close()
 
@@ -123,6 +153,9 @@ def test_a_spill_file_left_by_a_killed_producer_is_kept_and_reported(tmp_path):
         assert len(orphan) == 1 and spill.name in orphan[0], run["incidents"]
         assert spill.exists() and spill.stat().st_size > 1 << 20  # kept as it was
         assert run["counters"]["producer-1"]["spill_files_orphaned"] == 1
+        # Its frames (and those held in memory) went again from the frame log.
+        assert run["counters"]["producer-1"]["frames_recovered"] > 0
+        assert run["counters"]["storage"]["streams_unfinished"] == 0
     finally:
         daq.close()
 
@@ -163,8 +196,7 @@ def test_with_a_pacman_every_packet_outside_the_recorded_gap_is_in_the_files_onc
     try:
         daq.start_run(rejoin_grace=30)
         run_number = _run_number(daq)
-        state = daq.data / "producer-producer-1.state"
-        wait_for(lambda: state.exists() and _packets_sent(daq) > 2000, timeout=20)
+        wait_for(lambda: _packets_sent(daq) > 2000, timeout=20)
         _kill_and_restart(daq, run_number)
         wait_for(lambda: _packets_sent(daq) > 2000, timeout=20)
         final = daq.op.call("end_run")

@@ -337,6 +337,11 @@ class Aggregator:
                 del self.producers[ident]  # the same producer, reconnected
         self.producers[identity] = _Producer(identity, hello.source)
         self.sources[hello.source] = identity
+        # The source's streams go with it: a restarted producer sends again what its dead
+        # predecessor logged and ends that stream (see framelog).
+        senders = self._admission[1]
+        for stream in [s for s in senders if s[0] == hello.source]:
+            senders[stream] = identity
         self.counters.producer_hellos += 1
         self._in.send_multipart([identity, *Welcome(self.instance).parts()])
         # What storage has of this producer's streams, so it can let go at once.

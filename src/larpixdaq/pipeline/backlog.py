@@ -7,21 +7,20 @@ new frame is appended to a spill file (``spill-<name>-<pid>.bin`` in the spill d
 the file has been read back, so the frames leave in the order they were framed. A frame
 read back from the file is counted as replayed; a drained spill file is removed.
 
-Spill record: ``<u32 header length><u32 payload length><header><payload>`` (the header is
-the frame header's msgpack bytes, the payload the PACMAN message), appended and never
-rewritten. A write error (a full disk) keeps the frame in memory over the budget and is
-counted in ``spill_errors``: memory is the last place a frame can wait, not the floor.
+Spill record: the frame log's (:mod:`~larpixdaq.pipeline.framelog`: the two lengths, the
+frame header's msgpack bytes, the payload), appended and never rewritten. A write error (a
+full disk) keeps the frame in memory over the budget and is counted in ``spill_errors``:
+memory is the last place a frame can wait, not the floor.
 """
 
 from __future__ import annotations
 
 import os
-import struct
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-_RECORD = struct.Struct("<II")
+from larpixdaq.pipeline.framelog import RECORD, pack_record
 
 DEFAULT_HOLD_BYTES = 256 << 20
 """Payload a producer keeps in memory while it cannot send; beyond it, frames spill to disk."""
@@ -113,7 +112,7 @@ class Backlog:
                 self._read_at = 0
             f = self._spill_file
             f.seek(0, os.SEEK_END)
-            f.write(_RECORD.pack(len(item.header), len(item.payload)))
+            f.write(pack_record(item.header, item.payload))
             f.write(item.header)
             f.write(item.payload)
         except OSError:
@@ -134,7 +133,7 @@ class Backlog:
         f.seek(self._read_at)
         got = 0
         while self._spilled_now and got < budget:
-            hlen, plen = _RECORD.unpack(f.read(_RECORD.size))
+            hlen, plen = RECORD.unpack(f.read(RECORD.size))
             header = f.read(hlen)
             payload = f.read(plen)
             epoch, seq, words = self._meta.popleft()

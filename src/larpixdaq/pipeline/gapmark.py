@@ -1,24 +1,22 @@
 """Where a board's data stops when its producer dies, and where it starts again.
 
 A PACMAN board keeps sending while its producer is dead (its PUB socket drops what nobody
-reads), and a producer that is killed loses what it had read and storage had not
-committed. A restarted producer (same name) cannot bring that data back, but it can say
-exactly where the hole is, so the file's reader knows: the last message storage
-acknowledged before the death (its PACMAN message-header time, in UNIX seconds, and the
-last SYNC time seen in it, in board clock ticks) is kept in a small state file in the data
-directory (``producer-<name>.state``, JSON, written atomically, at most once a second), and
-the first data message after the restart gives the other end.
+reads). What the producer had read is not lost (its frame log, see
+:mod:`~larpixdaq.pipeline.framelog`, is sent again by its successor), but what the board sent
+while no process read it is. A restarted producer (same name) cannot bring that back, but it
+can say exactly where the hole is, so the file's reader knows: the last data message its
+predecessor logged (its PACMAN message-header time, in UNIX seconds, and the last SYNC time
+logged before it, in board clock ticks) starts the hole, and the first data message after
+the restart ends it.
 
-Pure functions here (what a message says, the texts); :func:`write_mark` and
-:func:`read_mark` are the thin file shell.
+Pure functions: what a message says, where a log's data stops, the texts.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -90,10 +88,37 @@ def gap_interval(text: str) -> tuple[int, int, int] | None:
 
 
 def orphan_text(name: str, paths: list[Path]) -> str:
-    """The incident for spill files a dead process of this name left (kept, not replayed)."""
-    return (f"{len(paths)} spill file(s) of a dead {name} kept on disk, not replayed "
-            f"(their frames are of the dead process's stream): "
-            f"{', '.join(p.name for p in paths)}")
+    """The incident for spill files a dead process of this name left (kept; their frames
+    are in its frame log too, and go again from there)."""
+    return (f"{len(paths)} spill file(s) of a dead {name} kept on disk (their frames are "
+            f"sent again from its frame log): {', '.join(p.name for p in paths)}")
+
+
+def stale_text(name: str, frames: int, runs: list[int], paths: list[Path]) -> str:
+    """The incident for frames a dead process of this name logged for runs that are over
+    (storage no longer takes them): kept on disk, not sent."""
+    return (f"{frames} frame(s) of run(s) {', '.join(map(str, runs))} that a dead {name} "
+            f"logged and storage may not have: kept in {', '.join(p.name for p in paths)}")
+
+
+def last_mark(data: Iterable[tuple[int, int, bytes]]) -> Mark | None:
+    """Where a dead producer's data stops: the last of its logged data messages
+    (``(run, io_group, payload)`` in the order logged), with the last SYNC time logged in
+    the stretch of that run up to it (None: none). None if there is no data message."""
+    last: tuple[int, int, bytes] | None = None
+    sync: tuple[int, int] | None = None  # (run, time)
+    for run, io_group, payload in data:
+        if last is not None and last[0] != run:
+            sync = None  # a SYNC of another run is not this one's
+        last = (run, io_group, payload)
+        _, s = message_marks(payload)
+        if s is not None:
+            sync = (run, s)
+    if last is None:
+        return None
+    run, io_group, payload = last
+    msg_time, _ = message_marks(payload)
+    return Mark(run, io_group, msg_time, sync[1] if sync and sync[0] == run else None)
 
 
 def gap_info(before: Mark, after_time: int, after_sync: int | None) -> str:
@@ -101,26 +126,3 @@ def gap_info(before: Mark, after_time: int, after_sync: int | None) -> str:
     text = (f"gap {before.msg_time}-{after_time} SYNC {_sync(before.sync_time)}-"
             f"{_sync(after_sync)}")
     return text[:MAX_INFO_BYTES]
-
-
-def state_path(data_dir: str | Path, name: str) -> Path:
-    return Path(data_dir) / f"producer-{name}.state"
-
-
-def write_mark(path: Path, mark: Mark) -> None:
-    """Replace the state file atomically (a kill mid-write leaves the previous one)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(asdict(mark)))
-    os.replace(tmp, path)
-
-
-def read_mark(path: Path) -> Mark | None:
-    """The mark a previous process left, or None (none, or unreadable: said by the caller)."""
-    try:
-        d = json.loads(path.read_text())
-        return Mark(int(d["run"]), int(d["io_group"]), int(d["msg_time"]),
-                    None if d.get("sync_time") is None else int(d["sync_time"]))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 import random
 import threading
@@ -43,10 +44,11 @@ import numpy as np
 import zmq
 
 from larpixdaq.formats.pacman import HEADER_BYTES, WORD_BYTES
-from larpixdaq.pipeline import gapmark
+from larpixdaq.pipeline import framelog, gapmark
 from larpixdaq.pipeline.backlog import DEFAULT_HOLD_BYTES, Backlog, Pending
 from larpixdaq.pipeline.boardactions import BoardActions
 from larpixdaq.pipeline.counters import Counters
+from larpixdaq.pipeline.framelog import FrameLog, ReadLog
 from larpixdaq.pipeline.protocol import (
     FRAME,
     KIND_CONFIGS,
@@ -107,7 +109,9 @@ class ProducerCounters(Counters):
     aggregator_changes: int = 0
     data_gaps: int = 0  # holes in the board's data left by a dead process of this name
     spill_files_orphaned: int = 0  # spill files a dead process of this name left (kept)
-    state_write_errors: int = 0  # the gap mark could not be written
+    frames_recovered: int = 0  # frames a dead process of this name logged, sent again
+    packets_recovered: int = 0  # the PACMAN words in them
+    frames_stale: int = 0  # frames of a finished run a dead process logged (kept, not sent)
 
 
 class DataTap:
@@ -146,12 +150,15 @@ class Producer:
     Every frame is kept until storage has committed it (the aggregator relays storage's
     ``ACK``): frames waiting to be sent are in :attr:`backlog` (memory up to ``hold_bytes``,
     then a spill file in ``spill_dir``), frames sent and not yet acknowledged in
-    :attr:`unacked`. An aggregator that answers HELLO with another ``WELCOME`` id than
-    before is a new one: everything unacknowledged goes out again, in order, ahead of the
-    rest (storage drops what it already has by ``(source, epoch, seq)``). A source whose
-    board runs on its own (a PACMAN, a simulated board at a set rate) is read whether or not
-    there is credit, so the board never drops; one that waits for its reader (a simulated
-    board as fast as it goes, a file) is read only when the backlog is empty.
+    :attr:`unacked`, and every frame is in the frame log in ``state_dir`` before it is sent
+    (:mod:`~larpixdaq.pipeline.framelog`): a successor of the same name sends again what a
+    killed one had not got committed. An aggregator that answers HELLO with another
+    ``WELCOME`` id than before is a new one: everything unacknowledged goes out again, in
+    order, ahead of the rest (storage drops what it already has by ``(source, epoch,
+    seq)``). A source whose board runs on its own (a PACMAN, a simulated board at a set
+    rate) is read whether or not there is credit, so the board never drops; one that waits
+    for its reader (a simulated board as fast as it goes, a file) is read only when the
+    backlog is empty.
     """
 
     def __init__(self, name: str, source: Source, aggregator: str, *,
@@ -187,15 +194,18 @@ class Producer:
             p for p in Path(spill_dir).glob(f"spill-{name}-*.bin")
             if p != self.backlog.spill_path))
         self.counters.spill_files_orphaned = len(self.orphaned_spills)
-        # Where the data storage committed last stands (see gapmark); what a dead
-        # predecessor left there is the start of a hole, told at the first data after begin.
-        self.mark_path = gapmark.state_path(state_dir, name) if state_dir else None
-        self.before_death = gapmark.read_mark(self.mark_path) if self.mark_path else None
-        self._last_acked: Pending | None = None
-        self._last_sync: tuple[int, int] | None = None  # (run, time) of the last SYNC committed
-        if self.before_death is not None and self.before_death.sync_time is not None:
-            self._last_sync = (self.before_death.run, self.before_death.sync_time)
-        self._mark_at = 0.0
+        # Every frame before it is sent; what a dead predecessor logged is sent again at the
+        # next prepare of its run, and its last data message starts a hole in the board's
+        # data, told at the first data after begin (see gapmark).
+        self.framelog = FrameLog(state_dir, name) if state_dir else None
+        self.predecessor = (framelog.read_log(state_dir, name, alive=_alive) if state_dir
+                            else ReadLog())
+        self.before_death = gapmark.last_mark(
+            (f.header.run, f.header.io_group, f.payload) for f in self.predecessor.frames
+            if f.header.kind == KIND_DATA)
+        #: Called (from the data thread) with a text and details of frames of a finished run
+        #: a dead predecessor logged (kept on disk, not sent).
+        self.on_stale: Callable[[str, dict[str, Any]], None] | None = None
         #: Called (from the data thread) with the text and details of a hole in the data.
         self.on_gap: Callable[[str, dict[str, Any]], None] | None = None
         self.unacked: deque[Pending] = deque()
@@ -235,6 +245,8 @@ class Producer:
         if self._recorder is not None:
             self._recorder.close()
         self.backlog.close()
+        if self.framelog is not None:
+            self.framelog.close()  # kept: what is not committed is a successor's to send
         self._sock.close(0)
 
     def call(self, fn: Callable[[], Any], timeout: float = 10.0) -> Any:
@@ -265,16 +277,61 @@ class Producer:
         """A new stream for ``run_number``; its epoch inside the block the core admitted this
         source with (``epoch_base``; a random one without run control)."""
         def do() -> None:
+            if self.framelog is not None:
+                self.framelog.reset()  # what it held is of a run that is over
             self.run_number = run_number
             self.epoch = (random.getrandbits(EPOCH_BITS) if epoch_base is None
                           else admitted.epoch_in_block(epoch_base, random.getrandbits))
             self.seq = 0
             self.offset = 0
             self._first_sent = -1
+            self._recover(run_number)
             self.source.prepare()
             self.flowing = True
             self.reading = False
         self.call(do)
+
+    def _recover(self, run_number: int) -> None:
+        """What a dead predecessor logged: the frames of ``run_number`` go first, its streams
+        get their last frame, all of it into this process's log before the predecessor's
+        files go; frames of another run are kept on disk (renamed) and told."""
+        found, self.predecessor = self.predecessor, ReadLog()
+        if not found.frames and not found.paths:
+            return
+        words = {i: _words(f.payload) for i, f in enumerate(found.frames)
+                 if f.header.kind == KIND_DATA}
+        plan = framelog.plan_recovery(found.frames, run_number, words)
+        for f in plan.resend:
+            n = _words(f.payload) if f.header.kind == KIND_DATA else 0
+            self._queue(Pending(f.header.epoch, f.header.seq, f.header_bytes, f.payload, n))
+            self.counters.packets_recovered += n
+        for epoch, seq, offset in plan.takeover:
+            h = framelog.takeover_header(self.name, self.io_group, run_number, epoch, seq,
+                                         offset, time.time())
+            self._queue(Pending(epoch, seq, encode_header(h), framelog.TAKEOVER_TEXT, 0))
+        self.counters.frames_recovered += len(plan.resend)
+        if self.framelog is not None:
+            self.framelog.flush()
+        if plan.resend:
+            log.warning("%s: sending again %d frames (%d packets) a dead process of this name "
+                        "logged in run %d", self.name, len(plan.resend),
+                        self.counters.packets_recovered, run_number)
+        if plan.stale:
+            self.counters.frames_stale += len(plan.stale)
+            kept = []
+            for p in found.paths:
+                with contextlib.suppress(OSError):
+                    p.rename(p.with_suffix(".stale"))
+                    kept.append(p.with_suffix(".stale"))
+            runs = sorted({f.header.run for f in plan.stale})
+            text = gapmark.stale_text(self.name, len(plan.stale), runs, kept)
+            log.warning("%s", text)
+            if self.on_stale is not None:
+                self.on_stale(text, {"files": [str(p) for p in kept], "runs": runs})
+            return
+        for p in found.paths:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
 
     def _snapshot(self) -> None:
         """A ``configs`` frame with the chips' registers, if the source can say them."""
@@ -385,21 +442,29 @@ class Producer:
                 "bytes_held_in_memory": b.mem_bytes + self.unacked_bytes,
                 "max_bytes_held": b.max_bytes_held, "frames_spilled": b.frames_spilled,
                 "bytes_spilled": b.bytes_spilled, "frames_replayed": b.frames_replayed,
-                "spill_errors": b.spill_errors, **self.source.counters()}
+                "spill_errors": b.spill_errors,
+                "frames_not_logged": self.framelog.frames_not_logged if self.framelog else 0,
+                **self.source.counters()}
 
     # -- the data thread ---------------------------------------------------------------------
     def _frame(self, kind: str, payload: bytes, last: bool = False) -> Pending:
         """Give ``payload`` the stream's next seq and queue it behind everything else."""
-        words = max((len(payload) - HEADER_BYTES) // WORD_BYTES, 0) if kind == KIND_DATA else 0
+        words = _words(payload) if kind == KIND_DATA else 0
         h = FrameHeader(self.name, self.epoch, self.seq, self.io_group, self.run_number,
                         time.time(), kind, self.offset, last)
         item = Pending(self.epoch, self.seq, encode_header(h), payload, words)
-        self.backlog.push(item)
+        self._queue(item)
         self.seq += 1
         self.offset += words
         if kind == KIND_INFO:
             self.counters.info_frames += 1
         return item
+
+    def _queue(self, item: Pending) -> None:
+        """Log a frame, then queue it behind every other (it is sent after a flush)."""
+        if self.framelog is not None:
+            self.framelog.append(item.epoch, item.seq, item.header, item.payload)
+        self.backlog.push(item)
 
     def _hello(self) -> None:
         """HELLO, then send nothing until the WELCOME: frames of ours that a restarted
@@ -435,11 +500,11 @@ class Producer:
             item = u.popleft()
             self.unacked_bytes -= len(item.payload)
             self.counters.frames_acked += 1
-            if item.words:  # one numpy pass per message (about 8 us for 8192 words)
-                self._last_acked = item
-                _, sync = gapmark.message_marks(item.payload)
-                if sync is not None:
-                    self._last_sync = (self.run_number, sync)
+        if self.framelog is not None:
+            if not self.flowing and not u and not len(self.backlog):
+                self.framelog.reset()  # the stream is complete and committed
+            else:
+                self.framelog.trim(self.acked)
         self._check_end()
 
     def _check_end(self, sent: Pending | None = None) -> None:
@@ -489,11 +554,15 @@ class Producer:
 
     def _send_backlog(self) -> None:
         c = self.counters
+        if self.framelog is not None:
+            self.framelog.flush()  # nothing leaves before it would outlive this process
         while self._welcomed and self.credit > 0:
             item = self.backlog.peek()
             if item is None:
                 return
             self.backlog.pop()
+            if item.seq <= self.acked.get(item.epoch, -1):
+                continue  # storage has it (a predecessor's frame it had committed)
             self._sock.send_multipart([FRAME, item.header, item.payload], copy=False)
             if not self.unacked:
                 self._last_ack = time.monotonic()  # the silence counts from here
@@ -525,22 +594,6 @@ class Producer:
         idle = self.credit <= 0 or not self._welcomed or not len(self.backlog)
         self._forward(self.source.read(0.02 if idle else 0.0))
 
-    def _save_mark(self) -> None:
-        """At most once a second: where the committed data of the board ends (gapmark)."""
-        item, now = self._last_acked, time.monotonic()
-        if item is None or self.mark_path is None or now - self._mark_at < 1.0:
-            return
-        self._last_acked, self._mark_at = None, now
-        msg_time, _ = gapmark.message_marks(item.payload)
-        last = self._last_sync
-        sync = last[1] if last is not None and last[0] == self.run_number else None
-        mark = gapmark.Mark(self.run_number, self.io_group, msg_time, sync)
-        try:
-            gapmark.write_mark(self.mark_path, mark)
-        except OSError as exc:
-            self.counters.state_write_errors += 1
-            log.warning("%s: could not write %s: %s", self.name, self.mark_path, exc)
-
     def _tell_gap(self, msgs: list[bytes]) -> None:
         """The first data after a restart in the run a dead predecessor was in: the hole
         goes into the stream (INFO, before this data) and to run control (an incident)."""
@@ -564,11 +617,14 @@ class Producer:
             return
         if self.before_death is not None and self.reading:
             self._tell_gap(msgs)
+        for msg in msgs:
+            self._frame(KIND_DATA, msg)
+        if self.framelog is not None:
+            self.framelog.flush()
+        # Recorded once logged: what a recording names, a successor can send again.
         self._record(msgs)
         for tap in tuple(self._taps):
             self.counters.tap_messages_dropped += tap.offer(msgs)
-        for msg in msgs:
-            self._frame(KIND_DATA, msg)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -576,7 +632,6 @@ class Producer:
             self._receive(0)
             self._keep_in_touch()
             self._send_backlog()
-            self._save_mark()
             if self._stop.is_set():
                 break  # never read from the board what can no longer be sent
             if self.reading and (self.source.runs_on_its_own
@@ -591,6 +646,22 @@ class Producer:
                 self._receive(20)
         # Read from the board or framed, and not sent when it stopped.
         self.counters.messages_unsent += sum(1 for p in self.backlog.drain() if p.words)
+
+
+def _words(payload: bytes) -> int:
+    """The PACMAN words of a data message."""
+    return max((len(payload) - HEADER_BYTES) // WORD_BYTES, 0)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a live producer of the same name keeps its log)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class ProducerComponent(Component):
@@ -611,6 +682,7 @@ class ProducerComponent(Component):
         self._gaps_before = 0  # data_gaps when this run was prepared
         self._orphans_told = False
         producer.on_gap = lambda text, data: self.notice(text, **data)
+        producer.on_stale = lambda text, data: self.notice(text, **data)
         self._before_begin_base = 0
         self._restored: dict[str, Any] | None = None  # what start() re-applied, until told
         self.board = BoardActions(producer, name=name, log=self.log,
