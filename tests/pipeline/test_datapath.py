@@ -196,7 +196,6 @@ def test_aggregator_killed_mid_run_loses_nothing(tmp_path):
         assert run["packets_written"] == len(rows)
         assert run["packets_lost"] == 0
         assert run["exit_status"] == "success", (run["incidents"], _losses(run))
-        assert run["counters"]["storage"]["frames_duplicate"] > 0  # what came twice, once
         texts = _texts(run["files"])
         assert texts.count("Beginning run") == 2 and texts.count("Ending run") == 2
     finally:

@@ -17,7 +17,6 @@ from larpixdaq.pipeline.runfile import read_run_packets
 from larpixdaq.runcontrol.statemachine import run_losses
 from larpixdaq.runcontrol.testing import wait_for
 
-
 RATE = 50_000
 ONE_READ = RATE // 2 + 1000 + 100
 """Chip packets one read of a simulated board at ``RATE`` gives at most: its budget (half a

@@ -106,6 +106,7 @@ class ProducerCounters(Counters):
     tap_messages_dropped: int = 0
     frames_acked: int = 0
     frames_resent: int = 0
+    frames_not_resent: int = 0  # of those, storage had them already when their turn came
     aggregator_changes: int = 0
     data_gaps: int = 0  # holes in the board's data left by a dead process of this name
     spill_files_orphaned: int = 0  # spill files a dead process of this name left (kept)
@@ -562,7 +563,8 @@ class Producer:
                 return
             self.backlog.pop()
             if item.seq <= self.acked.get(item.epoch, -1):
-                continue  # storage has it (a predecessor's frame it had committed)
+                c.frames_not_resent += 1  # storage has it (its ACK came meanwhile)
+                continue
             self._sock.send_multipart([FRAME, item.header, item.payload], copy=False)
             if not self.unacked:
                 self._last_ack = time.monotonic()  # the silence counts from here

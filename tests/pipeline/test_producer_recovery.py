@@ -1,0 +1,123 @@
+"""A producer started where a dead one of the same name left its frame log: the frames of
+the run go again ahead of its own and the dead stream is ended; frames of a run that is over
+are kept on disk and told. Real sockets, a real aggregator and storage, real files."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from larpixdaq.boards.simboard import SimulatedBoard
+from larpixdaq.formats.hdf5file import Hdf5File
+from larpixdaq.formats.pacman import (
+    HEADER_BYTES,
+    WORD_BYTES,
+    decode_data_messages,
+    encode_data_message,
+)
+from larpixdaq.formats.rawfile import write_raw
+from larpixdaq.formats.rows import MESSAGE
+from larpixdaq.pipeline import framelog
+from larpixdaq.pipeline.aggregator import Aggregator
+from larpixdaq.pipeline.framelog import FrameLog
+from larpixdaq.pipeline.producer import Producer
+from larpixdaq.pipeline.protocol import KIND_DATA, KIND_INFO, FrameHeader, encode_header
+from larpixdaq.pipeline.runfile import read_run_packets
+from larpixdaq.pipeline.sources.replay import ReplaySource
+from larpixdaq.pipeline.storage import StorageLink
+from larpixdaq.runcontrol.testing import wait_for
+
+DEAD_PID = 999_999_999  # no such process
+
+
+def _messages(seed: int, n: int, stamp: int) -> list[bytes]:
+    board = SimulatedBoard(1, seed=seed).bring_up_all()
+    return [encode_data_message(stamp + i, board.generate_packets(200, markers=True))
+            for i in range(n)]
+
+
+def _dead_log(data, run: int, epoch: int, msgs: list[bytes]) -> None:
+    """A log as a producer named p killed in ``run`` leaves it: INFO, then data, no end."""
+    log = FrameLog(data, "p")
+    h = FrameHeader("p", epoch, 0, 1, run, 1.0, KIND_INFO, 0)
+    log.append(epoch, 0, encode_header(h), b"Beginning run")
+    offset = 0
+    for seq, m in enumerate(msgs, start=1):
+        h = FrameHeader("p", epoch, seq, 1, run, 1.0, KIND_DATA, offset)
+        log.append(epoch, seq, encode_header(h), m)
+        offset += _words(m)
+    paths = log.paths
+    log.close()
+    for i, p in enumerate(paths, start=1):
+        p.rename(p.with_name(f"framelog-p-{DEAD_PID}-{i}.bin"))
+
+
+def _words(message: bytes) -> int:
+    return (len(message) - HEADER_BYTES) // WORD_BYTES
+
+
+def _rows(msgs: list[bytes]) -> np.ndarray:
+    rows = decode_data_messages(msgs, 1).rows
+    return rows[rows["packet_type"] != MESSAGE]
+
+
+def test_the_successor_sends_the_dead_stream_first_and_ends_it(tmp_path):
+    data = tmp_path / "data"
+    dead = _messages(1, 6, 1_700_000_000)
+    _dead_log(data, run=5, epoch=40, msgs=dead)
+    mine = _messages(2, 4, 1_700_000_100)
+    write_raw(tmp_path / "mine.raw", mine, 1)
+    agg = Aggregator("tcp://127.0.0.1:0", "tcp://127.0.0.1:0", None).start()
+    store = StorageLink(agg.outlet, data, commit_interval=0.05).start()
+    p = Producer("p", ReplaySource(tmp_path / "mine.raw", io_group=1, speed=0), agg.inlet,
+                 state_dir=data).start()
+    try:
+        assert p.before_death is not None and p.before_death.msg_time == 1_700_000_005
+        store.prepare(5, {"run_type": "test"})
+        p.prepare(5)
+        p.begin()
+        wait_for(lambda: p.counters.packets_sent >= sum(map(_words, mine)), timeout=15)
+        p.end()
+        summary = store.end()
+    finally:
+        p.stop()
+        store.stop()
+        agg.stop()
+    assert summary["counters"]["streams_unfinished"] == 0
+    assert p.counters.frames_recovered == 7  # the dead one's INFO and six messages
+    assert p.counters.packets_recovered == sum(map(_words, dead))
+    assert p.counters.data_gaps == 1
+    got = read_run_packets(summary["files"])
+    got = got[got["packet_type"] != MESSAGE]
+    assert np.array_equal(got, np.concatenate([_rows(dead), _rows(mine)]))
+    texts = []
+    for f in summary["files"]:
+        with Hdf5File(f) as h:
+            texts += [m.decode() for m in h.messages()["message"]]
+    assert texts.count("Beginning run") == 2
+    assert framelog.TAKEOVER_TEXT.decode() in texts
+    assert any(t.startswith("gap 1700000005-1700000100 ") for t in texts), texts
+    # Once its own log holds them, the dead one's files are gone.
+    assert not list(data.glob(f"framelog-p-{DEAD_PID}-*"))
+
+
+def test_frames_of_a_run_that_is_over_are_kept_on_disk_and_told(tmp_path):
+    data = tmp_path / "data"
+    _dead_log(data, run=3, epoch=30, msgs=_messages(1, 3, 1_700_000_000))
+    agg = Aggregator("tcp://127.0.0.1:0", "tcp://127.0.0.1:0", None).start()
+    told = []
+    write_raw(tmp_path / "mine.raw", _messages(2, 1, 1_700_000_100), 1)
+    p = Producer("p", ReplaySource(tmp_path / "mine.raw", io_group=1, speed=0), agg.inlet,
+                 state_dir=data)
+    p.on_stale = lambda text, details: told.append((text, details))
+    p.start()
+    try:
+        p.prepare(4)
+    finally:
+        p.stop()
+        agg.stop()
+    assert p.counters.frames_stale == 4 and p.counters.frames_recovered == 0
+    (text, details), = told
+    assert "4 frame(s) of run(s) 3 that a dead p logged" in text and details["runs"] == [3]
+    kept = sorted(data.glob(f"framelog-p-{DEAD_PID}-*.stale"))
+    assert kept and [str(k) for k in kept] == details["files"]
+    assert len(framelog.read_log(data, "p").frames) == 0  # not read again
