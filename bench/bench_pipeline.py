@@ -73,7 +73,8 @@ def measure(seconds: float, words_per_message: int = 8192, boards: int = 1) -> l
         for g in range(1, boards + 1):
             procs[f"producer-{g}"], _ = _start(
                 ["producer", *c, "--aggregator", inlet, "--io-group", str(g), "--sim-rate", "0",
-                 "--sim-pool", "64", "--words-per-message", str(words_per_message)],
+                 "--sim-pool", "64", "--words-per-message", str(words_per_message),
+                 "--data-dir", str(tmp / "data")],
                 tmp / f"producer-{g}.log")
         op = Operator(core.endpoint, timeout=30)
         wait_for(lambda: len(op.call("clients").data.get("components", [])) == 2 + boards,

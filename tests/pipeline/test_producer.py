@@ -16,7 +16,7 @@ from larpixdaq.formats.pacman import decode_data_messages, encode_data_message
 from larpixdaq.formats.rawfile import write_raw
 from larpixdaq.formats.rows import MESSAGE
 from larpixdaq.pipeline.aggregator import Aggregator
-from larpixdaq.pipeline.producer import Producer
+from larpixdaq.pipeline.producer import Producer, free_name
 from larpixdaq.pipeline.protocol import (
     CREDIT,
     FRAME,
@@ -481,3 +481,12 @@ def test_what_the_board_delivered_before_the_end_is_in_that_run_not_the_next(pat
     tail = rows[markers[-1] - len(expected):markers[-1]]  # just before "Ending run"
     assert np.array_equal(tail, expected)
     assert src.late == []
+
+
+def test_a_recording_is_never_replaced(tmp_path):
+    first = tmp_path / "sent-1-4.raw"
+    assert free_name(first) == first
+    first.write_bytes(b"kept")
+    (tmp_path / "sent-1-4-2.raw").write_bytes(b"kept too")
+    assert free_name(first) == tmp_path / "sent-1-4-3.raw"
+    assert first.read_bytes() == b"kept"

@@ -40,15 +40,14 @@ def _packets_sent(daq: Daq) -> int:
                if c["role"] == "producer")
 
 
-def _kill_and_restart(daq: Daq, run: int, before_kill=None) -> np.ndarray:
-    """SIGKILL producer-1, keep what it recorded, start it again; returns its recording."""
+def _kill_and_restart(daq: Daq, run: int, before_kill=None) -> Path:
+    """SIGKILL producer-1 and start it again; returns the dead one's recording (the
+    successor's goes next to it, ``-2``: a recording is never replaced)."""
     old = _producer(daq)
     if before_kill is not None:
         before_kill()
     old.stop(signal.SIGKILL)
-    record = daq.tmp / f"sent-1-{run}.raw"
-    dead = daq.tmp / f"sent-1-{run}-dead.raw"
-    record.rename(dead)  # the successor records into a fresh file
+    dead = daq.tmp / f"sent-1-{run}.raw"
     wait_for(lambda: all(c["name"] != "producer-1" for c in daq.clients()), timeout=15)
     daq.procs.append(Proc(old.args, old.log).start())
     return dead
@@ -122,7 +121,7 @@ def test_a_killed_producer_s_successor_sends_what_it_had_not_got_committed(tmp_p
         # it records right after logging); then the successor's.
         rows = read_run_packets(run["files"])
         got = rows[(rows["io_group"] == 1) & (rows["packet_type"] != MESSAGE)]
-        before, after = _rows(daq, dead), daq.sent_rows(1, run_number)
+        before, after = _rows(daq, dead), _rows(daq, daq.tmp / f"sent-1-{run_number}-2.raw")
         assert len(before) > 50_000
         assert np.array_equal(got[:len(before)], before)
         assert np.array_equal(got[len(got) - len(after):], after)

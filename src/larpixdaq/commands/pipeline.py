@@ -167,7 +167,8 @@ def configure_producer(p: argparse.ArgumentParser) -> None:
                    help="replay at this multiple of real time (0: as fast as possible)")
     p.add_argument("--record", default=None,
                    help="also write every data message sent to this raw file, one per run "
-                        "('{run}' in the name is replaced by the run number)")
+                        "('{run}' in the name is replaced by the run number; an existing "
+                        "file is never replaced: NAME-2.raw, NAME-3.raw, ... are taken)")
     p.add_argument("--data-dir", default="data",
                    help=f"routine results are kept in DATA_DIR/{ROUTINE_RESULTS_DIR}, the "
                         f"configuration last written to the chips (re-applied when the "

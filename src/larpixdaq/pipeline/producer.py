@@ -587,8 +587,9 @@ class Producer:
         if self._recorder is None:
             from larpixdaq.formats.rawfile import RawWriter
 
-            path = str(self.record_path).replace("{run}", str(self.run_number))
-            self._recorder = RawWriter(path, overwrite=True, swmr=False)
+            path = free_name(Path(str(self.record_path).replace("{run}",
+                                                                str(self.run_number))))
+            self._recorder = RawWriter(path, swmr=False)
         self._recorder.append(msgs, self.io_group)
         self._recorder.flush()
 
@@ -648,6 +649,17 @@ class Producer:
                 self._receive(20)
         # Read from the board or framed, and not sent when it stopped.
         self.counters.messages_unsent += sum(1 for p in self.backlog.drain() if p.words)
+
+
+def free_name(path: Path) -> Path:
+    """``path``, or if it exists the first of ``stem-2``, ``stem-3``, ... that does not: a
+    recording (a dead predecessor's, an earlier run's) is never replaced."""
+    n = 2
+    free = path
+    while free.exists():
+        free = path.with_name(f"{path.stem}-{n}{path.suffix}")
+        n += 1
+    return free
 
 
 def _words(payload: bytes) -> int:
