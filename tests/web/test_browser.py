@@ -502,21 +502,21 @@ def test_detector_views_pixel_states_triggers_and_runs(anode_daq, page, tmp_path
     expect(page.locator("#tile-select option")).to_have_count(n_tiles, timeout=20_000)
     expect(page.locator("#tile-select option").first).to_have_text(
         "io_group 1 tile 1 (module 1, anode 1)")
-    wait_for(lambda: canvas_ink(page, "hitmap") > 5000, timeout=20, interval=0.3)
+    wait_for(lambda: canvas_ink(page, "hitmap") > 5000, timeout=60, interval=0.3)
     # The top left pixel is chip 11's (the layout's orientation); the masked one says so.
     assert "chip 1-1-11" in hover_pixel(page, 0)
     expect(page.locator("#map-legend")).to_contain_text("masked")
-    wait_for(lambda: "masked" in hover_pixel(page, masked_pixel), timeout=20, interval=0.5)
+    wait_for(lambda: "masked" in hover_pixel(page, masked_pixel), timeout=60, interval=0.5)
 
     # Triggers: the beam's TRIG words arrive and the page shows a trigger rate.
     wait_for(lambda: int(page.locator(".stat").filter(has_text="trigger words seen")
-                         .locator(".v").inner_text()) > 0, timeout=30, interval=0.5)
+                         .locator(".v").inner_text()) > 0, timeout=60, interval=0.5)
     assert canvas_ink(page, "trigplot") > 50
 
     # ADC per channel: pedestal and noise maps on the same layout.
     page.select_option("#hitmap-mode", "adc_mean")
     wait_for(lambda: re.search(r"ADC mean \(pedestal\): \d", hover_pixel(page, 3 * 70 + 3)),
-             timeout=20, interval=0.5)
+             timeout=60, interval=0.5)
     page.select_option("#hitmap-mode", "adc_width")
     assert "ADC width (noise)" in hover_pixel(page, 3 * 70 + 3)
     # Configuration on the layout: threshold_global per chip, the mask per channel.
@@ -532,7 +532,7 @@ def test_detector_views_pixel_states_triggers_and_runs(anode_daq, page, tmp_path
     page.click("[data-view=anode]")
     wait_for(lambda: page.evaluate("() => document.getElementById('hitmap').height") > 500,
              timeout=10)
-    wait_for(lambda: canvas_ink(page, "hitmap") > 20_000, timeout=20, interval=0.5)
+    wait_for(lambda: canvas_ink(page, "hitmap") > 20_000, timeout=60, interval=0.5)
     box = page.locator("#hitmap").bounding_box()
     page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.5)
     expect(page.locator("#hitmap-tip")).to_contain_text("module 1, anode 1")
@@ -549,7 +549,7 @@ def test_detector_views_pixel_states_triggers_and_runs(anode_daq, page, tmp_path
     # The run: how long it has run, what storage wrote and lost.
     expect(page.get_by_test_id("elapsed")).to_contain_text(" s", timeout=10_000)
     wait_for(lambda: int(page.get_by_test_id("written").inner_text().replace(",", "") or 0)
-             > 1000, timeout=20, interval=0.5)
+             > 1000, timeout=60, interval=0.5)
     expect(page.get_by_test_id("lost")).to_have_text("0")
     page.click("#btn-end_run")
     expect(state).to_have_text("STOP", timeout=20_000)
