@@ -121,3 +121,20 @@ def test_frames_of_a_run_that_is_over_are_kept_on_disk_and_told(tmp_path):
     kept = sorted(data.glob(f"framelog-p-{DEAD_PID}-*.stale"))
     assert kept and [str(k) for k in kept] == details["files"]
     assert len(framelog.read_log(data, "p").frames) == 0  # not read again
+
+
+def test_of_a_finished_run_s_frames_only_those_storage_has_not_acknowledged_are_told(
+        tmp_path):
+    data = tmp_path / "data"
+    _dead_log(data, run=3, epoch=30, msgs=_messages(1, 3, 1_700_000_000))  # seqs 0-3
+    agg = Aggregator("tcp://127.0.0.1:0", "tcp://127.0.0.1:0", None).start()
+    write_raw(tmp_path / "mine.raw", _messages(2, 1, 1_700_000_100), 1)
+    p = Producer("p", ReplaySource(tmp_path / "mine.raw", io_group=1, speed=0), agg.inlet,
+                 state_dir=data).start()
+    try:
+        p.call(lambda: p.acked.update({30: 2}))  # as the aggregator relays it at HELLO
+        p.prepare(4)
+    finally:
+        p.stop()
+        agg.stop()
+    assert p.counters.frames_stale == 1

@@ -313,19 +313,22 @@ class Producer:
         self.counters.frames_recovered += len(plan.resend)
         if self.framelog is not None:
             self.framelog.flush()
+        # Of another run's frames, those storage has committed (the aggregator relays what
+        # it knows at HELLO) need no word.
+        stale = [f for f in plan.stale if f.header.seq > self.acked.get(f.header.epoch, -1)]
         if plan.resend:
             log.warning("%s: sending again %d frames (%d packets) a dead process of this name "
                         "logged in run %d", self.name, len(plan.resend),
                         self.counters.packets_recovered, run_number)
-        if plan.stale:
-            self.counters.frames_stale += len(plan.stale)
+        if stale:
+            self.counters.frames_stale += len(stale)
             kept = []
             for p in found.paths:
                 with contextlib.suppress(OSError):
                     p.rename(p.with_suffix(".stale"))
                     kept.append(p.with_suffix(".stale"))
-            runs = sorted({f.header.run for f in plan.stale})
-            text = gapmark.stale_text(self.name, len(plan.stale), runs, kept)
+            runs = sorted({f.header.run for f in stale})
+            text = gapmark.stale_text(self.name, len(stale), runs, kept)
             log.warning("%s", text)
             if self.on_stale is not None:
                 self.on_stale(text, {"files": [str(p) for p in kept], "runs": runs})
