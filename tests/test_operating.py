@@ -101,7 +101,7 @@ def test_each_incident_the_core_records_is_explained(fragment):
 @pytest.mark.parametrize("fragment", [
     "data gap: ", "died and was restarted; io_group ", "has no data from message time ",
     "(last SYNC before, first after)", "spill file(s) of a dead ",
-    "kept on disk, not replayed"])
+    "sent again from its frame log", "that a dead ", "logged and storage may not have: kept in "])
 def test_each_incident_a_producer_reports_is_explained(fragment):
     source = (ROOT / "src" / "larpixdaq" / "pipeline" / "gapmark.py").read_text()
     source = re.sub(r'"\s*\n\s*f?"', "", source)  # adjacent literals of one message joined
