@@ -1,18 +1,25 @@
-"""Chaos: a run with two simulated boards while a random component is SIGKILLed every few
-seconds; afterwards every packet the boards sent is in the run's files exactly once.
+"""Chaos: a run with two boards while a random component, the producers included, is
+SIGKILLed every few seconds; afterwards every packet the boards published is in the run's
+files exactly once, except what a killed producer could not have seen, which lies inside
+the data gaps the run recorded.
 
 The DAQ is what `larpix-daq up` starts (its own ``build``: core, log collector, aggregator,
 storage, two producers, monitor), supervised the same way (a child that dies is started
-again), with each producer also recording what its board sent (``--record``: the truth).
-Every ``period`` seconds one of the aggregator, storage, monitor, log collector or core,
-chosen at random, is SIGKILLed. Then the killing stops, the run is ended once every
-component is back, and the run's files are compared with the recordings: per io_group the
-chip packets must be the recorded ones, in order, once each, and the run record's counters
-must agree (``packets_written`` = rows, ``packets_lost`` = 0, ``exit_status`` success).
+again). Each board is a PACMAN emulator (a simulated board at a fixed rate) in this process,
+read by its producer with ``--board pacman:...``, and a subscriber of ours records every
+data message it publishes (the truth, :mod:`bench.boardtruth`): a board must outlive its
+producer, or what a killed producer had read would die with it. Every ``period`` seconds one
+of the aggregator, storage, monitor, log collector, core or a producer is SIGKILLed (the
+kinds in a shuffled cycle, so each comes up in any run of six kills). Then the killing
+stops, the run is ended once every component is back, and per io_group the files are
+checked against the truth (:mod:`larpixdaq.pipeline.gapcheck`): in order, once; what is
+missing only inside a recorded gap, no more gaps than kills of the board's producer, nothing
+missing if it was not killed. The run record must agree: ``packets_written`` = rows,
+``packets_lost`` = 0, exit status ``success`` with no producer killed, else ``degraded``
+with the data gaps as its only losses.
 
-Producers are not killed here: a simulated board lives inside its producer, so what a
-killed producer had read and not yet forwarded dies with the board that "sent" it, and the
-recording would name packets no DAQ could have kept.
+``stall``: one simulated board in its producer (recording what it sends, ``--record``) while
+storage or the aggregator is stopped (SIGSTOP): held, spilled, replayed, nothing lost.
 
 ``python -m bench chaos`` (a minute; ``--quick``: 20 s); the suite runs it shortened
 (tests/pipeline/test_chaos.py).
@@ -27,31 +34,52 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.boardtruth import BoardTruth
 from bench.table import Row
 
-TITLE = "Chaos: SIGKILL a random component every few seconds during a run, zero loss"
-KILLABLE = ("aggregator", "storage", "monitor", "logs", "core")
+TITLE = "Chaos: SIGKILL a random component (producers too) every few seconds, zero loss"
+KILLABLE = ("aggregator", "storage", "monitor", "logs", "core", "producer")
+"""What the chaos kills; "producer" is one of the boards' producers, chosen at random."""
 
 
 @dataclass
 class ChaosResult:
     """What a chaos run did and found."""
 
-    kills: list[str] = field(default_factory=list)
+    kills: list[str] = field(default_factory=list)  # the names killed, in order
     run: dict[str, Any] = field(default_factory=dict)
-    sent: dict[int, int] = field(default_factory=dict)  # io_group -> chip packets recorded
-    words: dict[int, int] = field(default_factory=dict)  # io_group -> PACMAN words recorded
+    sent: dict[int, int] = field(default_factory=dict)  # io_group -> packets published
+    words: dict[int, int] = field(default_factory=dict)  # io_group -> PACMAN words published
     in_files: dict[int, int] = field(default_factory=dict)  # io_group -> chip packets in files
-    exactly_once: dict[int, bool] = field(default_factory=dict)  # files == recording, in order
+    exactly_once: dict[int, bool] = field(default_factory=dict)  # stall: files == --record
+    verdicts: dict[int, Any] = field(default_factory=dict)  # chaos: gapcheck.Verdict
     seconds: float = 0.0
 
     @property
     def lost(self) -> int:
+        """Packets missing from the files outside every recorded gap."""
+        if self.verdicts:
+            return sum(v.rows_lost for v in self.verdicts.values())
         return sum(max(0, self.sent[g] - self.in_files.get(g, 0)) for g in self.sent)
+
+    def killed(self, io_group: int) -> int:
+        """How many times the producer of ``io_group`` was killed."""
+        return self.kills.count(f"producer-{io_group}")
+
+    def kinds(self) -> dict[str, int]:
+        """Kills per kind (every producer counts as "producer")."""
+        kind = [("producer" if k.startswith("producer-") else k) for k in self.kills]
+        return {k: kind.count(k) for k in KILLABLE if k in kind}
+
+    @property
+    def expected_status(self) -> str:
+        """A producer's death is recorded dead time (a data gap): the run is degraded."""
+        return "degraded" if any(k.startswith("producer-") for k in self.kills) else "success"
 
 
 def _free_base_port() -> int:
@@ -88,19 +116,26 @@ def chaos(tmp: Path, seconds: float = 60.0, period: float = 3.0, rate: float = 1
     rng = random.Random(seed)
     say = say or (lambda text: None)
 
-    def kill_at_random(children: dict, result: ChaosResult, op: Any, wait: Any) -> None:
+    def kill_now_and_then(children: dict, result: ChaosResult, op: Any, wait: Any) -> None:
+        producers = sorted(n for n in children if n.startswith("producer-"))
+        order: list[str] = []
         t0 = time.monotonic()
         while time.monotonic() - t0 < seconds:
             time.sleep(period * rng.uniform(0.7, 1.3))
-            victim = rng.choice(KILLABLE)
+            if not order:  # each kind once per cycle, in a new order each cycle
+                order = rng.sample(KILLABLE, len(KILLABLE))
+            kind = order.pop()
+            victim = rng.choice(producers) if kind == "producer" else kind
             proc = children[victim].proc
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                result.kills.append(victim)
-                say(f"  {time.monotonic() - t0:5.1f} s: SIGKILL {victim}")
+            if proc is None or proc.poll() is not None:
+                order.append(kind)  # still being started again: its turn comes next
+                continue
+            proc.send_signal(signal.SIGKILL)
+            result.kills.append(victim)
+            say(f"  {time.monotonic() - t0:5.1f} s: SIGKILL {victim}")
         result.seconds = time.monotonic() - t0
 
-    return exercise(tmp, kill_at_random, rate=rate)
+    return exercise_boards(tmp, kill_now_and_then, rate=rate)
 
 
 def stall(tmp: Path, victim: str = "storage", seconds: float = 20.0,
@@ -138,18 +173,53 @@ def stall(tmp: Path, victim: str = "storage", seconds: float = 20.0,
                                    "--hold-mb", str(hold_mb)])
 
 
-def exercise(tmp: Path, disturb: Any, *, rate: float, boards: int = 2,
-             producer_args: list[str] | None = None) -> ChaosResult:
-    """`up`'s DAQ with ``boards`` recording producers, a run during which ``disturb``
-    (children, result, operator, wait) does its worst, the files checked against the
-    recordings."""
-    import numpy as np
+@dataclass
+class Daq:
+    """`up`'s DAQ under its supervisor, with an operator; what the exercises share."""
 
+    tmp: Path
+    children: dict[str, Any]
+    op: Any
+    expected: int  # components that register (every child but the core)
+
+    def all_back(self) -> bool:
+        final = self.op.call("clients")
+        status = self.op.call("status")
+        return (final.success and len(final.data["components"]) == self.expected
+                and status.success and not status.data.get("missing"))
+
+    def producers(self) -> dict[str, dict[str, Any]]:
+        """The counters each registered producer reports, by name."""
+        return {c["name"]: c.get("counters", {}) for c in self.op.call("clients").data[
+            "components"] if c["role"] == "producer"}
+
+    def wait(self, cond: Any, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):
+                if cond():
+                    return
+            time.sleep(0.2)
+        raise RuntimeError(f"the DAQ did not come back within {timeout:g} s "
+                           f"(see {self.tmp / 'up.log'})")
+
+    def begin(self) -> None:
+        self.wait(self.all_back, 60)
+        _retry(lambda: self.op.prepare_run(comment="chaos").wait())
+        _retry(lambda: self.op.begin_run().wait())
+
+    def end(self) -> dict[str, Any]:
+        final = _retry(lambda: self.op.end_run().wait(), timeout=120)
+        return final.data["run"]
+
+
+@contextlib.contextmanager
+def up_daq(tmp: Path, boards: list[str], *, rate: float,
+           producer_args: Callable[[int], list[str]] | None = None) -> Iterator[Daq]:
+    """`up`'s DAQ with ``boards`` (``--board`` values, io_groups 1, 2, ...; the producer of
+    io_group g also given ``producer_args(g)``), started and supervised in a thread;
+    everything is stopped on the way out."""
     from larpixdaq.commands.up import build, configure
-    from larpixdaq.formats.pacman import HEADER_BYTES, WORD_BYTES, decode_data_messages
-    from larpixdaq.formats.rawfile import open_raw
-    from larpixdaq.formats.rows import MESSAGE
-    from larpixdaq.pipeline.runfile import read_run_packets
     from larpixdaq.runcontrol.operator import Operator
 
     port = _free_base_port()
@@ -157,69 +227,132 @@ def exercise(tmp: Path, disturb: Any, *, rate: float, boards: int = 2,
     parser = argparse.ArgumentParser()
     configure(parser)
     args = parser.parse_args([
-        "--data-dir", str(tmp / "data"), "--core", core, *["--board", "sim"] * boards,
+        "--data-dir", str(tmp / "data"), "--core", core,
+        *(x for b in boards for x in ("--board", b)),
         "--sim-rate", str(rate), "--no-web", "--rejoin-grace", "30"])
     sup = build(args)
     log = open(tmp / "up.log", "a")  # noqa: SIM115 - closed below
     sup.out = log
     children = {c.name: c for c in sup.children}
-    groups = list(range(1, boards + 1))
-    for g in groups:
-        children[f"producer-{g}"].args += [
-            "--record", str(tmp / f"sent-{g}-{{run}}.raw"),
-            *(producer_args or ["--words-per-message", "1000"])]
+    for g in range(1, len(boards) + 1):
+        children[f"producer-{g}"].args += producer_args(g) if producer_args else []
     children["core"].args += ["--heartbeat-timeout", "2", "--ack-timeout", "30"]
-    result = ChaosResult()
     watcher = threading.Thread(target=sup.watch, daemon=True)
     op = None
     try:
         sup.start_all()
         watcher.start()
         op = Operator(core, timeout=10)
-        expected = len(sup.children) - 1  # every child but the core registers
-
-        def all_back() -> bool:
-            final = op.call("clients")
-            status = op.call("status")
-            return (final.success and len(final.data["components"]) == expected
-                    and status.success and not status.data.get("missing"))
-
-        def wait(cond: Any, timeout: float) -> None:
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                with contextlib.suppress(Exception):
-                    if cond():
-                        return
-                time.sleep(0.2)
-            raise RuntimeError(f"the DAQ did not come back within {timeout:g} s "
-                               f"(see {tmp / 'up.log'})")
-
-        wait(all_back, 60)
-        _retry(lambda: op.prepare_run(comment="chaos").wait())
-        _retry(lambda: op.begin_run().wait())
-        disturb(children, result, op, wait)
-        wait(all_back, 120)
-        final = _retry(lambda: op.end_run().wait(), timeout=120)
-        run = final.data["run"]
-        result.run = run
-        rows = read_run_packets(run["files"])
-        for g in groups:
-            with open_raw(tmp / f"sent-{g}-{run['run_number']}.raw") as f:
-                msgs, _ = f.read()
-            sent = decode_data_messages(msgs, g).rows
-            result.words[g] = sum((len(m) - HEADER_BYTES) // WORD_BYTES for m in msgs)
-            got = rows[(rows["io_group"] == g) & (rows["packet_type"] != MESSAGE)]
-            result.sent[g] = len(sent)
-            result.in_files[g] = len(got)
-            result.exactly_once[g] = bool(np.array_equal(got, sent))
-        result.run["rows_in_files"] = len(rows)
-        return result
+        yield Daq(tmp, children, op, len(sup.children) - 1)
     finally:
         if op is not None:
             op.close()
         sup.stop_all()
         watcher.join(5)
         log.close()
+
+
+def exercise(tmp: Path, disturb: Any, *, rate: float, boards: int = 2,
+             producer_args: list[str] | None = None) -> ChaosResult:
+    """`up`'s DAQ with ``boards`` simulated boards in recording producers, a run during
+    which ``disturb`` (children, result, operator, wait) does its worst, the files checked
+    against the recordings (in order, once)."""
+    import numpy as np
+
+    from larpixdaq.formats.pacman import HEADER_BYTES, WORD_BYTES, decode_data_messages
+    from larpixdaq.formats.rawfile import open_raw
+    from larpixdaq.formats.rows import MESSAGE
+    from larpixdaq.pipeline.runfile import read_run_packets
+
+    groups = list(range(1, boards + 1))
+    result = ChaosResult()
+    def recording(g: int) -> list[str]:
+        return ["--record", str(tmp / f"sent-{g}-{{run}}.raw"),
+                *(producer_args or ["--words-per-message", "1000"])]
+
+    with up_daq(tmp, ["sim"] * boards, rate=rate, producer_args=recording) as daq:
+        daq.begin()
+        disturb(daq.children, result, daq.op, daq.wait)
+        daq.wait(daq.all_back, 120)
+        run = daq.end()
+    result.run = run
+    rows = read_run_packets(run["files"])
+    for g in groups:
+        with open_raw(tmp / f"sent-{g}-{run['run_number']}.raw") as f:
+            msgs, _ = f.read()
+        sent = decode_data_messages(msgs, g).rows
+        result.words[g] = sum((len(m) - HEADER_BYTES) // WORD_BYTES for m in msgs)
+        got = rows[(rows["io_group"] == g) & (rows["packet_type"] != MESSAGE)]
+        result.sent[g] = len(sent)
+        result.in_files[g] = len(got)
+        result.exactly_once[g] = bool(np.array_equal(got, sent))
+    result.run["rows_in_files"] = len(rows)
+    return result
+
+
+def exercise_boards(tmp: Path, disturb: Any, *, rate: float, boards: int = 2) -> ChaosResult:
+    """`up`'s DAQ reading ``boards`` PACMAN emulators of this process (each recorded by a
+    subscriber of ours: the truth), a run during which ``disturb`` (children, result,
+    operator, wait) does its worst, and per io_group the files checked against the truth
+    with the run's data gaps (:func:`larpixdaq.pipeline.gapcheck.check_against_truth`)."""
+    import numpy as np
+
+    from larpixdaq.formats.rows import MESSAGE
+    from larpixdaq.pipeline.gapcheck import check_against_truth
+    from larpixdaq.pipeline.gapmark import gap_interval
+    from larpixdaq.pipeline.runfile import read_run_packets
+
+    groups = list(range(1, boards + 1))
+    result = ChaosResult()
+    truths: dict[int, BoardTruth] = {}
+    try:
+        for g in groups:  # subscribed, and the data held until the run has begun
+            truths[g] = BoardTruth(g, rate).start()
+        with up_daq(tmp, [truths[g].board for g in groups], rate=rate) as daq:
+            daq.begin()
+            for t in truths.values():
+                t.resume()
+            disturb(daq.children, result, daq.op, daq.wait)
+            daq.wait(daq.all_back, 120)
+            # A restarted producer says its gap with its first data: it must have some.
+            daq.wait(lambda: all(c.get("packets_sent", 0) > 0
+                                 for c in daq.producers().values()), 60)
+            for t in truths.values():
+                t.hold()
+            stretches = {g: truths[g].stretch() for g in groups}
+            # Every producer sent what its board published (a restarted one: a tail of it);
+            # seen twice in a row, so not a count caught half-way that happens to match.
+            tails = {g: {0, *np.cumsum(s.words[::-1]).tolist()} for g, s in stretches.items()}
+            seen: list[dict[str, int]] = []
+
+            def sent_all() -> bool:
+                now = {n: c.get("packets_sent", -1) for n, c in daq.producers().items()}
+                seen.append(now)
+                return (len(seen) > 1 and seen[-2] == now
+                        and all(now.get(f"producer-{g}") in tails[g] for g in groups))
+
+            daq.wait(sent_all, 60)
+            run = daq.end()
+    finally:
+        for t in truths.values():
+            t.stop()
+    result.run = run
+    rows = read_run_packets(run["files"])
+    gaps: dict[int, list[tuple[int, int]]] = {g: [] for g in groups}
+    for text in run["incidents"]:
+        interval = gap_interval(text)
+        if interval is not None:
+            gaps.setdefault(interval[0], []).append(interval[1:])
+    for g in groups:
+        s = stretches[g]
+        got = rows[(rows["io_group"] == g) & (rows["packet_type"] != MESSAGE)]
+        result.verdicts[g] = check_against_truth(s.rows, s.of_message, s.times, got,
+                                                 gaps[g], result.killed(g))
+        result.sent[g] = len(s.rows)
+        result.words[g] = int(s.words.sum())
+        result.in_files[g] = len(got)
+    result.run["rows_in_files"] = len(rows)
+    return result
 
 
 def run(quick: bool) -> list[Row]:
@@ -260,21 +393,29 @@ def stall_rows(r: ChaosResult, victim: str) -> list[Row]:
 def rows(r: ChaosResult) -> list[Row]:
     """The figures of a chaos run."""
     run = r.run
-    kinds = ", ".join(f"{k} {r.kills.count(k)}" for k in KILLABLE if k in r.kills)
+    verdicts = r.verdicts.values()
+    kinds = ", ".join(f"{k} {n}" for k, n in r.kinds().items())
+    gaps = sum(v.gaps for v in verdicts)
+    problems = [f"io_group {g}: {p}" for g, v in r.verdicts.items() for p in v.problems]
+    status = run["exit_status"]
     return [
         Row("kills survived", len(r.kills), "SIGKILLs", f"{r.seconds:.0f} s of run: {kinds}"),
-        Row("packets the boards sent", sum(r.sent.values()), "packets", "the --record files"),
+        Row("packets the boards published", sum(r.sent.values()), "packets",
+            "PACMAN emulators, recorded by a subscriber"),
         Row("packets in the run files", sum(r.in_files.values()), "packets",
-            "each board's, in order, once" if all(r.exactly_once.values())
-            else "DIFFER FROM WHAT WAS SENT"),
-        Row("lost", r.lost, "packets", "must be 0"),
+            "in order, once" if not problems else "; ".join(problems)),
+        Row("packets in recorded gaps", sum(v.rows_in_gaps for v in verdicts), "packets",
+            f"{gaps} gaps ({sum(v.missing for v in verdicts)} messages) for "
+            f"{r.kinds().get('producer', 0)} producer kills"),
+        Row("lost", r.lost, "packets", "must be 0: missing outside every recorded gap"),
         Row("run record: packets_written", run["packets_written"], "rows",
             "= rows in the files" if run["packets_written"] == run["rows_in_files"]
             else "DIFFERS"),
         Row("run record: packets_lost", run["packets_lost"], "packets", "must be 0"),
-        Row("run record: exit status", 1.0 if run["exit_status"] == "success" else 0.0, "",
-            f"{run['exit_status']}; {len(run['incidents'])} incidents, "
-            f"{len(run['resolved_incidents'])} resolved"),
+        Row("run record: exit status", 1.0 if status == r.expected_status else 0.0, "",
+            f"{status} (expected {r.expected_status}); {len(run['incidents'])} incidents, "
+            f"{len(run['resolved_incidents'])} resolved; storage streams_unfinished "
+            f"{run['counters'].get('storage', {}).get('streams_unfinished')}"),
     ]
 
 
