@@ -124,12 +124,20 @@ def chaos(tmp: Path, seconds: float = 60.0, period: float = 3.0, rate: float = 1
             time.sleep(period * rng.uniform(0.7, 1.3))
             if not order:  # each kind once per cycle, in a new order each cycle
                 order = rng.sample(KILLABLE, len(KILLABLE))
-            kind = order.pop()
-            victim = rng.choice(producers) if kind == "producer" else kind
-            proc = children[victim].proc
-            if proc is None or proc.poll() is not None:
-                order.append(kind)  # still being started again: its turn comes next
+            # the next kind in the cycle with a process to kill (one still being started
+            # again keeps its turn for the next kill)
+            alive = {n: c.proc for n, c in children.items()
+                     if c.proc is not None and c.proc.poll() is None}
+            for i in reversed(range(len(order))):
+                can = [p for p in producers if p in alive] if order[i] == "producer" else (
+                    [order[i]] if order[i] in alive else [])
+                if can:
+                    break
+            else:
                 continue
+            order.pop(i)
+            victim = rng.choice(can)
+            proc = alive[victim]
             proc.send_signal(signal.SIGKILL)
             result.kills.append(victim)
             say(f"  {time.monotonic() - t0:5.1f} s: SIGKILL {victim}")
