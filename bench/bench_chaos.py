@@ -58,6 +58,7 @@ class ChaosResult:
     in_files: dict[int, int] = field(default_factory=dict)  # io_group -> chip packets in files
     exactly_once: dict[int, bool] = field(default_factory=dict)  # stall: files == --record
     verdicts: dict[int, Any] = field(default_factory=dict)  # chaos: gapcheck.Verdict
+    sent_before_end: dict[str, int] = field(default_factory=dict)  # producers' packets_sent
     seconds: float = 0.0
 
     @property
@@ -139,6 +140,7 @@ def chaos(tmp: Path, seconds: float = 60.0, period: float = 3.0, rate: float = 1
             victim = rng.choice(can)
             proc = alive[victim]
             proc.send_signal(signal.SIGKILL)
+            proc.wait(30)  # dead, so nothing after this mistakes it for a live one
             result.kills.append(victim)
             say(f"  {time.monotonic() - t0:5.1f} s: SIGKILL {victim}")
         result.seconds = time.monotonic() - t0
@@ -188,13 +190,19 @@ class Daq:
     tmp: Path
     children: dict[str, Any]
     op: Any
-    expected: int  # components that register (every child but the core)
 
     def all_back(self) -> bool:
-        final = self.op.call("clients")
+        """Every child runs, nothing is missing from the run, and the core and every
+        registered component are the processes running now (not a killed one whose death
+        the core has not noticed yet)."""
         status = self.op.call("status")
-        return (final.success and len(final.data["components"]) == self.expected
-                and status.success and not status.data.get("missing"))
+        if not status.success or status.data.get("missing"):
+            return False
+        live = {n: c.proc.pid for n, c in self.children.items()
+                if c.proc is not None and c.proc.poll() is None}
+        registered = {c["name"]: c["pid"] for c in status.data["components"]}
+        return (len(live) == len(self.children) and status.data.get("pid") == live["core"]
+                and registered == {n: pid for n, pid in live.items() if n != "core"})
 
     def producers(self) -> dict[str, dict[str, Any]]:
         """The counters each registered producer reports, by name."""
@@ -251,7 +259,7 @@ def up_daq(tmp: Path, boards: list[str], *, rate: float,
         sup.start_all()
         watcher.start()
         op = Operator(core, timeout=10)
-        yield Daq(tmp, children, op, len(sup.children) - 1)
+        yield Daq(tmp, children, op)
     finally:
         if op is not None:
             op.close()
@@ -330,7 +338,7 @@ def exercise_boards(tmp: Path, disturb: Any, *, rate: float, boards: int = 2) ->
             stretches = {g: truths[g].stretch() for g in groups}
             # Every producer sent what its board published (a restarted one: a tail of it);
             # seen twice in a row, so not a count caught half-way that happens to match.
-            tails = {g: {0, *np.cumsum(s.words[::-1]).tolist()} for g, s in stretches.items()}
+            tails = {g: set(np.cumsum(s.words[::-1]).tolist()) for g, s in stretches.items()}
             seen: list[dict[str, int]] = []
 
             def sent_all() -> bool:
@@ -340,6 +348,7 @@ def exercise_boards(tmp: Path, disturb: Any, *, rate: float, boards: int = 2) ->
                         and all(now.get(f"producer-{g}") in tails[g] for g in groups))
 
             daq.wait(sent_all, 60)
+            result.sent_before_end = seen[-1]
             run = daq.end()
     finally:
         for t in truths.values():
