@@ -412,6 +412,9 @@ def rows(r: ChaosResult) -> list[Row]:
     run = r.run
     verdicts = r.verdicts.values()
     kinds = ", ".join(f"{k} {n}" for k, n in r.kinds().items())
+    if r.kinds().get("producer"):
+        each = sorted({k for k in r.kills if k.startswith("producer-")})
+        kinds += f" ({', '.join(f'{p} {r.kills.count(p)}' for p in each)})"
     gaps = sum(v.gaps for v in verdicts)
     problems = [f"io_group {g}: {p}" for g, v in r.verdicts.items() for p in v.problems]
     status = run["exit_status"]
