@@ -504,7 +504,8 @@ def test_detector_views_pixel_states_triggers_and_runs(anode_daq, page, tmp_path
         "io_group 1 tile 1 (module 1, anode 1)")
     wait_for(lambda: canvas_ink(page, "hitmap") > 5000, timeout=60, interval=0.3)
     # The top left pixel is chip 11's (the layout's orientation); the masked one says so.
-    assert "chip 1-1-11" in hover_pixel(page, 0)
+    # Its io_channel is known once the monitor has seen data of chip 11 (until then 1-?-11).
+    wait_for(lambda: "chip 1-1-11" in hover_pixel(page, 0), timeout=60, interval=0.5)
     expect(page.locator("#map-legend")).to_contain_text("masked")
     wait_for(lambda: "masked" in hover_pixel(page, masked_pixel), timeout=60, interval=0.5)
 
