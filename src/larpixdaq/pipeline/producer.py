@@ -110,7 +110,7 @@ class ProducerCounters(Counters):
     aggregator_changes: int = 0
     data_gaps: int = 0  # holes in the board's data left by a dead process of this name
     spill_files_orphaned: int = 0  # spill files a dead process of this name left (kept)
-    frames_recovered: int = 0  # frames a dead process of this name logged, sent again
+    frames_recovered: int = 0  # frames a dead process of this name logged, queued again
     packets_recovered: int = 0  # the PACMAN words in them
     frames_stale: int = 0  # frames of a finished run a dead process logged (kept, not sent)
 
