@@ -262,7 +262,7 @@ def test_pacman_board_through_the_client(tmp_path, path):
 
 
 def test_a_tap_keeps_what_fits_and_counts_the_rest():
-    from larpixdaq.pipeline.producer import DataTap
+    from larpixdaq.pipeline.datatap import DataTap
 
     tap = DataTap(max_messages=2)
     assert tap.offer([b"a", b"b", b"c"]) == 1

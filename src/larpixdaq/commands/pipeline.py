@@ -221,7 +221,8 @@ def make_source(board: str, io_group: int, *, sim_rate: float | str = 100_000,
 
 
 def run_producer(args: argparse.Namespace) -> int:
-    from larpixdaq.pipeline.producer import Producer, ProducerComponent
+    from larpixdaq.pipeline.producer import Producer
+    from larpixdaq.pipeline.producer_component import ProducerComponent
 
     _logging()
     name = args.name or f"producer-{args.io_group}"

@@ -152,8 +152,19 @@ def log_glob(name: str) -> str:
     return f"framelog-{name}-*.bin"
 
 
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a live producer of the same name keeps its log)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def read_log(directory: str | Path, name: str,
-             alive: Callable[[int], bool] = lambda pid: False) -> ReadLog:
+             alive: Callable[[int], bool] = process_alive) -> ReadLog:
     """Every frame the logs of dead processes of ``name`` in ``directory`` hold (not this
     process's, nor those of processes ``alive`` says run), oldest file first (by the
     process's first segment's modification time, then segment)."""

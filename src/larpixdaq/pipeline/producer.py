@@ -28,13 +28,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import queue
 import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,8 +44,8 @@ import zmq
 from larpixdaq.formats.pacman import HEADER_BYTES, WORD_BYTES
 from larpixdaq.pipeline import framelog, gapmark
 from larpixdaq.pipeline.backlog import DEFAULT_HOLD_BYTES, Backlog, Pending
-from larpixdaq.pipeline.boardactions import BoardActions
 from larpixdaq.pipeline.counters import Counters
+from larpixdaq.pipeline.datatap import DEFAULT_TAP_MESSAGES, DataTap
 from larpixdaq.pipeline.framelog import FrameLog, ReadLog
 from larpixdaq.pipeline.protocol import (
     FRAME,
@@ -67,8 +65,6 @@ from larpixdaq.pipeline.sources import Source
 from larpixdaq.pipeline.threadcalls import ThreadCalls
 from larpixdaq.runcontrol import admitted
 from larpixdaq.runcontrol.admitted import EPOCH_BITS
-from larpixdaq.runcontrol.component import Component
-from larpixdaq.runcontrol.messages import RunInfo
 from larpixdaq.runcontrol.security import ClientKeys
 
 log = logging.getLogger("larpixdaq.producer")
@@ -83,11 +79,6 @@ ACK_SILENCE = 2.0
 """Seconds without an acknowledgement, with frames sent and not acknowledged, after which a
 producer says HELLO again (storage commits every 0.2 s): the aggregator that had them may
 be gone, and with nothing left to send no lack of credit would tell."""
-
-DEFAULT_TAP_MESSAGES = 4096
-"""Messages a routine's copy of the run's data holds before it drops: bounded, so a routine
-that reads slower than the board sends costs memory of its own copy only, never the run."""
-
 
 @dataclass
 class ProducerCounters(Counters):
@@ -113,36 +104,6 @@ class ProducerCounters(Counters):
     frames_recovered: int = 0  # frames a dead process of this name logged, queued again
     packets_recovered: int = 0  # the PACMAN words in them
     frames_stale: int = 0  # frames of a finished run a dead process logged (kept, not sent)
-
-
-class DataTap:
-    """A copy of what a producer forwards, for a routine that analyses a run's data while
-    it is recorded. Bounded, and never waited for (the run comes first): what does not fit
-    is counted in ``dropped`` and the routine says so."""
-
-    def __init__(self, max_messages: int = DEFAULT_TAP_MESSAGES) -> None:
-        self._queue: queue.Queue[bytes] = queue.Queue(max_messages)
-        self.dropped = 0
-
-    def offer(self, messages: list[bytes]) -> int:
-        """Queue a copy of ``messages``; returns how many did not fit (dropped)."""
-        dropped = 0
-        for message in messages:
-            try:
-                self._queue.put_nowait(message)
-            except queue.Full:
-                dropped += 1
-        self.dropped += dropped
-        return dropped
-
-    def take(self, seconds: float, stop: threading.Event | None = None) -> list[bytes]:
-        """Messages forwarded over the next ``seconds`` of wall time."""
-        out: list[bytes] = []
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0 and not (stop and stop.is_set()):
-            with contextlib.suppress(queue.Empty):
-                out.append(self._queue.get(timeout=min(left, 0.05)))
-        return out
 
 
 class Producer:
@@ -199,7 +160,7 @@ class Producer:
         # next prepare of its run, and its last data message starts a hole in the board's
         # data, told at the first data after begin (see gapmark).
         self.framelog = FrameLog(state_dir, name) if state_dir else None
-        self.predecessor = (framelog.read_log(state_dir, name, alive=_alive) if state_dir
+        self.predecessor = (framelog.read_log(state_dir, name) if state_dir
                             else ReadLog())
         self.before_death = gapmark.last_mark(
             (f.header.run, f.header.io_group, f.payload) for f in self.predecessor.frames
@@ -668,103 +629,3 @@ def free_name(path: Path) -> Path:
 def _words(payload: bytes) -> int:
     """The PACMAN words of a data message."""
     return max((len(payload) - HEADER_BYTES) // WORD_BYTES, 0)
-
-
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` runs (a live producer of the same name keeps its log)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-class ProducerComponent(Component):
-    """A producer under run control: data flows from prepare to end; the board's
-    configuration and routines are its actions (a :class:`BoardActions`, see
-    :mod:`larpixdaq.pipeline.boardactions`)."""
-
-    role = "producer"
-
-    def __init__(self, name: str, core: str, producer: Producer, *,
-                 routine_dirs: Iterable[str | Path] = (), **kw: Any) -> None:
-        super().__init__(name, core, **kw)
-        self.producer = producer
-        self.io_group = producer.io_group
-        if producer.keys is None:  # the data path with the component's keys
-            producer.keys = self._keys
-        self._unsent_before = 0.0  # messages_unsent when this run was prepared
-        self._gaps_before = 0  # data_gaps when this run was prepared
-        self._orphans_told = False
-        producer.on_gap = lambda text, data: self.notice(text, **data)
-        producer.on_stale = lambda text, data: self.notice(text, **data)
-        self._before_begin_base = 0
-        self._restored: dict[str, Any] | None = None  # what start() re-applied, until told
-        self.board = BoardActions(producer, name=name, log=self.log,
-                                  routine_dirs=routine_dirs)
-        self.register_actions_of(self.board)
-
-    def counters(self) -> dict[str, Any]:
-        return {**self.producer.snapshot(), **self.board.counters()}
-
-    def on_prepare(self, run: RunInfo) -> dict | None:
-        if self.board.restore_problem:
-            raise RuntimeError(f"{self.board.restore_problem}; write the configuration "
-                               "again before taking data")
-        self._unsent_before = self.producer.counters.messages_unsent
-        self._gaps_before = self.producer.counters.data_gaps
-        self._before_begin_base = self.producer.counters.messages_before_begin
-        block = admitted.parse(run.admitted).get(self.name)
-        if block is None and run.admitted:
-            self.log.warning("%s was not admitted to run %d (it registered after the run was "
-                             "prepared): its frames will be refused", self.name, run.run_number)
-        self.producer.prepare(run.run_number, None if block is None else block[1])
-        if self._restored is not None and self._restored.get("chips"):
-            # Once: the first run this process takes part in says where its settings came from.
-            self.producer.send_info(f"config of record re-applied: {self._restored['chips']} "
-                                    "chips")
-            self._restored = None
-        return None
-
-    def on_begin(self, run: RunInfo) -> dict | None:
-        self.producer.begin()
-        orphans = self.producer.orphaned_spills
-        if orphans and not self._orphans_told:  # once, in the first run this process joins
-            self._orphans_told = True
-            self.notice(gapmark.orphan_text(self.name, orphans),
-                        files=[str(p) for p in orphans])
-        return None
-
-    def on_end(self, run: RunInfo | None) -> dict | None:
-        counters = self.producer.end()
-        # What this run read from the board and never sent (the total covers every run).
-        unsent = self.producer.counters.messages_unsent - self._unsent_before
-        early = self.producer.counters.messages_before_begin - self._before_begin_base
-        return {"counters": {**counters, **self.board.counters(),
-                             "run_messages_unsent": unsent,
-                             "run_data_gaps": self.producer.counters.data_gaps
-                             - self._gaps_before,
-                             "run_messages_before_begin": early}}
-
-    def start(self) -> ProducerComponent:
-        # Before registering, so the chips hold their recorded settings before this process
-        # takes part in any run (a restart must not fall back to power-on values unnoticed).
-        restored = self.board.restore_configuration()
-        if restored is not None:
-            self._restored = restored
-            if restored["ok"]:
-                self.log.warning("re-applied the configuration of record to %d chip(s) and "
-                                 "verified it (%s)", restored.get("chips", 0),
-                                 restored.get("record", ""))
-            else:
-                self.log.error("%s", self.board.restore_problem)
-        self.producer.start()
-        super().start()
-        return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self.board.abort_routine("the producer is shutting down")
-        super().stop(timeout)
-        self.producer.stop()
