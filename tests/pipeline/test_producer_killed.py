@@ -1,6 +1,7 @@
-"""A producer SIGKILLed mid-run and started again under the same name: what it had sent is
-in the files exactly once, the hole its death left is an incident of the run and a row of
-the run file, and a spill file it left is kept and reported."""
+"""A producer SIGKILLed mid-run and started again under the same name: what it had read is
+in the files exactly once (its successor sends again what its frame log holds), the hole
+its death left is an incident of the run and a row of the run file, and a spill file it
+left is kept and reported."""
 
 from __future__ import annotations
 
