@@ -490,3 +490,21 @@ def test_a_recording_is_never_replaced(tmp_path):
     (tmp_path / "sent-1-4-2.raw").write_bytes(b"kept too")
     assert free_name(first) == tmp_path / "sent-1-4-3.raw"
     assert first.read_bytes() == b"kept"
+
+
+def test_an_idle_producer_stays_heard_and_keeps_its_name(tmp_path):
+    """Between runs (and in a long READY) nothing flows; the producer still says HELLO, so
+    the aggregator never takes it for gone (its credit and, in a run, its name)."""
+    agg = Aggregator("tcp://127.0.0.1:0", "tcp://127.0.0.1:0", None, peer_timeout=1.5).start()
+    p = Producer("idle", SimSource(1, rate=1000), agg.inlet).start()
+    try:
+        wait_for(lambda: agg.snapshot()["producers"] == 1, timeout=10)
+        deadline = time.monotonic() + 4.0  # well past the peer time-out
+        while time.monotonic() < deadline:
+            snap = agg.snapshot()
+            assert snap["producers_silent"] == 0 and snap["producers_expired"] == 0, snap
+            time.sleep(0.1)
+        assert p.counters.hellos >= 3
+    finally:
+        p.stop()
+        agg.stop()

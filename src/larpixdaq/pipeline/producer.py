@@ -74,7 +74,9 @@ END_PATIENCE = 20.0
 up waiting for the stream's last frame to be committed."""
 HELLO_INTERVAL = 1.0
 """Seconds without an answer (WELCOME) or without credit after which a producer says HELLO
-again: the aggregator may have restarted and forgotten it."""
+again: the aggregator may have restarted and forgotten it. An idle producer (nothing sent
+for this long, nothing waiting) says HELLO as often, so the aggregator hears from it: a
+silent one loses its credit and, during a run, its name to another connection."""
 ACK_SILENCE = 2.0
 """Seconds without an acknowledgement, with frames sent and not acknowledged, after which a
 producer says HELLO again (storage commits every 0.2 s): the aggregator that had them may
@@ -178,6 +180,7 @@ class Producer:
         self._hello_at = 0.0
         self._waiting_since: float | None = None
         self._last_ack = 0.0  # when an ACK last came, or the first unacknowledged frame went
+        self._sent_at = 0.0  # when a frame last went
         self._first_sent = -1  # frames at or below this seq of this epoch were sent before
         self._end: tuple[int, int, Future] | None = None  # (epoch, seq, future) of the end
         self._calls = ThreadCalls()
@@ -513,7 +516,9 @@ class Producer:
         if now - self._hello_at < HELLO_INTERVAL:
             return
         silent = bool(self.unacked) and now - self._last_ack >= ACK_SILENCE
-        if not self._welcomed or silent or (
+        idle = (not self.unacked and not len(self.backlog)
+                and now - self._sent_at >= HELLO_INTERVAL)
+        if not self._welcomed or silent or idle or (
                 waiting and now - self._waiting_since >= HELLO_INTERVAL):
             self._hello()
 
@@ -530,6 +535,7 @@ class Producer:
                 c.frames_not_resent += 1  # storage has it (its ACK came meanwhile)
                 continue
             self._sock.send_multipart([FRAME, item.header, item.payload], copy=False)
+            self._sent_at = time.monotonic()
             if not self.unacked:
                 self._last_ack = time.monotonic()  # the silence counts from here
             self.unacked.append(item)
