@@ -124,3 +124,12 @@ def test_sigterm_stops_every_child_youngest_first(tmp_path: Path) -> None:
             proc.kill()
             proc.wait(10)
         proc.stdout.close()
+
+
+def test_the_first_restart_is_at_once_and_the_next_ones_wait_longer_each_time():
+    from larpixdaq.supervisor import MAX_RESTART_DELAY, RESTART_DELAY, next_delay
+
+    delays = [0.0]
+    for _ in range(7):
+        delays.append(next_delay(delays[-1]))
+    assert delays == [0.0, RESTART_DELAY, 1.0, 2.0, 4.0, MAX_RESTART_DELAY, 8.0, 8.0]

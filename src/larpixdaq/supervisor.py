@@ -36,6 +36,18 @@ CLI = [sys.executable, "-m", "larpixdaq.cli"]
 #: The signals that stop the supervisor (after ``before_stop``): Ctrl-C, ``kill``, and the
 #: terminal going away.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+RESTART_DELAY = 0.5
+"""Seconds before a child that died again soon is started again, doubled at each death up
+to :data:`MAX_RESTART_DELAY`. A child that had run for a while is started again at once:
+a producer's board goes on sending while it is dead, and what nobody reads is lost."""
+MAX_RESTART_DELAY = 8.0
+WATCH_INTERVAL = 0.1
+"""Seconds between two looks at the children (a death is seen this late at most)."""
+
+
+def next_delay(delay: float) -> float:
+    """The delay after ``delay`` (0, then :data:`RESTART_DELAY`, doubled, at most the max)."""
+    return min(max(delay * 2, RESTART_DELAY), MAX_RESTART_DELAY)
 
 _PR_SET_PDEATHSIG = 1
 
@@ -57,7 +69,7 @@ class Child:
     proc: subprocess.Popen | None = None
     first_line: str = ""
     restarts: int = 0
-    backoff: float = 0.5
+    backoff: float = 0.0  # before the next start after a death (see RESTART_DELAY)
     next_start: float = 0.0
     started_at: float = 0.0
     history: list[int] = field(default_factory=list)
@@ -157,13 +169,13 @@ class Supervisor:
 
     def watch(self, on_tick: Callable[[], None] | None = None) -> None:
         """Restart children that die, until :meth:`request_stop`."""
-        while not self._stop.wait(0.2):
+        while not self._stop.wait(WATCH_INTERVAL):
             now = time.monotonic()
             for child in self.children:
                 proc = child.proc
                 if proc is not None and proc.poll() is None:
                     if now - child.started_at > 30:
-                        child.backoff = 0.5  # it has been healthy a while
+                        child.backoff = 0.0  # it has been healthy a while
                     continue
                 if proc is not None:
                     child.history.append(proc.returncode)
@@ -171,12 +183,12 @@ class Supervisor:
                              + ("; restarting" if child.restart else ""))
                     child.proc = None
                     child.next_start = now + child.backoff
-                    child.backoff = min(child.backoff * 2, 8.0)
+                    child.backoff = next_delay(child.backoff)
                 if child.restart and now >= child.next_start:
                     child.restarts += 1
                     if not self._spawn(child):
                         child.next_start = time.monotonic() + child.backoff
-                        child.backoff = min(child.backoff * 2, 8.0)
+                        child.backoff = next_delay(child.backoff)
             if on_tick is not None:
                 on_tick()
 
