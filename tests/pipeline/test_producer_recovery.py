@@ -4,6 +4,8 @@ are kept on disk and told. Real sockets, a real aggregator and storage, real fil
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 
 from larpixdaq.boards.simboard import SimulatedBoard
@@ -35,9 +37,10 @@ def _messages(seed: int, n: int, stamp: int) -> list[bytes]:
             for i in range(n)]
 
 
-def _dead_log(data, run: int, epoch: int, msgs: list[bytes]) -> None:
+def _dead_log(data, run: int, epoch: int, msgs: list[bytes],
+              segment_bytes: int = framelog.SEGMENT_BYTES) -> None:
     """A log as a producer named p killed in ``run`` leaves it: INFO, then data, no end."""
-    log = FrameLog(data, "p")
+    log = FrameLog(data, "p", segment_bytes=segment_bytes)
     h = FrameHeader("p", epoch, 0, 1, run, 1.0, KIND_INFO, 0)
     log.append(epoch, 0, encode_header(h), b"Beginning run")
     offset = 0
@@ -120,7 +123,7 @@ def test_frames_of_a_run_that_is_over_are_kept_on_disk_and_told(tmp_path):
     assert "4 frame(s) of run(s) 3 that a dead p logged" in text and details["runs"] == [3]
     kept = sorted(data.glob(f"framelog-p-{DEAD_PID}-*.stale"))
     assert kept and [str(k) for k in kept] == details["files"]
-    assert len(framelog.read_log(data, "p").frames) == 0  # not read again
+    assert framelog.read_log(data, "p").paths == []  # not read again
 
 
 def test_of_a_finished_run_s_frames_only_those_storage_has_not_acknowledged_are_told(
@@ -138,3 +141,44 @@ def test_of_a_finished_run_s_frames_only_those_storage_has_not_acknowledged_are_
         p.stop()
         agg.stop()
     assert p.counters.frames_stale == 1
+
+
+def test_a_dead_log_larger_than_the_hold_is_recovered_through_the_spill(tmp_path):
+    """The predecessor's frames go to the backlog a segment at a time: beyond the hold
+    budget they spill, so a log written during a long outage cannot exhaust memory."""
+    data = tmp_path / "data"
+    board = SimulatedBoard(1, seed=3).bring_up_all()
+    dead = [encode_data_message(1_700_000_000 + i, board.generate_packets(2000)[:2000])
+            for i in range(40)]  # 32 kB each, 1.3 MB in all
+    _dead_log(data, run=5, epoch=40, msgs=dead, segment_bytes=200_000)
+    assert len(list(data.glob("framelog-p-*"))) >= 6
+    write_raw(tmp_path / "mine.raw", _messages(2, 1, 1_700_000_100), 1)
+    agg = Aggregator("tcp://127.0.0.1:0", "tcp://127.0.0.1:0", None).start()
+    store = StorageLink(agg.outlet, data, commit_interval=0.05).start()
+    hold = 100_000
+    p = Producer("p", ReplaySource(tmp_path / "mine.raw", io_group=1, speed=0), agg.inlet,
+                 state_dir=data, hold_bytes=hold, spill_dir=data).start()
+    try:
+        store.prepare(5, {"run_type": "test"})
+        tracemalloc.start()
+        try:
+            p.prepare(5)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        p.begin()
+        wait_for(lambda: p.counters.frames_acked >= 42, timeout=20)
+        p.end()
+        summary = store.end()
+    finally:
+        p.stop()
+        store.stop()
+        agg.stop()
+    assert p.backlog.frames_spilled > 0
+    assert p.backlog.max_bytes_held <= hold + len(dead[0])
+    # A segment and its copies at a time, never the whole log.
+    assert peak < sum(map(len, dead)) * 0.6, (peak, sum(map(len, dead)))
+    got = read_run_packets(summary["files"])
+    got = got[got["packet_type"] != MESSAGE]
+    assert np.array_equal(got[:len(_rows(dead))], _rows(dead))
+    assert summary["counters"]["streams_unfinished"] == 0

@@ -23,8 +23,8 @@ always holds frames of a run not known to be complete. A kill mid-write leaves a
 at a segment's end: the reader stops there and counts it.
 
 Pure here: the record codec (:func:`pack_record`, :func:`iter_records`) and what to do with
-a predecessor's frames (:func:`plan_recovery`); :class:`FrameLog` and :func:`read_log` are
-the file shell.
+a predecessor's frames (:class:`RecoveryPlan`); :class:`FrameLog`, :func:`read_log` and
+:class:`LogFiles` are the file shell.
 """
 
 from __future__ import annotations
@@ -90,56 +90,74 @@ class LoggedFrame:
 
 
 @dataclass
-class ReadLog:
-    """What a predecessor's log files held: the frames in order, and what could not be read."""
+class LogFiles:
+    """The log files dead processes of a name left, oldest first. Their frames are read one
+    segment at a time (:meth:`frames`), never all at once: a log written while the path was
+    down for minutes can be larger than memory."""
 
-    frames: list[LoggedFrame] = field(default_factory=list)
     paths: list[Path] = field(default_factory=list)
     torn: int = 0  # records cut short by a kill mid-write (at most one per segment)
-    bad: int = 0  # records whose header is not a valid frame header
+    bad: int = 0  # records whose header is not a valid frame header, or unreadable files
+
+    def frames(self) -> Iterator[LoggedFrame]:
+        """Every frame in order (a pass reads the files again; ``torn``, ``bad`` count)."""
+        for p in self.paths:
+            try:
+                data = p.read_bytes()
+            except OSError as exc:
+                log.warning("could not read %s: %s", p, exc)
+                self.bad += 1
+                continue
+            for rec in iter_records(data):
+                if rec is None:
+                    self.torn += 1
+                    break
+                try:
+                    header = decode_header(rec[0])
+                except ProtocolError:
+                    self.bad += 1
+                    continue
+                yield LoggedFrame(header, rec[0], rec[1])
 
 
-@dataclass(frozen=True)
-class Recovery:
-    """What a restarted producer does with its predecessor's frames when it prepares a run:
-    ``resend`` (of this run, in order), then a last frame for each stream of them that has
-    none (``takeover``: ``(epoch, seq, offset)`` of that frame); ``stale`` frames are of
-    another run (a finished one: storage no longer takes them)."""
-
-    resend: list[LoggedFrame]
-    takeover: list[tuple[int, int, int]]
-    stale: list[LoggedFrame]
+RESEND, STALE, REPEAT = "resend", "stale", "repeat"
+"""What :meth:`RecoveryPlan.take` says of a frame."""
 
 
-def plan_recovery(frames: list[LoggedFrame], run_number: int, data_words: dict[int, int]
-                  ) -> Recovery:
-    """Split ``frames`` (deduplicated by stream and seq, first kept) for ``run_number``.
+class RecoveryPlan:
+    """What a restarted producer does with its predecessor's frames when it prepares run
+    ``run_number``, one frame at a time: a frame of this run is sent again (:data:`RESEND`,
+    in the order logged), one of another run is :data:`STALE` (a finished run: storage no
+    longer takes it), one already taken (the same stream and seq, logged twice by a
+    successor that died before removing its predecessor's files) is a :data:`REPEAT`. Then
+    each resent stream that has no last frame gets one (:meth:`takeover`). Pure."""
 
-    ``data_words``: the words of each resent data frame, by its index in ``frames`` (the
-    caller counts them: PACMAN payload arithmetic is not this module's), so the takeover
-    frame's ``offset`` continues the stream's word count."""
-    seen: set[tuple[int, int]] = set()
-    resend: list[LoggedFrame] = []
-    stale: list[LoggedFrame] = []
-    ends: dict[int, tuple[int, int]] = {}  # epoch -> (next seq, next offset)
-    finished: set[int] = set()
-    for i, f in enumerate(frames):
-        h = f.header
+    def __init__(self, run_number: int) -> None:
+        self.run_number = run_number
+        self._seen: set[tuple[int, int]] = set()
+        self._ends: dict[int, tuple[int, int]] = {}  # epoch -> (next seq, next offset)
+        self._finished: set[int] = set()
+
+    def take(self, frame: LoggedFrame, words: int) -> str:
+        """The verdict on the next frame; ``words``: its PACMAN words (0 for other kinds),
+        so the takeover frame's ``offset`` continues the stream's word count."""
+        h = frame.header
         key = (h.epoch, h.seq)
-        if key in seen:
-            continue
-        seen.add(key)
-        if h.run != run_number:
-            stale.append(f)
-            continue
-        resend.append(f)
-        nxt = (h.seq + 1, h.offset + data_words.get(i, 0))
-        if nxt > ends.get(h.epoch, (-1, -1)):
-            ends[h.epoch] = nxt
+        if key in self._seen:
+            return REPEAT
+        self._seen.add(key)
+        if h.run != self.run_number:
+            return STALE
+        nxt = (h.seq + 1, h.offset + words)
+        if nxt > self._ends.get(h.epoch, (-1, -1)):
+            self._ends[h.epoch] = nxt
         if h.last:
-            finished.add(h.epoch)
-    takeover = [(e, s, o) for e, (s, o) in ends.items() if e not in finished]
-    return Recovery(resend, takeover, stale)
+            self._finished.add(h.epoch)
+        return RESEND
+
+    def takeover(self) -> list[tuple[int, int, int]]:
+        """``(epoch, seq, offset)`` of the last frame each resent stream still needs."""
+        return [(e, s, o) for e, (s, o) in self._ends.items() if e not in self._finished]
 
 
 def takeover_header(name: str, io_group: int, run: int, epoch: int, seq: int, offset: int,
@@ -164,12 +182,11 @@ def process_alive(pid: int) -> bool:
 
 
 def read_log(directory: str | Path, name: str,
-             alive: Callable[[int], bool] = process_alive) -> ReadLog:
-    """Every frame the logs of dead processes of ``name`` in ``directory`` hold (not this
-    process's, nor those of processes ``alive`` says run), oldest file first (by the
-    process's first segment's modification time, then segment)."""
-    out = ReadLog()
-    paths = []
+             alive: Callable[[int], bool] = process_alive) -> LogFiles:
+    """The logs of dead processes of ``name`` in ``directory`` (not this process's, nor
+    those of processes ``alive`` says run), oldest first (by the process's first segment's
+    modification time, then segment). Nothing is read yet (see :meth:`LogFiles.frames`)."""
+    found = []
     for p in Path(directory).glob(log_glob(name)):
         parts = p.stem.rsplit("-", 2)
         try:
@@ -177,34 +194,16 @@ def read_log(directory: str | Path, name: str,
         except (IndexError, ValueError):
             continue
         if pid != os.getpid() and not alive(pid):
-            paths.append((pid, n, p))
+            found.append((pid, n, p))
     first: dict[int, float] = {}
-    for pid, _n, p in paths:
+    for pid, _n, p in found:
         try:
             t = p.stat().st_mtime
         except OSError:
             continue
         first[pid] = min(first.get(pid, t), t)
-    paths.sort(key=lambda x: (first.get(x[0], 0.0), x[0], x[1]))
-    for _, _, p in paths:
-        try:
-            data = p.read_bytes()
-        except OSError as exc:
-            log.warning("could not read %s: %s", p, exc)
-            out.bad += 1
-            continue
-        out.paths.append(p)
-        for rec in iter_records(data):
-            if rec is None:
-                out.torn += 1
-                break
-            try:
-                header = decode_header(rec[0])
-            except ProtocolError:
-                out.bad += 1
-                continue
-            out.frames.append(LoggedFrame(header, rec[0], rec[1]))
-    return out
+    found.sort(key=lambda x: (first.get(x[0], 0.0), x[0], x[1]))
+    return LogFiles([p for _, _, p in found])
 
 
 class FrameLog:

@@ -46,7 +46,7 @@ from larpixdaq.pipeline import framelog, gapmark
 from larpixdaq.pipeline.backlog import DEFAULT_HOLD_BYTES, Backlog, Pending
 from larpixdaq.pipeline.counters import Counters
 from larpixdaq.pipeline.datatap import DEFAULT_TAP_MESSAGES, DataTap
-from larpixdaq.pipeline.framelog import FrameLog, ReadLog
+from larpixdaq.pipeline.framelog import RESEND, STALE, FrameLog, LogFiles
 from larpixdaq.pipeline.protocol import (
     FRAME,
     KIND_CONFIGS,
@@ -162,10 +162,9 @@ class Producer:
         # next prepare of its run, and its last data message starts a hole in the board's
         # data, told at the first data after begin (see gapmark).
         self.framelog = FrameLog(state_dir, name) if state_dir else None
-        self.predecessor = (framelog.read_log(state_dir, name) if state_dir
-                            else ReadLog())
+        self.predecessor = framelog.read_log(state_dir, name) if state_dir else LogFiles()
         self.before_death = gapmark.last_mark(
-            (f.header.run, f.header.io_group, f.payload) for f in self.predecessor.frames
+            (f.header.run, f.header.io_group, f.payload) for f in self.predecessor.frames()
             if f.header.kind == KIND_DATA)
         #: Called (from the data thread) with a text and details of frames of a finished run
         #: a dead predecessor logged (kept on disk, not sent).
@@ -257,45 +256,55 @@ class Producer:
         self.call(do)
 
     def _recover(self, run_number: int) -> None:
-        """What a dead predecessor logged: the frames of ``run_number`` go first, its streams
-        get their last frame, all of it into this process's log before the predecessor's
-        files go; frames of another run are kept on disk (renamed) and told."""
-        found, self.predecessor = self.predecessor, ReadLog()
-        if not found.frames and not found.paths:
+        """What a dead predecessor logged: the frames of ``run_number`` go first (read a
+        segment at a time; beyond the hold budget the backlog spills them), its streams get
+        their last frame, all of it into this process's log before the predecessor's files
+        go; frames of another run are kept on disk (renamed) and told."""
+        found, self.predecessor = self.predecessor, LogFiles()
+        if not found.paths:
             return
-        words = {i: _words(f.payload) for i, f in enumerate(found.frames)
-                 if f.header.kind == KIND_DATA}
-        plan = framelog.plan_recovery(found.frames, run_number, words)
-        for f in plan.resend:
-            n = _words(f.payload) if f.header.kind == KIND_DATA else 0
-            self._queue(Pending(f.header.epoch, f.header.seq, f.header_bytes, f.payload, n))
-            self.counters.packets_recovered += n
-        for epoch, seq, offset in plan.takeover:
+        plan = framelog.RecoveryPlan(run_number)
+        resent = packets = 0
+        stale = 0
+        stale_runs: set[int] = set()
+        for f in found.frames():
+            h = f.header
+            n = _words(f.payload) if h.kind == KIND_DATA else 0
+            verdict = plan.take(f, n)
+            if verdict == RESEND:
+                self._queue(Pending(h.epoch, h.seq, f.header_bytes, f.payload, n))
+                resent += 1
+                packets += n
+            elif verdict == STALE and h.seq > self.acked.get(h.epoch, -1):
+                # (those storage has committed, as the aggregator relays at HELLO, need no word)
+                stale += 1
+                stale_runs.add(h.run)
+        for epoch, seq, offset in plan.takeover():
             h = framelog.takeover_header(self.name, self.io_group, run_number, epoch, seq,
                                          offset, time.time())
             self._queue(Pending(epoch, seq, encode_header(h), framelog.TAKEOVER_TEXT, 0))
-        self.counters.frames_recovered += len(plan.resend)
+        self.counters.frames_recovered += resent
+        self.counters.packets_recovered += packets
         if self.framelog is not None:
             self.framelog.flush()
-        # Of another run's frames, those storage has committed (the aggregator relays what
-        # it knows at HELLO) need no word.
-        stale = [f for f in plan.stale if f.header.seq > self.acked.get(f.header.epoch, -1)]
-        if plan.resend:
+        if resent:
             log.warning("%s: sending again %d frames (%d packets) a dead process of this name "
-                        "logged in run %d", self.name, len(plan.resend),
-                        self.counters.packets_recovered, run_number)
+                        "logged in run %d", self.name, resent, packets, run_number)
+        if found.torn or found.bad:
+            log.warning("%s: the dead process's log had %d record(s) cut short and %d "
+                        "unreadable", self.name, found.torn, found.bad)
         if stale:
-            self.counters.frames_stale += len(stale)
+            self.counters.frames_stale += stale
             kept = []
             for p in found.paths:
                 with contextlib.suppress(OSError):
                     p.rename(p.with_suffix(".stale"))
                     kept.append(p.with_suffix(".stale"))
-            runs = sorted({f.header.run for f in stale})
-            text = gapmark.stale_text(self.name, len(stale), runs, kept)
+            text = gapmark.stale_text(self.name, stale, sorted(stale_runs), kept)
             log.warning("%s", text)
             if self.on_stale is not None:
-                self.on_stale(text, {"files": [str(p) for p in kept], "runs": runs})
+                self.on_stale(text, {"files": [str(p) for p in kept],
+                                     "runs": sorted(stale_runs)})
             return
         for p in found.paths:
             with contextlib.suppress(FileNotFoundError):
