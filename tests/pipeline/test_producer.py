@@ -495,11 +495,11 @@ def test_a_recording_is_never_replaced(tmp_path):
 def test_an_idle_producer_stays_heard_and_keeps_its_name(tmp_path):
     """Between runs (and in a long READY) nothing flows; the producer still says HELLO, so
     the aggregator never takes it for gone (its credit and, in a run, its name)."""
-    agg = Aggregator("tcp://127.0.0.1:0", "tcp://127.0.0.1:0", None, peer_timeout=1.5).start()
+    agg = Aggregator("tcp://127.0.0.1:0", "tcp://127.0.0.1:0", None, peer_timeout=2.0).start()
     p = Producer("idle", SimSource(1, rate=1000), agg.inlet).start()
     try:
         wait_for(lambda: agg.snapshot()["producers"] == 1, timeout=10)
-        deadline = time.monotonic() + 4.0  # well past the peer time-out
+        deadline = time.monotonic() + 5.0  # well past the peer time-out
         while time.monotonic() < deadline:
             snap = agg.snapshot()
             assert snap["producers_silent"] == 0 and snap["producers_expired"] == 0, snap
