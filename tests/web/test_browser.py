@@ -247,8 +247,15 @@ def test_configuration_and_routines_against_the_real_daq(web_daq, page, tmp_path
     card.get_by_role("button", name="Apply edits").click()
     result = page.locator("#config-result")
     expect(result).to_contain_text(f'"{chip}"')
-    soft = daq.op.retrieve_configuration(chip).wait().data["result"]["registers"]
-    assert soft["threshold_global"] == new and soft["pixel_trim_dac"][3] == int(values[3])
+
+    def software_copy() -> dict:
+        return daq.op.retrieve_configuration(chip).wait().data["result"]["registers"]
+
+    # The result box already named the chip (the software copy shown above): wait for the
+    # edits themselves, not for the box.
+    soft = wait_for(lambda: (c := software_copy())["threshold_global"] == new and c,
+                    timeout=30, interval=0.3)
+    assert soft["pixel_trim_dac"][3] == int(values[3])
     card.get_by_role("button", name="Verify").click()
     expect(page.locator("#config-regs td.diff")).to_have_text(["pixel_trim_dac",
                                                                "threshold_global"])
