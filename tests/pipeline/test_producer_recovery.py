@@ -182,3 +182,55 @@ def test_a_dead_log_larger_than_the_hold_is_recovered_through_the_spill(tmp_path
     got = got[got["packet_type"] != MESSAGE]
     assert np.array_equal(got[:len(_rows(dead))], _rows(dead))
     assert summary["counters"]["streams_unfinished"] == 0
+
+
+def test_a_successor_killed_in_turn_hands_both_logs_on_and_nothing_twice(tmp_path):
+    """A dies; B takes A's log into its own and dies before sending anything; C finds B's
+    log (A's frames and the end of A's stream) and, had B not removed A's files, A's too:
+    every frame once, the dead stream ended once."""
+    data = tmp_path / "data"
+    dead = _messages(1, 5, 1_700_000_000)
+    _dead_log(data, run=5, epoch=40, msgs=dead)
+    a_files = sorted(data.glob(f"framelog-p-{DEAD_PID}-*.bin"))
+    a_copies = [f.read_bytes() for f in a_files]
+    write_raw(tmp_path / "mine.raw", _messages(2, 1, 1_700_000_100), 1)
+    nowhere = "tcp://127.0.0.1:9"  # B never reaches an aggregator: it sends nothing
+    b = Producer("p", ReplaySource(tmp_path / "mine.raw", io_group=1, speed=0), nowhere,
+                 state_dir=data).start()
+    try:
+        b.prepare(5)
+        b_files = list(b.framelog.paths)
+    finally:
+        b.stop()
+    assert b.counters.frames_recovered == 6 and not any(f.exists() for f in a_files)
+    for i, f in enumerate(b_files, start=1):  # as a process that is gone leaves them
+        f.rename(f.with_name(f"framelog-p-{DEAD_PID - 1}-{i}.bin"))
+    for f, raw in zip(a_files, a_copies, strict=True):  # B died before removing A's files
+        f.write_bytes(raw)
+    agg = Aggregator("tcp://127.0.0.1:0", "tcp://127.0.0.1:0", None).start()
+    store = StorageLink(agg.outlet, data, commit_interval=0.05).start()
+    c = Producer("p", ReplaySource(tmp_path / "mine.raw", io_group=1, speed=0), agg.inlet,
+                 state_dir=data).start()
+    try:
+        store.prepare(5, {"run_type": "test"})
+        c.prepare(5)
+        c.begin()
+        wait_for(lambda: c.counters.packets_sent > 0, timeout=15)
+        c.end()
+        summary = store.end()
+    finally:
+        c.stop()
+        store.stop()
+        agg.stop()
+    assert c.counters.frames_recovered == 7  # A's six and B's end of A's stream, once each
+    assert summary["counters"]["streams_unfinished"] == 0
+    assert summary["counters"].get("frames_conflicting", 0) == 0
+    got = read_run_packets(summary["files"])
+    got = got[got["packet_type"] != MESSAGE]
+    assert np.array_equal(got[:len(_rows(dead))], _rows(dead))
+    texts = []
+    for f in summary["files"]:
+        with Hdf5File(f) as h:
+            texts += [m.decode() for m in h.messages()["message"]]
+    assert texts.count(framelog.TAKEOVER_TEXT.decode()) == 1
+    assert not list(data.glob("framelog-p-*.bin"))  # C's own log is gone too: all committed
