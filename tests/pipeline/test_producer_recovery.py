@@ -63,28 +63,48 @@ def _rows(msgs: list[bytes]) -> np.ndarray:
     return rows[rows["packet_type"] != MESSAGE]
 
 
+def _successor_run(tmp_path, until, prepare=None, **producer_kw) -> tuple[Producer, dict]:
+    """Run 5 with a producer p started in ``tmp_path / "data"`` (where a dead one left its
+    log), replaying ``mine.raw``, through a real aggregator and storage, until ``until(p)``;
+    ``prepare(p)`` instead of ``p.prepare(5)`` if given. Returns p and storage's summary."""
+    data = tmp_path / "data"
+    agg = Aggregator("tcp://127.0.0.1:0", "tcp://127.0.0.1:0", None).start()
+    store = StorageLink(agg.outlet, data, commit_interval=0.05).start()
+    p = Producer("p", ReplaySource(tmp_path / "mine.raw", io_group=1, speed=0), agg.inlet,
+                 state_dir=data, **producer_kw).start()
+    try:
+        store.prepare(5, {"run_type": "test"})
+        (prepare or (lambda q: q.prepare(5)))(p)
+        p.begin()
+        wait_for(lambda: until(p), timeout=20)
+        p.end()
+        return p, store.end()
+    finally:
+        p.stop()
+        store.stop()
+        agg.stop()
+
+
+def _texts(files: list[str]) -> list[str]:
+    """The run files' messages (INFO texts, markers, gaps)."""
+    out = []
+    for f in files:
+        with Hdf5File(f) as h:
+            out += [m.decode() for m in h.messages()["message"]]
+    return out
+
+
 def test_the_successor_sends_the_dead_stream_first_and_ends_it(tmp_path):
     data = tmp_path / "data"
     dead = _messages(1, 6, 1_700_000_000)
     _dead_log(data, run=5, epoch=40, msgs=dead)
     mine = _messages(2, 4, 1_700_000_100)
     write_raw(tmp_path / "mine.raw", mine, 1)
-    agg = Aggregator("tcp://127.0.0.1:0", "tcp://127.0.0.1:0", None).start()
-    store = StorageLink(agg.outlet, data, commit_interval=0.05).start()
-    p = Producer("p", ReplaySource(tmp_path / "mine.raw", io_group=1, speed=0), agg.inlet,
-                 state_dir=data).start()
-    try:
-        assert p.before_death is not None and p.before_death.msg_time == 1_700_000_005
-        store.prepare(5, {"run_type": "test"})
-        p.prepare(5)
-        p.begin()
-        wait_for(lambda: p.counters.packets_sent >= sum(map(_words, mine)), timeout=15)
-        p.end()
-        summary = store.end()
-    finally:
-        p.stop()
-        store.stop()
-        agg.stop()
+    marks = []
+    p, summary = _successor_run(
+        tmp_path, lambda p: p.counters.packets_sent >= sum(map(_words, mine)),
+        prepare=lambda p: (marks.append(p.before_death), p.prepare(5)))
+    assert marks[0] is not None and marks[0].msg_time == 1_700_000_005
     assert summary["counters"]["streams_unfinished"] == 0
     assert p.counters.frames_recovered == 7  # the dead one's INFO and six messages
     assert p.counters.packets_recovered == sum(map(_words, dead))
@@ -92,10 +112,7 @@ def test_the_successor_sends_the_dead_stream_first_and_ends_it(tmp_path):
     got = read_run_packets(summary["files"])
     got = got[got["packet_type"] != MESSAGE]
     assert np.array_equal(got, np.concatenate([_rows(dead), _rows(mine)]))
-    texts = []
-    for f in summary["files"]:
-        with Hdf5File(f) as h:
-            texts += [m.decode() for m in h.messages()["message"]]
+    texts = _texts(summary["files"])
     assert texts.count("Beginning run") == 2
     assert framelog.TAKEOVER_TEXT.decode() in texts
     assert any(t.startswith("gap 1700000005-1700000100 ") for t in texts), texts
@@ -153,27 +170,20 @@ def test_a_dead_log_larger_than_the_hold_is_recovered_through_the_spill(tmp_path
     _dead_log(data, run=5, epoch=40, msgs=dead, segment_bytes=200_000)
     assert len(list(data.glob("framelog-p-*"))) >= 6
     write_raw(tmp_path / "mine.raw", _messages(2, 1, 1_700_000_100), 1)
-    agg = Aggregator("tcp://127.0.0.1:0", "tcp://127.0.0.1:0", None).start()
-    store = StorageLink(agg.outlet, data, commit_interval=0.05).start()
     hold = 100_000
-    p = Producer("p", ReplaySource(tmp_path / "mine.raw", io_group=1, speed=0), agg.inlet,
-                 state_dir=data, hold_bytes=hold, spill_dir=data).start()
-    try:
-        store.prepare(5, {"run_type": "test"})
+    peaks = []
+
+    def prepare(p: Producer) -> None:
         tracemalloc.start()
         try:
             p.prepare(5)
-            peak = tracemalloc.get_traced_memory()[1]
+            peaks.append(tracemalloc.get_traced_memory()[1])
         finally:
             tracemalloc.stop()
-        p.begin()
-        wait_for(lambda: p.counters.frames_acked >= 42, timeout=20)
-        p.end()
-        summary = store.end()
-    finally:
-        p.stop()
-        store.stop()
-        agg.stop()
+
+    p, summary = _successor_run(tmp_path, lambda p: p.counters.frames_acked >= 42, prepare,
+                                hold_bytes=hold, spill_dir=data)
+    (peak,) = peaks
     assert p.backlog.frames_spilled > 0
     assert p.backlog.max_bytes_held <= hold + len(dead[0])
     # A segment and its copies at a time, never the whole log.
@@ -207,30 +217,12 @@ def test_a_successor_killed_in_turn_hands_both_logs_on_and_nothing_twice(tmp_pat
         f.rename(f.with_name(f"framelog-p-{DEAD_PID - 1}-{i}.bin"))
     for f, raw in zip(a_files, a_copies, strict=True):  # B died before removing A's files
         f.write_bytes(raw)
-    agg = Aggregator("tcp://127.0.0.1:0", "tcp://127.0.0.1:0", None).start()
-    store = StorageLink(agg.outlet, data, commit_interval=0.05).start()
-    c = Producer("p", ReplaySource(tmp_path / "mine.raw", io_group=1, speed=0), agg.inlet,
-                 state_dir=data).start()
-    try:
-        store.prepare(5, {"run_type": "test"})
-        c.prepare(5)
-        c.begin()
-        wait_for(lambda: c.counters.packets_sent > 0, timeout=15)
-        c.end()
-        summary = store.end()
-    finally:
-        c.stop()
-        store.stop()
-        agg.stop()
+    c, summary = _successor_run(tmp_path, lambda p: p.counters.packets_sent > 0)
     assert c.counters.frames_recovered == 7  # A's six and B's end of A's stream, once each
     assert summary["counters"]["streams_unfinished"] == 0
     assert summary["counters"].get("frames_conflicting", 0) == 0
     got = read_run_packets(summary["files"])
     got = got[got["packet_type"] != MESSAGE]
     assert np.array_equal(got[:len(_rows(dead))], _rows(dead))
-    texts = []
-    for f in summary["files"]:
-        with Hdf5File(f) as h:
-            texts += [m.decode() for m in h.messages()["message"]]
-    assert texts.count(framelog.TAKEOVER_TEXT.decode()) == 1
+    assert _texts(summary["files"]).count(framelog.TAKEOVER_TEXT.decode()) == 1
     assert not list(data.glob("framelog-p-*.bin"))  # C's own log is gone too: all committed
