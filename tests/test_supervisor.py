@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from larpixdaq.processes import process_alive
 from larpixdaq.runcontrol.testing import wait_for
 from larpixdaq.supervisor import Supervisor
 
@@ -32,14 +33,6 @@ def _children(tmp: Path) -> list[tuple[str, list[str]]]:
     return [("core", ["core", "--core", core, "--db", str(tmp / "runs.sqlite")]),
             ("logs", ["logs", "--core", core, "--bind", "tcp://127.0.0.1:0",
                       "--file", str(tmp / "daq.log")])]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.fixture
@@ -109,16 +102,16 @@ def test_sigterm_stops_every_child_youngest_first(tmp_path: Path) -> None:
         wait_for(lambda: any(x.startswith("[logs] log collector") for x in lines), timeout=60)
         pids += [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)],
                                                 capture_output=True, text=True).stdout.split()]
-        assert len(pids) == 2 and all(_alive(p) for p in pids)
+        assert len(pids) == 2 and all(process_alive(p) for p in pids)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
         reader.join(10)
-        assert not [p for p in pids if _alive(p)]
+        assert not [p for p in pids if process_alive(p)]
         stopped = [m.group(1) for m in map(re.compile(r"\[up\] (\w+) stopped").match, lines)
                    if m]
         assert stopped == ["logs", "core"]
     finally:
-        for pid in [p for p in pids if _alive(p)]:  # a failed test leaves no orphans
+        for pid in [p for p in pids if process_alive(p)]:  # a failed test leaves no orphans
             os.kill(pid, signal.SIGKILL)
         if proc.poll() is None:
             proc.kill()

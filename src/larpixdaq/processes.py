@@ -41,6 +41,17 @@ class LockHeld(Exception):
         self.holder = holder
 
 
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (one of another user's counts: it exists)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def take_pid_lock(path: str | Path) -> IO[str]:
     """Hold an exclusive lock on ``path`` for as long as the returned file stays open, with
     this process's pid written in it (so a refusal can name the holder). The lock goes with

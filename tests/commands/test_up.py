@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from larpixdaq.processes import process_alive
 from larpixdaq.runcontrol.operator import Operator
 from larpixdaq.runcontrol.testing import wait_for
 
@@ -42,14 +43,6 @@ def _child_pids(pid: int) -> list[int]:
     return [int(p) for p in out.split()]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def _start_up(core: str, data, log_path, *extra: str) -> subprocess.Popen:
     log = open(log_path, "a")  # noqa: SIM115 - the child has its own copy
     try:
@@ -71,7 +64,7 @@ def _stop_up(proc: subprocess.Popen) -> None:
             proc.kill()
             proc.wait(5)
     for pid in children:
-        if _alive(pid):
+        if process_alive(pid):
             os.kill(pid, signal.SIGKILL)
 
 
@@ -320,7 +313,7 @@ def test_a_whole_daq_restarted_after_a_crash_closes_the_run_and_starts_in_stop(t
         for pid in [proc.pid, *children]:
             os.kill(pid, signal.SIGKILL)
         proc.wait(10)
-        wait_for(lambda: not any(_alive(p) for p in children), timeout=30)
+        wait_for(lambda: not any(process_alive(p) for p in children), timeout=30)
         written_before = _storage_journal_packets(data, number)
         assert written_before > 0
 

@@ -12,7 +12,7 @@ from daq_procs import Daq
 
 from larpixdaq.formats.hdf5file import Hdf5File, verify_checksum
 from larpixdaq.formats.rows import MESSAGE
-from larpixdaq.pipeline.runfile import read_run_packets
+from larpixdaq.pipeline.runfile import read_run_messages, read_run_packets
 from larpixdaq.runcontrol.statemachine import LOSS_COUNTERS, run_losses
 from larpixdaq.runcontrol.testing import wait_for
 
@@ -29,14 +29,6 @@ def daq_factory(tmp_path):
     yield make
     for d in made:
         d.close()
-
-
-def _texts(files) -> list[str]:
-    out = []
-    for p in files:
-        with Hdf5File(p) as f:
-            out += [m.decode() for m in f.messages()["message"]]
-    return out
 
 
 def _counter(daq: Daq, role: str, name: str) -> int:
@@ -84,7 +76,7 @@ def test_runs_record_every_packet_sent(daq_factory, boards):
     for name, role in run["roles"].items():
         for counter in LOSS_COUNTERS.get(role, ()):
             assert run["counters"][name][counter] == 0, (name, counter)
-    texts = _texts(files)
+    texts = read_run_messages(files)
     assert texts.count("Beginning run") == boards and texts.count("Ending run") == boards
     with Hdf5File(files[0]) as f:
         info = f.info()
@@ -138,7 +130,7 @@ def test_storage_killed_mid_run_loses_nothing(tmp_path):
         assert run["packets_written"] == len(rows)
         assert run["packets_lost"] == 0
         assert run["counters"]["storage"]["restarts"] == 1
-        texts = _texts(files)
+        texts = read_run_messages(files)
         assert texts.count("Beginning run") == 2 and texts.count("Ending run") == 2
     finally:
         daq.close()
@@ -196,7 +188,7 @@ def test_aggregator_killed_mid_run_loses_nothing(tmp_path):
         assert run["packets_written"] == len(rows)
         assert run["packets_lost"] == 0
         assert run["exit_status"] == "success", (run["incidents"], _losses(run))
-        texts = _texts(run["files"])
+        texts = read_run_messages(run["files"])
         assert texts.count("Beginning run") == 2 and texts.count("Ending run") == 2
     finally:
         daq.close()

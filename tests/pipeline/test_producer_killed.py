@@ -11,10 +11,9 @@ from pathlib import Path
 import numpy as np
 from daq_procs import Daq, Proc
 
-from larpixdaq.formats.hdf5file import Hdf5File
 from larpixdaq.formats.rows import MESSAGE
 from larpixdaq.pipeline import framelog
-from larpixdaq.pipeline.runfile import read_run_packets
+from larpixdaq.pipeline.runfile import read_run_messages, read_run_packets
 from larpixdaq.runcontrol.statemachine import run_losses
 from larpixdaq.runcontrol.testing import wait_for
 
@@ -63,14 +62,6 @@ def _rows(daq: Daq, path: Path) -> np.ndarray:
     return decode_data_messages(msgs, 1).rows
 
 
-def _texts(files) -> list[str]:
-    out = []
-    for p in files:
-        with Hdf5File(p) as f:
-            out += [m.decode() for m in f.messages()["message"]]
-    return out
-
-
 def _producer_counters(daq: Daq) -> dict:
     return next((c.get("counters", {}) for c in daq.clients() if c["name"] == "producer-1"),
                 {})
@@ -112,7 +103,7 @@ def test_a_killed_producer_s_successor_sends_what_it_had_not_got_committed(tmp_p
         assert run["exit_status"] == "degraded"
         # The hole is a row of the run file, before the successor's data, and the dead
         # stream's end is there too.
-        texts = _texts(run["files"])
+        texts = read_run_messages(run["files"])
         (row,) = (t for t in texts if t.startswith("gap "))
         t0, t1 = (int(x) for x in row.split()[1].split("-"))
         assert t0 <= t1 and f"from message time {t0} to {t1}" in text

@@ -9,7 +9,6 @@ import tracemalloc
 import numpy as np
 
 from larpixdaq.boards.simboard import SimulatedBoard
-from larpixdaq.formats.hdf5file import Hdf5File
 from larpixdaq.formats.pacman import (
     HEADER_BYTES,
     WORD_BYTES,
@@ -23,7 +22,7 @@ from larpixdaq.pipeline.aggregator import Aggregator
 from larpixdaq.pipeline.framelog import FrameLog
 from larpixdaq.pipeline.producer import Producer
 from larpixdaq.pipeline.protocol import KIND_DATA, KIND_INFO, FrameHeader, encode_header
-from larpixdaq.pipeline.runfile import read_run_packets
+from larpixdaq.pipeline.runfile import read_run_messages, read_run_packets
 from larpixdaq.pipeline.sources.replay import ReplaySource
 from larpixdaq.pipeline.storage import StorageLink
 from larpixdaq.runcontrol.testing import wait_for
@@ -85,15 +84,6 @@ def _successor_run(tmp_path, until, prepare=None, **producer_kw) -> tuple[Produc
         agg.stop()
 
 
-def _texts(files: list[str]) -> list[str]:
-    """The run files' messages (INFO texts, markers, gaps)."""
-    out = []
-    for f in files:
-        with Hdf5File(f) as h:
-            out += [m.decode() for m in h.messages()["message"]]
-    return out
-
-
 def test_the_successor_sends_the_dead_stream_first_and_ends_it(tmp_path):
     data = tmp_path / "data"
     dead = _messages(1, 6, 1_700_000_000)
@@ -112,7 +102,7 @@ def test_the_successor_sends_the_dead_stream_first_and_ends_it(tmp_path):
     got = read_run_packets(summary["files"])
     got = got[got["packet_type"] != MESSAGE]
     assert np.array_equal(got, np.concatenate([_rows(dead), _rows(mine)]))
-    texts = _texts(summary["files"])
+    texts = read_run_messages(summary["files"])
     assert texts.count("Beginning run") == 2
     assert framelog.TAKEOVER_TEXT.decode() in texts
     assert any(t.startswith("gap 1700000005-1700000100 ") for t in texts), texts
@@ -224,5 +214,5 @@ def test_a_successor_killed_in_turn_hands_both_logs_on_and_nothing_twice(tmp_pat
     got = read_run_packets(summary["files"])
     got = got[got["packet_type"] != MESSAGE]
     assert np.array_equal(got[:len(_rows(dead))], _rows(dead))
-    assert _texts(summary["files"]).count(framelog.TAKEOVER_TEXT.decode()) == 1
+    assert read_run_messages(summary["files"]).count(framelog.TAKEOVER_TEXT.decode()) == 1
     assert not list(data.glob("framelog-p-*.bin"))  # C's own log is gone too: all committed

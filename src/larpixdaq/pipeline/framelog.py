@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from larpixdaq.pipeline.protocol import KIND_INFO, FrameHeader, ProtocolError, decode_header
+from larpixdaq.processes import process_alive
 
 log = logging.getLogger("larpixdaq.framelog")
 
@@ -168,17 +169,6 @@ def takeover_header(name: str, io_group: int, run: int, epoch: int, seq: int, of
 
 def log_glob(name: str) -> str:
     return f"framelog-{name}-*.bin"
-
-
-def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` runs (a live producer of the same name keeps its log)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def read_log(directory: str | Path, name: str,

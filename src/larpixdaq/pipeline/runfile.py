@@ -636,3 +636,13 @@ def read_run_packets(paths: Sequence[str | Path]) -> np.ndarray:
         with Hdf5File(p) as f:
             arrays.append(f.read_packets())
     return np.concatenate(arrays) if arrays else np.zeros(0, PACKETS_DTYPE)
+
+
+def read_run_messages(paths: Sequence[str | Path]) -> list[str]:
+    """Every ``messages`` text of a run's parts, in order: markers, INFO frames, gaps (for
+    tests and tools)."""
+    out: list[str] = []
+    for p in paths:
+        with Hdf5File(p) as f:
+            out += [m.decode() for m in f.messages()["message"]]
+    return out
