@@ -77,7 +77,10 @@ def _successor_run(tmp_path, until, prepare=None, **producer_kw) -> tuple[Produc
         p.begin()
         wait_for(lambda: until(p), timeout=20)
         p.end()
-        return p, store.end()
+        summary = store.end()
+        # The end is answered once sent; storage's last ACK comes after its close.
+        wait_for(lambda: not p.unacked, timeout=20)
+        return p, summary
     finally:
         p.stop()
         store.stop()
@@ -150,38 +153,55 @@ def test_of_a_finished_run_s_frames_only_those_storage_has_not_acknowledged_are_
     assert p.counters.frames_stale == 1
 
 
-def test_a_dead_log_larger_than_the_hold_is_recovered_through_the_spill(tmp_path):
-    """The predecessor's frames go to the backlog a segment at a time: beyond the hold
-    budget they spill, so a log written during a long outage cannot exhaust memory."""
+HOLD = 100_000
+"""The hold budget of the tests of a dead log larger than it."""
+
+
+def _big_dead_log(tmp_path) -> list[bytes]:
+    """A dead producer's log of 40 messages of 32 kB (1.3 MB) in segments of 200 kB."""
     data = tmp_path / "data"
     board = SimulatedBoard(1, seed=3).bring_up_all()
     dead = [encode_data_message(1_700_000_000 + i, board.generate_packets(2000)[:2000])
-            for i in range(40)]  # 32 kB each, 1.3 MB in all
+            for i in range(40)]
     _dead_log(data, run=5, epoch=40, msgs=dead, segment_bytes=200_000)
     assert len(list(data.glob("framelog-p-*"))) >= 6
     write_raw(tmp_path / "mine.raw", _messages(2, 1, 1_700_000_100), 1)
-    hold = 100_000
-    peaks = []
+    return dead
 
-    def prepare(p: Producer) -> None:
-        tracemalloc.start()
-        try:
-            p.prepare(5)
-            peaks.append(tracemalloc.get_traced_memory()[1])
-        finally:
-            tracemalloc.stop()
 
-    p, summary = _successor_run(tmp_path, lambda p: p.counters.frames_acked >= 42, prepare,
-                                hold_bytes=hold, spill_dir=data)
-    (peak,) = peaks
+def test_a_dead_log_larger_than_the_hold_is_recovered_through_the_spill(tmp_path):
+    """The predecessor's frames go to the backlog a segment at a time: beyond the hold
+    budget they spill, so a log written during a long outage cannot exhaust memory."""
+    dead = _big_dead_log(tmp_path)
+    p, summary = _successor_run(tmp_path, lambda p: p.counters.frames_acked >= 42,
+                                hold_bytes=HOLD, spill_dir=tmp_path / "data")
     assert p.backlog.frames_spilled > 0
-    assert p.backlog.max_bytes_held <= hold + len(dead[0])
-    # A segment and its copies at a time, never the whole log.
-    assert peak < sum(map(len, dead)) * 0.6, (peak, sum(map(len, dead)))
+    assert p.backlog.max_bytes_held <= HOLD + len(dead[0])
     got = read_run_packets(summary["files"])
     got = got[got["packet_type"] != MESSAGE]
     assert np.array_equal(got[:len(_rows(dead))], _rows(dead))
     assert summary["counters"]["streams_unfinished"] == 0
+
+
+def test_recovering_a_dead_log_holds_a_segment_at_a_time_never_the_whole_log(tmp_path):
+    """Measured with no aggregator to send to, so no other thread of this process (an
+    aggregator's, storage's) allocates while the recovery is traced."""
+    dead = _big_dead_log(tmp_path)
+    data = tmp_path / "data"
+    p = Producer("p", ReplaySource(tmp_path / "mine.raw", io_group=1, speed=0),
+                 "tcp://127.0.0.1:9", state_dir=data, hold_bytes=HOLD, spill_dir=data).start()
+    try:
+        tracemalloc.start()
+        try:
+            p.prepare(5)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    finally:
+        p.stop()
+    assert p.counters.frames_recovered == 41 and p.backlog.frames_spilled > 0
+    # A segment and its copies at a time, never the whole log.
+    assert peak < sum(map(len, dead)) * 0.6, (peak, sum(map(len, dead)))
 
 
 def test_a_successor_killed_in_turn_hands_both_logs_on_and_nothing_twice(tmp_path):
