@@ -469,14 +469,24 @@ def anode_daq(tmp_path):
 
 
 def hover_pixel(page, pixel: int) -> str:
-    """Point at one pixel of the tile view (490 px, 7 px a pixel) and read the tip."""
-    box = page.locator("#hitmap").bounding_box()
-    scale = box["width"] / 490
-    x = box["x"] + ((pixel % 70) * 7 + 3.5) * scale
-    y = box["y"] + ((pixel // 70) * 7 + 3.5) * scale
-    page.mouse.move(x, y)
+    """Point at one pixel of the tile view (490 px, 7 px a pixel) and read the tip.
+
+    The pointer is placed relative to the canvas by Playwright (which waits for it to stand
+    still), and placed again if the tip is not up: the status lines above the map grow while
+    a run goes on, and a line added between measuring the canvas and moving the pointer
+    leaves the pointer off the map (the tip then hides, as it should).
+    """
+    canvas = page.locator("#hitmap")
     tip = page.locator("#hitmap-tip")
-    expect(tip).to_be_visible()
+
+    def place() -> bool:
+        box = canvas.bounding_box()
+        scale = box["width"] / 490
+        canvas.hover(position={"x": ((pixel % 70) * 7 + 3.5) * scale,
+                               "y": ((pixel // 70) * 7 + 3.5) * scale})
+        return tip.is_visible()
+
+    wait_for(place, timeout=10, interval=0.3)
     return tip.inner_text()
 
 
