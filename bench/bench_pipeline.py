@@ -5,7 +5,9 @@ producer sends as fast as credit allows (``--sim-rate 0``) from a pool of pre-ge
 messages, so the figure is the data path's and not the physics model's (bench_simboard
 measures that). Reported: packets written per second over the run, packets lost (must be
 0), the file's row count against what the producer sent, storage's resident memory
-sampled every second (peak and last), and CPU seconds each process used.
+sampled every second (peak and last), and CPU seconds each process used. The run is made
+twice, storage committing to the disk itself (``fsync``, the default) and only to the kernel
+(``--no-sync``), and the ratio of the two rates is what durability costs here.
 
 Run alone with ``python -m bench pipeline [--quick]``; ``python bench/bench_pipeline.py
 --seconds N`` for another duration.
@@ -53,7 +55,8 @@ def _start(args: list[str], log: Path) -> tuple[subprocess.Popen, str]:
     return proc, proc.stdout.readline()
 
 
-def measure(seconds: float, words_per_message: int = 8192, boards: int = 1) -> list[Row]:
+def measure(seconds: float, words_per_message: int = 8192, boards: int = 1,
+            sync: bool = True) -> list[Row]:
     from larpixdaq.formats.hdf5file import Hdf5File
     from larpixdaq.runcontrol.operator import Operator
     from larpixdaq.runcontrol.testing import CoreProcess, wait_for
@@ -69,7 +72,8 @@ def measure(seconds: float, words_per_message: int = 8192, boards: int = 1) -> l
              "--monitor", "tcp://127.0.0.1:0"], tmp / "aggregator.log")
         inlet, outlet = [w for w in line.replace(",", " ").split() if "://" in w][:2]
         procs["storage"], _ = _start(["storage", *c, "--aggregator", outlet, "--data-dir",
-                                      str(tmp / "data")], tmp / "storage.log")
+                                      str(tmp / "data"), *([] if sync else ["--no-sync"])],
+                                     tmp / "storage.log")
         for g in range(1, boards + 1):
             procs[f"producer-{g}"], _ = _start(
                 ["producer", *c, "--aggregator", inlet, "--io-group", str(g), "--sim-rate", "0",
@@ -103,7 +107,8 @@ def measure(seconds: float, words_per_message: int = 8192, boards: int = 1) -> l
         chip_rows = storage["words_received"]
         out = [
             Row("packets written per second", run["packets_written"] / elapsed, "packets/s",
-                f"{elapsed:.1f} s run, {boards} board(s), {words_per_message} words/message"),
+                f"{elapsed:.1f} s run, {boards} board(s), {words_per_message} words/message, "
+                f"commits {'synced to the disk' if sync else 'to the kernel only (--no-sync)'}"),
             Row("packets lost", run["packets_lost"], "packets", "must be 0"),
             Row("chip packets sent by producers", sent, "packets"),
             Row("chip packets in the file", chip_rows, "packets",
@@ -150,19 +155,32 @@ def storage_costs(n_messages: int = 64, words: int = 8192) -> list[Row]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     with Hdf5Writer(tmp / "x.h5", swmr=True) as w:
         t_append = best_time(lambda: (w.append(rows), w.flush()), 3)
+        t_synced = best_time(lambda: (w.append(rows), w.flush(), os.fsync(w.fileno())), 3)
     (tmp / "x.h5").unlink()
     return [
         Row("storage: decode PACMAN messages", t_decode / n * 1e9, "ns/packet",
             f"batches of {n_messages} x {words} words"),
         Row("storage: HDF5 append + flush (SWMR)", t_append / n * 1e9, "ns/packet",
             "the writer's SHA-256 runs on a thread of its own, beside this"),
+        Row("storage: HDF5 append + flush + fsync", t_synced / n * 1e9, "ns/packet",
+            f"{t_synced / t_append:.2f}x the same without fsync, on {tmp.parent}'s disk"),
         Row("storage: SHA-256 of the rows", t_sha / n * 1e9, "ns/packet",
             "on its own; off the writing thread's path"),
     ]
 
 
+def with_and_without_sync(seconds: float, words_per_message: int = 8192, boards: int = 1
+                          ) -> list[Row]:
+    """The run twice, synced and not; the last row is the ratio of their rates."""
+    synced = measure(seconds, words_per_message, boards, sync=True)
+    kernel = measure(seconds, words_per_message, boards, sync=False)
+    ratio = synced[0].value / kernel[0].value if kernel[0].value else float("nan")
+    return [*synced, *kernel, Row("rate synced / rate not synced", ratio, "x",
+                                  "what putting each commit on the disk costs")]
+
+
 def run(quick: bool) -> list[Row]:
-    return measure(5.0 if quick else 60.0) + storage_costs()
+    return with_and_without_sync(5.0 if quick else 30.0) + storage_costs()
 
 
 if __name__ == "__main__":
@@ -176,4 +194,5 @@ if __name__ == "__main__":
     ap.add_argument("--words-per-message", type=int, default=8192)
     ap.add_argument("--boards", type=int, default=1)
     a = ap.parse_args()
-    print_table(TITLE, measure(5.0 if a.quick else a.seconds, a.words_per_message, a.boards))
+    print_table(TITLE, with_and_without_sync(5.0 if a.quick else a.seconds,
+                                             a.words_per_message, a.boards))

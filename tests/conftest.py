@@ -167,3 +167,26 @@ def small_disk(tmp_path):
         yield SmallDisk(mount)
     finally:
         subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+class SyncSpy:
+    """Records the path behind every ``fsync`` the process makes (and still makes it)."""
+
+    def __init__(self) -> None:
+        self.paths: list[Path] = []
+
+    def clear(self) -> None:
+        self.paths.clear()
+
+
+@pytest.fixture
+def synced(monkeypatch) -> SyncSpy:
+    spy = SyncSpy()
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        spy.paths.append(Path(os.readlink(f"/proc/self/fd/{fd}")))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return spy

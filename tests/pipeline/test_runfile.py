@@ -2,6 +2,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -469,5 +470,161 @@ def test_a_frame_sent_again_is_a_duplicate_other_bytes_under_its_seq_a_conflict(
     assert c["frames_conflicting"] == 1
     assert c["frames_missing"] == 0 and c["packets_lost"] == 0
     # The file holds what was written first under each seq, nothing of the forged frame.
+    assert np.array_equal(_chip_rows(read_run_packets(summary["files"]), 1),
+                          expected_rows(msgs, 1))
+
+
+def test_a_commit_is_on_the_disk_before_it_is_acknowledged(tmp_path, synced):
+    """What :meth:`RunWriter.commit` returns is acknowledged upstream and forgotten there, so
+    the part's rows must be on the disk itself before the journal line that claims them is,
+    and that line before the commit returns; a new file's name is synced into its directory."""
+    frames = make_frames("a", 1, make_messages(1, 12))
+    w = RunWriter(tmp_path, 5)
+    part, journal = tmp_path / "run-000005.h5", tmp_path / "run-000005.journal"
+    assert synced.paths == [journal, tmp_path]  # part 0 and the journal are named durably
+    synced.clear()
+    w.add(frames[:6])
+    w.commit()
+    assert synced.paths == [part, journal]
+    synced.clear()
+    w.commit()  # nothing new: nothing to wait for
+    assert synced.paths == []
+    w.add(frames[6:])
+    summary = w.close()
+    # the last commit, then the sealed part (clean-close mark, checksum), then the closed line
+    assert synced.paths == [part, journal, part, journal]
+    assert read_journal(journal)[-1]["closed"]
+    assert summary["counters"]["frames_written"] == len(frames)
+
+
+def test_a_new_part_is_synced_when_the_last_one_is_finished(tmp_path, synced):
+    frames = make_frames("a", 1, make_messages(1, 40, words=200))
+    w = RunWriter(tmp_path, 6, part_bytes=36 * 1000, chunk_rows=256)
+    journal = tmp_path / "run-000006.journal"
+    synced.clear()
+    for frame in frames:
+        w.add([frame])
+        w.commit()
+    w.close()
+    parts = [tmp_path / f"run-000006{'' if k == 0 else f'-p{k:03d}'}.h5" for k in range(3)]
+    assert all(p.exists() for p in parts[:2])
+    for earlier, later in zip(parts, parts[1:], strict=False):
+        if not later.exists():
+            break
+        # the finished part is on the disk, then its successor is named in the directory,
+        # before the successor's first commit
+        finished = max(i for i, p in enumerate(synced.paths) if p == earlier)
+        # its last commit (rows, journal line), once more closed and sealed, and only then
+        # the journal line naming the successor and the directory entry
+        assert synced.paths[finished - 2:finished + 3] == [earlier, journal, earlier, journal,
+                                                           tmp_path]
+        assert synced.paths.index(later) > finished + 2
+
+
+def test_without_durable_nothing_waits_for_the_disk(tmp_path, synced):
+    frames = make_frames("a", 1, make_messages(1, 12))
+    w = RunWriter(tmp_path, 7, durable=False)
+    w.add(frames)
+    w.commit()
+    summary = w.close()
+    assert synced.paths == []
+    assert read_run_packets(summary["files"]).size > 0
+
+
+def _when_ended(w: RunWriter, timeout: float = 30.0) -> dict:
+    """What :meth:`RunWriter.end_commit` returns once the commit under way has ended."""
+    deadline = time.monotonic() + timeout
+    while (ended := w.end_commit()) is None:
+        assert time.monotonic() < deadline, "the commit's sync never ended"
+        time.sleep(0.005)
+    return ended
+
+
+def test_a_started_commit_is_acknowledged_only_once_its_rows_are_on_the_disk(tmp_path,
+                                                                               synced):
+    frames = make_frames("a", 1, make_messages(4, 30))  # seq 0..31 with the markers
+    w = RunWriter(tmp_path, 8)
+    journal = tmp_path / "run-000008.journal"
+    part = tmp_path / "run-000008.h5"
+    w.add(frames[:10])
+    assert w.start_commit() is None  # flushed; its rows go to the disk on another thread
+    assert w.commit_under_way and w.committed() == {}
+    w.add(frames[10:20])  # more rows while the disk writes
+    ended = _when_ended(w)
+    # the journal line, written after the part's sync, claims what the flush covered only
+    assert ended == w.committed() == {("a", 7): 9}
+    line = read_journal(journal)[-1]
+    assert line["streams"] == {"a\x007": [9, line["streams"]["a\x007"][1], False]}
+    assert synced.paths.index(part) < len(synced.paths) - 1
+    assert synced.paths[-1] == journal
+    assert w.end_commit() is None and not w.commit_under_way
+    # the next start ends nothing (none under way) and starts the second
+    assert w.start_commit() is None
+    summary = w.close()  # ends the one under way, then commits the rest
+    assert summary["counters"]["frames_written"] == 20
+    assert read_journal(journal)[-1]["closed"]
+
+
+def test_a_commit_whose_sync_fails_is_never_claimed(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    frames = make_frames("a", 1, make_messages(5, 20))
+    w = RunWriter(tmp_path, 9)
+    w.add(frames[:8])
+    w.commit()
+    real = os.fsync
+
+    def failing_disk(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".h5"):
+            raise OSError(errno.EIO, "Input/output error")
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", failing_disk)
+    w.add(frames[8:])
+    w.start_commit()
+    with pytest.raises(StorageError, match="Input/output error"):
+        _when_ended(w)
+    assert w.committed() == {("a", 7): 7}
+    monkeypatch.setattr(os, "fsync", real)
+    w.abort()  # cut back to the last journal line: the failed commit's rows are not kept
+    assert w.counters.frames_written == 8
+    assert len(read_run_packets(w.files)) == w.counters.packets_written
+
+
+_KILLED_DURING_SYNC = """
+import os, signal, sys, threading
+sys.path.insert(0, {tests!r})
+from datagen import make_frames, make_messages
+from larpixdaq.pipeline.runfile import RunWriter
+frames = make_frames("a", 1, make_messages(9, 60, words=200))
+w = RunWriter({d!r}, 5, chunk_rows=512)
+w.add(frames[:20]); w.commit()
+real, stalled = os.fsync, threading.Event()
+def stalled_disk(fd):
+    if os.readlink(f"/proc/self/fd/{{fd}}").endswith(".h5"):
+        stalled.set(); threading.Event().wait()
+    real(fd)
+os.fsync = stalled_disk
+w.add(frames[20:45]); w.start_commit()
+stalled.wait(30)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_writer_killed_while_its_commit_syncs_resumes_from_the_last_journal_line(
+        tmp_path):
+    tests = str(Path(__file__).resolve().parent)
+    proc = subprocess.run([sys.executable, "-c", _KILLED_DURING_SYNC.format(
+        tests=tests, d=str(tmp_path))], timeout=120)
+    assert proc.returncode == -9
+    msgs = make_messages(9, 60, words=200)
+    frames = make_frames("a", 1, msgs)
+    w = RunWriter(tmp_path, 5, chunk_rows=512)
+    assert w.committed() == {("a", 7): 19}  # the commit under way was never claimed
+    w.add(frames[20:])  # the aggregator resends what was not acknowledged
+    summary = w.close()
+    c = summary["counters"]
+    assert c["frames_duplicate"] == 0 and c["packets_lost"] == 0
     assert np.array_equal(_chip_rows(read_run_packets(summary["files"]), 1),
                           expected_rows(msgs, 1))

@@ -108,3 +108,48 @@ def test_after_a_write_error_nothing_more_is_acknowledged_until_the_run_is_given
     finally:
         comp.stop()
         link.stop()
+
+
+def test_nothing_is_acknowledged_before_the_disk_has_it(fake_aggregator, tmp_path,
+                                                          monkeypatch):
+    """A disk that takes its time (its sync of the part held back here): storage goes on
+    taking frames, and acknowledges none of them until the part's rows are on the disk and
+    the journal line that claims them is written."""
+    import os
+    import threading
+
+    from larpixdaq.pipeline.runjournal import read_journal
+
+    real, release, held = os.fsync, threading.Event(), threading.Event()
+
+    def slow_disk(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".h5"):
+            held.set()
+            release.wait(60)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_disk)
+    address = fake_aggregator.getsockopt_string(zmq.LAST_ENDPOINT)
+    link = StorageLink(address, tmp_path, commit_interval=0.05).start()
+    comp = StorageComponent("storage-t", "tcp://127.0.0.1:9", link)
+    try:
+        identity = _hello_from_storage(fake_aggregator)
+        comp.on_prepare(RunInfo(run_number=5))
+        msgs = make_messages(6, 20, words=100)
+        frames = make_frames("p", 1, msgs, run=5, markers=False)
+        for h, payload in frames:
+            fake_aggregator.send_multipart([identity, FRAME, encode_header(h), payload])
+        assert held.wait(30), "storage never synced its part"
+        assert _acked(fake_aggregator, 1.5).get(("p", 7), -1) == -1
+        assert [r for r in read_journal(tmp_path / "run-000005.journal") if "part" in r
+                and r["streams"]] == []
+        release.set()
+        assert _acked(fake_aggregator, 10.0) == {("p", 7): 19}
+        lines = [r for r in read_journal(tmp_path / "run-000005.journal") if "part" in r]
+        assert lines[-1]["streams"]["p\x007"][0] == 19
+        out = comp.on_end(RunInfo(run_number=5))
+        assert out["counters"]["packets_written"] == len(expected_rows(msgs, 1))
+    finally:
+        release.set()
+        comp.stop()
+        link.stop()

@@ -127,6 +127,15 @@ def add_board_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
+def add_no_sync_argument(p: argparse.ArgumentParser) -> None:
+    """``--no-sync``: storage acknowledges what the kernel holds, not what the disk holds."""
+    p.add_argument("--no-sync", action="store_true",
+                   help="acknowledge a commit once the kernel has it, without waiting for the "
+                        "disk (fsync): faster on a slow disk, but a power cut or kernel crash "
+                        "of the storage host can then lose acknowledged data (a killed "
+                        "storage process still loses nothing)")
+
+
 def sim_rate(text: str) -> float | str:
     """A ``--sim-rate`` value: packets per second (>= 0) or ``physics``."""
     if text == "physics":

@@ -19,6 +19,7 @@ from larpixdaq.commands.common import (
     add_beam_arguments,
     add_core_argument,
     add_keys_argument,
+    add_no_sync_argument,
     add_routines_argument,
     beam_for,
     sim_rate,
@@ -122,6 +123,7 @@ def configure_storage(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reserve-mb", type=float, default=64,
                    help="room to leave free on the data disk: a batch that would eat into it "
                         "is refused as a full disk (the run fails, the files stay whole)")
+    add_no_sync_argument(p)
 
 
 def run_storage(args: argparse.Namespace) -> int:
@@ -132,7 +134,8 @@ def run_storage(args: argparse.Namespace) -> int:
     address = _aggregator_address(args, "aggregator_out", DEFAULT_OUTLET)
     link = StorageLink(address, args.data_dir, part_bytes=int(args.part_mb * (1 << 20)),
                        compression=args.compression,
-                       reserve_bytes=int(args.reserve_mb * (1 << 20)))
+                       reserve_bytes=int(args.reserve_mb * (1 << 20)),
+                       durable=not args.no_sync)
     try:
         comp = StorageComponent(args.name, args.core, link, keys=args.keys)
     except StorageError as exc:

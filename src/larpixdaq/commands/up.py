@@ -28,6 +28,7 @@ from larpixdaq.commands.common import (
     add_beam_arguments,
     add_core_argument,
     add_keys_argument,
+    add_no_sync_argument,
     add_routines_argument,
     beam_options,
     sim_rate,
@@ -55,6 +56,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--replay-speed", type=float, default=1.0,
                    help="replay at this multiple of real time (0: as fast as possible)")
     p.add_argument("--part-mb", type=float, default=4096, help="run file part size (MB)")
+    add_no_sync_argument(p)
     p.add_argument("--rejoin-grace", type=float, default=None,
                    help="seconds a transition waits for a lost run member to register again "
                         "(the core's --rejoin-grace; a steady run waits for it as long as it "
@@ -232,6 +234,7 @@ def build(args: argparse.Namespace):
     grace = [] if args.rejoin_grace is None else ["--rejoin-grace", str(args.rejoin_grace)]
     hold = [] if args.hold_mb is None else ["--hold-mb", str(args.hold_mb)]
     hold += [] if args.spill_dir is None else ["--spill-dir", str(args.spill_dir)]
+    no_sync = ["--no-sync"] if args.no_sync else []
     sup.add("core", ["core", *core, "--db", str(data / RUNS_DB_NAME), "--data-dir", str(data),
                      *grace])
     sup.add("logs", ["logs", *core, "--bind", logs, "--file", str(data / "larpix-daq.log"),
@@ -239,7 +242,7 @@ def build(args: argparse.Namespace):
     sup.add("aggregator", ["aggregator", *core, "--inlet", inlet, "--outlet", outlet,
                            "--monitor", monitor])
     sup.add("storage", ["storage", *core, "--aggregator", outlet, "--data-dir", str(data),
-                        "--part-mb", str(args.part_mb)])
+                        "--part-mb", str(args.part_mb), *no_sync])
     # with a detector, board k serves its k-th io_group (then 1, 2, ... beyond them)
     for group, board in zip(groups, boards, strict=True):
         detector = ["--detector", args.detector] if args.detector and board == "sim" else []

@@ -233,6 +233,13 @@ class Hdf5Writer:
             self._buffered = 0
         self._file.flush()
 
+    def fileno(self) -> int:
+        """The operating system's descriptor of the open file, so that a caller that must
+        know the rows are on the disk itself (not only the kernel's cache) can sync it after
+        :meth:`flush`."""
+        self._check_open()
+        return int(self._file.id.get_vfd_handle())
+
     # -- messages, configs, metadata ---------------------------------------------------
     def add_message(self, text: str, timestamp: int) -> int:
         """Log a text message: a ``messages`` row and a type-5 ``packets`` row pointing at it.

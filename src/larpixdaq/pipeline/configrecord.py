@@ -17,14 +17,13 @@ cannot be read is an error with the reason (:class:`ConfigRecordError`), never a
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 from larpixdaq.errors import LarpixDaqError
+from larpixdaq.pipeline.durable import write_atomically
 
 CONFIG_RECORD_DIR = "configuration"
 """Where in a producer's data directory its configuration of record is kept."""
@@ -70,22 +69,7 @@ def save_record(path: str | Path, io_group: int, chips: Mapping[str, np.ndarray]
                        "chips": {k: bytes(np.asarray(v, dtype=np.uint8)).hex()
                                  for k, v in sorted(chips.items())}}, indent=1)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(body)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomically(path, body)
     except OSError as exc:
         raise ConfigRecordError(f"cannot write the configuration of record {path}: "
                                 f"{exc.strerror or exc}") from None

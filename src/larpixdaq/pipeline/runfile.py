@@ -4,7 +4,10 @@ Storage hands a :class:`RunWriter` batches of received frames; the writer drops 
 counts holes, decodes every data frame of a batch in one call, appends the rows, and on
 :meth:`RunWriter.commit` flushes the part to disk and appends one line to the run's journal.
 Only what a journal line covers is acknowledged upstream, so after a crash the journal says
-exactly which frames are on disk:
+exactly which frames are on disk. With ``durable`` (the default) a commit waits until the
+disk itself holds the part's rows and the journal line (``fsync``), and a new file's name is
+synced into its directory: what was acknowledged then survives a power cut or a kernel crash
+too, not only the death of the process.
 
 * ``run-000042.h5``, ``run-000042-p001.h5``, ... are the parts (a new part when the current
   one reaches ``part_bytes`` of rows, and after every restart);
@@ -34,6 +37,7 @@ import logging
 import shutil
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +47,7 @@ import numpy as np
 from larpixdaq.formats.hdf5file import Hdf5File, Hdf5Writer
 from larpixdaq.formats.pacman import HEADER_BYTES, WORD_BYTES, decode_data_messages
 from larpixdaq.formats.rows import CONFIGS_DTYPE, PACKETS_DTYPE, configs_hash
+from larpixdaq.pipeline.durable import sync_dir, sync_fd, sync_file
 from larpixdaq.pipeline.h5recover import clear_write_flags, repair_part
 from larpixdaq.pipeline.protocol import KIND_CONFIGS, KIND_DATA, KIND_INFO, FrameHeader
 from larpixdaq.pipeline.runjournal import (
@@ -127,6 +132,19 @@ class StorageCounters:
 _WRITTEN = ("packets_written", "frames_written", "messages_written", "configs_written")
 
 
+@dataclass
+class FlushedCommit:
+    """A commit whose rows have been flushed: its journal line (taken at the flush), the
+    row counts and counters a write error goes back to, and the seqs it acknowledges once
+    ``synced`` (the disk's sync of the part) is done."""
+
+    record: dict[str, Any]
+    rows: tuple[int, int, int]
+    written: dict[str, int]
+    seqs: dict[Stream, int]
+    synced: Future = field(default_factory=Future)
+
+
 class RunWriter:
     """Writes one run's frames to its parts; see the module docstring."""
 
@@ -140,8 +158,10 @@ class RunWriter:
         chunk_rows: int = 65536,
         compression: str | None = None,
         reserve_bytes: int = DEFAULT_RESERVE_BYTES,
+        durable: bool = True,
     ) -> None:
         self.data_dir = Path(data_dir).absolute()
+        self.durable = bool(durable)
         self.reserve_bytes = int(reserve_bytes)
         self.run_number = int(run_number)
         self.part_bytes = int(part_bytes)
@@ -158,6 +178,9 @@ class RunWriter:
         self._journal_path = journal_path(self.data_dir, self.run_number)
         self._uncommitted = False
         self._last_commit = (0, 0, 0)
+        self._committed: dict[Stream, int] = {}  # per stream, the seq the journal has
+        self._flushed: FlushedCommit | None = None  # rows on their way to the disk
+        self._syncer: ThreadPoolExecutor | None = None
         self._held = False  # the HDF5 library still holds the part after a failed close
         self._repair_due = False  # the part still has to be cut back to its last commit
         self.closed = False
@@ -229,12 +252,27 @@ class RunWriter:
         # The journal names every part this run created: only those may ever be repaired
         # or removed by a restart.
         self._log({"opened_part": part, "path": str(path)})
+        if self.durable:  # the new part's name, and the journal's for part 0
+            self._sync_journal()
+            sync_dir(self.data_dir)
         if path not in self.files:
             self.files.append(path)
 
     def _log(self, record: dict[str, Any]) -> None:
         self._journal.write(json.dumps(record, sort_keys=True) + "\n")
         self._journal.flush()
+
+    def _sync_journal(self) -> None:
+        """With :attr:`durable`, wait until the journal's lines are on the disk itself: a
+        commit line is what an acknowledgement stands on, after a power cut too."""
+        if self.durable:
+            sync_fd(self._journal.fileno())
+
+    def _sync_finished(self, path: Path) -> None:
+        """With :attr:`durable`, put a part closed by this process (its last rows, its
+        clean-close mark and checksum) on the disk itself."""
+        if self.durable:
+            sync_file(path)
 
     def _reopen_journal(self) -> None:
         """Append to the journal; a line torn by a crash (or a full disk) is ended first, so
@@ -266,6 +304,7 @@ class RunWriter:
         for key, (seq, offset, done) in last.get("streams", {}).items():
             stream = key_stream(key)
             self.trackers[stream] = SeqTracker(seq, offset)
+            self._committed[stream] = seq
             if done:
                 self.finished.add(stream)
         self.files = [Path(p) for p in last.get("files", [])]
@@ -475,39 +514,126 @@ class RunWriter:
 
     # -- commit, rollover, close ---------------------------------------------------------
     def committed(self) -> dict[Stream, int]:
-        """The highest seq on disk per stream (what may be acknowledged)."""
-        return {s: t.last_seq for s, t in self.trackers.items()}
+        """The highest seq per stream that a journal line on the disk covers: what may be
+        acknowledged (rows added or flushed since are not, until their commit ends)."""
+        return dict(self._committed)
+
+    def _snapshot(self) -> FlushedCommit:
+        """The journal line for what has been flushed, taken at the flush (more rows may be
+        added before it is written)."""
+        w = self._writer
+        return FlushedCommit(
+            record={"part": self.part, "packets": w.n_rows, "messages": w.n_messages,
+                    "configs": self._n_configs(), "files": [str(p) for p in self.files],
+                    "streams": {stream_key(s): [t.last_seq, t.next_offset, s in self.finished]
+                                for s, t in self.trackers.items()},
+                    "counters": self.counters.as_dict()},
+            rows=(w.n_rows, w.n_messages, self._n_configs()),
+            written={k: getattr(self.counters, k) for k in _WRITTEN},
+            seqs={s: t.last_seq for s, t in self.trackers.items()})
+
+    def _journal_commit(self, flushed: FlushedCommit) -> None:
+        """Write a commit's journal line (synced): from here on it may be acknowledged."""
+        self._log(flushed.record)
+        self._sync_journal()
+        self._last_commit = flushed.rows
+        self._written_at_commit = flushed.written
+        self._committed = flushed.seqs
 
     def _commit_record(self) -> None:
-        w = self._writer
-        self._last_commit = (w.n_rows, w.n_messages, self._n_configs())
-        self._written_at_commit = {k: getattr(self.counters, k) for k in _WRITTEN}
-        self._log({
-            "part": self.part, "packets": w.n_rows, "messages": w.n_messages,
-            "configs": self._n_configs(), "files": [str(p) for p in self.files],
-            "streams": {stream_key(s): [t.last_seq, t.next_offset, s in self.finished]
-                        for s, t in self.trackers.items()},
-            "counters": self.counters.as_dict(),
-        })
+        self._journal_commit(self._snapshot())
 
     def _n_configs(self) -> int:
         return self._configs_in_part
 
     def commit(self) -> dict[Stream, int]:
-        """Put everything added so far on disk and in the journal; returns :meth:`committed`."""
-        if self.closed or not self._uncommitted or self._writer is None:
+        """Put everything added so far on disk and in the journal; returns :meth:`committed`.
+
+        A commit started by :meth:`start_commit` ends first. With :attr:`durable` the rows
+        are on the disk itself before the journal line that claims them is written."""
+        if self.closed or self._writer is None:
             return self.committed()
         try:
-            self._writer.flush()
-            self.counters.commits += 1
-            self._commit_record()
-            if self._writer.n_rows * PACKETS_DTYPE.itemsize >= self.part_bytes:
-                self._rollover()
+            self._end_flushed(wait=True)
+            if self._uncommitted:
+                self._writer.flush()
+                if self.durable:
+                    sync_fd(self._writer.fileno())
+                self.counters.commits += 1
+                self._uncommitted = False
+                self._commit_record()
+                if self._writer.n_rows * PACKETS_DTYPE.itemsize >= self.part_bytes:
+                    self._rollover()
         except (OSError, RuntimeError) as exc:
             raise StorageError(f"writing run {self.run_number} to {self.path} failed: "
                                f"{exc}") from exc
-        self._uncommitted = False
         return self.committed()
+
+    def start_commit(self) -> dict[Stream, int] | None:
+        """A commit that does not stop the caller while the disk writes: the rows are
+        flushed to the kernel now and synced to the disk on a thread of their own, while
+        more rows are added; :meth:`end_commit` (or the next call here, or :meth:`commit`)
+        then writes the journal line. The disk's write time overlaps the decoding of the
+        next frames instead of adding to it.
+
+        Returns :meth:`committed` when a commit ended during the call (the one started
+        before, which this waits for; or this one, when nothing is left to overlap: not
+        :attr:`durable`, or the part is full and rolls over), else None."""
+        if not self.durable:
+            return self.commit()
+        if self.closed or self._writer is None:
+            return None
+        if self._writer.n_rows * PACKETS_DTYPE.itemsize >= self.part_bytes:
+            return self.commit()
+        try:
+            ended = self._end_flushed(wait=True)
+            if self._uncommitted:
+                self._writer.flush()
+                self.counters.commits += 1
+                self._uncommitted = False
+                flushed = self._snapshot()
+                if self._syncer is None:
+                    self._syncer = ThreadPoolExecutor(1, thread_name_prefix="run-sync")
+                flushed.synced = self._syncer.submit(sync_fd, self._writer.fileno())
+                self._flushed = flushed
+        except (OSError, RuntimeError) as exc:
+            raise StorageError(f"writing run {self.run_number} to {self.path} failed: "
+                               f"{exc}") from exc
+        return ended
+
+    def end_commit(self) -> dict[Stream, int] | None:
+        """If the commit :meth:`start_commit` began has its rows on the disk: its journal
+        line, and :meth:`committed`; None while it has not (or there is none)."""
+        try:
+            return self._end_flushed(wait=False)
+        except (OSError, RuntimeError) as exc:
+            raise StorageError(f"writing run {self.run_number} to {self.path} failed: "
+                               f"{exc}") from exc
+
+    @property
+    def commit_under_way(self) -> bool:
+        """Rows flushed by :meth:`start_commit` whose journal line is not written yet."""
+        return self._flushed is not None
+
+    def _end_flushed(self, wait: bool) -> dict[Stream, int] | None:
+        flushed = self._flushed
+        if flushed is None or (not wait and not flushed.synced.done()):
+            return None
+        self._flushed = None
+        flushed.synced.result()  # the sync's error (a failing disk) is the commit's
+        self._journal_commit(flushed)
+        return self.committed()
+
+    def _forget_flushed(self) -> None:
+        """After a write error: the sync under way ends (the file is about to be closed)
+        and its commit is not journaled; the rows it covers are cut with the rest."""
+        flushed, self._flushed = self._flushed, None
+        if flushed is not None:
+            with contextlib.suppress(Exception):
+                flushed.synced.result()
+        if self._syncer is not None:
+            self._syncer.shutdown(wait=True)
+            self._syncer = None
 
     def _part_attrs(self) -> dict[str, Any]:
         return {"part_packets": self._writer.n_rows, "end_time": time.time(),
@@ -517,6 +643,7 @@ class RunWriter:
         self._writer.set_run_metadata(self._part_attrs())
         self._writer.close(clean=True)
         seal(self.path)
+        self._sync_finished(self.path)
         self._open_part(self.part + 1)
         self._commit_record()
 
@@ -536,9 +663,12 @@ class RunWriter:
             self._writer.close(clean=clean)
             if clean:
                 seal(self.path)
+            self._sync_finished(self.path)
             self._log({"closed": True, "clean": clean, "counters": self.counters.as_dict()})
+            self._sync_journal()
         finally:
             self.closed = True
+            self._forget_flushed()
             with contextlib.suppress(OSError):
                 self._journal.close()
         seal(self._journal_path)
@@ -557,6 +687,7 @@ class RunWriter:
         if self.closed:
             return
         self.closed = True
+        self._forget_flushed()
         with contextlib.suppress(OSError):  # a full disk cannot take the buffered tail
             self._journal.close()
         # Only what the last commit put on disk counts as written: the rest is cut.

@@ -7,8 +7,10 @@ ever touched by one thread. The thread:
 * says ``HELLO`` to the aggregator with what is already on disk (after a restart, from the
   run's journal) and the credit it grants (``window`` bytes);
 * takes frames in batches, writes them (one decode call per batch), gives the credit back;
-* commits every ``commit_interval`` seconds (or ``commit_bytes`` of frames): flush, journal
-  line, then ``ACK`` with the highest committed seq per stream, so the aggregator can let go.
+* commits every ``commit_interval`` seconds (or ``commit_bytes`` of frames): flush, the
+  part synced to the disk (on a thread that only calls ``fsync``, while the next frames are
+  decoded), journal line (synced), then ``ACK`` with the highest committed seq per stream,
+  so the aggregator can let go (``--no-sync``: no waiting for the disk, see ``RunWriter``).
 
 At the end of a run it waits (up to ``end_timeout``) until every stream it has seen has
 delivered its final frame (the "Ending run" marker), then closes the file. If it was killed
@@ -83,9 +85,11 @@ class StorageLink:
         commit_bytes: int = 16 << 20,
         compression: str | None = None,
         reserve_bytes: int = DEFAULT_RESERVE_BYTES,
+        durable: bool = True,
         context: zmq.Context | None = None,
     ) -> None:
         self.aggregator = aggregator
+        self.durable = durable
         self.reserve_bytes = int(reserve_bytes)
         self.data_dir = Path(data_dir)
         self.window = int(window)
@@ -107,7 +111,8 @@ class StorageLink:
         self._last_run = -1  # the highest run number storage has been in
         self._refused: dict[Stream, int] = {}  # highest seq refused, not acknowledged
         self._let_go = False  # run control gave up on the failed run: refused may go
-        self._uncommitted_frames = 0
+        self._uncommitted_frames = 0  # added to the writer since the last commit began
+        self._frames_in_commit = 0  # in the commit under way (flushed, not yet journaled)
         self._failed: list[tuple[RunWriter, str]] = []  # parts/journals still to finish
         self._next_retry = 0.0
         self._calls = ThreadCalls()
@@ -204,7 +209,7 @@ class StorageLink:
         self._last_run = max(self._last_run, run_number)
         self._refused = {}
         self._let_go = False
-        self._uncommitted_frames = 0
+        self._uncommitted_frames = self._frames_in_commit = 0
 
     def let_go(self) -> None:
         """Run control gave up on the failed run: acknowledge its refused frames so the
@@ -238,7 +243,8 @@ class StorageLink:
 
     def _new_writer(self, run_number: int, metadata: dict[str, Any]) -> RunWriter:
         return RunWriter(self.data_dir, run_number, metadata, part_bytes=self.part_bytes,
-                         compression=self.compression, reserve_bytes=self.reserve_bytes)
+                         compression=self.compression, reserve_bytes=self.reserve_bytes,
+                         durable=self.durable)
 
     # -- the data thread -------------------------------------------------------------------
     def _hello(self) -> None:
@@ -288,6 +294,7 @@ class StorageLink:
             if self._failed and now >= self._next_retry:
                 self._next_retry = now + 1.0
                 self._retry_failed()
+            self._ack_ended_commit()
             if pending_bytes and (now - last_commit >= self.commit_interval
                                   or pending_bytes >= self.commit_bytes):
                 self._commit()
@@ -383,8 +390,8 @@ class StorageLink:
         w = self.writer
         if w is not None:
             # What was added since the last commit is cut from the file: refused as well.
-            self.counters["frames_refused"] += self._uncommitted_frames
-            self._uncommitted_frames = 0
+            self.counters["frames_refused"] += self._uncommitted_frames + self._frames_in_commit
+            self._uncommitted_frames = self._frames_in_commit = 0
             for stream, tracker in w.trackers.items():
                 if tracker.last_seq > self._refused.get(stream, -1):
                     self._refused[stream] = tracker.last_seq
@@ -405,16 +412,35 @@ class StorageLink:
                          writer.run_number)
 
     def _commit(self) -> None:
+        """Start a commit (the disk writes while the next frames are decoded); what a
+        commit that ended covers is acknowledged."""
         w = self.writer
         if w is None or w.closed:
             return
         try:
-            committed = w.commit()
+            ended = w.start_commit()
         except (StorageError, OSError, RuntimeError) as exc:
             self._fail(exc)
             return
+        self._frames_in_commit = self._uncommitted_frames if w.commit_under_way else 0
         self._uncommitted_frames = 0
-        self._send_ack(committed)
+        if ended is not None:
+            self._send_ack(ended)
+
+    def _ack_ended_commit(self) -> None:
+        """Acknowledge a commit as soon as its rows are on the disk and its journal line
+        is written, not only at the next commit."""
+        w = self.writer
+        if w is None or w.closed or not w.commit_under_way:
+            return
+        try:
+            ended = w.end_commit()
+        except (StorageError, OSError, RuntimeError) as exc:
+            self._fail(exc)
+            return
+        if ended is not None:
+            self._frames_in_commit = 0
+            self._send_ack(ended)
 
     def _send_ack(self, committed: dict[Stream, int]) -> None:
         merged = {**self._extra_acks, **committed}
