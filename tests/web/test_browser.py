@@ -27,6 +27,10 @@ if not Path(CHROMIUM).is_file():
     pytestmark = pytest.mark.skip(reason=_why)
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+# What the page shows arrives asynchronously (a command's answer, the state the web server
+# polls every 0.3-1 s, the monitor's feed): every expect() waits for it, and the bound is
+# generous because the suite runs on 2 cores with one kept busy. Playwright's default is 5 s.
+expect.set_options(timeout=15_000)
 
 
 @pytest.fixture
@@ -39,7 +43,8 @@ def web_daq(tmp_path):
         d._proc("monitor", ["monitor", *c])
         web = d._proc("web", ["web", *c, "--port", "0", "--interval", "0.5"])
         url = re.search(r"http://\S+", web.first_line).group(0)
-        wait_for(lambda: any(x["role"] == "monitor" for x in d.clients()), timeout=15)
+        wait_for(lambda: any(x["role"] == "monitor" for x in d.clients()), timeout=30,
+                 interval=0.1)
         yield d, url
     finally:
         d.close()
@@ -74,6 +79,55 @@ def canvas_ink(page, canvas_id: str) -> int:
     }""", canvas_id)
 
 
+def canvas_colour(page, canvas_id: str, rgb: tuple[int, int, int]) -> int:
+    """Pixels of a canvas drawn in one colour (any opacity: a line's antialiased edge, a
+    translucent fill under it): a plot's data, apart from its axes and labels, which alone
+    give some 3,000 pixels of ink."""
+    return page.evaluate("""([id, rgb]) => {
+        const c = document.getElementById(id);
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0;
+        for (let i = 0; i < d.length; i += 4) {
+            if (d[i+3] && Math.abs(d[i] - rgb[0]) <= 8 && Math.abs(d[i+1] - rgb[1]) <= 8
+                && Math.abs(d[i+2] - rgb[2]) <= 8) n++;
+        }
+        return n;
+    }""", [canvas_id, list(rgb)])
+
+
+LINE_BLUE = (0x25, 0x63, 0xEB)  # plots.js drawLine's data line and the fill under it
+BAR_GREEN = (0x15, 0x80, 0x3D)  # plots.js drawHistogram's bars
+
+
+def map_tip(page, x: float, y: float) -> str:
+    """Place the pointer at (x, y) CSS pixels of the map canvas and read its tip ("" when
+    hidden). Playwright measures the canvas when it moves the pointer (and waits for it to
+    stand still); the tip is read in one step, as the page shows it."""
+    page.locator("#hitmap").hover(position={"x": x, "y": y})
+    return page.evaluate("""() => {
+        const t = document.getElementById('hitmap-tip');
+        return t.hidden ? '' : t.innerText;
+    }""")
+
+
+def hover_pixel(page, pixel: int) -> str:
+    """Point at one pixel of the tile view (490 px, 7 px a pixel) and read the tip.
+
+    The pointer is placed again until the tip names that pixel: the status lines above the
+    map grow while a run goes on, and a line added between measuring the canvas and moving
+    the pointer leaves the pointer off the map (the tip hides, as it should) or on another
+    pixel (the tip names that one).
+    """
+    canvas = page.locator("#hitmap")
+
+    def place() -> str:
+        scale = canvas.bounding_box()["width"] / 490
+        text = map_tip(page, ((pixel % 70) * 7 + 3.5) * scale, ((pixel // 70) * 7 + 3.5) * scale)
+        return text if f"  pixel {pixel} (" in text else ""
+
+    return wait_for(place, timeout=30, interval=0.3)
+
+
 def login_link(url: str, core: str) -> str:
     """The link `larpix-daq up` prints: the page, logged in as the local expert."""
     cred = find_credential(core)
@@ -103,18 +157,19 @@ def test_run_from_the_page(web_daq, page, tmp_path):
     expect(page.locator("#tile-select option")).to_have_count(1, timeout=15_000)
     wait_for(lambda: canvas_ink(page, "hitmap") > 2000, timeout=15, interval=0.3)
     wait_for(lambda: page.evaluate(
-        "() => document.querySelectorAll('#recent tbody tr').length") > 10, timeout=10)
-    page.wait_for_timeout(2500)  # a few seconds of rate history for the plot
-    assert canvas_ink(page, "rateplot") > 500
-    assert canvas_ink(page, "adcplot") > 100
+        "() => document.querySelectorAll('#recent tbody tr').length") > 10, timeout=30,
+        interval=0.3)
+    # a few seconds of rate history drawn in the plot; ADC values in the histogram
+    wait_for(lambda: canvas_colour(page, "rateplot", LINE_BLUE) > 500, timeout=30, interval=0.3)
+    wait_for(lambda: canvas_colour(page, "adcplot", BAR_GREEN) > 100, timeout=30, interval=0.3)
 
-    # Hovering a pixel names it.
-    box = page.locator("#hitmap").bounding_box()
-    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
-    tip = page.locator("#hitmap-tip")
-    expect(tip).to_be_visible()
-    assert re.search(r"chip 1-\d+-\d+\s+channel \d+", tip.inner_text())
-    assert "max" in tip.inner_text() and "rate" in tip.inner_text()
+    # Hovering a pixel names it: its chip (the io_channel known once the monitor has seen the
+    # chip's data), channel, rate and max (once the tile's maps are in the monitor's feed).
+    def names_the_pixel(tip: str) -> bool:
+        return bool(re.search(r"chip 1-\d+-\d+\s+channel \d+", tip)) and "max" in tip \
+            and "rate" in tip
+
+    wait_for(lambda: names_the_pixel(hover_pixel(page, 35 * 70 + 35)), timeout=60, interval=0.5)
     page.mouse.move(0, 0)
 
     shot = tmp_path / "page.png"
@@ -178,7 +233,7 @@ def config_daq(tmp_path):
                tmp_path / "web.log")
     try:
         board = ConfigBoard("board-1", core.endpoint).start()
-        assert board.wait_registered(5)
+        assert board.wait_registered(30)
         web.start()
         url = re.search(r"http://\S+", web.first_line).group(0)
         yield board, login_link(url, core.endpoint)
@@ -199,12 +254,12 @@ def test_configuration_editor_and_action_runner(config_daq, page, tmp_path):
     expect(page.locator("#config-regs tbody tr")).to_have_count(2)
     page.fill("#config-regs input[data-reg=threshold_global]", "30")
     page.click("text=Apply edits")
-    wait_for(lambda: board.soft["1-1-11"]["threshold_global"] == 30, timeout=5)
+    wait_for(lambda: board.soft["1-1-11"]["threshold_global"] == 30, timeout=30, interval=0.1)
     page.click("text=Verify")
     diff = page.locator("#config-regs td.diff")
     expect(diff).to_have_text("threshold_global")
     page.click("text=Write to chip")
-    wait_for(lambda: board.chip["1-1-11"]["threshold_global"] == 30, timeout=5)
+    wait_for(lambda: board.chip["1-1-11"]["threshold_global"] == 30, timeout=30, interval=0.1)
     page.click("text=Verify")
     expect(diff).to_have_count(0)
 
@@ -462,32 +517,11 @@ def anode_daq(tmp_path):
         d._proc("monitor", ["monitor", *c, "--detector", "2x2"])
         web = d._proc("web", ["web", *c, "--port", "0", "--interval", "0.5"])
         url = re.search(r"http://\S+", web.first_line).group(0)
-        wait_for(lambda: any(x["role"] == "monitor" for x in d.clients()), timeout=15)
+        wait_for(lambda: any(x["role"] == "monitor" for x in d.clients()), timeout=30,
+                 interval=0.1)
         yield d, url
     finally:
         d.close()
-
-
-def hover_pixel(page, pixel: int) -> str:
-    """Point at one pixel of the tile view (490 px, 7 px a pixel) and read the tip.
-
-    The pointer is placed relative to the canvas by Playwright (which waits for it to stand
-    still), and placed again if the tip is not up: the status lines above the map grow while
-    a run goes on, and a line added between measuring the canvas and moving the pointer
-    leaves the pointer off the map (the tip then hides, as it should).
-    """
-    canvas = page.locator("#hitmap")
-    tip = page.locator("#hitmap-tip")
-
-    def place() -> bool:
-        box = canvas.bounding_box()
-        scale = box["width"] / 490
-        canvas.hover(position={"x": ((pixel % 70) * 7 + 3.5) * scale,
-                               "y": ((pixel // 70) * 7 + 3.5) * scale})
-        return tip.is_visible()
-
-    wait_for(place, timeout=10, interval=0.3)
-    return tip.inner_text()
 
 
 def test_detector_views_pixel_states_triggers_and_runs(anode_daq, page, tmp_path):
@@ -529,7 +563,7 @@ def test_detector_views_pixel_states_triggers_and_runs(anode_daq, page, tmp_path
     # Triggers: the beam's TRIG words arrive and the page shows a trigger rate.
     wait_for(lambda: int(page.locator(".stat").filter(has_text="trigger words seen")
                          .locator(".v").inner_text()) > 0, timeout=60, interval=0.5)
-    assert canvas_ink(page, "trigplot") > 50
+    wait_for(lambda: canvas_colour(page, "trigplot", LINE_BLUE) > 50, timeout=30, interval=0.3)
 
     # ADC per channel: pedestal and noise maps on the same layout.
     page.select_option("#hitmap-mode", "adc_mean")
@@ -549,24 +583,34 @@ def test_detector_views_pixel_states_triggers_and_runs(anode_daq, page, tmp_path
     # The anode view: the anode's tiles where they sit, pixel by pixel; a click opens one.
     page.click("[data-view=anode]")
     wait_for(lambda: page.evaluate("() => document.getElementById('hitmap').height") > 500,
-             timeout=10)
+             timeout=30, interval=0.2)
     wait_for(lambda: canvas_ink(page, "hitmap") > 20_000, timeout=60, interval=0.5)
-    box = page.locator("#hitmap").bounding_box()
-    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.5)
-    expect(page.locator("#hitmap-tip")).to_contain_text("module 1, anode 1")
+    # a point inside the first row of tiles (half way down, 0.5, is the 6 px gap between the
+    # second and third rows: the tip hides there)
+    size = page.locator("#hitmap").bounding_box()
+    x, y = size["width"] * 0.3, size["height"] * 0.15
+    wait_for(lambda: "module 1, anode 1" in map_tip(page, x, y), timeout=30, interval=0.3)
     page.locator("#monitor-card").screenshot(path=str(tmp_path / "anode.png"))
     # The detector view: every tile of the 2x2 chip by chip, 8 (module, anode) panels.
     page.click("[data-view=detector]")
     wait_for(lambda: page.evaluate("() => document.getElementById('hitmap').width") > 600,
-             timeout=10)
+             timeout=30, interval=0.2)
     page.locator("#monitor-card").screenshot(path=str(tmp_path / "detector.png"))
-    page.mouse.move(box["x"] + 20, box["y"] + 40)
-    page.mouse.click(box["x"] + 20, box["y"] + 40)
-    expect(page.locator("[data-view=tile]")).to_have_class(re.compile("on"))
+    tile_view = page.locator("[data-view=tile]")
+
+    def open_tile() -> bool:
+        # placed by Playwright on the canvas as it is now; clicked again if a status line
+        # moved the canvas between measuring and clicking (a click in a gap opens nothing)
+        page.locator("#hitmap").click(position={"x": 20, "y": 40})
+        return "on" in (tile_view.get_attribute("class") or "").split()
+
+    wait_for(open_tile, timeout=30, interval=0.5)
+    expect(tile_view).to_have_class(re.compile("on"))
 
     # The run: how long it has run, what storage wrote and lost.
     expect(page.get_by_test_id("elapsed")).to_contain_text(" s", timeout=10_000)
-    wait_for(lambda: int(page.get_by_test_id("written").inner_text().replace(",", "") or 0)
+    # "–" until storage's counters name this run
+    wait_for(lambda: int(re.sub(r"\D", "", page.get_by_test_id("written").inner_text()) or 0)
              > 1000, timeout=60, interval=0.5)
     expect(page.get_by_test_id("lost")).to_have_text("0")
     page.click("#btn-end_run")

@@ -16,7 +16,7 @@ const S = {
   layout: null, paused: false, board: "", tile: "", log: new Map(), ws: null,
   session: { user: null, role: "viewer", csrf: null }, ownClients: new Set(),
   view: "tile", regions: [], configs: new Map(), configLoading: new Set(), sentView: "",
-  routines: new Map(), routinesDone: new Set(),
+  routines: new Map(), routinesDone: new Set(), pointer: null,
 };
 
 // Who this page acts as: a logged-in user (with the session's CSRF token, sent with every
@@ -182,6 +182,7 @@ function renderStatus() {
   }));
   renderBoards();
   renderConfig();
+  if (S.pointer) describePointer();
 }
 
 async function transition(name) {
@@ -335,30 +336,41 @@ function drawMonitorPlots() {
   drawLine($("trigplot"), hist.map((h) => [h[0] - last, h[3] || 0]), -99, 0, m.triggers?.average || 0,
     (x) => `${Math.round(x)} s`);
   drawHistogram($("adcplot"), m.adc);
+  if (S.pointer) describePointer();
 }
 
-function canvasPoint(ev) {
+function canvasPoint(clientX, clientY) {
   const c = $("hitmap");
   const r = c.getBoundingClientRect();
-  return [(ev.clientX - r.left) * c.width / r.width, (ev.clientY - r.top) * c.height / r.height, r];
+  return [(clientX - r.left) * c.width / r.width, (clientY - r.top) * c.height / r.height, r];
 }
 
 function hitmapHover(ev) {
+  S.pointer = [ev.clientX, ev.clientY];
+  describePointer();
+}
+
+// The tip names what lies under the pointer now, not what lay there when the pointer last
+// moved: it is described again whenever the map is drawn (new monitor data, another mode or
+// view) and whenever the run status above it is drawn (a line added there moves the map under
+// a still pointer).
+function describePointer() {
   const tip = $("hitmap-tip");
-  if (!S.layout || !S.monitor) { tip.hidden = true; return; }
-  const [x, y, r] = canvasPoint(ev);
+  if (!S.pointer || !S.layout || !S.monitor) { tip.hidden = true; return; }
+  const [cx, cy] = S.pointer;
+  const [x, y, r] = canvasPoint(cx, cy);
   const text = describe(S.regions, S.layout, S.monitor, x, y, $("hitmap-mode").value);
   if (!text) { tip.hidden = true; return; }
   tip.textContent = text;
-  tip.style.left = `${ev.clientX - r.left + 14}px`;
-  tip.style.top = `${ev.clientY - r.top + 14}px`;
+  tip.style.left = `${cx - r.left + 14}px`;
+  tip.style.top = `${cy - r.top + 14}px`;
   tip.hidden = false;
 }
 
 // In the anode and detector views a click on a tile opens its pixels.
 function hitmapClick(ev) {
   if (S.view === "tile") return;
-  const [x, y] = canvasPoint(ev);
+  const [x, y] = canvasPoint(ev.clientX, ev.clientY);
   const hit = S.regions.find((g) => x >= g.x && y >= g.y && x < g.x + g.size && y < g.y + g.size);
   if (!hit) return;
   S.tile = tileKey(hit.t);
@@ -649,7 +661,7 @@ function start() {
   $("hitmap").addEventListener("click", hitmapClick);
   for (const id of ["hitmap-mode", "hitmap-linear"]) $(id).onchange = () => { if (S.monitor) drawMonitorPlots(); };
   $("hitmap").addEventListener("mousemove", hitmapHover);
-  $("hitmap").addEventListener("mouseleave", () => { $("hitmap-tip").hidden = true; });
+  $("hitmap").addEventListener("mouseleave", () => { S.pointer = null; $("hitmap-tip").hidden = true; });
   // the routine list is asked for again whenever the operator picks the runner
   $("action-component").onchange = () => { S.routines.clear(); renderActionNames(); };
   $("action-name").onchange = () => { S.routines.clear(); renderParams(); };
