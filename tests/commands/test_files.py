@@ -175,3 +175,88 @@ def test_demo_cannot_create_its_folder(tmp_path: Path, capsys: pytest.CaptureFix
     blocker.write_text("in the way")
     code, _, err = run(capsys, "demo", "--out-dir", str(blocker / "sub"))
     assert code == 1 and "cannot create" in err
+
+
+# -- a producer's frame files ---------------------------------------------------------------
+
+
+def _frame_log(directory: Path) -> tuple[Path, list[bytes]]:
+    """A frame log of run 6 as the producer's own writer leaves it, its last record torn,
+    and the messages in it."""
+    from datagen import make_frames, make_messages
+
+    from larpixdaq.pipeline.framelog import FrameLog
+    from larpixdaq.pipeline.protocol import encode_header
+
+    msgs = make_messages(11, 12, words=20)
+    log = FrameLog(directory, "producer-1")
+    for h, payload in make_frames("producer-1", 1, msgs, run=6, epoch=2):
+        log.append(h.epoch, h.seq, encode_header(h), payload)
+    (path,) = log.paths
+    log.close()
+    path.write_bytes(path.read_bytes()[:-3])  # the "Ending run" record cut short
+    return path, msgs
+
+
+def test_inspect_and_convert_a_producer_frame_log(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from datagen import expected_rows
+
+    log, msgs = _frame_log(tmp_path / "data")
+    stale = log.rename(log.with_suffix(".stale"))
+    code, out, err = run(capsys, "inspect", str(stale))
+    assert code == 0, err
+    assert "producer frame log" in out and "frames        13 (data 12, info 1)" in out
+    assert "stream producer-1 epoch 2" in out and "seq           0 .. 12" in out
+    assert f"data packets  {12 * 20} words" in out
+    assert "message time  2023-11-14T22:13:20Z .. 2023-11-14T22:13:31Z" in out
+    assert "torn tail     " in out and "bytes at offset" in out
+    code, out, _ = run(capsys, "inspect", str(stale), "--json")
+    summary = json.loads(out)
+    assert code == 0 and summary["runs"] == [6] and summary["torn_tail"]["bytes"] > 0
+    h5 = tmp_path / "kept.h5"
+    code, out, err = run(capsys, "convert", str(stale), str(h5), "--run", "6")
+    assert code == 0, err
+    assert "frames         13 written of 13 read" in out and "torn tail" in out
+    rows = read_packets(h5)
+    np.testing.assert_array_equal(rows[rows["packet_type"] != 5], expected_rows(msgs, 1))
+    code, out, _ = run(capsys, "inspect", str(h5))
+    assert code == 0 and "LArPix+HDF5 v2.4" in out and "Beginning run" in out
+
+
+def test_frame_file_errors_are_said_plainly(tmp_path: Path, golden_dir: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    log, _ = _frame_log(tmp_path / "data")
+    out = tmp_path / "o.h5"
+    out.write_bytes(b"x")
+    code, _, err = run(capsys, "convert", str(log), str(out))
+    assert code == 1 and "never replaces" in err and out.read_bytes() == b"x"
+    code, _, err = run(capsys, "convert", str(log), str(out), "--force")
+    assert code == 1 and "--force is for raw files" in err and out.read_bytes() == b"x"
+    code, _, err = run(capsys, "convert", str(log), str(golden_dir / "raw-messages.h5"),
+                       str(tmp_path / "n.h5"))
+    assert code == 1 and "not a producer frame log or spill file" in err
+    code, _, err = run(capsys, "convert", str(log), str(tmp_path / "n.h5"), "--run", "99")
+    assert code == 1 and "no frame to export of run 99" in err
+    code, _, err = run(capsys, "convert", str(golden_dir / "raw-messages.h5"),
+                       str(tmp_path / "n.h5"), "--run", "1")
+    assert code == 1 and "--run is for producer frame files only" in err
+    assert not (tmp_path / "n.h5").exists()
+
+
+def test_a_garbled_frame_log_is_reported_by_a_subprocess_without_a_traceback(
+        tmp_path: Path) -> None:
+    log, _ = _frame_log(tmp_path / "data")
+    data = bytearray(log.read_bytes())
+    data[200:200] = bytes(range(256)) * 4  # garbage inside the log
+    log.write_bytes(bytes(data))
+    done = subprocess.run([sys.executable, "-m", "larpixdaq.cli", "inspect", str(log)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "damaged       1 place(s)" in done.stdout and "at offset" in done.stdout
+    assert "Traceback" not in done.stderr
+    out = tmp_path / "g.h5"
+    done = subprocess.run([sys.executable, "-m", "larpixdaq.cli", "convert", str(log),
+                           str(out)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "damaged        1 place(s) skipped" in done.stdout and out.exists()
