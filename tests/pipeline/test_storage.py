@@ -3,6 +3,8 @@ what it rejects is counted and reaches the end-of-run record."""
 
 from __future__ import annotations
 
+import contextlib
+
 import msgpack
 import numpy as np
 import pytest
@@ -32,13 +34,24 @@ def _hello_from_storage(sock) -> bytes:
     return identity
 
 
-def test_rejected_and_foreign_frames_reach_the_end_of_run_counters(fake_aggregator, tmp_path):
+@contextlib.contextmanager
+def storage_in_run_5(fake_aggregator, data_dir, **link_options):
+    """A storage link and component on ``data_dir``, heard by the fake aggregator, in run 5:
+    yields ``(link, component, the link's identity at the aggregator)``."""
     address = fake_aggregator.getsockopt_string(zmq.LAST_ENDPOINT)
-    link = StorageLink(address, tmp_path, commit_interval=0.05).start()
+    link = StorageLink(address, data_dir, commit_interval=0.05, **link_options).start()
     comp = StorageComponent("storage-t", "tcp://127.0.0.1:9", link)
     try:
         identity = _hello_from_storage(fake_aggregator)
         comp.on_prepare(RunInfo(run_number=5))
+        yield link, comp, identity
+    finally:
+        comp.stop()
+        link.stop()
+
+
+def test_rejected_and_foreign_frames_reach_the_end_of_run_counters(fake_aggregator, tmp_path):
+    with storage_in_run_5(fake_aggregator, tmp_path) as (link, comp, identity):
         (h, payload), = make_frames("p", 1, make_messages(3, 1, words=4), run=99,
                                     markers=False)
         fake_aggregator.send_multipart([identity, FRAME, b"\xc1 not msgpack", payload])
@@ -50,9 +63,6 @@ def test_rejected_and_foreign_frames_reach_the_end_of_run_counters(fake_aggregat
         assert out["counters"]["bad_frames"] == 2
         assert out["counters"]["frames_outside_run"] == 1
         assert out["counters"]["packets_written"] == 0
-    finally:
-        comp.stop()
-        link.stop()
 
 
 def _acked(sock, timeout: float) -> dict:
@@ -69,15 +79,10 @@ def _acked(sock, timeout: float) -> dict:
 
 def test_after_a_write_error_nothing_more_is_acknowledged_until_the_run_is_given_up(
         fake_aggregator, small_disk):
-    address = fake_aggregator.getsockopt_string(zmq.LAST_ENDPOINT)
-    link = StorageLink(address, small_disk.path / "data", commit_interval=0.05,
-                       reserve_bytes=1 << 20).start()
-    comp = StorageComponent("storage-t", "tcp://127.0.0.1:9", link)
     alarms: list[str] = []
-    link.on_alarm = alarms.append
-    try:
-        identity = _hello_from_storage(fake_aggregator)
-        comp.on_prepare(RunInfo(run_number=5))
+    with storage_in_run_5(fake_aggregator, small_disk.path / "data",
+                          reserve_bytes=1 << 20) as (link, comp, identity):
+        link.on_alarm = alarms.append
         msgs = make_messages(4, 40, words=100)
         frames = make_frames("p", 1, msgs, run=5, markers=False)
         first_rows = expected_rows(msgs[:10], 1)
@@ -105,16 +110,13 @@ def test_after_a_write_error_nothing_more_is_acknowledged_until_the_run_is_given
         c = out["counters"]
         assert c["run_frames_refused"] == 30 and c["run_write_errors"] == 1
         assert c["packets_written"] == len(first_rows)
-    finally:
-        comp.stop()
-        link.stop()
 
 
 def test_nothing_is_acknowledged_before_the_disk_has_it(fake_aggregator, tmp_path,
                                                           monkeypatch):
-    """A disk that takes its time (its sync of the part held back here): storage goes on
-    taking frames, and acknowledges none of them until the part's rows are on the disk and
-    the journal line that claims them is written."""
+    """A disk that takes its time (its sync of the part held back here): storage
+    acknowledges none of the frames until the part's rows are on the disk and the journal
+    line that claims them is written."""
     import os
     import threading
 
@@ -129,12 +131,9 @@ def test_nothing_is_acknowledged_before_the_disk_has_it(fake_aggregator, tmp_pat
         real(fd)
 
     monkeypatch.setattr(os, "fsync", slow_disk)
-    address = fake_aggregator.getsockopt_string(zmq.LAST_ENDPOINT)
-    link = StorageLink(address, tmp_path, commit_interval=0.05).start()
-    comp = StorageComponent("storage-t", "tcp://127.0.0.1:9", link)
-    try:
-        identity = _hello_from_storage(fake_aggregator)
-        comp.on_prepare(RunInfo(run_number=5))
+    with storage_in_run_5(fake_aggregator, tmp_path) as (_, comp, identity), \
+            contextlib.ExitStack() as stack:
+        stack.callback(release.set)  # never leave storage's sync thread waiting
         msgs = make_messages(6, 20, words=100)
         frames = make_frames("p", 1, msgs, run=5, markers=False)
         for h, payload in frames:
@@ -149,7 +148,3 @@ def test_nothing_is_acknowledged_before_the_disk_has_it(fake_aggregator, tmp_pat
         assert lines[-1]["streams"]["p\x007"][0] == 19
         out = comp.on_end(RunInfo(run_number=5))
         assert out["counters"]["packets_written"] == len(expected_rows(msgs, 1))
-    finally:
-        release.set()
-        comp.stop()
-        link.stop()

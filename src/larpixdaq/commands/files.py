@@ -7,11 +7,13 @@ wiring is here."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from larpixdaq.commands import Command
 from larpixdaq.convert import DEFAULT_CHUNK_MESSAGES, ConvertSummary, convert
@@ -159,16 +161,13 @@ def _run_export(args: argparse.Namespace) -> int:
     if not out.parent.exists():
         raise CommandError(f"{out.parent}: no such directory")
     show = args.progress or sys.stderr.isatty()
-    bar = ProgressBar(sys.stderr, "exporting", unit="frames") if show else None
     try:
-        summary = export_frames(args.inputs, out, run=args.run, chunk_rows=args.chunk_rows,
-                                batch_frames=args.chunk_messages,
-                                compression=args.compression, progress=bar)
+        with progress_shown(show, label="exporting", unit="frames") as bar:
+            summary = export_frames(args.inputs, out, run=args.run, chunk_rows=args.chunk_rows,
+                                    batch_frames=args.chunk_messages,
+                                    compression=args.compression, progress=bar)
     except (FileNotFoundError, FileExistsError, ValueError, OSError) as exc:
         raise CommandError(str(exc)) from exc
-    finally:
-        if bar is not None:
-            bar.finish()
     print(json.dumps(summary.as_dict(), indent=2) if args.json else render_export(summary))
     return 0
 
@@ -203,21 +202,13 @@ def run_convert(args: argparse.Namespace) -> int:
         raise CommandError(f"{out} exists; pass --force to replace it")
     if not out.parent.exists():
         raise CommandError(f"{out.parent}: no such directory")
-    bar = ProgressBar(sys.stderr) if (args.progress or sys.stderr.isatty()) else None
     try:
-        summary = convert(
-            raw, out,
-            chunk_messages=args.chunk_messages,
-            chunk_rows=args.chunk_rows,
-            compression=args.compression,
-            overwrite=args.force,
-            progress=bar,
-        )
+        with progress_shown(args.progress or sys.stderr.isatty()) as bar:
+            summary = convert(raw, out, chunk_messages=args.chunk_messages,
+                              chunk_rows=args.chunk_rows, compression=args.compression,
+                              overwrite=args.force, progress=bar)
     except (FormatError, FileNotFoundError, FileExistsError, ValueError, OSError) as exc:
         raise CommandError(str(exc)) from exc
-    finally:
-        if bar is not None:
-            bar.finish()
     print(json.dumps(summary.as_dict(), indent=2) if args.json else render_summary(summary))
     return 0
 
@@ -267,6 +258,18 @@ def configure_demo(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
+@contextlib.contextmanager
+def progress_shown(show: bool, **options: Any) -> Iterator[ProgressBar | None]:
+    """A :class:`ProgressBar` on stderr when ``show`` (else None), whose line is ended
+    however the work ends, so an error message starts on a line of its own."""
+    bar = ProgressBar(sys.stderr, **options) if show else None
+    try:
+        yield bar
+    finally:
+        if bar is not None:
+            bar.finish()
+
+
 def run_demo(args: argparse.Namespace) -> int:
     out_dir: Path = args.out_dir
     try:
@@ -279,10 +282,8 @@ def run_demo(args: argparse.Namespace) -> int:
     n = write_synthetic_raw(raw, args.packets, seed=args.seed)
     print(f"    {n:,} messages")
     print(f"2/3 converting to LArPix+HDF5 v2.4: {out}")
-    bar = ProgressBar(sys.stderr) if sys.stderr.isatty() else None
-    summary = convert(raw, out, overwrite=True, progress=bar)
-    if bar is not None:
-        bar.finish()
+    with progress_shown(sys.stderr.isatty()) as bar:
+        summary = convert(raw, out, overwrite=True, progress=bar)
     print(render_summary(summary))
     print("3/3 what is in it:")
     print(render_text(inspect_file(out, verify=True)))

@@ -414,32 +414,30 @@ class StorageLink:
     def _commit(self) -> None:
         """Start a commit (the disk writes while the next frames are decoded); what a
         commit that ended covers is acknowledged."""
-        w = self.writer
-        if w is None or w.closed:
-            return
-        try:
-            ended = w.start_commit()
-        except (StorageError, OSError, RuntimeError) as exc:
-            self._fail(exc)
-            return
-        self._frames_in_commit = self._uncommitted_frames if w.commit_under_way else 0
-        self._uncommitted_frames = 0
-        if ended is not None:
-            self._send_ack(ended)
+        self._commit_step(start=True)
 
     def _ack_ended_commit(self) -> None:
         """Acknowledge a commit as soon as its rows are on the disk and its journal line
         is written, not only at the next commit."""
         w = self.writer
-        if w is None or w.closed or not w.commit_under_way:
+        if w is not None and not w.closed and w.commit_under_way:
+            self._commit_step(start=False)
+
+    def _commit_step(self, start: bool) -> None:
+        w = self.writer
+        if w is None or w.closed:
             return
         try:
-            ended = w.end_commit()
+            ended = w.start_commit() if start else w.end_commit()
         except (StorageError, OSError, RuntimeError) as exc:
             self._fail(exc)
             return
-        if ended is not None:
+        if start:
+            self._frames_in_commit = self._uncommitted_frames if w.commit_under_way else 0
+            self._uncommitted_frames = 0
+        elif ended is not None:
             self._frames_in_commit = 0
+        if ended is not None:
             self._send_ack(ended)
 
     def _send_ack(self, committed: dict[Stream, int]) -> None:
