@@ -41,6 +41,17 @@ assert PACKETS_DTYPE.itemsize == 36
 
 MESSAGES_DTYPE = np.dtype([("message", "S64"), ("timestamp", "<u8"), ("index", "<u4")])
 
+MESSAGE_BYTES = MESSAGES_DTYPE["message"].itemsize
+"""A ``messages`` row keeps this many bytes of a text."""
+
+
+def message_text(raw: bytes) -> tuple[str, bool]:
+    """The text a ``messages`` row keeps of ``raw`` (UTF-8, cut to :data:`MESSAGE_BYTES`
+    bytes at a character boundary, undecodable bytes dropped), and whether anything of
+    ``raw`` was lost, so a writer can count it."""
+    text = raw[:MESSAGE_BYTES].decode("utf-8", "ignore")
+    return text, len(text.encode("utf-8")) != len(raw)
+
 CONFIG_REGISTERS = 239
 """Width of the ``registers`` column: large enough for LightPix v1 (239), v2 uses 237."""
 

@@ -9,9 +9,10 @@ An operator exports them with ``larpix-daq convert FILE... OUT.h5``: the data fr
 Order and duplicates: the same frame is often in two files (a spill file's frames are in the
 frame log too; a successor that died logged its predecessor's frames again), so frames are
 taken in ``(source, epoch, seq)`` order, each once; a second copy whose bytes differ from the
-first (by CRC-32 of header fields and payload) is counted as conflicting and left out, the
-first file given winning. Memory stays bounded: a first pass keeps only a small index entry
-per frame (no payload), the second reads the payloads a batch at a time.
+first (by the digest storage uses to tell a repeat from a conflict) is counted as
+conflicting and left out, the first file given winning. Memory stays bounded: a first pass
+keeps only a small index entry per frame (no payload), the second reads the payloads a
+batch at a time.
 
 The output is written to ``OUT.part`` (created exclusively) and given its name with a hard
 link, which fails rather than replace a file: an existing file is never overwritten, and a
@@ -26,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,17 +36,14 @@ import numpy as np
 
 from larpixdaq.formats.hdf5file import DEFAULT_CHUNK_ROWS, Hdf5Writer
 from larpixdaq.formats.pacman import decode_data_messages
-from larpixdaq.formats.rows import CONFIGS_DTYPE, MESSAGE, PACKET_TYPE_NAMES
+from larpixdaq.formats.rows import CONFIGS_DTYPE, MESSAGE, PACKET_TYPE_NAMES, message_text
 from larpixdaq.pipeline.framefiles import FRAME_LOG, Damage, read_records, sniff
 from larpixdaq.pipeline.framelog import RECORD
 from larpixdaq.pipeline.protocol import KIND_CONFIGS, KIND_DATA, KIND_INFO
+from larpixdaq.pipeline.sequence import frame_digest
 
 DEFAULT_BATCH_FRAMES = 512
 """Data frames decoded and appended at once."""
-
-MESSAGE_BYTES = 64
-"""A ``messages`` row holds this many bytes of UTF-8 (longer texts are cut, and counted)."""
-
 
 @dataclass(frozen=True, order=True, slots=True)
 class Entry:
@@ -62,7 +59,7 @@ class Entry:
     run: int
     io_group: int
     t_recv: float
-    digest: int  # CRC-32 of what makes the frame (see the module docstring)
+    digest: bytes  # what makes the frame (:func:`~.sequence.frame_digest`)
 
 
 @dataclass
@@ -125,10 +122,6 @@ class ExportSummary:
         return asdict(self)
 
 
-def _digest(kind: str, io_group: int, offset: int, last: bool, payload: bytes) -> int:
-    return zlib.crc32(payload, zlib.crc32(f"{kind}/{io_group}/{offset}/{last}".encode()))
-
-
 def _index(paths: Sequence[Path], summary: ExportSummary) -> list[Entry]:
     entries = []
     for i, path in enumerate(paths):
@@ -148,7 +141,7 @@ def _index(paths: Sequence[Path], summary: ExportSummary) -> list[Entry]:
                 h.source, h.epoch, h.seq, i,
                 item.offset + RECORD.size + len(item.header_bytes), item.payload_len,
                 h.kind, h.run, h.io_group, h.t_recv,
-                _digest(h.kind, h.io_group, h.offset, h.last, item.payload)))
+                frame_digest(h.kind, h.io_group, h.offset, h.last, item.payload)))
     summary.frames_read = len(entries)
     return entries
 
@@ -195,10 +188,9 @@ class _Writer:
         self.flush()
         payload = self._payload(e)
         if e.kind == KIND_INFO:
-            cut = payload[:MESSAGE_BYTES].decode("utf-8", "ignore")
-            if len(cut.encode()) != len(payload):
-                s.messages_truncated += 1
-            self.writer.add_message(cut, int(e.t_recv))
+            text, cut = message_text(payload)
+            s.messages_truncated += cut
+            self.writer.add_message(text, int(e.t_recv))
             self.by_type[MESSAGE] += 1
             s.messages_written += 1
         elif e.kind == KIND_CONFIGS:

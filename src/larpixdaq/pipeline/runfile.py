@@ -46,7 +46,7 @@ import numpy as np
 
 from larpixdaq.formats.hdf5file import Hdf5File, Hdf5Writer
 from larpixdaq.formats.pacman import HEADER_BYTES, WORD_BYTES, decode_data_messages
-from larpixdaq.formats.rows import CONFIGS_DTYPE, PACKETS_DTYPE, configs_hash
+from larpixdaq.formats.rows import CONFIGS_DTYPE, PACKETS_DTYPE, configs_hash, message_text
 from larpixdaq.pipeline.durable import sync_dir, sync_fd, sync_file
 from larpixdaq.pipeline.h5recover import clear_write_flags, repair_part
 from larpixdaq.pipeline.protocol import KIND_CONFIGS, KIND_DATA, KIND_INFO, FrameHeader
@@ -406,10 +406,8 @@ class RunWriter:
                 self._write_data(segment)
                 segment = []
                 if h.kind == KIND_INFO:
-                    raw = bytes(frame[1])
-                    text = raw[:64].decode("utf-8", "ignore")
-                    if len(text.encode("utf-8")) != len(raw):
-                        c.messages_truncated += 1  # the file keeps 64 bytes of UTF-8
+                    text, cut = message_text(bytes(frame[1]))
+                    c.messages_truncated += cut
                     self._writer.add_message(text, int(h.t_recv))
                     c.messages_written += 1
                     c.packets_written += 1
