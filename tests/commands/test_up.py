@@ -381,7 +381,7 @@ def test_a_second_up_refuses_at_once_and_starts_nothing(tmp_path):
         _stop_up(proc)
 
 
-def test_up_passes_the_rejoin_grace_to_the_core_and_the_hold_to_the_producers(tmp_path):
+def test_up_passes_its_options_on_to_the_core_storage_and_producers(tmp_path):
     import subprocess
     import sys
 
@@ -389,16 +389,19 @@ def test_up_passes_the_rejoin_grace_to_the_core_and_the_hold_to_the_producers(tm
 
     sup = build(_up_args(tmp_path, "--no-web", "--board", "sim", "--board", "sim",
                          "--rejoin-grace", "20", "--hold-mb", "64", "--spill-dir",
-                         str(tmp_path / "spill")))
+                         str(tmp_path / "spill"), "--no-sync"))
     children = {c.name: c.args for c in sup.children}
     core = children["core"]
     assert float(core[core.index("--rejoin-grace") + 1]) == 20
+    assert "--no-sync" in children["storage"]
+    assert "--no-sync" not in {c.name: c.args for c in build(_up_args(
+        tmp_path / "synced", "--no-web")).children}["storage"]
     for name in ("producer-1", "producer-2"):
         a = children[name]
         assert float(a[a.index("--hold-mb") + 1]) == 64
         assert a[a.index("--spill-dir") + 1] == str(tmp_path / "spill")
     # The options the children get are ones they take.
-    for args in (core, children["producer-1"]):
+    for args in (core, children["producer-1"], children["storage"]):
         out = subprocess.run([sys.executable, "-m", "larpixdaq.cli", args[0], "--help"],
                              capture_output=True, text=True, timeout=60)
         assert all(o in out.stdout for o in args if o.startswith("--"))
