@@ -15,9 +15,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.table import Row, best_time
+from bench.table import Row, best_time, of_memcpy
 from larpixdaq.convert import convert
 from larpixdaq.demo import write_synthetic_raw
+from larpixdaq.formats.rows import PACKETS_DTYPE
 
 TITLE = "convert raw PACMAN file -> LArPix+HDF5 v2.4, end to end"
 TARGET = 5e6
@@ -89,7 +90,8 @@ def run(quick: bool) -> list[Row]:
         rate = n / dt
         rows.append(Row("convert() in process", rate, "packets/s",
                         f"{n:,} packets in {n_msgs:,} msgs ({raw_mb:,.0f} MB raw, made in "
-                        f"{made:.1f} s); {dt:.2f} s"))
+                        f"{made:.1f} s); {dt:.2f} s; rows "
+                        f"{of_memcpy(rate * PACKETS_DTYPE.itemsize)}"))
         for compression in ("lzf", "gzip"):
             cdt = best_time(lambda c=compression: convert(raw, out, overwrite=True,
                                                           compression=c), 1)

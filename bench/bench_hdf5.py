@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.table import Row, best_time
+from bench.table import Row, best_time, of_memcpy
 from larpixdaq.demo import synthetic_messages
 from larpixdaq.formats.hdf5file import Hdf5Writer, read_packets
 from larpixdaq.formats.pacman import decode_data_messages
@@ -70,7 +70,8 @@ def run(quick: bool) -> list[Row]:
                 best = max(best, rate)
             size = path.stat().st_size / 1e6
             out.append(Row(name, rate, "rows/s",
-                           f"{mb / dt:,.0f} MB/s; file {size:,.0f} MB for {len(rows):,} rows"))
+                           f"{mb / dt:,.0f} MB/s, {of_memcpy(mb * 1e6 / dt)}; file "
+                           f"{size:,.0f} MB for {len(rows):,} rows"))
         assert np.array_equal(read_packets(path), rows)
         ref = _reference_rate(tmp, 10_000 if quick else 30_000)
     if ref is not None:

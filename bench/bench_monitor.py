@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from bench.table import Row, best_time
+from bench.table import Row, best_time, of_memcpy
 from larpixdaq.formats import packets as K
 from larpixdaq.formats import pacman as P
 from larpixdaq.pipeline.monitorstate import MonitorState
@@ -41,7 +41,8 @@ def run(quick: bool) -> list[Row]:
 
         t = best_time(feed, 3)
         rows.append(Row(f"add() batch of {n_msgs} x {words}-word messages, {tiles} tile(s)",
-                        n_msgs * words / t, "packets/s", "decode + hit/ADC/chip counts"))
+                        n_msgs * words / t, "packets/s", "decode + hit/ADC/chip counts; words "
+                        f"{of_memcpy(n_msgs * words * 16 / t)}"))
         state.tick(1.5)
         t = best_time(lambda state=state: state.snapshot(1.6), 3)
         size = len(json.dumps(state.snapshot(1.6)))

@@ -22,7 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.table import Row
+from bench.table import Row, memcpy_bandwidth, of_memcpy
+from larpixdaq.formats.rows import PACKETS_DTYPE
 
 TITLE = "Data path: sim board -> producer -> aggregator -> storage -> HDF5, zero loss"
 CLI = [sys.executable, "-m", "larpixdaq.cli"]
@@ -105,10 +106,12 @@ def measure(seconds: float, words_per_message: int = 8192, boards: int = 1,
                    for g in range(1, boards + 1))
         storage = run["counters"]["storage"]
         chip_rows = storage["words_received"]
+        rate = run["packets_written"] / elapsed
         out = [
-            Row("packets written per second", run["packets_written"] / elapsed, "packets/s",
+            Row("packets written per second", rate, "packets/s",
                 f"{elapsed:.1f} s run, {boards} board(s), {words_per_message} words/message, "
-                f"commits {'synced to the disk' if sync else 'to the kernel only (--no-sync)'}"),
+                f"commits {'synced to the disk' if sync else 'to the kernel only (--no-sync)'}"
+                f"; rows {of_memcpy(rate * PACKETS_DTYPE.itemsize)}"),
             Row("packets lost", run["packets_lost"], "packets", "must be 0"),
             Row("chip packets sent by producers", sent, "packets"),
             Row("chip packets in the file", chip_rows, "packets",
@@ -164,6 +167,8 @@ def storage_costs(n_messages: int = 64, words: int = 8192) -> list[Row]:
             "the writer's SHA-256 runs on a thread of its own, beside this"),
         Row("storage: HDF5 append + flush + fsync", t_synced / n * 1e9, "ns/packet",
             f"{t_synced / t_append:.2f}x the same without fsync, on {tmp.parent}'s disk"),
+        Row("memory copy of a row (yardstick)", PACKETS_DTYPE.itemsize / memcpy_bandwidth()
+            * 1e9, "ns/packet", f"{PACKETS_DTYPE.itemsize} bytes at this run's copy bandwidth"),
         Row("storage: SHA-256 of the rows", t_sha / n * 1e9, "ns/packet",
             "on its own; off the writing thread's path"),
     ]
