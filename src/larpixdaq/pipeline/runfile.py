@@ -51,11 +51,12 @@ from larpixdaq.pipeline.durable import sync_dir, sync_fd, sync_file
 from larpixdaq.pipeline.h5recover import clear_write_flags, repair_part
 from larpixdaq.pipeline.protocol import KIND_CONFIGS, KIND_DATA, KIND_INFO, FrameHeader
 from larpixdaq.pipeline.runjournal import (
+    JournalRefused,
     Stream,
     is_sealed,
     journal_path,
-    key_stream,
     part_path,
+    plan_resume,
     read_journal,
     run_stem,
     seal,
@@ -289,49 +290,42 @@ class RunWriter:
         self._pending_records = []
 
     def _resume(self) -> None:
-        records = read_journal(self._journal_path)
-        if not records or not records[0].get("open"):
-            raise StorageError(f"{self._journal_path}: not a run journal")
-        if any(r.get("closed") for r in records):
-            raise StorageError(f"run {self.run_number} is already closed in {self.data_dir}")
-        self.metadata = {**records[0].get("metadata", {}), **self.metadata}
-        commits = [r for r in records if "part" in r]
-        last = commits[-1] if commits else {"part": 0, "packets": 0, "messages": 0,
-                                            "configs": 0, "streams": {}, "counters": {},
-                                            "files": []}
-        self.counters = StorageCounters.from_dict(last.get("counters", {}))
+        """Take the run up where its journal's last commit left it (:func:`plan_resume`):
+        that commit's part cut back to it and sealed, parts opened after it removed."""
+        try:
+            plan = plan_resume(read_journal(self._journal_path))
+        except JournalRefused as exc:
+            raise StorageError(
+                f"run {self.run_number} is already closed in {self.data_dir}"
+                if str(exc) == "closed" else f"{self._journal_path}: {exc}") from None
+        self.metadata = {**plan.metadata, **self.metadata}
+        self.counters = StorageCounters.from_dict(plan.counters)
         self.counters.restarts += 1
-        for key, (seq, offset, done) in last.get("streams", {}).items():
-            stream = key_stream(key)
+        for stream, (seq, offset, done) in plan.streams.items():
             self.trackers[stream] = SeqTracker(seq, offset)
             self._committed[stream] = seq
             if done:
                 self.finished.add(stream)
-        self.files = [Path(p) for p in last.get("files", [])]
-        opened = {int(r["opened_part"]): Path(r["path"]) for r in records if "opened_part" in r}
-        own = set(self.files) | set(opened.values())
-        part = int(last["part"])
-        path = part_path(self.data_dir, self.run_number, part)
-        if path.exists() and path in own:
+        self.files = list(plan.files)
+        path = part_path(self.data_dir, self.run_number, plan.part)
+        if path.exists() and path in plan.own:
             if not is_sealed(path):  # a finished part (closed at a rollover) stays as it is
-                cut = self._repair_part(path, last["packets"], last["messages"],
-                                        last["configs"])
+                cut = self._repair_part(path, *plan.rows)
                 # Rows below the commit that did not survive are lost, and said so.
                 self.counters.packets_lost += max(0, -cut.get("packets", 0))
             if path not in self.files:
                 self.files.append(path)
-        elif last["packets"]:
-            self.counters.packets_lost += int(last["packets"])
-        for number, stale in sorted(opened.items()):
-            # Parts this run opened after its last commit: nothing in them was acknowledged
-            # (their frames come again), and no one else's file is among them.
-            if number > part and stale.exists():
-                stale.unlink()
+        elif plan.rows[0]:
+            self.counters.packets_lost += plan.rows[0]
+        for stale in plan.stale:
+            # Nothing in them was acknowledged (their frames come again), and no one else's
+            # file is among them.
+            stale.unlink(missing_ok=True)
         self._configs_read_back()
         self._reopen_journal()
         # The next part is created with the first frame (or at close): a restart that is
         # itself cut short leaves no empty part behind.
-        self.part = max([part, *opened]) + 1
+        self.part = plan.next_part
         self._writer = None
 
     def _repair_part(self, path: Path, packets: int, messages: int, configs: int

@@ -2,7 +2,8 @@
 
 What storage, a restart and the tools need to know about a run's files without writing
 any: ``run-000042.h5`` and its parts, ``run-000042.journal`` (JSON lines, a torn line
-skipped), which runs a crashed storage left open, and the read-only mode of a finished file.
+skipped), which runs a crashed storage left open, the read-only mode of a finished file, and
+what a restarted writer takes up from a journal (:func:`plan_resume`, pure).
 :mod:`.runfile` writes them.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,3 +77,53 @@ def unfinished_runs(data_dir: str | Path) -> list[int]:
         if records and records[0].get("open") and not any(r.get("closed") for r in records):
             out.append(int(records[0]["run_number"]))
     return out
+
+
+class JournalRefused(ValueError):
+    """A journal a writer must not take up: not a run journal, or a run already closed."""
+
+
+@dataclass(frozen=True)
+class ResumePlan:
+    """What a writer restarted on an open journal takes up (:func:`plan_resume`)."""
+
+    metadata: dict[str, Any]
+    counters: dict[str, Any]  # as the last commit line recorded them
+    streams: dict[Stream, tuple[int, int, bool]]  # last seq, next word offset, finished
+    files: list[Path]  # the parts as of the last commit
+    part: int  # the part the last commit wrote to
+    rows: tuple[int, int, int]  # its committed packets, messages and configs rows
+    own: frozenset[Path]  # every file the journal says this run created
+    stale: list[Path]  # parts opened after the last commit: nothing in them acknowledged
+    next_part: int  # the number the next part created gets
+
+
+def plan_resume(records: list[dict[str, Any]]) -> ResumePlan:
+    """What the journal ``records`` (:func:`read_journal`) leave to take up. Pure.
+
+    Only the last commit line counts: what came after it was never acknowledged. Files the
+    journal does not name as this run's own are never in :attr:`ResumePlan.own` or
+    :attr:`ResumePlan.stale`, so a restart cannot touch another's file. Raises
+    :class:`JournalRefused` for a journal that is not one, or of a run already closed."""
+    if not records or not records[0].get("open"):
+        raise JournalRefused("not a run journal")
+    if any(r.get("closed") for r in records):
+        raise JournalRefused("closed")
+    commits = [r for r in records if "part" in r]
+    last = commits[-1] if commits else {}
+    part = int(last.get("part", 0))
+    opened = {int(r["opened_part"]): Path(r["path"]) for r in records if "opened_part" in r}
+    files = [Path(p) for p in last.get("files", [])]
+    return ResumePlan(
+        metadata=dict(records[0].get("metadata", {})),
+        counters=dict(last.get("counters", {})),
+        streams={key_stream(k): (int(seq), int(offset), bool(done))
+                 for k, (seq, offset, done) in last.get("streams", {}).items()},
+        files=files,
+        part=part,
+        rows=(int(last.get("packets", 0)), int(last.get("messages", 0)),
+              int(last.get("configs", 0))),
+        own=frozenset(files) | frozenset(opened.values()),
+        stale=[path for number, path in sorted(opened.items()) if number > part],
+        next_part=max([part, *opened]) + 1,
+    )
