@@ -32,7 +32,6 @@ read-only.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import shutil
 import time
@@ -52,6 +51,7 @@ from larpixdaq.pipeline.h5recover import clear_write_flags, repair_part
 from larpixdaq.pipeline.protocol import KIND_CONFIGS, KIND_DATA, KIND_INFO, FrameHeader
 from larpixdaq.pipeline.runjournal import (
     JournalRefused,
+    JournalWriter,
     Stream,
     is_sealed,
     journal_path,
@@ -186,8 +186,7 @@ class RunWriter:
         self._repair_due = False  # the part still has to be cut back to its last commit
         self.closed = False
         self._configs_seen: list[np.ndarray] = []  # for the run's config_hash at close
-        self._journal: Any = None  # the run's journal, open for appending
-        self._pending_records: list[dict[str, Any]] = []  # for the journal once it is open
+        self._journal = JournalWriter(self._journal_path, self.durable)
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             if self._journal_path.exists():
@@ -217,12 +216,13 @@ class RunWriter:
                 f"run {self.run_number}: {', '.join(taken)} already in {self.data_dir} and "
                 "not written by this run (no journal names it); not touching it: move it "
                 "away or write to another data directory")
-        self._journal = open(self._journal_path, "x", encoding="utf-8")  # noqa: SIM115
-        self._log({"open": True, "run_number": self.run_number, "metadata": self.metadata})
+        self._journal.create()
+        self._journal.write({"open": True, "run_number": self.run_number,
+                             "metadata": self.metadata})
         try:
             self._open_part(0)
         except RunFileExists:
-            self._log({"closed": True, "clean": False, "refused": True})
+            self._journal.write({"closed": True, "clean": False, "refused": True})
             self._journal.close()
             raise
 
@@ -252,42 +252,18 @@ class RunWriter:
         self._last_commit = (0, 0, 0)
         # The journal names every part this run created: only those may ever be repaired
         # or removed by a restart.
-        self._log({"opened_part": part, "path": str(path)})
+        self._journal.write({"opened_part": part, "path": str(path)})
         if self.durable:  # the new part's name, and the journal's for part 0
-            self._sync_journal()
+            self._journal.sync()
             sync_dir(self.data_dir)
         if path not in self.files:
             self.files.append(path)
-
-    def _log(self, record: dict[str, Any]) -> None:
-        self._journal.write(json.dumps(record, sort_keys=True) + "\n")
-        self._journal.flush()
-
-    def _sync_journal(self) -> None:
-        """With :attr:`durable`, wait until the journal's lines are on the disk itself: a
-        commit line is what an acknowledgement stands on, after a power cut too."""
-        if self.durable:
-            sync_fd(self._journal.fileno())
 
     def _sync_finished(self, path: Path) -> None:
         """With :attr:`durable`, put a part closed by this process (its last rows, its
         clean-close mark and checksum) on the disk itself."""
         if self.durable:
             sync_file(path)
-
-    def _reopen_journal(self) -> None:
-        """Append to the journal; a line torn by a crash (or a full disk) is ended first, so
-        the next record starts on a line of its own."""
-        self._journal = open(self._journal_path, "a+", encoding="utf-8")  # noqa: SIM115
-        if self._journal.tell():
-            self._journal.seek(self._journal.tell() - 1)
-            last = self._journal.read(1)
-            if last != "\n":
-                self._journal.write("\n")
-                self._journal.flush()
-        for record in self._pending_records:
-            self._log(record)
-        self._pending_records = []
 
     def _resume(self) -> None:
         """Take the run up where its journal's last commit left it (:func:`plan_resume`):
@@ -322,7 +298,7 @@ class RunWriter:
             # file is among them.
             stale.unlink(missing_ok=True)
         self._configs_read_back()
-        self._reopen_journal()
+        self._journal.reopen()
         # The next part is created with the first frame (or at close): a restart that is
         # itself cut short leaves no empty part behind.
         self.part = plan.next_part
@@ -345,10 +321,7 @@ class RunWriter:
                         result.aside.name if result.aside else "-")
             record = {"rebuilt_part": str(path), "aside": str(result.aside),
                       "reason": result.reason, "cut": result.cut}
-            if self._journal is None or self._journal.closed:
-                self._pending_records.append(record)
-            else:
-                self._log(record)
+            self._journal.write_or_defer(record)
         return result.cut
 
     def _configs_read_back(self) -> None:
@@ -526,8 +499,8 @@ class RunWriter:
 
     def _journal_commit(self, flushed: FlushedCommit) -> None:
         """Write a commit's journal line (synced): from here on it may be acknowledged."""
-        self._log(flushed.record)
-        self._sync_journal()
+        self._journal.write(flushed.record)
+        self._journal.sync()
         self._last_commit = flushed.rows
         self._written_at_commit = flushed.written
         self._committed = flushed.seqs
@@ -656,8 +629,9 @@ class RunWriter:
             if clean:
                 seal(self.path)
             self._sync_finished(self.path)
-            self._log({"closed": True, "clean": clean, "counters": self.counters.as_dict()})
-            self._sync_journal()
+            self._journal.write({"closed": True, "clean": clean,
+                                 "counters": self.counters.as_dict()})
+            self._journal.sync()
         finally:
             self.closed = True
             self._forget_flushed()
@@ -736,9 +710,9 @@ class RunWriter:
             if self._repair_due:
                 return False
         try:
-            self._reopen_journal()
-            self._log({"closed": True, "clean": False, "error": reason,
-                       "counters": self.counters.as_dict()})
+            self._journal.reopen()
+            self._journal.write({"closed": True, "clean": False, "error": reason,
+                                 "counters": self.counters.as_dict()})
             self._journal.close()
         except OSError as exc:
             log.warning("run %d: cannot close the journal yet: %s", self.run_number, exc)

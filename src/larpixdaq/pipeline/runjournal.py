@@ -4,7 +4,7 @@ What storage, a restart and the tools need to know about a run's files without w
 any: ``run-000042.h5`` and its parts, ``run-000042.journal`` (JSON lines, a torn line
 skipped), which runs a crashed storage left open, the read-only mode of a finished file, and
 what a restarted writer takes up from a journal (:func:`plan_resume`, pure).
-:mod:`.runfile` writes them.
+:mod:`.runfile` writes the files, through :class:`JournalWriter` for the journal.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+from larpixdaq.pipeline.durable import sync_fd
 
 Stream = tuple[str, int]
 
@@ -52,6 +54,62 @@ def stream_key(stream: Stream) -> str:
 def key_stream(key: str) -> Stream:
     source, _, epoch = key.rpartition("\x00")
     return source, int(epoch)
+
+
+class JournalWriter:
+    """A run's journal, open for appending: one JSON line per record, handed to the kernel
+    at once (a killed process loses no line); with ``durable``, :meth:`sync` waits until
+    the disk holds them (a power cut loses none either). Files are never replaced: a new
+    journal is created exclusively, an existing one only appended to."""
+
+    def __init__(self, path: Path, durable: bool) -> None:
+        self.path = path
+        self.durable = durable
+        self._file: IO[str] | None = None
+        self._deferred: list[dict[str, Any]] = []
+
+    @property
+    def closed(self) -> bool:
+        return self._file is None or self._file.closed
+
+    def create(self) -> None:
+        """A new run's journal (``FileExistsError`` if there is one)."""
+        self._file = open(self.path, "x", encoding="utf-8")  # noqa: SIM115
+
+    def reopen(self) -> None:
+        """Append to the journal; a line torn by a crash (or a full disk) is ended first, so
+        the next record starts on a line of its own; records deferred meanwhile go first."""
+        self._file = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115
+        if self._file.tell():
+            self._file.seek(self._file.tell() - 1)
+            if self._file.read(1) != "\n":
+                self._file.write("\n")
+                self._file.flush()
+        deferred, self._deferred = self._deferred, []
+        for record in deferred:
+            self.write(record)
+
+    def write(self, record: dict[str, Any]) -> None:
+        assert self._file is not None
+        self._file.write(json.dumps(record, sort_keys=True) + "\n")
+        self._file.flush()
+
+    def write_or_defer(self, record: dict[str, Any]) -> None:
+        """Write now, or at the next :meth:`reopen` if the journal is closed (a part
+        repaired while a restart reads the journal)."""
+        if self.closed:
+            self._deferred.append(record)
+        else:
+            self.write(record)
+
+    def sync(self) -> None:
+        """With ``durable``, wait until the disk itself holds every line written."""
+        if self.durable and self._file is not None:
+            sync_fd(self._file.fileno())
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
 
 
 def read_journal(path: str | Path) -> list[dict[str, Any]]:
