@@ -42,7 +42,7 @@ import numpy as np
 import zmq
 
 from larpixdaq.formats.pacman import HEADER_BYTES, WORD_BYTES
-from larpixdaq.pipeline import framelog, gapmark
+from larpixdaq.pipeline import earlyread, framelog, gapmark
 from larpixdaq.pipeline.backlog import DEFAULT_HOLD_BYTES, Backlog, Pending
 from larpixdaq.pipeline.counters import Counters
 from larpixdaq.pipeline.datatap import DEFAULT_TAP_MESSAGES, DataTap
@@ -106,6 +106,11 @@ class ProducerCounters(Counters):
     frames_recovered: int = 0  # frames a dead process of this name logged, queued again
     packets_recovered: int = 0  # the PACMAN words in them
     frames_stale: int = 0  # frames of a finished run a dead process logged (kept, not sent)
+    # Taking over a dead process's unfinished stream, the board is read before the
+    # catch-up's begin (see earlyread): what went into the run, and what was dropped.
+    messages_read_early: int = 0
+    early_messages_outside_run: int = 0  # its run was over, or not begun here
+    early_messages_over_budget: int = 0  # beyond the hold budget (early reading stopped)
 
 
 class Producer:
@@ -163,9 +168,16 @@ class Producer:
         # data, told at the first data after begin (see gapmark).
         self.framelog = FrameLog(state_dir, name) if state_dir else None
         self.predecessor = framelog.read_log(state_dir, name) if state_dir else LogFiles()
+        streams = earlyread.DeadStreams()
         self.before_death = gapmark.last_mark(
-            (f.header.run, f.header.io_group, f.payload) for f in self.predecessor.frames()
-            if f.header.kind == KIND_DATA)
+            (f.header.run, f.header.io_group, f.payload)
+            for f in streams.watch(self.predecessor.frames()) if f.header.kind == KIND_DATA)
+        # Taking over a stream the dead one left unfinished, a board that runs on its own is
+        # read from the start, not from the catch-up's begin (see earlyread).
+        takeover = streams.unfinished_run()
+        self._early = (earlyread.EarlyReader(name, source, earlyread.EarlyHold(
+            takeover, self.backlog.memory_bytes), self.counters)
+            if takeover is not None and source.runs_on_its_own else None)
         #: Called (from the data thread) with a text and details of frames of a finished run
         #: a dead predecessor logged (kept on disk, not sent).
         self.on_stale: Callable[[str, dict[str, Any]], None] | None = None
@@ -196,6 +208,8 @@ class Producer:
         self._sock.setsockopt(zmq.SNDHWM, 0)
         self._sock.connect(self.aggregator)
         self._hello()
+        if self._early is not None:
+            self._early.start()
         self._thread = threading.Thread(target=self._loop, name=f"{self.name}-data",
                                         daemon=True)
         self._thread.start()
@@ -250,7 +264,10 @@ class Producer:
             self.offset = 0
             self._first_sent = -1
             self._recover(run_number)
-            self.source.prepare()
+            if self._early is not None and not self._early.prepare(run_number):
+                self._early = None
+            if self._early is None:
+                self.source.prepare()
             self.flowing = True
             self.reading = False
         self.call(do)
@@ -356,8 +373,13 @@ class Producer:
         def do() -> None:
             self._snapshot()
             self._frame(KIND_INFO, b"Beginning run")
-            self.source.start()
+            early, self._early = self._early, None
+            held = early.release() if early is not None else None
+            if held is None:
+                self.source.start()
             self.reading = True
+            if held:  # read before this begin, after the dead stream's end: the run's data
+                self._forward(held)
         self.call(do)
 
     def end(self, patience: float = END_PATIENCE) -> dict[str, float]:
@@ -373,6 +395,9 @@ class Producer:
             if not self.flowing and self.run_number < 0:
                 done.set_result(None)
                 return
+            if self._early is not None:  # prepared, not begun: what was read early is no run's
+                self._early.discard()
+                self._early = None
             if self.reading:
                 # What the board has already delivered (a PACMAN client's queue) belongs to
                 # this run: taken now, before the marker, never left for the next run.
@@ -619,6 +644,9 @@ class Producer:
             if self.reading and (self.source.runs_on_its_own
                                  or not len(self.backlog)):
                 self._read_board()
+            elif self._early is not None and self._early.reading:
+                self._early.read(self.backlog.mem_bytes + self.unacked_bytes)
+                self._receive(0)
             elif self.flowing:  # READY: no readout; what the board sent anyway is kept
                 early = self.source.pending()
                 self.counters.messages_before_begin += len(early)
@@ -626,6 +654,8 @@ class Producer:
                 self._receive(20)
             else:
                 self._receive(20)
+        if self._early is not None:
+            self._early.discard()
         # Read from the board or framed, and not sent when it stopped.
         self.counters.messages_unsent += sum(1 for p in self.backlog.drain() if p.words)
 

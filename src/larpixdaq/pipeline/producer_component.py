@@ -85,6 +85,9 @@ class ProducerComponent(Component):
                              "run_messages_before_begin": early}}
 
     def start(self) -> ProducerComponent:
+        # First: a process taking over a dead one's stream reads its board from now on
+        # (see earlyread), while the configuration is re-applied and it registers.
+        self.producer.start()
         # Before registering, so the chips hold their recorded settings before this process
         # takes part in any run (a restart must not fall back to power-on values unnoticed).
         restored = self.board.restore_configuration()
@@ -96,7 +99,6 @@ class ProducerComponent(Component):
                                  restored.get("record", ""))
             else:
                 self.log.error("%s", self.board.restore_problem)
-        self.producer.start()
         super().start()
         return self
 
