@@ -36,6 +36,7 @@ class Stretch:
     of_message: np.ndarray  # the message of each row
     times: np.ndarray  # each message's header time (UNIX s)
     words: np.ndarray  # each message's PACMAN words
+    arrived: np.ndarray  # when the recorder got each message (UNIX s, this host's clock)
 
 
 class BoardTruth:
@@ -51,6 +52,7 @@ class BoardTruth:
         self.emulator = PacmanEmulator(board.bring_up_all(), cmd_port=0, data_port=0,
                                        echo_port=0, rate=rate, message_words=message_words)
         self.messages: list[bytes] = []
+        self.arrived: list[float] = []  # time.time() as each message was recorded
         self._stop = threading.Event()
         self._sub: zmq.Socket | None = None
         self._thread: threading.Thread | None = None
@@ -86,9 +88,11 @@ class BoardTruth:
             if sub.poll(50):
                 while True:
                     try:
-                        self.messages.append(sub.recv(zmq.NOBLOCK))
+                        msg = sub.recv(zmq.NOBLOCK)
                     except zmq.Again:
                         break
+                    self.arrived.append(time.time())
+                    self.messages.append(msg)
 
     @staticmethod
     def _wait(cond, timeout: float, what: str) -> None:
@@ -136,7 +140,9 @@ class BoardTruth:
         from larpixdaq.formats.rows import MESSAGE, TIMESTAMP
 
         (a, _, _), (b, _, _) = self._marks[first], self._marks[first + 1]
-        msgs = [m for m in self.messages[a:b] if m[:1] == b"D"]
+        data = [i for i in range(a, b) if self.messages[i][:1] == b"D"]
+        msgs = [self.messages[i] for i in data]
+        arrived = np.array([self.arrived[i] for i in data], np.float64)
         rows = decode_data_messages(msgs, self.io_group).rows
         # Rows come per message: its TIMESTAMP row (the header time), then one per word.
         rows = rows[rows["packet_type"] != MESSAGE]
@@ -146,7 +152,7 @@ class BoardTruth:
         if len(rows) != int(words.sum()) + len(msgs):
             raise TruthError(f"io_group {self.io_group}: {len(msgs)} messages of "
                              f"{int(words.sum())} words decode to {len(rows)} rows")
-        return Stretch(msgs, rows, of_message, times, words)
+        return Stretch(msgs, rows, of_message, times, words, arrived)
 
     def stop(self) -> None:
         self._stop.set()

@@ -45,8 +45,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("larpixdaq.producer")
 
-KEEP, OTHER_RUN, OVER_BUDGET = "keep", "other run", "over budget"
-"""What :meth:`EarlyHold.at_prepare` says of the messages read early."""
+KEEP, OTHER_RUN, OVER = "keep", "other run", "over"
+"""What :meth:`EarlyHold.at_prepare` says of the messages read early: they go into this run,
+they belong to none (dropped), or early reading was over already (nothing held)."""
+OVER_BUDGET = "over budget"
+"""Why early reading stopped, when the hold outgrew its budget."""
 
 
 class DeadStreams:
@@ -126,10 +129,10 @@ class EarlyHold:
     def at_prepare(self, run_number: int) -> str:
         """A prepare of ``run_number``: :data:`KEEP` (the dead stream's run, still read:
         reading goes on until :meth:`release` at its begin), :data:`OTHER_RUN` (that run is
-        over: what was held is dropped, counted in ``outside_run``) or :data:`OVER_BUDGET`
-        (early reading had stopped already; nothing held)."""
+        over: what was held is dropped, counted in ``outside_run``) or :data:`OVER` (early
+        reading was over already: beyond the budget, or ended; nothing held)."""
         if self.stopped is not None:
-            return OVER_BUDGET
+            return OVER
         if run_number == self.run and not self.prepared:
             self.prepared = True
             return KEEP

@@ -45,19 +45,11 @@ class Verdict:
         return not self.problems
 
 
-def check_against_truth(truth_rows: np.ndarray, of_message: np.ndarray,
-                        message_times: np.ndarray, file_rows: np.ndarray,
-                        gaps: Sequence[tuple[int, int]], kills: int) -> Verdict:
-    """The walk described in the module docstring.
-
-    ``truth_rows``: the chip-packet rows of every message the board published, in order;
-    ``of_message``: the index of each row's message (non-decreasing, 0..M-1);
-    ``message_times``: each message's header time (M of them: a message may have no row);
-    ``file_rows``: the files' chip-packet rows of the board's io_group, in file order (same
-    dtype); ``gaps``: (T0, T1) of each data-gap incident of the io_group; ``kills``: how many
-    times its producer was killed.
-    """
-    n_msgs = len(message_times)
+def messages_in_files(truth_rows: np.ndarray, of_message: np.ndarray, n_msgs: int,
+                      file_rows: np.ndarray) -> tuple[np.ndarray, int]:
+    """The walk: which of the ``n_msgs`` published messages are in the files (a bool per
+    message), and how many file rows they account for (the rest are extra). Arguments as
+    for :func:`check_against_truth`."""
     of_message = np.asarray(of_message, dtype=np.int64)
     if len(of_message) != len(truth_rows):
         raise ValueError(f"{len(truth_rows)} truth rows but {len(of_message)} message indices")
@@ -75,7 +67,26 @@ def check_against_truth(truth_rows: np.ndarray, of_message: np.ndarray,
         if j + n <= n_file and np.array_equal(file_rows[j:j + n], truth_rows[a:b]):
             present[i] = True
             j += n
-    sizes = np.diff(bounds)
+    return present, j
+
+
+def check_against_truth(truth_rows: np.ndarray, of_message: np.ndarray,
+                        message_times: np.ndarray, file_rows: np.ndarray,
+                        gaps: Sequence[tuple[int, int]], kills: int) -> Verdict:
+    """The walk described in the module docstring.
+
+    ``truth_rows``: the chip-packet rows of every message the board published, in order;
+    ``of_message``: the index of each row's message (non-decreasing, 0..M-1);
+    ``message_times``: each message's header time (M of them: a message may have no row);
+    ``file_rows``: the files' chip-packet rows of the board's io_group, in file order (same
+    dtype); ``gaps``: (T0, T1) of each data-gap incident of the io_group; ``kills``: how many
+    times its producer was killed.
+    """
+    n_msgs = len(message_times)
+    present, j = messages_in_files(truth_rows, of_message, n_msgs, file_rows)
+    n_file = len(file_rows)
+    sizes = np.diff(np.searchsorted(np.asarray(of_message, dtype=np.int64),
+                                    np.arange(n_msgs + 1)))
     times = np.asarray(message_times, dtype=np.int64)
     inside = np.zeros(n_msgs, dtype=bool)
     for t0, t1 in gaps:
