@@ -241,7 +241,8 @@ class EarlyReader:
 
     def _stop_source(self) -> None:
         """Stop reading; what the source had already taken is dropped (counted by the hold
-        with the reason); then the source is where a prepare leaves it, if it was."""
+        with the reason). If the catch-up had prepared the run, the source is prepared again
+        (after its stop, as for a run), so the begin finds it where a prepare leaves it."""
         self.source.stop()
         for _ in range(DRAIN_READS):
             msgs = self.source.read(0.0)

@@ -12,7 +12,10 @@ READY (what the board sent during a configuration action, data a routine sends) 
 never dropped, and counted in ``messages_before_begin``; in the file it stands before the
 ``Beginning run`` marker. Every frame gets the next ``seq`` of the stream and its word
 ``offset``; ``Beginning run`` goes out at begin and ``Ending run`` (flagged ``last``) at end,
-in order with the data. Sending needs credit from the
+in order with the data. One exception to reading only in RUN: a process taking over a dead
+predecessor's unfinished stream reads a board that runs on its own from its start, and what
+it read before run control brought it back goes into that run after ``Beginning run``, or
+into none (see :mod:`~larpixdaq.pipeline.earlyread`). Sending needs credit from the
 aggregator; without credit the producer waits (the board's own buffers then fill: that is
 the only place where data can be lost, and the PACMAN client counts it).
 
@@ -646,7 +649,6 @@ class Producer:
                 self._read_board()
             elif self._early is not None and self._early.reading:
                 self._early.read(self.backlog.mem_bytes + self.unacked_bytes)
-                self._receive(0)
             elif self.flowing:  # READY: no readout; what the board sent anyway is kept
                 early = self.source.pending()
                 self.counters.messages_before_begin += len(early)
