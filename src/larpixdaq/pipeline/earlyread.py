@@ -34,13 +34,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from larpixdaq.pipeline.framelog import LoggedFrame
 from larpixdaq.pipeline.protocol import KIND_DATA
 
 if TYPE_CHECKING:
-    from larpixdaq.pipeline.producer import ProducerCounters
     from larpixdaq.pipeline.sources import Source
 
 log = logging.getLogger("larpixdaq.producer")
@@ -175,8 +174,9 @@ class EarlyReader:
     ``early_messages_over_budget``). Called only from the producer's data thread (and from
     :meth:`start` before that thread runs)."""
 
-    def __init__(self, name: str, source: Source, hold: EarlyHold,
-                 counters: ProducerCounters) -> None:
+    def __init__(self, name: str, source: Source, hold: EarlyHold, counters: Any) -> None:
+        """``counters``: the producer's ``ProducerCounters`` (not imported here: the
+        producer imports this module), whose three early-read fields this keeps."""
         self.name = name
         self.source = source
         self.hold = hold
