@@ -77,6 +77,26 @@ def _sent_everything(daq: Daq, truth: BoardTruth) -> None:
     wait_for(done, timeout=60, interval=0.3)
 
 
+def _end_once_sent(daq: Daq, truth: BoardTruth, timeout: float = 30) -> dict:
+    """Let the producer send some data, hold the board, wait until the producer has sent
+    all of it, end the run: its record."""
+    wait_for(lambda: _counters(daq).get("packets_sent", 0) > 5 * WORDS, timeout=timeout)
+    truth.hold()
+    _sent_everything(daq, truth)
+    return _end(daq)
+
+
+def _assert_only_what_followed_the_begin(run: dict, truth: BoardTruth, t_begin: float) -> None:
+    """The run's files hold an unbroken tail of what the board published, all of it
+    published after the begin."""
+    s = truth.stretch(0)
+    present, used = messages_in_files(s.rows, s.of_message, len(s.times), _files(run))
+    assert used == len(_files(run)) and present.any()
+    first = int(np.flatnonzero(present)[0])
+    assert present[first:].all()
+    assert s.arrived[first] > t_begin, (s.arrived[first] - t_begin)
+
+
 def _files(run: dict) -> np.ndarray:
     rows = read_run_packets(run["files"])
     return rows[(rows["io_group"] == 1) & (rows["packet_type"] != MESSAGE)]
@@ -95,10 +115,7 @@ def test_a_successor_reads_its_board_before_the_catch_up_so_the_hole_ends_before
         _start_again(daq, old, truth)
         t_core = time.time()
         daq.core.start()
-        wait_for(lambda: _counters(daq).get("packets_sent", 0) > 5 * WORDS, timeout=60)
-        truth.hold()
-        _sent_everything(daq, truth)
-        run = _end(daq)
+        run = _end_once_sent(daq, truth, timeout=60)
     finally:
         daq.close()
         truth.stop()
@@ -137,19 +154,11 @@ def test_a_fresh_producer_sends_nothing_its_board_published_before_the_begin(tmp
         wait_for(lambda: len(truth.messages) >= published + MORE, timeout=60)
         t_begin = time.time()
         daq.call("begin_run")
-        wait_for(lambda: _counters(daq).get("packets_sent", 0) > 5 * WORDS, timeout=30)
-        truth.hold()
-        _sent_everything(daq, truth)
-        run = _end(daq)
+        run = _end_once_sent(daq, truth)
     finally:
         daq.close()
         truth.stop()
-    s = truth.stretch(0)
-    present, used = messages_in_files(s.rows, s.of_message, len(s.times), _files(run))
-    assert used == len(_files(run)) and present.any()
-    first = int(np.flatnonzero(present)[0])
-    assert present[first:].all()
-    assert s.arrived[first] > t_begin, (s.arrived[first] - t_begin)
+    _assert_only_what_followed_the_begin(run, truth, t_begin)
     mine = run["counters"]["producer-1"]
     assert mine["messages_read_early"] == 0 and mine["run_messages_before_begin"] == 0
 
@@ -176,10 +185,7 @@ def test_what_a_successor_read_for_a_run_that_ended_meanwhile_goes_into_no_run(t
         daq.call("prepare_run")
         t_begin = time.time()
         daq.call("begin_run")
-        wait_for(lambda: _counters(daq).get("packets_sent", 0) > 5 * WORDS, timeout=30)
-        truth.hold()
-        _sent_everything(daq, truth)
-        run = _end(daq)
+        run = _end_once_sent(daq, truth)
     finally:
         daq.close()
         truth.stop()
@@ -188,10 +194,5 @@ def test_what_a_successor_read_for_a_run_that_ended_meanwhile_goes_into_no_run(t
     assert mine["early_messages_outside_run"] >= MORE // 2, mine
     assert mine["messages_read_early"] == 0 and mine["run_data_gaps"] == 0
     assert mine["frames_recovered"] == 0  # run 1's frames are not run 2's
-    s = truth.stretch(0)
-    present, used = messages_in_files(s.rows, s.of_message, len(s.times), _files(run))
-    assert used == len(_files(run)) and present.any()
-    first = int(np.flatnonzero(present)[0])
-    assert present[first:].all()
-    assert s.arrived[first] > t_begin, (s.arrived[first] - t_begin)
+    _assert_only_what_followed_the_begin(run, truth, t_begin)
 
