@@ -4,6 +4,7 @@ sockets that misbehave, over real loopback sockets."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from functools import partial
 
@@ -125,3 +126,39 @@ def test_malformed_or_short_replies_are_clear_errors(rogue_board, link):
     with pytest.raises(BoardError, match="answered PING with"):
         client.ping()
     assert client.counters["bad_replies"] == 2
+
+
+NO_WORDS = np.zeros(0, dtype=P.WORD_DTYPE)
+
+
+def test_data_a_board_sent_before_a_start_never_comes_after_it(link):
+    """A board's PUB goes on sending until it has processed an unsubscription: what was in
+    flight then waits in the subscriber's queue. It is the data of no run (published before
+    this start), so a start must not hand it out as the first data of the new one."""
+    ctx = zmq.Context.instance()
+    board = ctx.socket(zmq.PUB)
+    board.setsockopt(zmq.LINGER, 0)
+    try:
+        data_port = board.bind_to_random_port("tcp://127.0.0.1")
+        client = link(cmd_port=free_port(), data_port=data_port)
+        client.start_data()
+        old = [P.encode_data_message(1_700_000_000, NO_WORDS)]
+        deadline = time.monotonic() + 30
+        while not client.recv_messages(0.05):  # subscribed for sure: data flows
+            board.send(old[0])
+            assert time.monotonic() < deadline, "the subscription never took"
+        client.stop_data()
+        for i in range(200):  # right after the unsubscription: some of these are in flight
+            board.send(P.encode_data_message(1_700_000_001 + i, NO_WORDS))
+        time.sleep(0.5)  # whatever was in flight has arrived by now
+        client.start_data()
+        new = P.encode_data_message(1_800_000_000, NO_WORDS)
+        got: list[bytes] = []
+        deadline = time.monotonic() + 30
+        while new not in got:
+            board.send(new)
+            got += client.recv_messages(0.05)
+            assert time.monotonic() < deadline, "no data after the start"
+        assert set(got) == {new}, f"{len([m for m in got if m != new])} messages from before"
+    finally:
+        board.close(0)

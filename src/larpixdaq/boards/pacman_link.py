@@ -219,7 +219,16 @@ class PacmanLink:
             self._subscribed = False
 
     def start_data(self) -> None:
-        """Start receiving the board's data messages (see :meth:`recv_messages`)."""
+        """Start receiving the board's data messages (see :meth:`recv_messages`).
+
+        The board's PUB goes on sending until it has processed an unsubscription, so what
+        was in flight when data was last stopped may still wait in the queue. It was
+        published before this start (the data of no run) and must not come out as the new
+        run's first messages: it is dropped first. ZeroMQ drops a message no subscription
+        matches when the socket is polled, exactly as the board's PUB drops what nobody
+        subscribes to, so it is not counted: it was never received."""
+        if not self._subscribed:
+            self._sub.poll(0)
         self._data_on = True
         self.subscribe()
 

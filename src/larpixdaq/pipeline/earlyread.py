@@ -3,11 +3,13 @@
 Why: a PACMAN board (or a simulated board at a set rate) runs on its own, and its PUB socket
 drops what nobody reads. A producer of the same name started after a SIGKILL would read its
 board only at the catch-up's begin, after its process start, its registration with the core
-and the catch-up prepare (about 0.8 s under ``larpix-daq up``); all that time is a hole in
-the board's data. When the dead process's frame log ends with data of a stream it had not
-finished, the successor knows which run it is taking over before any of that: it starts
-reading the board as soon as its data thread runs, and holds what it reads raw (the frames
-cannot be made yet: the catch-up prepare gives the new stream its epoch). Then:
+and the catch-up prepare; all that time is a hole in the board's data. The process start
+(0.26-0.29 s measured on a quiet machine) cannot be helped here, the rest can (10-40 ms
+quiet, far longer with a large dead log or while the core is down): when the dead process's
+frame log ends with data of a stream it had not finished, the successor knows which run it
+is taking over before it registers, so it starts reading the board as soon as its data
+thread runs and holds what it reads raw (the frames cannot be made yet: the catch-up
+prepare gives the new stream its epoch). Then:
 
 * the catch-up prepares the SAME run: reading goes on until its begin, and what was held goes
   into the new stream right after ``Beginning run`` (behind the recovered frames and the

@@ -45,6 +45,12 @@ class Verdict:
         return not self.problems
 
 
+def message_bounds(of_message: np.ndarray, n_msgs: int) -> np.ndarray:
+    """Where each message's rows start among the truth's rows (``n_msgs + 1`` offsets: message
+    ``i`` has rows ``[bounds[i], bounds[i + 1])``, none for a message without words)."""
+    return np.searchsorted(np.asarray(of_message, dtype=np.int64), np.arange(n_msgs + 1))
+
+
 def messages_in_files(truth_rows: np.ndarray, of_message: np.ndarray, n_msgs: int,
                       file_rows: np.ndarray) -> tuple[np.ndarray, int]:
     """The walk: which of the ``n_msgs`` published messages are in the files (a bool per
@@ -57,7 +63,7 @@ def messages_in_files(truth_rows: np.ndarray, of_message: np.ndarray, n_msgs: in
                             or of_message[-1] >= n_msgs):
         raise ValueError("of_message must be non-decreasing message indices below "
                          f"{n_msgs}")
-    bounds = np.searchsorted(of_message, np.arange(n_msgs + 1))
+    bounds = message_bounds(of_message, n_msgs)
     present = np.zeros(n_msgs, dtype=bool)
     j = 0  # the next file row to account for
     n_file = len(file_rows)
@@ -85,8 +91,7 @@ def check_against_truth(truth_rows: np.ndarray, of_message: np.ndarray,
     n_msgs = len(message_times)
     present, j = messages_in_files(truth_rows, of_message, n_msgs, file_rows)
     n_file = len(file_rows)
-    sizes = np.diff(np.searchsorted(np.asarray(of_message, dtype=np.int64),
-                                    np.arange(n_msgs + 1)))
+    sizes = np.diff(message_bounds(of_message, n_msgs))
     times = np.asarray(message_times, dtype=np.int64)
     inside = np.zeros(n_msgs, dtype=bool)
     for t0, t1 in gaps:
